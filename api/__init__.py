@@ -1,0 +1,1 @@
+"""FastAPI service: real-time recommendations from the feature store."""

@@ -1,0 +1,48 @@
+"""Picks up newly trained models without a restart.
+
+With a Qdrant server, training publishes and activates the version itself; serving
+only notices the new active version. With the embedded store, the serving process
+holds the store, so training leaves the model in the model directory (``LATEST``)
+and this watcher publishes and activates it here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from featurestore.catalog import CatalogProvider
+from featurestore.settings import Settings
+from featurestore.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def publish_latest_if_new(settings: Settings, store: FeatureStore) -> str | None:
+    """Publish and activate ``<model_dir>/LATEST`` unless the store already has it."""
+    from training.artifacts import latest_version
+    from training.publish import publish_model_dir
+
+    assert settings.model_dir is not None
+    version = latest_version(settings.model_dir)
+    if version is None or store.model(version) is not None:
+        return None
+    publish_model_dir(store, settings.model_dir / version, activate=True)
+    return version
+
+
+def check_once(settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:
+    if settings.embedded and settings.auto_publish_latest:
+        published = publish_latest_if_new(settings, store)
+        if published:
+            log.info("published model %s from %s", published, settings.model_dir)
+    catalogs.refresh()
+
+
+async def watch(settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(check_once, settings, store, catalogs)
+        except Exception:  # keep serving the current model; say why loudly
+            log.exception("model check failed; still serving the current model")
+        await asyncio.sleep(settings.model_poll_seconds)

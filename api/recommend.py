@@ -1,0 +1,255 @@
+"""Recommendation maths: the query vector, re-ranking and reasons. Pure numpy, no I/O.
+
+Retrieval asks Qdrant for a few hundred candidates near the query vector; re-ranking
+then scores each candidate on what the user did in the last minutes:
+
+    score = w_ann * ann + w_category * category + w_recent * recent + w_popularity * popularity
+
+    ann         dot(query, item): both unit vectors, so a cosine in [-1, 1]
+    category    share of the user's decayed activity in the item's categories, in [0, 1]
+    recent      max over the last items j of 2^(-age_j / h) * g^(n-1-j) * cos(item, item_j):
+                the newest item counts most, by time (h) and by position (g)
+    popularity  max(catalogue popularity, trending now), in [0, 1]
+
+Each reason names a term that lifted the item above a typical candidate, ordered by
+how much it lifted it, so explanations stay truthful.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dataflow.fold import mass_at
+from featurestore.catalog import Catalog
+from featurestore.schemas import Profile, UserState, normalize
+
+RECENT_ITEMS_COMPARED = 5
+MAX_REASONS = 3
+# A term must add at least this much to the score to be named as a reason.
+REASON_MIN_CONTRIBUTION = 0.03
+
+_VERBS = {
+    "view": "viewed",
+    "click": "clicked on",
+    "add_to_cart": "added",
+    "purchase": "bought",
+    "rating": "rated",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RankParams:
+    ann: float = 1.0
+    category: float = 0.3
+    recent: float = 0.8
+    popularity: float = 0.15
+    recent_half_life: float = 1800.0
+    recent_position_decay: float = 0.7
+
+
+@dataclass(slots=True)
+class Query:
+    vector: np.ndarray | None
+    """Unit vector in the model's user space, or None for a cold user."""
+    realtime_weight: float
+    """Share of the query coming from the real-time state (the rest: long-term profile)."""
+
+
+@dataclass(slots=True)
+class Ranked:
+    row: int
+    score: float
+    terms: dict[str, float]
+    reasons: list[str] = field(default_factory=list)
+
+
+def build_query(
+    state: UserState | None,
+    profile: Profile | None,
+    catalog: Catalog,
+    now: float,
+    half_life: float,
+    blend_mass: float,
+) -> Query:
+    """Blend the real-time vector with the long-term profile, trusting the real-time
+    side more the more (recent) evidence it holds: alpha = m / (m + blend_mass)."""
+    realtime = None
+    mass = 0.0
+    if state is not None and state.vector is not None and state.mass > 0:
+        realtime = catalog.head.apply(state.vector)
+        mass = mass_at(state, now, half_life)
+    longterm = profile.vector if profile is not None else None
+    if realtime is None and longterm is None:
+        return Query(None, 0.0)
+    if longterm is None:
+        return Query(realtime, 1.0)
+    if realtime is None:
+        return Query(normalize(longterm), 0.0)
+    alpha = mass / (mass + blend_mass)
+    return Query(normalize(alpha * realtime + (1.0 - alpha) * normalize(longterm)), alpha)
+
+
+def rerank(
+    candidates: Sequence[tuple[int, float]],
+    catalog: Catalog,
+    state: UserState | None,
+    trending: Mapping[int, float],
+    params: RankParams,
+    now: float,
+    realtime_weight: float,
+    k: int,
+) -> list[Ranked]:
+    """Score candidates (catalogue row, ann score) and return the best ``k``, explained."""
+    if not candidates:
+        return []
+    rows = np.fromiter((r for r, _ in candidates), dtype=np.int64, count=len(candidates))
+    ann = np.fromiter((s for _, s in candidates), dtype=np.float32, count=len(candidates))
+    vecs = catalog.vectors[rows]
+
+    category = _category_scores(rows, catalog, state)
+    recent, recent_src = _recent_similarity(vecs, catalog, state, now, params)
+    trend = np.array([trending.get(int(r), 0.0) for r in rows], dtype=np.float32)
+    popularity = np.maximum(catalog.popularity[rows], trend)
+
+    contrib = {
+        "ann": params.ann * ann,
+        "category": params.category * category,
+        "recent": params.recent * recent,
+        "popularity": params.popularity * popularity,
+    }
+    total = sum(contrib.values())
+    top = np.argsort(-total, kind="stable")[:k]
+    # A reason names what lifted this item above a typical candidate, not what every
+    # candidate shares (all of them are close to the query, say).
+    typical = {name: float(np.median(v)) for name, v in contrib.items()}
+
+    out = []
+    for i in top:
+        terms = {name: float(v[i]) for name, v in contrib.items()}
+        lift = {name: terms[name] - typical[name] for name in terms}
+        r = Ranked(int(rows[i]), float(total[i]), terms)
+        r.reasons = _reasons(
+            terms, lift, int(rows[i]), catalog, state, recent_src[i], trend[i], now, realtime_weight
+        )
+        out.append(r)
+    return out
+
+
+def _category_scores(rows: np.ndarray, catalog: Catalog, state: UserState | None) -> np.ndarray:
+    if state is None or not state.categories:
+        return np.zeros(len(rows), dtype=np.float32)
+    total = sum(state.categories.values())
+    share = np.array(
+        [state.categories.get(c, 0.0) / total for c in catalog.category_names], dtype=np.float32
+    )
+    return np.minimum(1.0, catalog.category_matrix[rows] @ share)
+
+
+def _recent_similarity(
+    vecs: np.ndarray, catalog: Catalog, state: UserState | None, now: float, params: RankParams
+) -> tuple[np.ndarray, list[int | None]]:
+    """Per candidate: the best recency-weighted cosine to a recent item, and which one."""
+    n = len(vecs)
+    if state is None or not state.recent:
+        return np.zeros(n, dtype=np.float32), [None] * n
+    recent = [
+        (j, r)
+        for j, r in enumerate(state.recent[-RECENT_ITEMS_COMPARED:])
+        if r.item_id in catalog.index
+    ]
+    if not recent:
+        return np.zeros(n, dtype=np.float32), [None] * n
+    rvecs = np.stack([catalog.vectors[catalog.index[r.item_id]] for _, r in recent])
+    newest = len(state.recent[-RECENT_ITEMS_COMPARED:]) - 1
+    fade = np.array(
+        [
+            2.0 ** (-max(0.0, now - r.ts) / params.recent_half_life)
+            * params.recent_position_decay ** (newest - j)
+            for j, r in recent
+        ],
+        np.float32,
+    )
+    sims = np.clip(vecs @ rvecs.T, 0.0, None) * fade  # (n, recent)
+    best = sims.argmax(axis=1)
+    offset = len(state.recent) - min(len(state.recent), RECENT_ITEMS_COMPARED)
+    src = [offset + recent[b][0] for b in best]
+    return sims[np.arange(n), best], src
+
+
+def _reasons(
+    terms: dict[str, float],
+    lift: dict[str, float],
+    row: int,
+    catalog: Catalog,
+    state: UserState | None,
+    recent_src: int | None,
+    trend: float,
+    now: float,
+    realtime_weight: float,
+) -> list[str]:
+    reasons: list[tuple[float, float, str]] = []
+    for name, value in terms.items():
+        if value < REASON_MIN_CONTRIBUTION:
+            continue
+        if name == "recent" and state is not None and recent_src is not None:
+            r = state.recent[recent_src]
+            verb = _VERBS.get(r.event_type, "interacted with")
+            text = f"because you {verb} {catalog.title(r.item_id)} {ago(now - r.ts)}"
+        elif name == "category" and state is not None:
+            text = _category_reason(row, catalog, state)
+        elif name == "ann":
+            text = (
+                "close to what you are exploring right now"
+                if realtime_weight >= 0.5
+                else "matches your long-term taste"
+            )
+        elif name == "popularity":
+            text = "trending now" if trend >= catalog.popularity[row] else "popular with everyone"
+        else:
+            continue
+        reasons.append((lift[name], value, text))
+    if not reasons:
+        return ["popular with everyone" if state is None else "matches your taste"]
+    lifted = sorted((r for r in reasons if r[0] > 0), key=lambda r: -r[0])
+    chosen = lifted or [max(reasons, key=lambda r: r[1])]
+    return [text for _, _, text in chosen[:MAX_REASONS]]
+
+
+def _category_reason(row: int, catalog: Catalog, state: UserState) -> str:
+    total = sum(state.categories.values()) or 1.0
+    cats = catalog.items[row].categories
+    best = max(cats, key=lambda c: state.categories.get(c, 0.0))
+    pct = round(100 * state.categories.get(best, 0.0) / total)
+    return f"you have been into {best} lately ({pct}% of your recent activity)"
+
+
+def cold_candidates(
+    catalog: Catalog, trending: Mapping[int, float], exclude: set[int], limit: int
+) -> list[tuple[int, float]]:
+    """For users with nothing to go on: trending now, then all-time popular."""
+    score = catalog.popularity.copy()
+    for row, t in trending.items():
+        score[row] = max(score[row], t)
+    order = np.argsort(-score, kind="stable")
+    out = []
+    for r in order:
+        if int(r) not in exclude:
+            out.append((int(r), 0.0))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def ago(seconds: float) -> str:
+    s = max(0.0, seconds)
+    if s < 60:
+        return "just now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= size:
+            n = math.floor(s / size)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"

@@ -1,0 +1,70 @@
+"""Response bodies of the REST API (they define the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    title: str
+    categories: list[str]
+    reasons: list[str] = Field(description="Why this item: the features that moved it up")
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    model_version: str
+    strategy: Literal["personalized", "cold_start"]
+    realtime_weight: float = Field(
+        description="Share of the query vector from real-time events (rest: long-term profile)"
+    )
+    candidates: int = Field(description="Candidates retrieved before re-ranking")
+    items: list[RecommendedItem]
+
+
+class RecentEvent(BaseModel):
+    item_id: str
+    title: str | None
+    event_type: str
+    time: str
+
+
+class Session(BaseModel):
+    id: str | None
+    start: str | None
+    events: int
+
+
+class UserFeatures(BaseModel):
+    user_id: str
+    last_event_time: str | None = Field(description="Time of the latest event folded")
+    event_count: int
+    unknown_items: int
+    realtime_mass: float = Field(description="Decayed event weight behind the real-time vector")
+    categories: dict[str, float] = Field(description="Share of decayed activity per category")
+    recent: list[RecentEvent] = Field(description="Most recent first")
+    session: Session
+    model_version: str | None
+    has_long_term_profile: bool
+
+
+class Item(BaseModel):
+    item_id: str
+    title: str
+    categories: list[str]
+    popularity: float
+    model_version: str
+    extra: dict[str, Any] = {}
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}

@@ -1,0 +1,122 @@
+"""One recommend request: read features, retrieve candidates, re-rank. HTTP-free."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from api.recommend import (
+    Ranked,
+    RankParams,
+    build_query,
+    cold_candidates,
+    rerank,
+)
+from dataflow.fold import FoldParams, rebuild_vector
+from featurestore.catalog import Catalog, CatalogProvider
+from featurestore.schemas import UserState
+from featurestore.settings import Settings
+from featurestore.store import FeatureStore
+
+TRENDING_TOP = 100
+TRENDING_CACHE_SECONDS = 1.0
+
+
+class NoModel(RuntimeError):
+    """No model version is published yet, so there is no item space to recommend from."""
+
+
+@dataclass(slots=True)
+class Result:
+    user_id: str
+    catalog: Catalog
+    items: list[Ranked]
+    strategy: str
+    realtime_weight: float
+    candidates: int
+
+
+class Recommender:
+    def __init__(self, settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalogs = catalogs
+        self.rank_params = RankParams(
+            ann=settings.weight_ann,
+            category=settings.weight_category,
+            recent=settings.weight_recent,
+            popularity=settings.weight_popularity,
+            recent_half_life=settings.recent_similarity_half_life_seconds,
+            recent_position_decay=settings.recent_position_decay,
+        )
+        self._fold = FoldParams(
+            settings.half_life_seconds,
+            dict(settings.event_weights),
+            settings.recent_items,
+            settings.session_gap_seconds,
+        )
+        self._trending: tuple[float, str, dict[int, float]] = (0.0, "", {})
+        self._trending_lock = threading.Lock()
+
+    def catalog(self) -> Catalog:
+        catalog = self.catalogs.current
+        if catalog is None:
+            raise NoModel("no model is published yet: train one with `just train`")
+        return catalog
+
+    def recommend(self, user_id: str, k: int, now: float | None = None) -> Result:
+        now = time.time() if now is None else now
+        catalog = self.catalog()
+        s = self.settings
+        state = self.store.read_user_state(user_id)
+        if state is not None and state.model_version != catalog.version:
+            # The dataflow has not moved this user to the new model yet: do it on a copy,
+            # so the query never mixes two embedding spaces.
+            state = rebuild_vector(_copy(state), catalog.vector, self._fold, catalog.version)
+        profile = self.store.read_profile(catalog.version, user_id)
+        query = build_query(state, profile, catalog, now, s.half_life_seconds, s.blend_mass)
+
+        seen = {r.item_id for r in state.recent} if state else set()
+        if profile is not None:
+            seen.update(profile.seen)
+        trending = self.trending(catalog, now)
+
+        if query.vector is None:
+            exclude = {catalog.index[i] for i in seen if i in catalog.index}
+            candidates = cold_candidates(catalog, trending, exclude, s.candidates)
+            strategy = "cold_start"
+        else:
+            exclude = sorted(catalog.index[i] for i in seen if i in catalog.index)
+            candidates = self.store.search_items(
+                catalog.version, query.vector, s.candidates, exclude
+            )
+            strategy = "personalized"
+        ranked = rerank(
+            candidates, catalog, state, trending, self.rank_params, now, query.realtime_weight, k
+        )
+        return Result(user_id, catalog, ranked, strategy, query.realtime_weight, len(candidates))
+
+    def trending(self, catalog: Catalog, now: float) -> dict[int, float]:
+        """Catalogue row -> trending score in [0, 1]; refreshed at most once a second."""
+        at, version, rows = self._trending
+        if version == catalog.version and time.monotonic() - at < TRENDING_CACHE_SECONDS:
+            return rows
+        with self._trending_lock:
+            trends = self.store.top_trends(
+                TRENDING_TOP, now, self.settings.trending_half_life_seconds
+            )
+            top = max((t.score for t in trends), default=0.0)
+            rows = {
+                catalog.index[t.item_id]: t.score / top
+                for t in trends
+                if top > 0 and t.item_id in catalog.index
+            }
+            self._trending = (time.monotonic(), catalog.version, rows)
+        return rows
+
+
+def _copy(state: UserState) -> UserState:
+    return UserState.from_payload(
+        state.to_payload(), None if state.vector is None else state.vector.tolist()
+    )

@@ -1,0 +1,1 @@
+"""Bytewax dataflow: Kafka events -> validated -> per-user decayed fold -> feature store."""

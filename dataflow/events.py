@@ -1,0 +1,120 @@
+"""The event contract: what producers may put on the events topic.
+
+Decoding uses msgspec because it runs once per event on the hot path (about 0.2 us
+for a typical event). The same decoder validates ``POST /events`` in the API, so a
+request the API accepts is exactly what the dataflow folds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class Event(msgspec.Struct, forbid_unknown_fields=False):
+    """One user interaction. Unknown extra fields are accepted and ignored."""
+
+    event_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    user_id: Id
+    item_id: Id
+    timestamp: datetime | float | None = None
+    """RFC 3339 with a timezone, or Unix seconds. Missing: the Kafka record time is used."""
+    session_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidEvent:
+    """A validated event with its time as Unix seconds (the fold's clock)."""
+
+    event_type: str
+    user_id: str
+    item_id: str
+    ts: float
+    session_id: str | None
+
+
+class InvalidEvent(ValueError):
+    """Raised with a human-readable reason; the dataflow dead-letters it, the API answers 422."""
+
+
+_decoder = msgspec.json.Decoder(Event)
+_list_decoder = msgspec.json.Decoder(Event | list[Event])
+
+EVENT_JSON_SCHEMA = msgspec.json.schema(Event)
+
+
+def to_unix(ts: datetime | float) -> float:
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            raise InvalidEvent("timestamp must carry a timezone, e.g. 2024-11-07T10:00:00Z")
+        return ts.timestamp()
+    return float(ts)
+
+
+def validate(
+    event: Event,
+    event_types: Collection[str],
+    now: float,
+    max_future_seconds: float,
+    fallback_ts: float | None = None,
+) -> ValidEvent:
+    """Check the rules msgspec's types cannot express."""
+    if event.event_type not in event_types:
+        raise InvalidEvent(
+            f"unknown event_type {event.event_type!r}; accepted: {sorted(event_types)}"
+        )
+    if event.timestamp is None:
+        if fallback_ts is None:
+            raise InvalidEvent("timestamp is required")
+        ts = fallback_ts
+    else:
+        ts = to_unix(event.timestamp)
+    if not math.isfinite(ts) or ts < 0:
+        raise InvalidEvent(f"timestamp {event.timestamp} is not a valid time")
+    if ts > now + max_future_seconds:
+        raise InvalidEvent(
+            f"timestamp {datetime.fromtimestamp(ts, tz=UTC).isoformat()} is "
+            f"{ts - now:.0f}s in the future (limit {max_future_seconds:.0f}s)"
+        )
+    return ValidEvent(event.event_type, event.user_id, event.item_id, ts, event.session_id)
+
+
+def decode(raw: bytes) -> Event:
+    """Parse one JSON event; raises InvalidEvent with msgspec's message."""
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        raise InvalidEvent(f"invalid event: {e}") from None
+    except msgspec.DecodeError as e:
+        raise InvalidEvent(f"malformed JSON: {e}") from None
+
+
+def decode_many(raw: bytes) -> list[Event]:
+    """Parse one event or a JSON list of events (the API's POST body)."""
+    try:
+        parsed = _list_decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        raise InvalidEvent(f"invalid event: {e}") from None
+    except msgspec.DecodeError as e:
+        raise InvalidEvent(f"malformed JSON: {e}") from None
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+def encode(event: ValidEvent) -> bytes:
+    """Canonical JSON for an accepted event (what the API produces to Kafka)."""
+    return msgspec.json.encode(
+        Event(
+            event_type=event.event_type,
+            user_id=event.user_id,
+            item_id=event.item_id,
+            timestamp=datetime.fromtimestamp(event.ts, tz=UTC),
+            session_id=event.session_id,
+        )
+    )

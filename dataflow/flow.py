@@ -1,0 +1,91 @@
+"""The Bytewax dataflow, wired.
+
+    events topic -> parse/validate --(rejected)--> dead-letter topic (original bytes + reason)
+                        |
+                        +-- key by user --> fold (decayed vector, session) --> user_state
+                        +-- key by item --> decayed counts (trending)       --> item_trends
+
+Run it alone against a Qdrant server (the production topology):
+
+    RECSYS_QDRANT_URL=http://qdrant:6333 python -m bytewax.run "dataflow.flow:get_flow()"
+
+Scale with Bytewax's own flags (``-w 2`` workers, or ``-i/-a`` for a process cluster);
+Kafka partitions are the unit of input parallelism and users are keyed to partitions.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from dataflow import metrics
+from dataflow.kafka_io import Rejected, StoppableKafkaSource, dead_letter_sink
+from dataflow.sinks import TrendSink, UserStateSink
+from dataflow.steps import Accepted, Parser, TrendFolder, UserFolder
+from featurestore.catalog import CatalogProvider
+from featurestore.settings import Settings, get_settings
+from featurestore.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def build_flow(
+    settings: Settings,
+    store: FeatureStore,
+    catalogs: CatalogProvider,
+    stop: threading.Event | None = None,
+) -> Dataflow:
+    flow = Dataflow("recsys")
+    messages = op.input("events", flow, StoppableKafkaSource(settings, stop))
+    parsed = op.map("parse", messages, Parser(settings))
+    accepted = op.branch("accepted", parsed, lambda x: isinstance(x, Accepted))
+
+    rejected = op.map("count_rejected", accepted.falses, _count_rejected)
+    op.output("dead_letter", rejected, dead_letter_sink(settings))
+
+    by_user = op.key_on("by_user", accepted.trues, lambda a: a.event.user_id)
+    states = op.stateful_flat_map("fold_user", by_user, UserFolder(settings, store, catalogs))
+    op.output("user_state", states, UserStateSink(store))
+
+    by_item = op.key_on("by_item", accepted.trues, lambda a: a.event.item_id)
+    trends = op.stateful_flat_map("count_item", by_item, TrendFolder(settings, store))
+    op.output("item_trends", trends, TrendSink(store))
+    return flow
+
+
+def _count_rejected(r: Rejected):  # type: ignore[no-untyped-def]
+    metrics.EVENTS_DEAD_LETTERED.labels(r.kind).inc()
+    log.warning("dead-lettered %s:%s:%s: %s", r.topic, r.partition, r.offset, r.reason)
+    return r.to_sink()
+
+
+def wait_for_model(catalogs: CatalogProvider, stop: threading.Event | None = None) -> bool:
+    """Block until a model is published: user vectors need an item space to live in.
+
+    Events keep accumulating in Kafka meanwhile; nothing is lost.
+    """
+    warned = 0.0
+    while catalogs.refresh() is None:
+        if stop is not None and stop.is_set():
+            return False
+        if time.monotonic() - warned > 30:
+            log.warning("no published model yet; waiting (train one with `just train`)")
+            warned = time.monotonic()
+        time.sleep(0.5)
+    return True
+
+
+def get_flow() -> Dataflow:
+    """Factory for ``python -m bytewax.run "dataflow.flow:get_flow()"``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    store = FeatureStore.open(settings)
+    atexit.register(store.close)
+    catalogs = store.catalog_provider()
+    wait_for_model(catalogs)
+    return build_flow(settings, store, catalogs)

@@ -1,0 +1,89 @@
+"""Kafka edges of the dataflow: a source that can be stopped, and the dead-letter sink."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.inputs import StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+
+from featurestore.schemas import iso
+from featurestore.settings import Settings
+
+# kafka-python and the Java client hash keys with murmur2; librdkafka's default differs.
+# Using murmur2 everywhere keeps one user on one partition whichever client produced.
+PRODUCER_CONFIG = {"partitioner": "murmur2_random"}
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A message the dataflow cannot fold, on its way to the dead-letter topic."""
+
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    kind: str
+    """Short machine-readable class of the reason, used as a metric label."""
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    def to_sink(self) -> KafkaSinkMessage[bytes | None, bytes | None]:
+        headers = [
+            ("dlq.reason", self.reason.encode()),
+            ("dlq.kind", self.kind.encode()),
+            ("dlq.source", f"{self.topic}:{self.partition}:{self.offset}".encode()),
+            ("dlq.time", (iso(time.time()) or "").encode()),
+        ]
+        return KafkaSinkMessage(key=self.key, value=self.value, headers=headers)
+
+
+class _StoppablePartition(StatefulSourcePartition[Any, Any]):
+    def __init__(self, inner: StatefulSourcePartition[Any, Any], stop: threading.Event) -> None:
+        self._inner = inner
+        self._stop = stop
+
+    def next_batch(self) -> Any:
+        if self._stop.is_set():
+            raise StopIteration
+        return self._inner.next_batch()
+
+    def next_awake(self) -> datetime | None:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class StoppableKafkaSource(KafkaSource):
+    """KafkaSource whose partitions end when ``stop`` is set, so an in-process flow
+    (``run_main`` in a thread beside the API) shuts down cleanly."""
+
+    def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
+        super().__init__(
+            brokers=settings.kafka_bootstrap_servers.split(","),
+            topics=[settings.events_topic],
+            tail=True,
+            starting_offset=OFFSET_BEGINNING if settings.start_offset == "earliest" else OFFSET_END,
+            raise_on_errors=False,  # errors become items and go to the dead-letter topic
+        )
+        self._stop = stop or threading.Event()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> Any:
+        return _StoppablePartition(super().build_part(step_id, for_part, resume_state), self._stop)
+
+
+def dead_letter_sink(settings: Settings) -> KafkaSink:
+    return KafkaSink(
+        settings.kafka_bootstrap_servers.split(","),
+        settings.dead_letter_topic,
+        add_config=PRODUCER_CONFIG,
+    )

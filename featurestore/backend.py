@@ -1,0 +1,76 @@
+"""The small surface each Qdrant adapter implements; everything else is shared."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from featurestore.collections import CollectionSpec
+
+
+class StoreError(RuntimeError):
+    """A feature-store problem with a message an operator can act on."""
+
+
+class StoreLocked(StoreError):
+    """The embedded store is open in another process."""
+
+
+@dataclass(slots=True)
+class StoredPoint:
+    id: int | str
+    """Integers stay integers; UUIDs come back as strings."""
+    payload: dict[str, Any]
+    vector: list[float] | None = None
+    score: float = 0.0
+
+
+class Backend(Protocol):
+    def list_collections(self) -> set[str]: ...
+
+    def create_collection(self, name: str, spec: CollectionSpec) -> None:
+        """Create with Dot distance and the spec's payload indexes; no-op if it exists."""
+
+    def collection_dim(self, name: str) -> int: ...
+
+    def drop_collection(self, name: str) -> None: ...
+
+    def upsert(
+        self,
+        name: str,
+        ids: Sequence[int | str],
+        vectors: np.ndarray | Sequence[Sequence[float]],
+        payloads: Sequence[dict[str, Any]],
+    ) -> None: ...
+
+    def retrieve(
+        self, name: str, ids: Sequence[int | str], with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        """Points that exist, in no particular order; missing ids are left out."""
+
+    def search(
+        self,
+        name: str,
+        vector: Sequence[float],
+        limit: int,
+        exclude_ids: Sequence[int | str] = (),
+        with_payload: bool = False,
+    ) -> list[StoredPoint]:
+        """Nearest by dot product, best first."""
+
+    def scroll(
+        self, name: str, with_vectors: bool = False, batch: int = 1024
+    ) -> Iterator[StoredPoint]: ...
+
+    def top_by(self, name: str, key: str, limit: int) -> list[StoredPoint]:
+        """Points with the largest numeric payload ``key`` (needs a float index)."""
+
+    def count(self, name: str) -> int: ...
+
+    def optimize(self, name: str) -> None:
+        """Build indexes now (HNSW) instead of at first query."""
+
+    def close(self) -> None: ...

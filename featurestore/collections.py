@@ -1,0 +1,86 @@
+"""Collection layout and point ids, shared by both adapters.
+
+    items__<version>     item vectors (Dot on L2-normalised vectors) + title, categories, popularity;
+                         point ids are 1..n in catalogue order, so a hit maps to a row directly
+    profiles__<version>  long-term user vectors from the offline model + items seen in training
+    user_state           real-time user vector (raw decayed sum) + session features
+    item_trends          decayed event counts per item (for cold users)
+    models               the registry: one point per published version + the active pointer
+
+Item and profile collections are per model version, so a new model is written beside
+the old one and switched to atomically by moving the active pointer.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+
+USER_STATE = "user_state"
+ITEM_TRENDS = "item_trends"
+MODELS = "models"
+
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NS = uuid.UUID("6f1c1d1e-8a0b-4c7e-9d55-3f0a2b7e4c10")
+
+
+def check_version(version: str) -> str:
+    if not _VERSION_RE.match(version):
+        raise ValueError(f"invalid model version {version!r}: use letters, digits, '_', '-', '.'")
+    return version
+
+
+def items_collection(version: str) -> str:
+    return f"items__{check_version(version)}"
+
+
+def profiles_collection(version: str) -> str:
+    return f"profiles__{check_version(version)}"
+
+
+@lru_cache(maxsize=1 << 18)
+def point_id(kind: str, key: str) -> str:
+    """Qdrant accepts integers or UUIDs as ids; any string id maps to a stable UUID."""
+    return str(uuid.uuid5(_NS, f"{kind}:{key}"))
+
+
+def user_point(user_id: str) -> str:
+    return point_id("user", user_id)
+
+
+def item_point(item_id: str) -> str:
+    return point_id("item", item_id)
+
+
+ACTIVE_POINT = point_id("meta", "active")
+
+
+def model_point(version: str) -> str:
+    return point_id("model", version)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSpec:
+    dim: int
+    keyword_indexes: tuple[str, ...] = ()
+    float_indexes: tuple[str, ...] = ()
+
+
+# Payload-only collections still need a vector in Qdrant Edge; one float is the cheapest.
+PAYLOAD_ONLY_DIM = 1
+
+
+def spec_for(name: str, dim: int) -> CollectionSpec:
+    if name.startswith("items__"):
+        return CollectionSpec(dim, keyword_indexes=("item_id", "categories"))
+    if name.startswith("profiles__"):
+        return CollectionSpec(dim, keyword_indexes=("user_id",))
+    if name == USER_STATE:
+        return CollectionSpec(dim, keyword_indexes=("user_id", "model_version"))
+    if name == ITEM_TRENDS:
+        return CollectionSpec(PAYLOAD_ONLY_DIM, float_indexes=("score",))
+    if name == MODELS:
+        return CollectionSpec(PAYLOAD_ONLY_DIM)
+    raise ValueError(f"unknown collection {name!r}")

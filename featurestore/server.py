@@ -1,0 +1,141 @@
+"""Server adapter: a Qdrant server through qdrant-client (the production topology).
+
+The API replicas and the dataflow processes all talk to one Qdrant server, so any
+number of them may run at once. ``QdrantClient(":memory:")`` speaks the same API and
+runs the contract tests without a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from featurestore.backend import StoredPoint, StoreError
+from featurestore.collections import PAYLOAD_ONLY_DIM, CollectionSpec
+
+
+class ServerBackend:
+    def __init__(self, client: QdrantClient) -> None:
+        self._c = client
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None = None) -> ServerBackend:
+        client = QdrantClient(url=url, api_key=api_key) if url != ":memory:" else QdrantClient(url)
+        try:
+            client.get_collections()
+        except Exception as e:  # connection refused, DNS, auth...
+            raise StoreError(f"cannot reach the Qdrant server at {url}: {e}") from e
+        return cls(client)
+
+    def list_collections(self) -> set[str]:
+        return {c.name for c in self._c.get_collections().collections}
+
+    def create_collection(self, name: str, spec: CollectionSpec) -> None:
+        if self._c.collection_exists(name):
+            return
+        self._c.create_collection(
+            name,
+            vectors_config=models.VectorParams(size=spec.dim, distance=models.Distance.DOT),
+            # Looked up by id only: no HNSW graph for user state and payload-only collections.
+            hnsw_config=(None if spec.dim > PAYLOAD_ONLY_DIM else models.HnswConfigDiff(m=0)),
+        )
+        for field in spec.keyword_indexes:
+            self._c.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD)
+        for field in spec.float_indexes:
+            self._c.create_payload_index(name, field, models.PayloadSchemaType.FLOAT)
+
+    def collection_dim(self, name: str) -> int:
+        params = self._c.get_collection(name).config.params.vectors
+        if isinstance(params, models.VectorParams):
+            return params.size
+        raise StoreError(f"collection {name!r} has named vectors; expected one unnamed vector")
+
+    def drop_collection(self, name: str) -> None:
+        self._c.delete_collection(name)
+
+    def upsert(
+        self,
+        name: str,
+        ids: Sequence[int | str],
+        vectors: np.ndarray | Sequence[Sequence[float]],
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
+        if len(ids) == 0:
+            return
+        rows = vectors.astype(np.float32).tolist() if isinstance(vectors, np.ndarray) else vectors
+        self._c.upsert(
+            name,
+            points=models.Batch(
+                ids=list(ids), vectors=[list(v) for v in rows], payloads=list(payloads)
+            ),
+            wait=True,
+        )
+
+    def retrieve(
+        self, name: str, ids: Sequence[int | str], with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        if not ids:
+            return []
+        records = self._c.retrieve(
+            name, ids=list(ids), with_payload=True, with_vectors=with_vectors
+        )
+        return [
+            StoredPoint(r.id, r.payload or {}, r.vector if with_vectors else None)  # type: ignore[arg-type]
+            for r in records
+        ]
+
+    def search(
+        self,
+        name: str,
+        vector: Sequence[float],
+        limit: int,
+        exclude_ids: Sequence[int | str] = (),
+        with_payload: bool = False,
+    ) -> list[StoredPoint]:
+        flt = (
+            models.Filter(must_not=[models.HasIdCondition(has_id=list(exclude_ids))])
+            if exclude_ids
+            else None
+        )
+        res = self._c.query_points(
+            name,
+            query=list(map(float, vector)),
+            limit=limit,
+            query_filter=flt,
+            with_payload=with_payload,
+        )
+        return [StoredPoint(p.id, p.payload or {}, None, p.score) for p in res.points]
+
+    def scroll(
+        self, name: str, with_vectors: bool = False, batch: int = 1024
+    ) -> Iterator[StoredPoint]:
+        offset = None
+        while True:
+            records, offset = self._c.scroll(
+                name, limit=batch, offset=offset, with_payload=True, with_vectors=with_vectors
+            )
+            for r in records:
+                yield StoredPoint(r.id, r.payload or {}, r.vector if with_vectors else None)  # type: ignore[arg-type]
+            if offset is None:
+                return
+
+    def top_by(self, name: str, key: str, limit: int) -> list[StoredPoint]:
+        records, _ = self._c.scroll(
+            name,
+            limit=limit,
+            with_payload=True,
+            order_by=models.OrderBy(key=key, direction=models.Direction.DESC),
+        )
+        return [StoredPoint(r.id, r.payload or {}) for r in records]
+
+    def count(self, name: str) -> int:
+        return self._c.count(name, exact=True).count
+
+    def optimize(self, name: str) -> None:
+        """The server indexes in the background; nothing to force."""
+
+    def close(self) -> None:
+        self._c.close()

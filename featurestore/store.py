@@ -1,0 +1,270 @@
+"""The feature store: one interface over either Qdrant adapter.
+
+Writers: the dataflow (user state, item trends) and training's publish step (items,
+profiles, model registry). Readers: the API and the dataflow (catalogue, returning
+users). All payload shapes live in ``featurestore.schemas``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featurestore import collections as col
+from featurestore.backend import Backend, StoreError
+from featurestore.catalog import Catalog, CatalogProvider
+from featurestore.schemas import ItemRecord, ModelRecord, Profile, UserState, iso
+from featurestore.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+
+
+@dataclass(slots=True)
+class Trend:
+    item_id: str
+    score: float
+    """Decayed event weight as of ``ts``."""
+    ts: float
+    offsets: dict[int, int] = field(default_factory=dict)
+    """Last Kafka offset counted per partition, as for user state."""
+
+    def to_payload(self) -> dict[str, Any]:
+        offsets = {str(p): o for p, o in self.offsets.items()}
+        return {"item_id": self.item_id, "score": self.score, "ts": self.ts, "offsets": offsets}
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> Trend:
+        offsets = {int(k): int(v) for k, v in (p.get("offsets") or {}).items()}
+        return cls(p["item_id"], float(p["score"]), float(p["ts"]), offsets)
+
+
+class FeatureStore:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._user_dim: int | None = None
+        self.backend.create_collection(col.MODELS, col.spec_for(col.MODELS, 0))
+        self.backend.create_collection(col.ITEM_TRENDS, col.spec_for(col.ITEM_TRENDS, 0))
+
+    @classmethod
+    def open(cls, settings: Settings) -> FeatureStore:
+        if settings.qdrant_url:
+            from featurestore.server import ServerBackend
+
+            return cls(ServerBackend.connect(settings.qdrant_url, settings.qdrant_api_key))
+        from featurestore.edge import EdgeBackend
+
+        assert settings.store_path is not None
+        return cls(EdgeBackend(settings.store_path))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # --- model registry -----------------------------------------------------
+
+    def publish_model(
+        self,
+        record: ModelRecord,
+        items: Sequence[ItemRecord],
+        item_vectors: np.ndarray,
+        profiles: Sequence[Profile],
+        batch: int = 512,
+        progress: Progress | None = None,
+    ) -> None:
+        """Write a version's items and profiles beside the live ones. Does not activate it.
+
+        Re-publishing a version rewrites it from scratch, so a publish interrupted
+        half-way is repaired by running it again.
+        """
+        version = record.version
+        if item_vectors.shape != (len(items), record.dim):
+            raise StoreError(
+                f"item vectors have shape {item_vectors.shape}, expected ({len(items)}, {record.dim})"
+            )
+        self._check_user_dim(record.dim)
+        if version == self.active_version():
+            raise StoreError(f"model {version} is live; publish under a new version instead")
+        for name in (col.items_collection(version), col.profiles_collection(version)):
+            self.backend.drop_collection(name)
+            self.backend.create_collection(name, col.spec_for(name, record.dim))
+
+        items_name = col.items_collection(version)
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            self.backend.upsert(
+                items_name,
+                list(range(start + 1, start + 1 + len(chunk))),  # row + 1
+                item_vectors[start : start + batch],
+                [it.to_payload(version) for it in chunk],
+            )
+            if progress:
+                progress(len(chunk))
+        self.backend.optimize(items_name)
+
+        prof_name = col.profiles_collection(version)
+        for start in range(0, len(profiles), batch):
+            chunk = profiles[start : start + batch]
+            self.backend.upsert(
+                prof_name,
+                [col.user_point(p.user_id) for p in chunk],
+                np.stack([p.vector for p in chunk]).astype(np.float32),
+                [{"user_id": p.user_id, "seen": p.seen, "model_version": version} for p in chunk],
+            )
+            if progress:
+                progress(len(chunk))
+
+        record.items, record.profiles = len(items), len(profiles)
+        self.backend.upsert(col.MODELS, [col.model_point(version)], [[0.0]], [record.to_payload()])
+
+    def activate(self, version: str) -> None:
+        """Switch serving and the dataflow to ``version`` (one point write)."""
+        if self.model(version) is None:
+            raise StoreError(f"model {version} is not published")
+        self.backend.upsert(
+            col.MODELS,
+            [col.ACTIVE_POINT],
+            [[0.0]],
+            [{"active_version": version, "activated_at": iso(time.time())}],
+        )
+
+    def active_version(self) -> str | None:
+        hits = self.backend.retrieve(col.MODELS, [col.ACTIVE_POINT])
+        return hits[0].payload.get("active_version") if hits else None
+
+    def model(self, version: str) -> ModelRecord | None:
+        hits = self.backend.retrieve(col.MODELS, [col.model_point(version)])
+        return ModelRecord.from_payload(hits[0].payload) if hits else None
+
+    def list_models(self) -> list[ModelRecord]:
+        return sorted(
+            (
+                ModelRecord.from_payload(p.payload)
+                for p in self.backend.scroll(col.MODELS)
+                if "version" in p.payload
+            ),
+            key=lambda m: m.created_at,
+        )
+
+    def _check_user_dim(self, dim: int) -> None:
+        if col.USER_STATE not in self.backend.list_collections():
+            self.backend.create_collection(col.USER_STATE, col.spec_for(col.USER_STATE, dim))
+        have = self._user_dim = self.backend.collection_dim(col.USER_STATE)
+        if have != dim:
+            raise StoreError(
+                f"the user_state collection holds {have}-d vectors but this model is {dim}-d; "
+                "train with the same --dim, or drop user_state to start real-time state afresh"
+            )
+
+    # --- items --------------------------------------------------------------
+
+    def load_catalog(self, version: str) -> Catalog:
+        record = self.model(version)
+        if record is None:
+            raise StoreError(f"model {version} is not published")
+        points = sorted(
+            self.backend.scroll(col.items_collection(version), with_vectors=True),
+            key=lambda p: int(p.id),
+        )
+        if [p.id for p in points] != list(range(1, record.items + 1)):
+            raise StoreError(
+                f"model {version}: {len(points)} items in the store, registry says {record.items}"
+            )
+        return Catalog(
+            version=version,
+            items=[ItemRecord.from_payload(p.payload) for p in points],
+            vectors=np.asarray([p.vector for p in points], dtype=np.float32).reshape(
+                len(points), record.dim
+            ),
+            head=record.head,
+        )
+
+    def catalog_provider(self) -> CatalogProvider:
+        return CatalogProvider(self.active_version, self.load_catalog)
+
+    def search_items(
+        self, version: str, vector: np.ndarray, limit: int, exclude_rows: Sequence[int] = ()
+    ) -> list[tuple[int, float]]:
+        """ANN candidates as (catalogue row, dot-product score), best first."""
+        hits = self.backend.search(
+            col.items_collection(version),
+            vector.tolist(),
+            limit,
+            exclude_ids=[r + 1 for r in exclude_rows],
+        )
+        return [(int(h.id) - 1, h.score) for h in hits]
+
+    # --- users --------------------------------------------------------------
+
+    def write_user_states(self, states: Sequence[UserState]) -> None:
+        if not states:
+            return
+        if not self._user_state_exists():
+            raise StoreError("no model has been published yet: user_state does not exist")
+        assert self._user_dim is not None
+        zero = np.zeros(self._user_dim, dtype=np.float32)
+        self.backend.upsert(
+            col.USER_STATE,
+            [col.user_point(s.user_id) for s in states],
+            np.stack([zero if s.vector is None else s.vector for s in states]),
+            [s.to_payload() for s in states],
+        )
+
+    def _user_state_exists(self) -> bool:
+        """Cached once true: listing collections costs more than the read itself."""
+        if self._user_dim is None and col.USER_STATE in self.backend.list_collections():
+            self._user_dim = self.backend.collection_dim(col.USER_STATE)
+        return self._user_dim is not None
+
+    def read_user_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        if not user_ids or not self._user_state_exists():
+            return {}
+        points = self.backend.retrieve(
+            col.USER_STATE, [col.user_point(u) for u in user_ids], with_vectors=True
+        )
+        states = (UserState.from_payload(p.payload, p.vector) for p in points)
+        return {s.user_id: s for s in states}
+
+    def read_user_state(self, user_id: str) -> UserState | None:
+        return self.read_user_states([user_id]).get(user_id)
+
+    def read_profile(self, version: str, user_id: str) -> Profile | None:
+        hits = self.backend.retrieve(
+            col.profiles_collection(version), [col.user_point(user_id)], with_vectors=True
+        )
+        if not hits:
+            return None
+        p = hits[0]
+        return Profile(user_id, np.asarray(p.vector, dtype=np.float32), list(p.payload["seen"]))
+
+    # --- trends -------------------------------------------------------------
+
+    def write_trends(self, trends: Sequence[Trend]) -> None:
+        if trends:
+            self.backend.upsert(
+                col.ITEM_TRENDS,
+                [col.item_point(t.item_id) for t in trends],
+                [[0.0]] * len(trends),
+                [t.to_payload() for t in trends],
+            )
+
+    def read_trends(self, item_ids: Sequence[str]) -> dict[str, Trend]:
+        points = self.backend.retrieve(col.ITEM_TRENDS, [col.item_point(i) for i in item_ids])
+        return {t.item_id: t for t in (Trend.from_payload(p.payload) for p in points)}
+
+    def top_trends(self, limit: int, now: float, half_life: float) -> list[Trend]:
+        """Most active items, decayed to ``now`` (stored scores are as of their own time)."""
+        trends = [
+            Trend.from_payload(p.payload)
+            for p in self.backend.top_by(col.ITEM_TRENDS, "score", limit * 4)
+        ]
+        for t in trends:
+            t.score *= math.exp2(-max(0.0, now - t.ts) / half_life)
+        trends.sort(key=lambda t: t.score, reverse=True)
+        return trends[:limit]

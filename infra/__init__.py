@@ -1,0 +1,1 @@
+"""Dev infrastructure: the local Kafka-compatible broker and the demo."""

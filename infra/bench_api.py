@@ -1,0 +1,638 @@
+"""`just bench-api`: throughput and latency of the service as production starts it.
+
+    python -m infra.bench_api [--concurrency 1,8,32] [--duration 5] [--repeat 3] [--profile]
+
+1. starts a dev broker (tansu) on a free port;
+2. prepares an embedded store in a temp dir: a synthetic model (``infra.synthetic``) of
+   20,000 items with long-term profiles for 20,000 users, and each user's real-time state
+   folded from ~10 recent events (ending a minute ago) and written with
+   ``FeatureStore.write_user_states``; then closes it (one process may open it);
+3. starts ``python -m api.serve`` on a free port with ``RECSYS_STATE_DIR`` (that store),
+   ``RECSYS_KAFKA_BOOTSTRAP_SERVERS`` (the broker), ``RECSYS_AUTO_PUBLISH_LATEST=false``,
+   so it also runs the in-process dataflow as production does on the embedded store;
+4. drives it from a separate process with a closed-loop load generator (asyncio on raw
+   keep-alive connections: ~17 us of CPU per request where an httpx.AsyncClient loop
+   measured ~760 us, which matters when client and server share 2 cores) at each level:
+   ``GET /healthz`` (the ceiling: the framework alone) and
+   ``GET /recommendations/u<random known user>?k=10``, alternating, ``--repeat`` rounds;
+5. reports medians of throughput and p50/p99 latency, the recommendations/healthz ratio,
+   and the CPU the server and the load generator used; stops everything it started.
+
+``python -m infra.bench_api load ...`` is the load generator process itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import http.client
+import io
+import json
+import os
+import pstats
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from featurestore.settings import Settings
+from infra.broker import DevBroker, ensure_app_topics, free_port
+from infra.synthetic import World, WorldConfig
+
+VERSION = "bench-api-1"
+HOST = "127.0.0.1"
+ENDPOINTS = {"healthz": "/healthz", "recommendations": "/recommendations/u{user}?k=10"}
+
+
+# --- the load generator (runs in its own process) ------------------------------------------
+
+
+async def _client(
+    port: int,
+    requests: list[bytes],
+    rng: random.Random,
+    start_at: float,
+    stop_at: float,
+    latencies: list[float],
+    errors: list[str],
+) -> None:
+    """One connection, one request at a time (closed loop); records completions in the window."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        while True:
+            req = requests[rng.randrange(len(requests))]
+            t0 = time.perf_counter()
+            writer.write(req)
+            status = await reader.readline()
+            length = -1
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length < 0:
+                raise RuntimeError(f"response without Content-Length: {status!r}")
+            await reader.readexactly(length)
+            t1 = time.perf_counter()
+            if t1 >= stop_at:
+                return
+            if t0 >= start_at:
+                latencies.append(t1 - t0)
+                if not status.startswith(b"HTTP/1.1 200"):
+                    errors.append(status.decode(errors="replace").strip())
+    finally:
+        writer.close()
+
+
+async def _load(
+    port: int, paths: list[str], concurrency: int, warmup: float, duration: float, seed: int
+) -> dict[str, object]:
+    requests = [f"GET {p} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode() for p in paths]
+    start_at = time.perf_counter() + warmup
+    stop_at = start_at + duration
+    latencies: list[float] = []
+    errors: list[str] = []
+    cpu0 = time.process_time()
+    await asyncio.gather(
+        *(
+            _client(
+                port, requests, random.Random(seed * 1000 + i), start_at, stop_at, latencies, errors
+            )
+            for i in range(concurrency)
+        )
+    )
+    cpu = time.process_time() - cpu0
+    xs = sorted(latencies)
+    q = statistics.quantiles(xs, n=100, method="inclusive") if len(xs) > 1 else [float("nan")] * 99
+    return {
+        "requests": len(xs),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "rps": len(xs) / duration,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "max_ms": (xs[-1] * 1000) if xs else float("nan"),
+        "client_cpu_cores": cpu / (warmup + duration),
+    }
+
+
+def load_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m infra.bench_api load")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--path", required=True, help="may contain {user}")
+    p.add_argument("--users", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    paths = (
+        [args.path.format(user=u) for u in range(args.users)]
+        if "{user}" in args.path
+        else [args.path]
+    )
+    result = asyncio.run(
+        _load(args.port, paths, args.concurrency, args.warmup, args.duration, args.seed)
+    )
+    print(json.dumps(result))
+    return 0
+
+
+# --- the store, the server ------------------------------------------------------------------
+
+
+def prepare_store(settings: Settings, world: World, events_per_user: int) -> dict[str, float]:
+    """Model + profiles + real-time state for every user, written as the dataflow would."""
+    from featurestore.store import FeatureStore
+
+    times: dict[str, float] = {}
+    store = FeatureStore.open(settings)
+    try:
+        t0 = time.perf_counter()
+        world.publish(store, VERSION, with_profiles=True)
+        times["publish_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        events = world.events(world.cfg.users * events_per_user, end=time.time() - 60.0)
+        states = world.fold(events, settings, VERSION)
+        times["fold_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for lo in range(0, len(states), 1000):
+            store.write_user_states(states[lo : lo + 1000])
+        times["write_states_s"] = time.perf_counter() - t0
+        times["users_with_state"] = len(states)
+    finally:
+        store.close()
+    return times
+
+
+class Server:
+    """``python -m api.serve`` as a child process: started, awaited, always stopped."""
+
+    def __init__(self, state_dir: Path, bootstrap: str, port: int, log_path: Path) -> None:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("RECSYS_QDRANT_URL", "RECSYS_STORE_PATH", "RECSYS_MODEL_DIR")
+        }
+        env |= {
+            "RECSYS_STATE_DIR": str(state_dir),
+            "RECSYS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "RECSYS_API_HOST": HOST,
+            "RECSYS_API_PORT": str(port),
+            "RECSYS_AUTO_PUBLISH_LATEST": "false",
+        }
+        self.port = port
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.serve"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited with {self.proc.returncode}; log:\n{self.tail()}"
+                )
+            try:
+                if self.get("/readyz", 2.0)[0] == 200:
+                    return time.monotonic() - t0
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the server was not ready within {timeout:.0f}s; log:\n{self.tail()}")
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process, all threads (from /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# --- the benchmark -------------------------------------------------------------------------
+
+
+@dataclass
+class Level:
+    endpoint: str
+    concurrency: int
+    round: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    server_cpu_cores: float
+    client_cpu_cores: float
+
+
+def run_level(
+    server: Server,
+    endpoint: str,
+    users: int,
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    seed: int,
+    rnd: int,
+) -> Level:
+    cmd = [
+        sys.executable,
+        "-m",
+        "infra.bench_api",
+        "load",
+        "--port",
+        str(server.port),
+        "--path",
+        ENDPOINTS[endpoint],
+        "--users",
+        str(users),
+        "--concurrency",
+        str(concurrency),
+        "--warmup",
+        str(warmup),
+        "--duration",
+        str(duration),
+        "--seed",
+        str(seed),
+    ]
+    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=warmup + duration + 120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    server_cpu = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
+    r = json.loads(out)
+    if r["errors"]:
+        print(
+            f"  warning: {r['errors']} non-200 responses, e.g. {r['first_error']}", file=sys.stderr
+        )
+    return Level(
+        endpoint,
+        concurrency,
+        rnd,
+        r["rps"],
+        r["p50_ms"],
+        r["p99_ms"],
+        r["max_ms"],
+        r["errors"],
+        server_cpu,
+        r["client_cpu_cores"],
+    )
+
+
+def check_answers(server: Server, world: World, sample: int, seed: int) -> dict[str, float]:
+    """The served top-10 should follow the planted tastes: a sanity check, not a metric."""
+    rng = random.Random(seed)
+    personalized = hits = total = 0
+    for _ in range(sample):
+        u = rng.randrange(world.cfg.users)
+        status, body = server.get(f"/recommendations/u{u}?k=10")
+        if status != 200:
+            raise RuntimeError(f"GET /recommendations/u{u} -> {status}: {body[:300]!r}")
+        rec = json.loads(body)
+        personalized += rec["strategy"] == "personalized"
+        taste = {world.category_name(c) for c in world.taste[u].tolist()}
+        for it in rec["items"]:
+            total += 1
+            hits += bool(taste.intersection(it["categories"]))
+    return {
+        "personalized": personalized / sample,
+        "in_taste": hits / max(total, 1),
+        "chance": world.cfg.tastes / world.cfg.categories,
+    }
+
+
+def summarize(levels: list[Level]) -> list[dict[str, float | int | str]]:
+    rows: list[dict[str, float | int | str]] = []
+    for c in sorted({lv.concurrency for lv in levels}):
+        for ep in ENDPOINTS:
+            xs = [lv for lv in levels if lv.endpoint == ep and lv.concurrency == c]
+            rows.append(
+                {
+                    "endpoint": ep,
+                    "concurrency": c,
+                    "rounds": len(xs),
+                    "rps": statistics.median(x.rps for x in xs),
+                    "p50_ms": statistics.median(x.p50_ms for x in xs),
+                    "p99_ms": statistics.median(x.p99_ms for x in xs),
+                    "server_cpu_cores": statistics.median(x.server_cpu_cores for x in xs),
+                    "client_cpu_cores": statistics.median(x.client_cpu_cores for x in xs),
+                }
+            )
+    return rows
+
+
+def print_summary(rows: list[dict[str, float | int | str]]) -> dict[int, float]:
+    print(
+        f"\n{'endpoint':<17}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'server CPU':>12}{'loadgen CPU':>13}   (medians of {rows[0]['rounds']} rounds)"
+    )
+    ratios: dict[int, float] = {}
+    by = {(r["endpoint"], r["concurrency"]): r for r in rows}
+    for r in rows:
+        print(
+            f"{r['endpoint']:<17}{r['concurrency']:>5}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}"
+            f"{r['p99_ms']:>9.2f}{r['server_cpu_cores']:>12.2f}{r['client_cpu_cores']:>13.2f}"
+        )
+        if r["endpoint"] == "recommendations":
+            c = int(r["concurrency"])
+            ratios[c] = float(r["rps"]) / float(by[("healthz", c)]["rps"])
+    print(
+        "recommendations/healthz throughput: "
+        + ", ".join(f"{ratios[c]:.3f} at {c}" for c in sorted(ratios))
+    )
+    return ratios
+
+
+def profile_recommend(
+    settings: Settings, world: World, n: int, seed: int, out: Path | None
+) -> None:
+    """Where a recommendation's time goes, in-process (no HTTP): each stage timed alone on
+    the same users, then cProfile of ``Recommender.recommend``."""
+    from api.recommend import build_query, rerank
+    from api.responses import Recommendations, RecommendedItem
+    from api.service import Recommender
+    from featurestore.store import FeatureStore
+
+    store = FeatureStore.open(settings)
+    try:
+        catalogs = store.catalog_provider()
+        catalog = catalogs.refresh()
+        assert catalog is not None
+        rec = Recommender(settings, store, catalogs)
+        rng = random.Random(seed)
+        users = [f"u{rng.randrange(world.cfg.users)}" for _ in range(n)]
+        for u in users[:50]:
+            rec.recommend(u, 10)  # warm caches and the HNSW graph
+        now = time.time()
+        s = settings
+        states = {u: store.read_user_state(u) for u in users}
+        profiles = {u: store.read_profile(catalog.version, u) for u in users}
+        queries = {
+            u: build_query(states[u], profiles[u], catalog, now, s.half_life_seconds, s.blend_mass)
+            for u in users
+        }
+        seen = {
+            u: sorted(catalog.index[r.item_id] for r in st.recent if r.item_id in catalog.index)
+            if (st := states[u])
+            else []
+            for u in users
+        }
+        cands = {
+            u: store.search_items(catalog.version, queries[u].vector, s.candidates, seen[u])
+            for u in users
+        }
+        trending = rec.trending(catalog, now)
+        results = {u: rec.recommend(u, 10, now) for u in users}
+
+        def respond(u: str) -> bytes:
+            r = results[u]
+            c = r.catalog
+            return (
+                Recommendations(
+                    user_id=u,
+                    model_version=c.version,
+                    strategy=r.strategy,  # type: ignore[arg-type]
+                    realtime_weight=round(r.realtime_weight, 4),
+                    candidates=r.candidates,
+                    items=[
+                        RecommendedItem(
+                            item_id=c.items[x.row].item_id,
+                            score=round(x.score, 5),
+                            title=c.items[x.row].title,
+                            categories=c.items[x.row].categories,
+                            reasons=x.reasons,
+                        )
+                        for x in r.items
+                    ],
+                )
+                .model_dump_json()
+                .encode()
+            )
+
+        stages: list[tuple[str, Callable[[str], object]]] = [
+            ("Recommender.recommend (all of it)", lambda u: rec.recommend(u, 10, now)),
+            ("  store.read_user_state", store.read_user_state),
+            ("  store.read_profile", lambda u: store.read_profile(catalog.version, u)),
+            (
+                "  build_query",
+                lambda u: build_query(
+                    states[u], profiles[u], catalog, now, s.half_life_seconds, s.blend_mass
+                ),
+            ),
+            (
+                f"  store.search_items ({s.candidates}, seen excluded)",
+                lambda u: store.search_items(
+                    catalog.version, queries[u].vector, s.candidates, seen[u]
+                ),
+            ),
+            (
+                "  rerank (candidates -> 10)",
+                lambda u: rerank(
+                    cands[u],
+                    catalog,
+                    states[u],
+                    trending,
+                    rec.weights,
+                    now,
+                    s.recent_similarity_half_life_seconds,
+                    queries[u].realtime_weight,
+                    10,
+                ),
+            ),
+            ("response model -> JSON (in the app)", respond),
+        ]
+        print(
+            f"\nin-process stage timings, {n} random users, median of 3 passes "
+            "(no HTTP, no profiler):"
+        )
+        for name, fn in stages:
+            passes = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for u in users:
+                    fn(u)
+                passes.append((time.perf_counter() - t0) / n)
+            print(f"  {name:<46}{statistics.median(passes) * 1e6:9.0f} us")
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for u in users:
+            rec.recommend(u, 10)
+        prof.disable()
+    finally:
+        store.close()
+    buf = io.StringIO()
+    stats = pstats.Stats(prof, stream=buf).strip_dirs()
+    stats.sort_stats("tottime").print_stats(20)
+    stats.sort_stats("cumulative").print_stats(25)
+    if out is not None:
+        out.write_text(buf.getvalue())
+        print(f"cProfile of Recommender.recommend written to {out}")
+
+
+def _interrupt(*_: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server and the broker."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["load"]:
+        return load_main(argv[1:])
+    p = argparse.ArgumentParser(
+        prog="python -m infra.bench_api", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--users", type=int, default=20_000)
+    p.add_argument("--items", type=int, default=20_000)
+    p.add_argument("--categories", type=int, default=40)
+    p.add_argument("--dim", type=int, default=64, help="the trained model's dimension")
+    p.add_argument("--events-per-user", type=int, default=10)
+    p.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per level")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
+    p.add_argument("--repeat", type=int, default=3, help="rounds over all levels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--profile",
+        type=Path,
+        nargs="?",
+        const=Path("bench-api.prof.txt"),
+        help="afterwards, cProfile Recommender.recommend in-process",
+    )
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    levels_c = [int(c) for c in args.concurrency.split(",")]
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    broker = DevBroker(free_port(), log_path=tmp / "broker.log")
+    server: Server | None = None
+    try:
+        broker.start()
+        state_dir = tmp / "state"
+        settings = Settings(
+            kafka_bootstrap_servers=broker.bootstrap, state_dir=state_dir, qdrant_url=None
+        )
+        ensure_app_topics(settings)
+        world = World(
+            WorldConfig(
+                users=args.users,
+                items=args.items,
+                categories=args.categories,
+                dim=args.dim,
+                seed=args.seed,
+            )
+        )
+        prep = prepare_store(settings, world, args.events_per_user)
+        print(
+            f"store: {args.items:,} items (dim {args.dim}, {args.categories} categories), "
+            f"{args.users:,} profiles, {prep['users_with_state']:,} users' real-time state; "
+            f"publish {prep['publish_s']:.1f}s, fold {prep['fold_s']:.1f}s, "
+            f"write states {prep['write_states_s']:.1f}s"
+        )
+
+        server = Server(state_dir, broker.bootstrap, free_port(), tmp / "server.log")
+        ready_s = server.wait_ready()
+        sanity = check_answers(server, world, 200, args.seed)
+        c0, t0 = server.cpu_seconds(), time.perf_counter()
+        time.sleep(3.0)
+        idle = (server.cpu_seconds() - c0) / (time.perf_counter() - t0)
+        print(
+            f"server ready in {ready_s:.1f}s; idle it uses {idle:.2f} cores; "
+            f"{sanity['personalized']:.0%} of answers personalized, "
+            f"{sanity['in_taste']:.0%} of top-10 items in the user's planted tastes "
+            f"(chance {sanity['chance']:.0%})"
+        )
+
+        levels: list[Level] = []
+        for rnd in range(args.repeat):
+            for c in levels_c:
+                for ep in ENDPOINTS:
+                    lv = run_level(
+                        server, ep, args.users, c, args.warmup, args.duration, args.seed + rnd, rnd
+                    )
+                    levels.append(lv)
+                    print(
+                        f"  round {rnd + 1} {ep:<16} c={c:<3} {lv.rps:8.0f} req/s  "
+                        f"p50 {lv.p50_ms:7.2f} ms  p99 {lv.p99_ms:7.2f} ms",
+                        flush=True,
+                    )
+        rows = summarize(levels)
+        ratios = print_summary(rows)
+        server.stop()
+        server = None
+        if args.profile:
+            profile_recommend(settings, world, 500, args.seed, args.profile)
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "date": time.strftime("%Y-%m-%d"),
+                        "users": args.users,
+                        "items": args.items,
+                        "dim": args.dim,
+                        "prepare": prep,
+                        "server_idle_cpu_cores": idle,
+                        "sanity": sanity,
+                        "summary": rows,
+                        "ratios": ratios,
+                        "levels": [asdict(lv) for lv in levels],
+                    },
+                    indent=2,
+                )
+            )
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        if server is not None:
+            server.stop()
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,799 @@
+"""`just bench-dataflow`: how fast the dataflow folds a Kafka topic into the store, and how
+fresh a new event is once it has caught up.
+
+    python -m infra.bench_dataflow [--events 200000] [--repeat 3] [--rate 2000] [--duration 10]
+
+One run, on a dev broker (tansu, in memory) started on a free port and stopped at the end:
+
+1. produces E synthetic events (``infra.synthetic``) to a 4-partition topic;
+2. (a) ceiling: a no-op flow (the product's ``StoppableKafkaSource`` and ``Parser`` into a
+   counting sink) reads the whole topic; (b) product: ``dataflow.flow.build_flow`` with an
+   embedded store holding the synthetic model reads the same topic from the beginning,
+   until every user's ``event_count`` in the store equals what was produced. Each is
+   timed from ``run_main`` start, so both include Kafka start-up; the two alternate,
+   ``--repeat`` times each, and the medians and their ratio are reported;
+3. (c) freshness: with the last flow of each kind caught up, one event per new, distinct
+   user is produced at a steady rate (``--rate`` for ``--duration`` s). Product, twice:
+   produce -> the sink's store write returned (noted by the store, nothing else running),
+   then the same plus a thread polling ``store.read_user_states`` for the pending users
+   (what a reader sees; the poller costs CPU and GIL time the flow then lacks, so that
+   run is slower). Ceiling: produce -> the event reached the counting sink, i.e. what
+   Kafka (here the dev broker) and Bytewax alone cost.
+
+Completion of (b) is detected without extra reads: the store handed to the flow notes when
+each user's write carrying their final count returned (a dict lookup per written state);
+the counts are then verified by reading every user back.
+
+``--epoch-s`` changes Bytewax's epoch interval for both flows: an experiment, not what
+the product ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import random
+import resource
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import run_main
+from confluent_kafka import Producer
+from prometheus_client import REGISTRY
+from tqdm import tqdm
+
+from dataflow.flow import build_flow
+from dataflow.kafka_io import StoppableKafkaSource
+from dataflow.steps import Accepted, Parser
+from featurestore.schemas import UserState, iso
+from featurestore.settings import Settings
+from featurestore.store import FeatureStore, Trend
+from infra.broker import DevBroker, ensure_app_topics, free_port
+from infra.synthetic import Events, World, WorldConfig, produce, producer_config
+
+VERSION = "bench-1"
+TOPIC = "bench.events"
+
+
+@dataclass(frozen=True)
+class FlowOptions:
+    """How flows are run: defaults are the product's (``DataflowThread``)."""
+
+    epoch: timedelta | None = None
+
+
+def cpu_seconds() -> float:
+    """Process CPU, all threads (Bytewax, librdkafka, Qdrant Edge, ours)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuClock:
+    """CPU seconds of this process and of the broker: on 2 cores the broker's share matters."""
+
+    def __init__(self, broker_pid: int) -> None:
+        self._stat = Path(f"/proc/{broker_pid}/stat")
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def broker(self) -> float:
+        fields = self._stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick
+
+    def now(self) -> tuple[float, float, float]:
+        """(wall, own CPU, broker CPU)."""
+        return time.perf_counter(), cpu_seconds(), self.broker()
+
+    def cores(self, since: tuple[float, float, float]) -> tuple[float, float]:
+        """Average cores used since ``since``: (own, broker)."""
+        wall, own, broker = self.now()
+        dt = wall - since[0]
+        return (own - since[1]) / dt, (broker - since[2]) / dt
+
+
+# --- running a flow in a thread -------------------------------------------------------
+
+
+class FlowRunner:
+    """``run_main`` in a thread, stopped through the source's stop event (as in production)."""
+
+    def __init__(
+        self,
+        flow: Dataflow,
+        stop: threading.Event,
+        opts: FlowOptions,
+        profile: cProfile.Profile | None = None,
+    ) -> None:
+        self._flow = flow
+        self._epoch = opts.epoch
+        self.stop_event = stop
+        self._profile = profile
+        self.started = 0.0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bench-flow", daemon=True)
+
+    def start(self) -> FlowRunner:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            if self._profile is not None:
+                self._profile.enable()  # profiles this thread: the flow's Python steps
+            self.started = time.perf_counter()
+            run_main(self._flow, epoch_interval=self._epoch)
+        except BaseException as e:  # reported by check()
+            self.error = e
+        finally:
+            if self._profile is not None:
+                self._profile.disable()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"the flow crashed: {self.error!r}") from self.error
+        if not self._thread.is_alive():
+            raise RuntimeError("the flow ended before it was stopped")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stop_event.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            print(f"warning: the flow did not stop within {timeout:.0f}s", file=sys.stderr)
+
+
+@dataclass
+class RunResult:
+    kind: str
+    events: int
+    seconds: float
+    first_output_s: float
+    """Flow start to first output: Kafka connection and partition assignment."""
+    cpu_cores: float
+    """Process CPU during the run, all threads, in cores."""
+    broker_cores: float
+    """The broker's CPU during the run, in cores."""
+    store_write_s: float = 0.0
+    """Time inside FeatureStore.write_user_states + write_trends (product only)."""
+    states_written: int = 0
+    """User-state points upserted (product only): the sink writes a user once per batch."""
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.seconds
+
+
+# --- (a) the ceiling --------------------------------------------------------------------
+
+
+class _CountingPartition(StatelessSinkPartition[Any]):
+    def __init__(self, sink: CountingSink) -> None:
+        self._sink = sink
+
+    def write_batch(self, items: list[Any]) -> None:
+        s = self._sink
+        now = time.perf_counter()
+        if s.first is None:
+            s.first = now
+        s.count += len(items)
+        s.accepted += sum(isinstance(x, Accepted) for x in items)
+        if s.watching:
+            for x in items:
+                if isinstance(x, Accepted) and x.event.user_id in s.watching:
+                    s.arrived.setdefault(x.event.user_id, now)
+        if s.count >= s.target and not s.done.is_set():
+            s.done_at = now
+            s.done.set()
+
+
+class CountingSink(DynamicSink[Any]):
+    """Counts what reaches it, notes when ``target`` items had arrived, and when each
+    watched user's first event arrived (for freshness)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.count = 0
+        self.accepted = 0
+        self.first: float | None = None
+        self.done_at = 0.0
+        self.done = threading.Event()
+        self.watching: set[str] = set()
+        self.arrived: dict[str, float] = {}
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CountingPartition:
+        return _CountingPartition(self)
+
+
+@contextlib.contextmanager
+def ceiling_flow(
+    settings: Settings,
+    n: int,
+    opts: FlowOptions,
+) -> Iterator[tuple[CountingSink, FlowRunner]]:
+    sink = CountingSink(n)
+    stop = threading.Event()
+    flow = Dataflow("bench_ceiling")
+    messages = op.input("events", flow, StoppableKafkaSource(settings, stop))
+    op.output("count", op.map("parse", messages, Parser(settings)), sink)
+    runner = FlowRunner(flow, stop, opts).start()
+    try:
+        yield sink, runner
+    finally:
+        runner.stop()
+
+
+def wait_ceiling(
+    sink: CountingSink,
+    runner: FlowRunner,
+    timeout: float,
+    clock: CpuClock,
+    t0: tuple[float, float, float],
+) -> RunResult:
+    deadline = time.monotonic() + timeout
+    while not sink.done.wait(0.25):
+        runner.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"ceiling flow saw {sink.count}/{sink.target} events in {timeout:.0f}s"
+            )
+    if sink.accepted < sink.target:
+        raise RuntimeError(f"the parser rejected {sink.target - sink.accepted} synthetic events")
+    assert sink.first is not None
+    return RunResult(
+        "ceiling",
+        sink.target,
+        sink.done_at - runner.started,
+        sink.first - runner.started,
+        *clock.cores(t0),
+    )
+
+
+# --- (b) the product flow -----------------------------------------------------------------
+
+
+class TimedStore(FeatureStore):
+    """A FeatureStore that notes when each watched user's state reached a target count.
+
+    The note is taken after the write returned, i.e. when a reader could see it; the cost
+    is a dict lookup per written state, next to a Qdrant upsert of the whole batch.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        super().__init__(backend)
+        self.targets: dict[str, int] = {}
+        self.reached: dict[str, float] = {}
+        self.first_write: float | None = None
+        self.all_reached = threading.Event()
+        self.write_s = 0.0
+        self.states_written = 0
+
+    def watch(self, targets: dict[str, int]) -> None:
+        """Add users to watch; ``all_reached`` is set once every watched user got there."""
+        self.targets.update(targets)
+        self.all_reached = threading.Event()
+
+    def write_user_states(self, states: Sequence[UserState]) -> None:
+        t0 = time.perf_counter()
+        super().write_user_states(states)
+        now = time.perf_counter()
+        self.write_s += now - t0
+        self.states_written += len(states)
+        if self.first_write is None:
+            self.first_write = now
+        targets, reached = self.targets, self.reached
+        for s in states:
+            t = targets.get(s.user_id)
+            if t is not None and s.event_count >= t and s.user_id not in reached:
+                reached[s.user_id] = now
+        if len(reached) >= len(targets):
+            self.all_reached.set()
+
+    def write_trends(self, trends: Sequence[Trend]) -> None:
+        t0 = time.perf_counter()
+        super().write_trends(trends)
+        self.write_s += time.perf_counter() - t0
+
+
+def folded_total() -> float:
+    return REGISTRY.get_sample_value("recsys_events_folded_total") or 0.0
+
+
+def verify_counts(store: FeatureStore, expected: dict[str, int], chunk: int = 2000) -> int:
+    """How many users' stored event_count differs from what was produced."""
+    users = list(expected)
+    wrong = 0
+    for lo in range(0, len(users), chunk):
+        got = store.read_user_states(users[lo : lo + chunk])
+        wrong += sum(
+            1
+            for u in users[lo : lo + chunk]
+            if (s := got.get(u)) is None or s.event_count != expected[u]
+        )
+    return wrong
+
+
+@contextlib.contextmanager
+def product_flow(
+    base: Settings,
+    world: World,
+    expected: dict[str, int],
+    state_dir: Path,
+    opts: FlowOptions,
+    profile: cProfile.Profile | None = None,
+) -> Iterator[tuple[TimedStore, FlowRunner]]:
+    """A product flow on a fresh store with the synthetic model; stopped and cleaned on exit."""
+    settings = base.model_copy(
+        update={
+            "state_dir": state_dir,
+            "store_path": state_dir / "qdrant",
+            "model_dir": state_dir / "models",
+        }
+    )
+    store = TimedStore.open(settings)
+    assert isinstance(store, TimedStore)
+    runner: FlowRunner | None = None
+    try:
+        world.publish(store, VERSION, with_profiles=False)
+        catalogs = store.catalog_provider()
+        catalogs.refresh()  # loaded before the clock starts, as wait_for_model does
+        store.watch(expected)
+        stop = threading.Event()
+        flow = build_flow(settings, store, catalogs, stop)
+        runner = FlowRunner(flow, stop, opts, profile).start()
+        yield store, runner
+    finally:
+        if runner is not None:
+            runner.stop()
+        store.close()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def wait_product(
+    store: TimedStore,
+    runner: FlowRunner,
+    n: int,
+    timeout: float,
+    label: str,
+    clock: CpuClock,
+    t0: tuple[float, float, float],
+) -> RunResult:
+    base = folded_total()
+    bar = tqdm(
+        total=n,
+        unit="ev",
+        unit_scale=True,
+        desc=label,
+        leave=False,
+        disable=n < 50_000 or not sys.stderr.isatty(),
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not store.all_reached.wait(0.25):
+            runner.check()
+            bar.update(int(folded_total() - base) - bar.n)
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{label}: {len(store.reached)}/{len(store.targets)} users complete "
+                    f"after {timeout:.0f}s"
+                )
+    finally:
+        bar.close()
+    assert store.first_write is not None
+    done = max(store.reached.values())
+    return RunResult(
+        "product",
+        n,
+        done - runner.started,
+        store.first_write - runner.started,
+        *clock.cores(t0),
+        store.write_s,
+        store.states_written,
+    )
+
+
+# --- (c) freshness ----------------------------------------------------------------------
+
+
+@dataclass
+class Freshness:
+    flow: str
+    offered_rate: float
+    achieved_rate: float
+    events: int
+    arrived: int
+    arrive_ms: dict[str, float]
+    """Produce -> reached the sink (ceiling) / the sink's store write returned (product)."""
+    poll_ms: dict[str, float] | None
+    """Produce -> visible to store.read_user_states (product; polled every ~1 ms)."""
+    poller_cpu_share: float | None
+    """CPU the polling thread used, as a share of one core (it competes with the flow)."""
+    idle_cores: tuple[float, float]
+    """(process, broker) CPU while the caught-up flow had nothing to do (2 s before)."""
+    busy_cores: tuple[float, float]
+    """(process, broker) CPU during the test (process: includes producer and poller)."""
+
+
+def _pcts(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "p50": round(q[49] * 1000, 1),
+        "p99": round(q[98] * 1000, 1),
+        "max": round(max(values) * 1000, 1),
+    }
+
+
+def measure_freshness(
+    flow: str,
+    settings: Settings,
+    runner: FlowRunner,
+    world: World,
+    clock: CpuClock,
+    rate: float,
+    duration: float,
+    first_user: int,
+    seed: int,
+    arrived: dict[str, float],
+    watch: Callable[[list[str]], None],
+    store: FeatureStore | None = None,
+) -> Freshness:
+    """Produce one event per new user at ``rate`` and time how long each takes to land.
+
+    ``arrived`` is filled by the flow's sink (user -> perf_counter); with ``store``, a
+    thread also polls ``read_user_states`` for the users still pending.
+    """
+    c0 = clock.now()
+    time.sleep(2.0)
+    idle = clock.cores(c0)
+
+    n = max(2, int(rate * duration))
+    users = [f"u{first_user + k}" for k in range(n)]
+    rng = random.Random(seed)
+    items = [f"i{rng.randrange(world.cfg.items)}" for _ in range(n)]
+    watch(users)
+    sent = [0.0] * n
+    seen: dict[str, float] = {}
+    pending: dict[str, None] = {}
+    lock = threading.Lock()
+    producing = threading.Event()
+    producing.set()
+    poller_cpu = [0.0]
+
+    def poll() -> None:
+        assert store is not None
+        t0 = time.thread_time()
+        while producing.is_set() or pending:
+            with lock:
+                ids = list(pending)
+            if ids:
+                got = store.read_user_states(ids)
+                now = time.perf_counter()
+                with lock:
+                    for u, s in got.items():
+                        if s.event_count >= 1:
+                            seen[u] = now
+                            pending.pop(u, None)
+            time.sleep(0.001)
+        poller_cpu[0] = time.thread_time() - t0
+
+    poller = threading.Thread(target=poll, name="bench-poll", daemon=True)
+    if store is not None:
+        poller.start()
+    # linger.ms=1 as the API's producer; the bulk settings would add up to 20 ms.
+    producer = Producer(producer_config(settings.kafka_bootstrap_servers, **{"linger.ms": 1}))
+    c1 = clock.now()
+    start = time.perf_counter()
+    last_sent = start
+    try:
+        for k in range(n):
+            due = start + k / rate
+            while (now := time.perf_counter()) < due:
+                time.sleep(min(due - now, 0.002))
+            value = (
+                f'{{"event_type":"view","user_id":"{users[k]}","item_id":"{items[k]}",'
+                f'"timestamp":"{iso(time.time())}","session_id":"fresh-{k}"}}'
+            ).encode()
+            if store is not None:
+                with lock:
+                    pending[users[k]] = None
+            sent[k] = time.perf_counter()
+            producer.produce(settings.events_topic, value, users[k].encode())
+            producer.poll(0)
+        last_sent = time.perf_counter()
+        producer.flush(10)
+        deadline = time.monotonic() + 30
+        while (pending or any(u not in arrived for u in users)) and time.monotonic() < deadline:
+            runner.check()
+            time.sleep(0.02)
+    finally:
+        producing.clear()
+        with lock:
+            pending.clear()  # already empty unless we gave up waiting
+        if poller.is_alive():
+            poller.join(5)
+    elapsed = time.perf_counter() - start
+    busy = clock.cores(c1)
+    arrive = [arrived[u] - sent[k] for k, u in enumerate(users) if u in arrived]
+    return Freshness(
+        flow=flow,
+        offered_rate=rate,
+        achieved_rate=round((n - 1) / (last_sent - start), 1),
+        events=n,
+        arrived=len(arrive),
+        arrive_ms=_pcts(arrive),
+        poll_ms=(
+            _pcts([seen[u] - sent[k] for k, u in enumerate(users) if u in seen]) if store else None
+        ),
+        poller_cpu_share=round(poller_cpu[0] / elapsed, 3) if store else None,
+        idle_cores=(round(idle[0], 2), round(idle[1], 2)),
+        busy_cores=(round(busy[0], 2), round(busy[1], 2)),
+    )
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+
+def print_table(results: list[RunResult]) -> dict[str, float]:
+    print(
+        f"\n{'run':<12}{'events':>9}{'seconds':>9}{'events/s':>10}{'1st out s':>10}"
+        f"{'CPU':>6}{'broker':>7}{'store s':>9}{'states/ev':>10}"
+    )
+    for i, r in enumerate(results):
+        extra = (
+            f"{r.store_write_s:>9.2f}{r.states_written / r.events:>10.2f}"
+            if r.kind == "product"
+            else ""
+        )
+        print(
+            f"{r.kind + ' #' + str(i // 2 + 1):<12}{r.events:>9}{r.seconds:>9.2f}"
+            f"{r.per_s:>10.0f}{r.first_output_s:>10.2f}{r.cpu_cores:>6.2f}"
+            f"{r.broker_cores:>7.2f}{extra}"
+        )
+    kinds = ("ceiling", "product")
+    med = {k: statistics.median(r.per_s for r in results if r.kind == k) for k in kinds}
+    sec = {k: statistics.median(r.seconds for r in results if r.kind == k) for k in kinds}
+    for k in kinds:
+        print(f"{'median':<12}{'':>9}{sec[k]:>9.2f}{med[k]:>10.0f}   {k}")
+    ratio = med["product"] / med["ceiling"]
+    share = statistics.median(r.store_write_s / r.seconds for r in results if r.kind == "product")
+    print(
+        f"product/ceiling (median events/s): {ratio:.3f}  "
+        f"(the ceiling is {1 / ratio:.1f}x the product)"
+    )
+    print(f"product: median {share:.0%} of the run inside store writes (user_state + item_trends)")
+    return {
+        "ceiling_per_s": round(med["ceiling"]),
+        "product_per_s": round(med["product"]),
+        "ratio": round(ratio, 4),
+        "product_store_write_share": round(share, 3),
+    }
+
+
+def print_freshness(f: Freshness) -> None:
+    how = " (with the polling reader)" if f.poll_ms is not None else ""
+    print(
+        f"\nfreshness, {f.flow} flow{how}: {f.events:,} events for distinct new users, offered "
+        f"{f.offered_rate:,.0f}/s, sent {f.achieved_rate:,.0f}/s; {f.arrived:,} arrived"
+    )
+    what = "reached the counting sink" if f.flow == "ceiling" else "sink's store write returned"
+    a = f.arrive_ms
+    print(
+        f"  produce -> {what + ':':<34} p50 {a['p50']:>7} ms  p99 {a['p99']:>7} ms  "
+        f"max {a['max']:>7} ms"
+    )
+    if f.poll_ms is not None:
+        p = f.poll_ms
+        print(
+            f"  produce -> {'visible via read_user_states:':<34} p50 {p['p50']:>7} ms  "
+            f"p99 {p['p99']:>7} ms  max {p['max']:>7} ms"
+        )
+        print(f"  polling thread CPU: {f.poller_cpu_share:.0%} of a core")
+    print(
+        f"  CPU cores, this process / broker: {f.idle_cores[0]:.2f} / {f.idle_cores[1]:.2f} idle "
+        f"(caught up), {f.busy_cores[0]:.2f} / {f.busy_cores[1]:.2f} under this load"
+    )
+
+
+def print_profile(profile: cProfile.Profile, path: Path | None, top: int = 25) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out).strip_dirs()
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    text = out.getvalue()
+    if path is not None:
+        path.write_text(text)
+        stats.dump_stats(str(path.with_suffix(".pstats")))
+        print(f"profile of the product flow's thread written to {path} (+ .pstats)")
+    print("\n".join(text.splitlines()[: top + 12]))
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def _interrupt(*_: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the flows and the broker."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m infra.bench_dataflow", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--users", type=int, default=20_000)
+    p.add_argument("--items", type=int, default=2_000)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--rate", type=float, default=2_000.0, help="freshness: offered events/s")
+    p.add_argument(
+        "--duration", type=float, default=10.0, help="freshness: seconds of load (0: skip)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=600.0, help="per run")
+    p.add_argument(
+        "--epoch-s", type=float, help="experiment: Bytewax epoch interval (default 10 s)"
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        nargs="?",
+        const=Path("bench-dataflow.prof.txt"),
+        help="after the measured runs, profile one product run (cProfile; slower)",
+    )
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    opts = FlowOptions(timedelta(seconds=args.epoch_s) if args.epoch_s else None)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-dataflow-"))
+    broker = DevBroker(free_port(), log_path=tmp / "broker.log")
+    try:
+        broker.start()
+        base = Settings(
+            kafka_bootstrap_servers=broker.bootstrap,
+            events_topic=TOPIC,
+            dead_letter_topic=f"{TOPIC}.dlq",
+            topic_partitions=args.partitions,
+            state_dir=tmp,
+            qdrant_url=None,
+            start_offset="earliest",
+        )
+        ensure_app_topics(base)
+        assert broker.proc is not None
+        clock = CpuClock(broker.proc.pid)
+        world = World(WorldConfig(users=args.users, items=args.items, seed=args.seed))
+        events: Events = world.events(args.events)
+        n = len(events)
+        expected = {f"u{u}": int(c) for u, c in enumerate(events.per_user(args.users)) if c}
+        t0 = time.perf_counter()
+        produce(events.records(), broker.bootstrap, TOPIC, total=n)
+        dt = time.perf_counter() - t0
+        print(
+            f"dev broker {broker.bootstrap}; produced {n:,} events for {len(expected):,} users "
+            f"over {world.cfg.items:,} items to {args.partitions} partitions in {dt:.2f}s "
+            f"({n / dt:,.0f} msg/s, JSON encoding included)"
+        )
+        if opts.epoch:
+            print(f"experiment: epoch {opts.epoch}")
+
+        results: list[RunResult] = []
+        fresh: list[Freshness] = []
+        n_fresh = max(2, int(args.rate * args.duration)) if args.duration > 0 else 0
+        for i in range(args.repeat):
+            t0 = clock.now()
+            with ceiling_flow(base, n, opts) as (sink, runner):
+                results.append(wait_ceiling(sink, runner, args.timeout, clock, t0))
+            t0 = clock.now()
+            with product_flow(base, world, expected, tmp / f"store-{i}", opts) as (store, runner):
+                res = wait_product(store, runner, n, args.timeout, f"product #{i + 1}", clock, t0)
+                results.append(res)
+                wrong = verify_counts(store, expected)
+                if wrong:
+                    raise RuntimeError(f"{wrong} users' event_count in the store is wrong")
+                print(
+                    f"  #{i + 1}: ceiling {results[-2].per_s:,.0f} ev/s, product "
+                    f"{res.per_s:,.0f} ev/s; all {len(expected):,} users' counts verified "
+                    "in the store",
+                    flush=True,
+                )
+                if n_fresh and i == args.repeat - 1:
+                    # Twice: the sink hook alone (cheap), then with the polling reader too
+                    # (what a client sees, but the poller competes with the flow for the GIL).
+                    for k, poll in enumerate((False, True)):
+                        fresh.append(
+                            measure_freshness(
+                                "product",
+                                base,
+                                runner,
+                                world,
+                                clock,
+                                args.rate,
+                                args.duration,
+                                args.users + k * n_fresh,
+                                args.seed + k,
+                                store.reached,
+                                lambda us: store.watch({u: 1 for u in us}),
+                                store if poll else None,
+                            )
+                        )
+        if n_fresh:
+            # Last, so that no measured run reads these extra events; it first catches up
+            # on the topic (including the product's freshness events), then idles.
+            with ceiling_flow(base, n + 2 * n_fresh, opts) as (sink, runner):
+                wait_ceiling(sink, runner, args.timeout, clock, clock.now())
+                fresh.insert(
+                    0,
+                    measure_freshness(
+                        "ceiling",
+                        base,
+                        runner,
+                        world,
+                        clock,
+                        args.rate,
+                        args.duration,
+                        args.users + 2 * n_fresh,
+                        args.seed + 2,
+                        sink.arrived,
+                        sink.watching.update,
+                    ),
+                )
+        summary = print_table(results)
+        for f in fresh:
+            print_freshness(f)
+
+        if args.profile:
+            prof = cProfile.Profile()
+            t0 = clock.now()
+            prof_dir = tmp / "store-prof"
+            with product_flow(base, world, expected, prof_dir, opts, prof) as (store, runner):
+                res = wait_product(store, runner, n, args.timeout, "profiled", clock, t0)
+            print(
+                f"\nprofiled product run (not in the medians): {res.per_s:,.0f} ev/s under cProfile"
+            )
+            print_profile(prof, args.profile)
+
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "date": time.strftime("%Y-%m-%d"),
+                        "events": n,
+                        "users": len(expected),
+                        "items": world.cfg.items,
+                        "partitions": args.partitions,
+                        "epoch_s": args.epoch_s,
+                        "summary": summary,
+                        "runs": [asdict(r) | {"per_s": r.per_s} for r in results],
+                        "freshness": [asdict(f) for f in fresh],
+                    },
+                    indent=2,
+                )
+            )
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+# Real-time recommendation engine. `just` lists the recipes.
+# Recipes run with the project's virtualenv first on PATH when there is one.
+
+export PATH := justfile_directory() / ".venv/bin" + ":" + env_var("PATH")
+export HF_HUB_OFFLINE := "1"
+export TRANSFORMERS_OFFLINE := "1"
+
+# list the recipes
+default:
+    @just --list --unsorted
+
+# install the project and its dev tools into .venv
+setup:
+    test -d .venv || python3.11 -m venv .venv
+    .venv/bin/pip install -e '.[dev]'
+
+# the whole loop on MovieLens 100K: broker, training, service, a live replay
+demo *ARGS:
+    python -m infra.demo {{ARGS}}
+
+# run the tests (unit, store contracts, real-broker integration, training)
+test *ARGS:
+    python -m pytest -q {{ARGS}}
+
+# fast unit tests only
+test-unit *ARGS:
+    python -m pytest -q -m "not integration" {{ARGS}}
+
+# API + dataflow in one process on the embedded store; dev broker on :9092 unless configured
+serve:
+    python -m api.serve
+
+# the dataflow alone (production topology: needs RECSYS_QDRANT_URL); extra args go to bytewax.run, e.g. -w 2
+dataflow *ARGS:
+    python -m bytewax.run "dataflow.flow:get_flow()" {{ARGS}}
+
+# the API alone (production topology: needs RECSYS_QDRANT_URL)
+api *ARGS:
+    uvicorn --factory api.app:create_app --host "${RECSYS_API_HOST:-127.0.0.1}" --port "${RECSYS_API_PORT:-8000}" {{ARGS}}
+
+# retrain the two-tower: just train --until 1998-03-01T00:00:00Z --seed 7
+train *ARGS:
+    python -m training.train {{ARGS}}
+
+# publish a trained version to the store and make it live (default: LATEST)
+publish *ARGS:
+    python -m training.publish {{ARGS}}
+
+# the dev broker in the foreground (Ctrl-C stops it)
+broker:
+    python -m infra.broker run
+
+# --- bench ----------------------------------------------------------------------------
+
+# both benchmarks with modest defaults (about 4 minutes on 2 cores): dataflow, then API
+bench:
+    python -m infra.bench_dataflow --events 200000 --repeat 3 --duration 10
+    python -m infra.bench_api --concurrency 1,8,32 --repeat 3 --duration 4
+
+# dataflow events/s vs a no-op Bytewax flow, then freshness: just bench-dataflow --events 500000 --rate 1000
+bench-dataflow *ARGS:
+    python -m infra.bench_dataflow {{ARGS}}
+
+# the service under closed-loop load, recommendations vs healthz: just bench-api --concurrency 1,16
+bench-api *ARGS:
+    python -m infra.bench_api {{ARGS}}
+
+# lint and format check (ruff)
+lint:
+    ruff check .
+    ruff format --check .

@@ -1,0 +1,88 @@
+"""Builders shared by tests: a small synthetic model, and waiting for conditions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from featurestore.schemas import ItemRecord, ModelRecord, Profile, UserHead
+from featurestore.settings import Settings
+from infra.broker import ensure_app_topics
+
+T = TypeVar("T")
+
+
+def make_head(dim: int, hidden: int = 4, seed: int = 0) -> UserHead:
+    rng = np.random.default_rng(seed)
+    return UserHead(
+        (rng.normal(size=(dim, hidden)) * 0.1).astype(np.float32),
+        np.zeros(hidden, np.float32),
+        (rng.normal(size=(hidden, dim)) * 0.1).astype(np.float32),
+        np.zeros(dim, np.float32),
+    )
+
+
+def make_model(version: str, n: int = 50, dim: int = 8, seed: int = 0, n_profiles: int = 5):
+    """Items i0..i{n-1}: odd ones Sci-Fi, even ones Drama/War; random unit vectors."""
+    rng = np.random.default_rng(seed)
+    vecs = rng.normal(size=(n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    items = [
+        ItemRecord(
+            f"i{i}",
+            f"Title {i}",
+            ["Sci-Fi"] if i % 2 else ["Drama", "War"],
+            i / n,
+            {"year": 1990 + i},
+        )
+        for i in range(n)
+    ]
+    profiles = [Profile(f"u{j}", vecs[j], [f"i{j}", f"i{j + 1}"]) for j in range(n_profiles)]
+    record = ModelRecord(
+        version,
+        dim,
+        f"2024-01-{seed + 1:02d}T00:00:00Z",
+        make_head(dim, seed=seed),
+        {"recall_at_10": 0.1},
+    )
+    return record, items, vecs, profiles
+
+
+def publish(store, version: str = "v1", **kw):
+    record, items, vecs, profiles = make_model(version, **kw)
+    store.publish_model(record, items, vecs, profiles)
+    store.activate(version)
+    return record, items, vecs, profiles
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
+    """Poll until fn() is truthy; return it. Fails with the last value on timeout."""
+    deadline = time.monotonic() + timeout
+    value = fn()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = fn()
+    assert value, f"condition not met within {timeout}s (last value: {value!r})"
+    return value
+
+
+def isolated_settings(state_dir: Path, bootstrap: str | None = None, **overrides) -> Settings:
+    """Settings with their own state dir and, given a broker, their own fresh topics."""
+    kw: dict = {"state_dir": state_dir}
+    if bootstrap:
+        suffix = uuid.uuid4().hex[:8]
+        kw |= {
+            "kafka_bootstrap_servers": bootstrap,
+            "events_topic": f"events-{suffix}",
+            "dead_letter_topic": f"events-{suffix}.dlq",
+            "topic_partitions": 3,
+        }
+    settings = Settings(**(kw | overrides))
+    if bootstrap:
+        ensure_app_topics(settings)
+    return settings

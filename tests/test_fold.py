@@ -1,0 +1,133 @@
+"""The decay fold, without Kafka or Qdrant."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataflow.events import ValidEvent
+from dataflow.fold import (
+    FoldParams,
+    decay_factor,
+    decay_weights,
+    fold_event,
+    mass_at,
+    rebuild_vector,
+)
+from featurestore.schemas import UserState
+
+H = 3600.0
+PARAMS = FoldParams(
+    half_life=H, weights={"view": 1.0, "purchase": 5.0}, recent_items=4, session_gap=1800.0
+)
+VECS = {f"i{i}": np.eye(4, dtype=np.float32)[i % 4] * (1 + i // 4) for i in range(8)}
+CATS = {f"i{i}": ["A"] if i % 2 else ["B"] for i in range(8)}
+
+
+def ev(
+    item: str, ts: float, kind: str = "view", session: str | None = None, user: str = "u"
+) -> ValidEvent:
+    return ValidEvent(kind, user, item, ts, session)
+
+
+def fold_all(events: list[ValidEvent], params: FoldParams = PARAMS) -> UserState:
+    s = UserState("u")
+    for e in events:
+        fold_event(s, e, VECS.get(e.item_id), CATS.get(e.item_id, []), params)
+    return s
+
+
+def test_half_life_halves_the_weight():
+    assert decay_factor(H, H) == pytest.approx(0.5)
+    assert decay_factor(0.0, H) == 1.0
+    np.testing.assert_allclose(decay_weights(np.array([0.0, H, 2 * H]), 2 * H, H), [0.25, 0.5, 1.0])
+
+
+def test_one_half_life_later_the_old_event_counts_half():
+    s = fold_all([ev("i0", 0.0), ev("i1", H, "purchase")])
+    np.testing.assert_allclose(s.vector, 0.5 * VECS["i0"] + 5.0 * VECS["i1"], rtol=1e-6)
+    assert s.mass == pytest.approx(5.5)
+    assert s.categories == pytest.approx({"B": 0.5, "A": 5.0})
+    assert s.last_ts == H
+
+
+def test_late_event_weighs_as_of_the_latest_time_and_never_moves_the_clock_back():
+    s = fold_all([ev("i0", 2 * H), ev("i1", 0.0)])
+    assert s.last_ts == 2 * H
+    np.testing.assert_allclose(s.vector, VECS["i0"] + 0.25 * VECS["i1"], rtol=1e-6)
+    assert [r.item_id for r in s.recent] == ["i1", "i0"]  # recent stays in time order
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted(VECS)),
+            st.floats(0, 10 * H),
+            st.sampled_from(["view", "purchase"]),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_arrival_order_does_not_change_the_state(raw, rnd):
+    events = [ev(i, t, k) for i, t, k in raw]
+    shuffled = events[:]
+    rnd.shuffle(shuffled)
+    a = fold_all(sorted(events, key=lambda e: e.ts))
+    b = fold_all(shuffled)
+    np.testing.assert_allclose(a.vector, b.vector, rtol=1e-4, atol=1e-5)
+    assert a.mass == pytest.approx(b.mass, rel=1e-6)
+    assert a.last_ts == b.last_ts
+    assert a.categories.keys() == b.categories.keys()
+    for c in a.categories:
+        assert a.categories[c] == pytest.approx(b.categories[c], rel=1e-6)
+    assert a.event_count == b.event_count == len(events)
+
+
+def test_recent_items_are_capped_to_the_newest():
+    s = fold_all([ev(f"i{i}", float(i)) for i in range(7)])
+    assert [r.item_id for r in s.recent] == ["i3", "i4", "i5", "i6"]
+
+
+def test_sessions_follow_ids_or_inactivity_gaps():
+    s = fold_all([ev("i0", 0.0), ev("i1", 60.0), ev("i2", 60.0 + 1801)])
+    assert s.session_events == 1 and s.session_start == 60.0 + 1801
+    s = fold_all(
+        [ev("i0", 0.0, session="a"), ev("i1", 10.0, session="a"), ev("i2", 20.0, session="b")]
+    )
+    assert (s.session_id, s.session_events, s.session_start) == ("b", 1, 20.0)
+    # a late event of the current session counts in it and may move its start back
+    s = fold_all([ev("i0", 100.0, session="a"), ev("i1", 50.0, session="a")])
+    assert (s.session_events, s.session_start) == (2, 50.0)
+
+
+def test_unknown_items_are_counted_and_kept_but_do_not_move_the_vector():
+    s = fold_all([ev("i0", 0.0), ev("mystery", 1.0)])
+    assert s.unknown_items == 1 and s.event_count == 2
+    np.testing.assert_allclose(s.vector, VECS["i0"] * decay_factor(1.0, H), rtol=1e-6)
+    assert s.recent[-1].item_id == "mystery"
+
+
+def test_mass_at_decays_to_the_query_time():
+    s = fold_all([ev("i0", 0.0, "purchase")])
+    assert mass_at(s, H, H) == pytest.approx(2.5)
+    assert mass_at(s, -10.0, H) == pytest.approx(5.0)  # never grows for times before last_ts
+    assert mass_at(UserState("new"), 0.0, H) == 0.0
+
+
+def test_rebuild_moves_the_user_into_a_new_item_space():
+    s = fold_all([ev("i0", 0.0), ev("i1", H, "purchase")])
+    new_space = {k: -v for k, v in VECS.items()}
+    rebuild_vector(s, new_space.get, PARAMS, "v2")
+    np.testing.assert_allclose(s.vector, -(0.5 * VECS["i0"] + 5.0 * VECS["i1"]), rtol=1e-6)
+    assert s.model_version == "v2" and s.mass == pytest.approx(5.5)
+
+
+def test_empty_state_has_no_clock():
+    assert UserState("u").last_ts == -math.inf

@@ -1,0 +1,61 @@
+"""A newly trained model is picked up by a running service without a restart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from featurestore import FeatureStore
+from tests.helpers import make_model, publish, wait_for
+from training.artifacts import write_artifacts
+
+pytestmark = pytest.mark.integration
+
+
+def write_model_dir(settings, seed: int) -> str:
+    """What `just train` leaves behind: a version directory and LATEST pointing at it."""
+    _, items, vecs, profiles = make_model("ignored", n=60, dim=8, seed=seed)
+    record = make_model("ignored", n=60, dim=8, seed=seed)[0]
+    path = write_artifacts(
+        settings.model_dir,
+        fingerprint={"test": seed},
+        seed=seed,
+        config={"test": True},
+        metrics={"recall_at_10": 0.2},
+        items=items,
+        item_vectors=vecs,
+        head=record.head,
+        state_dict={},
+        profile_user_ids=[p.user_id for p in profiles],
+        profile_vectors=np.stack([p.vector for p in profiles]),
+        seen={p.user_id: p.seen for p in profiles},
+    )
+    return path.name
+
+
+def test_serving_picks_up_a_new_model_and_moves_users_to_it(broker, make_settings):
+    settings = make_settings(broker, model_poll_seconds=0.2)
+    store = FeatureStore.open(settings)
+    publish(store, "v1", n=60, dim=8)
+    store.close()
+
+    with TestClient(create_app(settings)) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200)
+        client.post("/events", json={"event_type": "view", "user_id": "u1", "item_id": "i5"})
+        wait_for(lambda: client.get("/users/u1").json().get("model_version") == "v1")
+        assert client.get("/recommendations/u1").json()["model_version"] == "v1"
+
+        # `just train` while the server holds the embedded store: it only writes the model dir
+        version = write_model_dir(settings, seed=3)
+        wait_for(lambda: client.get("/readyz").json()["checks"]["model"] == version, timeout=10)
+        recs = client.get("/recommendations/u1").json()
+        assert recs["model_version"] == version and recs["strategy"] == "personalized"
+
+        # the dataflow moves the user into the new item space at their next event
+        client.post("/events", json={"event_type": "view", "user_id": "u1", "item_id": "i7"})
+        state = wait_for(
+            lambda: (u := client.get("/users/u1").json())["event_count"] == 2 and u, timeout=5
+        )
+        assert state["model_version"] == version

@@ -1,0 +1,145 @@
+"""Query blending, re-ranking and reasons, on a hand-made catalogue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from api.recommend import RankParams, ago, build_query, cold_candidates, rerank
+from featurestore.catalog import Catalog
+from featurestore.schemas import ItemRecord, Profile, RecentItem, UserHead, UserState
+
+NOW = 1_000_000.0
+DIM = 4
+
+
+def identity_head() -> UserHead:
+    z = np.zeros
+    return UserHead(
+        z((DIM, 1), np.float32), z(1, np.float32), z((1, DIM), np.float32), z(DIM, np.float32)
+    )
+
+
+def catalog() -> Catalog:
+    e = np.eye(DIM, dtype=np.float32)
+    # x0 and x1 point the same way; y0 is orthogonal; z0 and z1 are two more directions
+    vecs = np.stack([e[0], e[0], e[1], e[2], e[3]])
+    items = [
+        ItemRecord("x0", "Alien", ["Sci-Fi"], 0.1),
+        ItemRecord("x1", "Aliens", ["Sci-Fi", "Action"], 0.1),
+        ItemRecord("y0", "Casablanca", ["Drama"], 0.1),
+        ItemRecord("z0", "Titanic", ["Drama", "Romance"], 0.9),
+        ItemRecord("z1", "Fargo", ["Crime"], 0.2),
+    ]
+    return Catalog("v1", items, vecs, identity_head())
+
+
+def user(recent=(), categories=None, vector=None, mass=0.0) -> UserState:
+    return UserState(
+        "u",
+        vector=None if vector is None else np.asarray(vector, np.float32),
+        mass=mass,
+        last_ts=NOW,
+        categories=categories or {},
+        recent=[RecentItem(i, t, k) for i, t, k in recent],
+    )
+
+
+DEFAULT_PARAMS = RankParams()
+
+
+def ranked_ids(cands, state, trending=None, params=DEFAULT_PARAMS, k=5):
+    cat = catalog()
+    out = rerank(cands, cat, state, trending or {}, params, NOW, 1.0, k)
+    return [cat.items[r.row].item_id for r in out], out
+
+
+def test_cold_user_has_no_query():
+    assert build_query(None, None, catalog(), NOW, 3600, 3.0).vector is None
+
+
+def test_profile_only_and_realtime_only():
+    cat = catalog()
+    q = build_query(None, Profile("u", np.array([2, 0, 0, 0], np.float32), []), cat, NOW, 3600, 3.0)
+    np.testing.assert_allclose(q.vector, [1, 0, 0, 0])
+    assert q.realtime_weight == 0.0
+    q = build_query(user(vector=[0, 3, 0, 0], mass=1.0), None, cat, NOW, 3600, 3.0)
+    np.testing.assert_allclose(q.vector, [0, 1, 0, 0])
+    assert q.realtime_weight == 1.0
+
+
+def test_realtime_share_grows_with_fresh_evidence_and_fades_with_time():
+    cat = catalog()
+    profile = Profile("u", np.array([1, 0, 0, 0], np.float32), [])
+    light = build_query(user(vector=[0, 1, 0, 0], mass=1.0), profile, cat, NOW, 3600, 3.0)
+    heavy = build_query(user(vector=[0, 1, 0, 0], mass=9.0), profile, cat, NOW, 3600, 3.0)
+    later = build_query(
+        user(vector=[0, 1, 0, 0], mass=9.0), profile, cat, NOW + 3 * 3600, 3600, 3.0
+    )
+    assert light.realtime_weight == pytest.approx(0.25)
+    assert heavy.realtime_weight == pytest.approx(0.75)
+    assert later.realtime_weight == pytest.approx(9 / 8 / (9 / 8 + 3))
+    assert heavy.vector[1] > light.vector[1] > 0
+    assert np.linalg.norm(heavy.vector) == pytest.approx(1.0)
+
+
+def test_items_like_the_one_just_watched_rise_and_say_why():
+    state = user(recent=[("x0", NOW - 120, "view")])
+    ids, out = ranked_ids([(1, 0.5), (2, 0.5), (4, 0.5)], state)
+    assert ids[0] == "x1"
+    assert out[0].reasons[0] == "because you viewed Alien 2 minutes ago"
+    assert out[0].terms["recent"] == pytest.approx(0.8 * 2 ** (-120 / 1800), rel=1e-5)
+
+
+def test_the_newest_recent_item_counts_most():
+    alien_last = user(recent=[("y0", NOW - 10, "view"), ("x0", NOW - 10, "view")])
+    alien_before = user(recent=[("x0", NOW - 10, "view"), ("y0", NOW - 10, "view")])
+    _, last = ranked_ids([(1, 0.5)], alien_last)
+    _, before = ranked_ids([(1, 0.5)], alien_before)
+    assert before[0].terms["recent"] == pytest.approx(0.7 * last[0].terms["recent"])
+
+
+def test_the_recent_boost_fades():
+    fresh = ranked_ids([(1, 0.5), (2, 0.52)], user(recent=[("x0", NOW - 60, "view")]))[0]
+    stale = ranked_ids([(1, 0.5), (2, 0.52)], user(recent=[("x0", NOW - 10 * 3600, "view")]))[0]
+    assert fresh[0] == "x1" and stale[0] == "y0"
+
+
+def test_category_affinity_reorders_equal_candidates_and_names_the_category():
+    state = user(categories={"Drama": 3.0, "Sci-Fi": 1.0})
+    ids, out = ranked_ids([(4, 0.5), (2, 0.5)], state)
+    assert ids == ["y0", "z1"]
+    assert "you have been into Drama lately (75% of your recent activity)" in out[0].reasons
+
+
+def test_popularity_and_trending_break_ties_with_the_right_words():
+    ids, out = ranked_ids([(2, 0.5), (3, 0.5)], user())
+    assert ids[0] == "z0" and "popular with everyone" in out[0].reasons
+    ids, out = ranked_ids([(2, 0.5), (3, 0.5)], user(), trending={2: 1.0})
+    assert ids[0] == "y0" and "trending now" in out[0].reasons
+
+
+def test_scores_are_sorted_and_k_respected():
+    _, out = ranked_ids([(i, 0.1 * i) for i in range(5)], user(), k=3)
+    assert len(out) == 3
+    assert [r.score for r in out] == sorted((r.score for r in out), reverse=True)
+    assert all(r.reasons for r in out)
+
+
+def test_cold_candidates_prefer_trending_then_popular_and_skip_seen():
+    cat = catalog()
+    assert [r for r, _ in cold_candidates(cat, {}, set(), 3)] == [3, 4, 0]
+    assert [r for r, _ in cold_candidates(cat, {2: 1.0}, {3}, 3)] == [2, 4, 0]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (5, "just now"),
+        (61, "1 minute ago"),
+        (3 * 3600 + 5, "3 hours ago"),
+        (2 * 86400, "2 days ago"),
+    ],
+)
+def test_ago(seconds, text):
+    assert ago(seconds) == text

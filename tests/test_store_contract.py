@@ -1,0 +1,165 @@
+"""The same contract for both adapters: embedded Qdrant Edge and qdrant-client.
+
+qdrant-client's ":memory:" mode speaks the server API, so the server adapter is
+tested without a server.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from featurestore import FeatureStore, StoreError, StoreLocked
+from featurestore.edge import EdgeBackend
+from featurestore.schemas import RecentItem, UserState
+from featurestore.server import ServerBackend
+from featurestore.store import Trend
+from tests import helpers
+from tests.helpers import publish
+
+DIM = 8
+
+
+def make_model(version: str, n: int = 50, dim: int = DIM, seed: int = 0):
+    return helpers.make_model(version, n=n, dim=dim, seed=seed)
+
+
+@pytest.fixture(params=["edge", "server"])
+def store(request, tmp_path):
+    if request.param == "edge":
+        s = FeatureStore(EdgeBackend(tmp_path / "store"))
+    else:
+        s = FeatureStore(ServerBackend(QdrantClient(":memory:")))
+    yield s
+    s.close()
+
+
+def test_publish_activate_and_catalog_round_trip(store):
+    assert store.active_version() is None
+    record, items, vecs, _ = publish(store)
+    assert store.active_version() == "v1"
+    model = store.model("v1")
+    assert model is not None and model.items == len(items) and model.profiles == 5
+    assert model.metrics == {"recall_at_10": 0.1}
+    x = np.random.default_rng(1).normal(size=DIM).astype(np.float32)
+    np.testing.assert_allclose(model.head.apply(x), record.head.apply(x), atol=1e-6)
+
+    cat = store.load_catalog("v1")
+    assert cat.version == "v1" and len(cat.items) == len(items)
+    for i, it in enumerate(items):
+        np.testing.assert_allclose(cat.vector(it.item_id), vecs[i], atol=1e-6)
+        assert cat.categories(it.item_id) == it.categories
+        assert cat.title(it.item_id) == it.title
+        assert cat.items[cat.index[it.item_id]].extra == {"year": 1990 + i}
+    assert cat.vector("nope") is None
+
+
+def test_search_returns_nearest_first_and_excludes(store):
+    _, _, vecs, _ = publish(store)
+    cat = store.load_catalog("v1")
+    hits = store.search_items("v1", vecs[3], limit=5)
+    top = [cat.items[row].item_id for row, _ in hits]
+    assert top[0] == "i3"
+    assert hits[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    hits = store.search_items("v1", vecs[3], limit=5, exclude_rows=[cat.index["i3"]])
+    assert "i3" not in [cat.items[row].item_id for row, _ in hits]
+
+
+def test_versions_live_side_by_side(store):
+    publish(store, "v1")
+    record2, items2, vecs2, _ = make_model("v2", seed=1)
+    store.publish_model(record2, items2, vecs2, [])
+    assert store.active_version() == "v1"  # publishing does not switch
+    store.activate("v2")
+    assert store.active_version() == "v2"
+    assert [m.version for m in store.list_models()] == ["v1", "v2"]
+    np.testing.assert_allclose(store.load_catalog("v2").vector("i0"), vecs2[0], atol=1e-6)
+    with pytest.raises(StoreError, match="live"):
+        store.publish_model(record2, items2, vecs2, [])
+    with pytest.raises(StoreError, match="not published"):
+        store.activate("v9")
+
+
+def test_dimension_mismatch_is_a_clear_error(store):
+    publish(store, "v1")
+    record, items, vecs, _ = make_model("v2", dim=4)
+    with pytest.raises(StoreError, match="4-d"):
+        store.publish_model(record, items, vecs, [])
+
+
+def test_user_state_round_trip(store):
+    publish(store)
+    s = UserState(
+        user_id="u-42",
+        vector=np.arange(DIM, dtype=np.float32),
+        mass=2.5,
+        last_ts=1_700_000_000.5,
+        categories={"Sci-Fi": 1.25, "Drama": 0.5},
+        recent=[
+            RecentItem("i1", 1_699_999_000.0, "view"),
+            RecentItem("i2", 1_700_000_000.5, "purchase"),
+        ],
+        session_id="s9",
+        session_start=1_699_999_000.0,
+        session_events=2,
+        event_count=7,
+        unknown_items=1,
+        model_version="v1",
+        offsets={0: 10, 3: 99},
+    )
+    fresh = UserState(user_id="new")  # no vector, no events yet
+    store.write_user_states([s, fresh])
+    got = store.read_user_states(["u-42", "new", "missing"])
+    assert set(got) == {"u-42", "new"}
+    g = got["u-42"]
+    np.testing.assert_allclose(g.vector, s.vector)
+    assert (g.mass, g.last_ts, g.categories, g.recent) == (
+        s.mass,
+        s.last_ts,
+        s.categories,
+        s.recent,
+    )
+    assert (g.session_id, g.session_start, g.session_events) == ("s9", s.session_start, 2)
+    assert (g.event_count, g.unknown_items, g.model_version, g.offsets) == (
+        7,
+        1,
+        "v1",
+        {0: 10, 3: 99},
+    )
+    assert got["new"].vector is None and got["new"].last_ts == -math.inf
+    assert store.read_user_state("missing") is None
+
+
+def test_profiles(store):
+    _, _, vecs, _ = publish(store)
+    p = store.read_profile("v1", "u2")
+    assert p is not None and p.seen == ["i2", "i3"]
+    np.testing.assert_allclose(p.vector, vecs[2], atol=1e-6)
+    assert store.read_profile("v1", "nobody") is None
+
+
+def test_trends_ranked_by_decayed_score(store):
+    now = 10_000.0
+    store.write_trends(
+        [Trend("old-hot", 10.0, now - 3600), Trend("new-warm", 6.0, now), Trend("cold", 1.0, now)]
+    )
+    top = store.top_trends(2, now=now, half_life=1800.0)
+    assert [t.item_id for t in top] == ["new-warm", "old-hot"]
+    assert top[1].score == pytest.approx(2.5)
+
+
+def test_edge_store_survives_restart_and_is_exclusive(tmp_path):
+    first = FeatureStore(EdgeBackend(tmp_path / "s"))
+    publish(first)
+    first.write_user_states([UserState("u1", np.ones(DIM, np.float32), 1.0, 5.0)])
+    with pytest.raises(StoreLocked, match="another process"):
+        EdgeBackend(tmp_path / "s")
+    first.close()
+    again = FeatureStore(EdgeBackend(tmp_path / "s"))
+    assert again.active_version() == "v1"
+    assert again.read_user_state("u1").last_ts == 5.0
+    again.close()
