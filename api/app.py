@@ -28,7 +28,6 @@ from api.responses import (
     Item,
     RecentEvent,
     Recommendations,
-    RecommendedItem,
     Session,
     UserFeatures,
 )
@@ -151,24 +150,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         session features. Unknown users get trending and popular items (cold start)."""
         result = ctx(request).recommender.recommend(user_id, k)
         RECOMMENDATIONS.labels(result.strategy).inc()
-        cat = result.catalog
-        return Recommendations(
-            user_id=user_id,
-            model_version=cat.version,
-            strategy=result.strategy,  # type: ignore[arg-type]
-            realtime_weight=round(result.realtime_weight, 4),
-            candidates=result.candidates,
-            items=[
-                RecommendedItem(
-                    item_id=cat.items[r.row].item_id,
-                    score=round(r.score, 5),
-                    title=cat.items[r.row].title,
-                    categories=cat.items[r.row].categories,
-                    reasons=r.reasons,
-                )
-                for r in result.items
-            ],
-        )
+        return Recommendations.from_result(result)
 
     @app.get("/users/{user_id}", response_model=UserFeatures, tags=["features"])
     def user_features(request: Request, user_id: UserId) -> UserFeatures:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from api.service import Result
 
 
 class RecommendedItem(BaseModel):
@@ -24,6 +27,27 @@ class Recommendations(BaseModel):
     )
     candidates: int = Field(description="Candidates retrieved before re-ranking")
     items: list[RecommendedItem]
+
+    @classmethod
+    def from_result(cls, result: Result) -> Recommendations:
+        cat = result.catalog
+        return cls(
+            user_id=result.user_id,
+            model_version=cat.version,
+            strategy=result.strategy,  # type: ignore[arg-type]
+            realtime_weight=round(result.realtime_weight, 4),
+            candidates=result.candidates,
+            items=[
+                RecommendedItem(
+                    item_id=cat.items[r.row].item_id,
+                    score=round(r.score, 5),
+                    title=cat.items[r.row].title,
+                    categories=cat.items[r.row].categories,
+                    reasons=r.reasons,
+                )
+                for r in result.items
+            ],
+        )
 
 
 class RecentEvent(BaseModel):

@@ -50,12 +50,7 @@ class Recommender:
             recent_half_life=settings.recent_similarity_half_life_seconds,
             recent_position_decay=settings.recent_position_decay,
         )
-        self._fold = FoldParams(
-            settings.half_life_seconds,
-            dict(settings.event_weights),
-            settings.recent_items,
-            settings.session_gap_seconds,
-        )
+        self._fold = FoldParams.from_settings(settings)
         self._trending: tuple[float, str, dict[int, float]] = (0.0, "", {})
         self._trending_lock = threading.Lock()
 

@@ -41,7 +41,14 @@ class ValidEvent:
 
 
 class InvalidEvent(ValueError):
-    """Raised with a human-readable reason; the dataflow dead-letters it, the API answers 422."""
+    """Raised with a human-readable reason; the dataflow dead-letters it, the API answers 422.
+
+    ``kind`` classifies the reason for metrics and the dead-letter header.
+    """
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 _decoder = msgspec.json.Decoder(Event)
@@ -53,7 +60,9 @@ EVENT_JSON_SCHEMA = msgspec.json.schema(Event)
 def to_unix(ts: datetime | float) -> float:
     if isinstance(ts, datetime):
         if ts.tzinfo is None:
-            raise InvalidEvent("timestamp must carry a timezone, e.g. 2024-11-07T10:00:00Z")
+            raise InvalidEvent(
+                "timestamp must carry a timezone, e.g. 2024-11-07T10:00:00Z", "invalid_timestamp"
+            )
         return ts.timestamp()
     return float(ts)
 
@@ -68,20 +77,22 @@ def validate(
     """Check the rules msgspec's types cannot express."""
     if event.event_type not in event_types:
         raise InvalidEvent(
-            f"unknown event_type {event.event_type!r}; accepted: {sorted(event_types)}"
+            f"unknown event_type {event.event_type!r}; accepted: {sorted(event_types)}",
+            "unknown_event_type",
         )
     if event.timestamp is None:
         if fallback_ts is None:
-            raise InvalidEvent("timestamp is required")
+            raise InvalidEvent("timestamp is required", "invalid_timestamp")
         ts = fallback_ts
     else:
         ts = to_unix(event.timestamp)
     if not math.isfinite(ts) or ts < 0:
-        raise InvalidEvent(f"timestamp {event.timestamp} is not a valid time")
+        raise InvalidEvent(f"timestamp {event.timestamp} is not a valid time", "invalid_timestamp")
     if ts > now + max_future_seconds:
         raise InvalidEvent(
             f"timestamp {datetime.fromtimestamp(ts, tz=UTC).isoformat()} is "
-            f"{ts - now:.0f}s in the future (limit {max_future_seconds:.0f}s)"
+            f"{ts - now:.0f}s in the future (limit {max_future_seconds:.0f}s)",
+            "future_timestamp",
         )
     return ValidEvent(event.event_type, event.user_id, event.item_id, ts, event.session_id)
 
@@ -91,9 +102,9 @@ def decode(raw: bytes) -> Event:
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as e:
-        raise InvalidEvent(f"invalid event: {e}") from None
+        raise InvalidEvent(f"invalid event: {e}", "invalid_field") from None
     except msgspec.DecodeError as e:
-        raise InvalidEvent(f"malformed JSON: {e}") from None
+        raise InvalidEvent(f"malformed JSON: {e}", "malformed_json") from None
 
 
 def decode_many(raw: bytes) -> list[Event]:
@@ -101,9 +112,9 @@ def decode_many(raw: bytes) -> list[Event]:
     try:
         parsed = _list_decoder.decode(raw)
     except msgspec.ValidationError as e:
-        raise InvalidEvent(f"invalid event: {e}") from None
+        raise InvalidEvent(f"invalid event: {e}", "invalid_field") from None
     except msgspec.DecodeError as e:
-        raise InvalidEvent(f"malformed JSON: {e}") from None
+        raise InvalidEvent(f"malformed JSON: {e}", "malformed_json") from None
     return parsed if isinstance(parsed, list) else [parsed]
 
 

@@ -21,6 +21,7 @@ import threading
 import time
 
 import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 
 from dataflow import metrics
@@ -58,7 +59,7 @@ def build_flow(
     return flow
 
 
-def _count_rejected(r: Rejected):  # type: ignore[no-untyped-def]
+def _count_rejected(r: Rejected) -> KafkaSinkMessage[bytes | None, bytes | None]:
     metrics.EVENTS_DEAD_LETTERED.labels(r.kind).inc()
     log.warning("dead-lettered %s:%s:%s: %s", r.topic, r.partition, r.offset, r.reason)
     return r.to_sink()

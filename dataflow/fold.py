@@ -22,6 +22,7 @@ import numpy as np
 
 from dataflow.events import ValidEvent
 from featurestore.schemas import RecentItem, UserState
+from featurestore.settings import Settings
 
 # Affinities that decayed below this share of one event are dropped to bound state size.
 _PRUNE = 1e-4
@@ -43,6 +44,15 @@ class FoldParams:
     weights: Mapping[str, float]
     recent_items: int
     session_gap: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FoldParams:
+        return cls(
+            half_life=settings.half_life_seconds,
+            weights=dict(settings.event_weights),
+            recent_items=settings.recent_items,
+            session_gap=settings.session_gap_seconds,
+        )
 
 
 def fold_event(

@@ -62,30 +62,16 @@ class Parser:
         )
         try:
             if not raw:
-                raise InvalidEvent("empty message")
+                raise InvalidEvent("empty message", "empty")
             if len(raw) > self._max_bytes:
-                raise InvalidEvent(f"message is {len(raw)} bytes; the limit is {self._max_bytes}")
+                raise InvalidEvent(
+                    f"message is {len(raw)} bytes; the limit is {self._max_bytes}", "oversized"
+                )
             event = validate(decode(raw), self._types, time.time(), self._max_future, kafka_ts)
         except InvalidEvent as e:
-            reason = str(e)
-            return Rejected(
-                msg.key, raw, reason, _kind(reason), msg.topic, msg.partition, msg.offset
-            )
+            return Rejected(msg.key, raw, str(e), e.kind, msg.topic, msg.partition, msg.offset)
         assert msg.partition is not None and msg.offset is not None
         return Accepted(event, msg.partition, msg.offset, kafka_ts)
-
-
-def _kind(reason: str) -> str:
-    for prefix, kind in (
-        ("malformed JSON", "malformed_json"),
-        ("invalid event", "invalid_field"),
-        ("unknown event_type", "unknown_event_type"),
-        ("message is", "oversized"),
-        ("empty", "empty"),
-    ):
-        if reason.startswith(prefix):
-            return kind
-    return "invalid_timestamp" if "timestamp" in reason else "invalid"
 
 
 class UserFolder:
@@ -94,12 +80,7 @@ class UserFolder:
     def __init__(self, settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:
         self._store = store
         self._catalogs = catalogs
-        self._params = FoldParams(
-            half_life=settings.half_life_seconds,
-            weights=dict(settings.event_weights),
-            recent_items=settings.recent_items,
-            session_gap=settings.session_gap_seconds,
-        )
+        self._params = FoldParams.from_settings(settings)
 
     def __call__(self, state: UserState | None, acc: Accepted) -> tuple[UserState, list[UserState]]:
         ev = acc.event

@@ -391,7 +391,7 @@ def profile_recommend(
     """Where a recommendation's time goes, in-process (no HTTP): each stage timed alone on
     the same users, then cProfile of ``Recommender.recommend``."""
     from api.recommend import build_query, rerank
-    from api.responses import Recommendations, RecommendedItem
+    from api.responses import Recommendations
     from api.service import Recommender
     from featurestore.store import FeatureStore
 
@@ -427,29 +427,7 @@ def profile_recommend(
         results = {u: rec.recommend(u, 10, now) for u in users}
 
         def respond(u: str) -> bytes:
-            r = results[u]
-            c = r.catalog
-            return (
-                Recommendations(
-                    user_id=u,
-                    model_version=c.version,
-                    strategy=r.strategy,  # type: ignore[arg-type]
-                    realtime_weight=round(r.realtime_weight, 4),
-                    candidates=r.candidates,
-                    items=[
-                        RecommendedItem(
-                            item_id=c.items[x.row].item_id,
-                            score=round(x.score, 5),
-                            title=c.items[x.row].title,
-                            categories=c.items[x.row].categories,
-                            reasons=x.reasons,
-                        )
-                        for x in r.items
-                    ],
-                )
-                .model_dump_json()
-                .encode()
-            )
+            return Recommendations.from_result(results[u]).model_dump_json().encode()
 
         stages: list[tuple[str, Callable[[str], object]]] = [
             ("Recommender.recommend (all of it)", lambda u: rec.recommend(u, 10, now)),

@@ -321,12 +321,7 @@ class World:
 
     def fold(self, events: Events, settings: Settings, version: str) -> list[UserState]:
         """Each user's real-time state after ``events``, as the dataflow would fold it."""
-        params = FoldParams(
-            settings.half_life_seconds,
-            dict(settings.event_weights),
-            settings.recent_items,
-            settings.session_gap_seconds,
-        )
+        params = FoldParams.from_settings(settings)
         vectors = self.item_vectors
         cats = [[self.category_name(c)] for c in self.item_category.tolist()]
         states: dict[str, UserState] = {}

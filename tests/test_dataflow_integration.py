@@ -92,21 +92,28 @@ def test_events_fold_into_user_state(pipeline):
 def test_bad_messages_go_to_dead_letter_topic_with_reason(pipeline):
     settings, store, _, start = pipeline
     start()
-    produce(
-        settings,
-        [
-            b"{not json",
-            json.dumps(ev("bob", "i1", T0, "teleport")).encode(),
-            json.dumps({"user_id": "bob"}).encode(),
-        ],
-    )
-    dead = read_dead_letters(settings, 3)
-    by_value = {m.value(): dict(m.headers())["dlq.reason"].decode() for m in dead}
-    assert "malformed JSON" in by_value[b"{not json"]
-    assert "unknown event_type 'teleport'" in next(
-        r for v, r in by_value.items() if b"teleport" in v
-    )
-    assert "missing required field" in by_value[json.dumps({"user_id": "bob"}).encode()]
+    oversized = json.dumps(ev("bob", "i1", T0, padding="x" * 20_000)).encode()
+    future = json.dumps(ev("bob", "i1", 4e9)).encode()
+    bad = {
+        b"{not json": ("malformed_json", "malformed JSON"),
+        json.dumps(ev("bob", "i1", T0, "teleport")).encode(): (
+            "unknown_event_type",
+            "unknown event_type 'teleport'",
+        ),
+        json.dumps({"user_id": "bob"}).encode(): ("invalid_field", "missing required field"),
+        oversized: ("oversized", "bytes; the limit is 16384"),
+        future: ("future_timestamp", "in the future"),
+        b"": ("empty", "empty message"),
+    }
+    produce(settings, list(bad))
+    dead = read_dead_letters(settings, len(bad))
+    assert len(dead) == len(bad)
+    for m in dead:
+        headers = {k: v.decode() for k, v in m.headers()}
+        kind, reason = bad[m.value() or b""]
+        assert headers["dlq.kind"] == kind
+        assert reason in headers["dlq.reason"]
+        assert headers["dlq.source"].startswith(f"{settings.events_topic}:")
     assert store.read_user_state("bob") is None
 
 
