@@ -296,13 +296,8 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         checks = {"model": catalog.version if catalog else "none published"}
         ok = catalog is not None
         if c.dataflow is not None:
-            if c.dataflow.running.is_set():
-                checks["dataflow"] = "running"
-            else:
-                checks["dataflow"] = (
-                    f"failed: {c.dataflow.error}" if c.dataflow.error else "starting"
-                )
-                ok = False
+            checks["dataflow"] = c.dataflow.status
+            ok = ok and c.dataflow.running.is_set()
         body = Health(status="ready" if ok else "not ready", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 

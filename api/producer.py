@@ -16,6 +16,7 @@ from dataflow.events import ValidEvent, encode
 from featurestore.settings import Settings
 
 SEND_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 5.0
 
 
 class ProducerUnavailable(RuntimeError):
@@ -40,6 +41,9 @@ class EventProducer:
                             linger_ms=1,
                             retries=5,
                             request_timeout_ms=int(SEND_TIMEOUT_SECONDS * 1000),
+                            # Fail a request in seconds, not minutes, when Kafka is away.
+                            bootstrap_timeout_ms=int(CONNECT_TIMEOUT_SECONDS * 1000),
+                            max_block_ms=int(CONNECT_TIMEOUT_SECONDS * 1000),
                         )
                     except KafkaError as e:
                         raise ProducerUnavailable(

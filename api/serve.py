@@ -14,8 +14,9 @@ import sys
 import uvicorn
 
 from api.app import create_app
+from dataflow.kafka_io import broker_answers, ensure_app_topics, host_port
 from featurestore.settings import get_settings
-from infra.broker import DevBroker, broker_answers, ensure_app_topics, host_port
+from infra.broker import DevBroker
 
 log = logging.getLogger("api.serve")
 

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from bytewax.testing import cluster_main, run_main
 
 from dataflow.flow import build_flow, wait_for_model
+from dataflow.kafka_io import wait_for_broker
 from featurestore.catalog import CatalogProvider
 from featurestore.settings import Settings
 from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
+
+RESTART_MAX_SECONDS = 30.0
+BROKER_WAIT_SECONDS = 10.0
 
 
 class DataflowThread:
@@ -34,34 +39,48 @@ class DataflowThread:
         self._workers = workers
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dataflow", daemon=True)
-        self.error: BaseException | None = None
         self.running = threading.Event()
         """Set once the flow is built and consuming."""
+        self.status = "starting"
+        """What the flow is doing, for /readyz."""
 
     def start(self) -> DataflowThread:
         self._thread.start()
         return self
 
     def _run(self) -> None:
-        try:
-            if not wait_for_model(self._catalogs, self._stop):
-                return
-            flow = build_flow(self._settings, self._store, self._catalogs, self._stop)
-            self.running.set()
-            log.info("dataflow started (%d worker(s))", self._workers)
-            if self._workers == 1:
-                run_main(flow)
-            else:
-                cluster_main(flow, [], 0, worker_count_per_proc=self._workers)
-        except BaseException as e:  # surfaced through /readyz and stop()
-            self.error = e
-            log.exception("dataflow crashed")
-        finally:
-            self.running.clear()
+        """Run the flow; if it crashes (Kafka unreachable, say), log and start it again.
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+        Restarting is safe: each user's state remembers the offsets it applied, so what
+        the flow reads again is skipped, not counted twice.
+        """
+        failures = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.status = "waiting for a published model"
+                if not wait_for_model(self._catalogs, self._stop):
+                    return
+                bootstrap = self._settings.kafka_bootstrap_servers
+                self.status = f"waiting for Kafka at {bootstrap}"
+                wait_for_broker(bootstrap, BROKER_WAIT_SECONDS)
+                flow = build_flow(self._settings, self._store, self._catalogs, self._stop)
+                self.running.set()
+                self.status = "running"
+                log.info("dataflow started (%d worker(s))", self._workers)
+                if self._workers == 1:
+                    run_main(flow)
+                else:
+                    cluster_main(flow, [], 0, worker_count_per_proc=self._workers)
+                return  # the source ended: we were asked to stop
+            except Exception as e:
+                failures = 1 if time.monotonic() - started > RESTART_MAX_SECONDS else failures + 1
+                pause = min(RESTART_MAX_SECONDS, 2.0**failures)
+                self.status = f"failed: {e}; retrying in {pause:.0f}s"
+                log.exception("dataflow failed (%d in a row); retrying in %.0fs", failures, pause)
+            finally:
+                self.running.clear()
+            self._stop.wait(pause)
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()

@@ -43,8 +43,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dataflow.kafka_io import ensure_app_topics
 from featurestore.settings import Settings
-from infra.broker import DevBroker, ensure_app_topics, free_port
+from infra.broker import DevBroker, free_port
 from infra.synthetic import World, WorldConfig
 
 VERSION = "bench-api-1"

@@ -61,12 +61,12 @@ from prometheus_client import REGISTRY
 from tqdm import tqdm
 
 from dataflow.flow import build_flow
-from dataflow.kafka_io import StoppableKafkaSource
+from dataflow.kafka_io import StoppableKafkaSource, ensure_app_topics
 from dataflow.steps import Accepted, Parser
 from featurestore.schemas import UserState, iso
 from featurestore.settings import Settings
 from featurestore.store import FeatureStore, Trend
-from infra.broker import DevBroker, ensure_app_topics, free_port
+from infra.broker import DevBroker, free_port
 from infra.synthetic import Events, World, WorldConfig, produce, producer_config
 
 VERSION = "bench-1"

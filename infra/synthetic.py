@@ -477,7 +477,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         n = write_jsonl(events.records(), args.out)
         where = str(args.out)
     else:
-        from infra.broker import ensure_app_topics
+        from dataflow.kafka_io import ensure_app_topics
 
         ensure_app_topics(settings)
         n = produce(

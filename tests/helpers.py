@@ -10,9 +10,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from dataflow.kafka_io import ensure_app_topics
 from featurestore.schemas import ItemRecord, ModelRecord, Profile, UserHead
 from featurestore.settings import Settings
-from infra.broker import ensure_app_topics
 
 T = TypeVar("T")
 
