@@ -71,7 +71,7 @@ class UserState:
             "model_version": self.model_version,
             "last_event_time": iso(self.last_ts),
             "event_count": self.event_count,
-            "features": _encode_features(
+            "features": _json(
                 _Features(
                     mass=self.mass,
                     has_vector=self.vector is not None,
@@ -120,7 +120,7 @@ class _Features(msgspec.Struct):
     offsets: dict[int, int]
 
 
-_encode_features = msgspec.json.Encoder().encode
+_json = msgspec.json.Encoder().encode
 _decode_features = msgspec.json.Decoder(_Features).decode
 
 
@@ -231,6 +231,23 @@ class Profile:
     user_id: str
     vector: np.ndarray
     seen: list[str]
+
+    def to_payload(self, version: str) -> dict[str, Any]:
+        # One JSON string rather than a list: read on every request, converted per element.
+        return {
+            "user_id": self.user_id,
+            "model_version": version,
+            "seen": _json(self.seen).decode(),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], vector: list[float] | None) -> Profile:
+        return cls(
+            payload["user_id"], np.asarray(vector, dtype=np.float32), _decode_seen(payload["seen"])
+        )
+
+
+_decode_seen = msgspec.json.Decoder(list[str]).decode
 
 
 def normalize(v: np.ndarray) -> np.ndarray:

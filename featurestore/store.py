@@ -115,7 +115,7 @@ class FeatureStore:
                 prof_name,
                 [col.user_point(p.user_id) for p in chunk],
                 np.stack([p.vector for p in chunk]).astype(np.float32),
-                [{"user_id": p.user_id, "seen": p.seen, "model_version": version} for p in chunk],
+                [p.to_payload(version) for p in chunk],
             )
             if progress:
                 progress(len(chunk))
@@ -240,8 +240,7 @@ class FeatureStore:
         )
         if not hits:
             return None
-        p = hits[0]
-        return Profile(user_id, np.asarray(p.vector, dtype=np.float32), list(p.payload["seen"]))
+        return Profile.from_payload(hits[0].payload, hits[0].vector)
 
     # --- trends -------------------------------------------------------------
 

@@ -59,3 +59,29 @@ def test_serving_picks_up_a_new_model_and_moves_users_to_it(broker, make_setting
             lambda: (u := client.get("/users/u1").json())["event_count"] == 2 and u, timeout=5
         )
         assert state["model_version"] == version
+
+
+def test_publish_cli_activates_latest_and_rolls_back(make_settings, monkeypatch, capsys):
+    from featurestore.settings import get_settings
+    from training import publish as publish_cli
+
+    settings = make_settings()
+    first = write_model_dir(settings, seed=1)
+    second = write_model_dir(settings, seed=2)
+    monkeypatch.setenv("RECSYS_STATE_DIR", str(settings.state_dir))
+    get_settings.cache_clear()
+    try:
+        assert publish_cli.main([]) == 0  # LATEST
+        store = FeatureStore.open(settings)
+        assert store.active_version() == second
+        store.close()
+        assert publish_cli.main(["--version", first]) == 0  # roll back
+        store = FeatureStore.open(settings)
+        assert store.active_version() == first
+        assert [m.version for m in store.list_models()] == [first, second]
+        # while a server holds the embedded store, training leaves publishing to it
+        publish_cli.publish_from_training(settings.model_dir / second, settings)
+        assert "held by a running server" in capsys.readouterr().out
+        store.close()
+    finally:
+        get_settings.cache_clear()
