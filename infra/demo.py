@@ -205,13 +205,20 @@ def run_replay(api: httpx.Client, replay: Replay, titles, genre: str, pause: flo
         while api.get(f"/users/{uid}").json().get("event_count", 0) < n:
             time.sleep(0.005)
         folded_ms = (time.perf_counter() - t0) * 1000
+        before = like(recs, item.categories)
         recs = api.get(f"/recommendations/{uid}", params={"k": 10}).raise_for_status().json()
         print(
             f"\n[{n}/{len(replay.events)}] user {uid} {VERBS.get(kind, kind)} {item.title} "
-            f"({', '.join(item.categories)})  -> folded in {folded_ms:.0f} ms"
+            f"({', '.join(item.categories)})  -> folded in {folded_ms:.0f} ms; top-10 sharing "
+            f"a genre with it: {before} -> {like(recs, item.categories)}"
         )
         show(f"top-5 now (real-time weight {recs['realtime_weight']:.0%})", recs, genre)
         time.sleep(pause)
+
+
+def like(recs: dict, categories: list[str]) -> int:
+    """How many recommended items share a category with the item just watched."""
+    return sum(bool(set(categories) & set(i["categories"])) for i in recs["items"])
 
 
 def show(title: str, recs: dict, genre: str) -> None:
