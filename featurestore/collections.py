@@ -66,6 +66,8 @@ class CollectionSpec:
     dim: int
     keyword_indexes: tuple[str, ...] = ()
     float_indexes: tuple[str, ...] = ()
+    searchable: bool = False
+    """Searched by vector (gets an HNSW graph); the others are only read by id."""
 
 
 # Payload-only collections still need a vector in Qdrant Edge; one float is the cheapest.
@@ -74,7 +76,7 @@ PAYLOAD_ONLY_DIM = 1
 
 def spec_for(name: str, dim: int) -> CollectionSpec:
     if name.startswith("items__"):
-        return CollectionSpec(dim, keyword_indexes=("item_id", "categories"))
+        return CollectionSpec(dim, keyword_indexes=("item_id", "categories"), searchable=True)
     if name.startswith("profiles__"):
         return CollectionSpec(dim, keyword_indexes=("user_id",))
     if name == USER_STATE:

@@ -20,7 +20,7 @@ import numpy as np
 import qdrant_edge as q
 
 from featurestore.backend import StoredPoint, StoreError, StoreLocked
-from featurestore.collections import PAYLOAD_ONLY_DIM, CollectionSpec
+from featurestore.collections import CollectionSpec
 
 
 def _rows(vectors: np.ndarray | Sequence[Sequence[float]]) -> list[list[float]]:
@@ -77,12 +77,13 @@ class EdgeBackend:
         with self._guard:
             if name in self._shards or (self._dir(name) / "edge_config.json").exists():
                 return
-            hnsw = spec.dim > PAYLOAD_ONLY_DIM
             config = q.EdgeConfig(
                 vectors=q.EdgeVectorParams(size=spec.dim, distance=q.Distance.Dot),
-                # Payload-only and user collections are looked up by id, never searched:
-                # building an HNSW graph for them would only cost CPU.
-                optimizers=None if hnsw else q.EdgeOptimizersConfig(indexing_threshold=0),
+                # Collections read only by id would gain nothing from an HNSW graph but its
+                # build cost.
+                optimizers=(
+                    None if spec.searchable else q.EdgeOptimizersConfig(indexing_threshold=0)
+                ),
             )
             shard = q.EdgeShard.create(str(self._dir(name)), config)
             for field in spec.keyword_indexes:

@@ -14,7 +14,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from featurestore.backend import StoredPoint, StoreError
-from featurestore.collections import PAYLOAD_ONLY_DIM, CollectionSpec
+from featurestore.collections import CollectionSpec
 
 
 class ServerBackend:
@@ -36,12 +36,17 @@ class ServerBackend:
     def create_collection(self, name: str, spec: CollectionSpec) -> None:
         if self._c.collection_exists(name):
             return
-        self._c.create_collection(
-            name,
-            vectors_config=models.VectorParams(size=spec.dim, distance=models.Distance.DOT),
-            # Looked up by id only: no HNSW graph for user state and payload-only collections.
-            hnsw_config=(None if spec.dim > PAYLOAD_ONLY_DIM else models.HnswConfigDiff(m=0)),
-        )
+        try:
+            self._c.create_collection(
+                name,
+                vectors_config=models.VectorParams(size=spec.dim, distance=models.Distance.DOT),
+                # Read only by id: no HNSW graph to build.
+                hnsw_config=None if spec.searchable else models.HnswConfigDiff(m=0),
+            )
+        except Exception:
+            if self._c.collection_exists(name):  # another replica created it meanwhile
+                return
+            raise
         for field in spec.keyword_indexes:
             self._c.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD)
         for field in spec.float_indexes:
