@@ -33,6 +33,16 @@ def decay_factor(dt: float, half_life: float) -> float:
     return 2.0 ** (-dt / half_life)
 
 
+def decayed_add(
+    value: float, ref_ts: float, weight: float, ts: float, half_life: float
+) -> tuple[float, float]:
+    """The fold's rule for one decayed scalar kept as of ``ref_ts``: add ``weight`` seen at
+    ``ts`` and return (value, new ref_ts). Same sum whatever the arrival order."""
+    if ts >= ref_ts:
+        return value * decay_factor(ts - ref_ts, half_life) + weight, ts
+    return value + weight * decay_factor(ref_ts - ts, half_life), ref_ts
+
+
 def decay_weights(ts: np.ndarray, ref_ts: float | np.ndarray, half_life: float) -> np.ndarray:
     """Vectorised ``decay_factor(ref_ts - ts)``; training pools histories with it."""
     return np.exp2(-(np.asarray(ref_ts) - ts) / half_life)

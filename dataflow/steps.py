@@ -14,7 +14,7 @@ from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 
 from dataflow import metrics
 from dataflow.events import InvalidEvent, ValidEvent, decode, validate
-from dataflow.fold import FoldParams, decay_factor, fold_event, rebuild_vector
+from dataflow.fold import FoldParams, decayed_add, fold_event, rebuild_vector
 from dataflow.kafka_io import Rejected
 from featurestore.catalog import CatalogProvider
 from featurestore.schemas import UserState
@@ -125,10 +125,6 @@ class TrendFolder:
         if acc.offset <= t.offsets.get(acc.partition, -1):
             return t, []
         w = self._weights[ev.event_type]
-        if ev.ts >= t.ts:
-            t.score = t.score * decay_factor(ev.ts - t.ts, self._half_life) + w
-            t.ts = ev.ts
-        else:
-            t.score += w * decay_factor(t.ts - ev.ts, self._half_life)
+        t.score, t.ts = decayed_add(t.score, t.ts, w, ev.ts, self._half_life)
         t.offsets[acc.partition] = acc.offset
         return t, [t]

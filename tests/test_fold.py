@@ -14,6 +14,7 @@ from dataflow.fold import (
     FoldParams,
     decay_factor,
     decay_weights,
+    decayed_add,
     fold_event,
     mass_at,
     rebuild_vector,
@@ -45,6 +46,13 @@ def test_half_life_halves_the_weight():
     assert decay_factor(H, H) == pytest.approx(0.5)
     assert decay_factor(0.0, H) == 1.0
     np.testing.assert_allclose(decay_weights(np.array([0.0, H, 2 * H]), 2 * H, H), [0.25, 0.5, 1.0])
+
+
+def test_decayed_add_is_order_independent():
+    a = decayed_add(*decayed_add(0.0, 0.0, 1.0, 0.0, H), 2.0, H, H)
+    b = decayed_add(*decayed_add(0.0, 0.0, 2.0, H, H), 1.0, 0.0, H)
+    assert a == pytest.approx(b)
+    assert a == pytest.approx((2.5, H))
 
 
 def test_one_half_life_later_the_old_event_counts_half():
