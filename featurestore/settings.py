@@ -110,6 +110,44 @@ class Settings(BaseSettings):
         "store (one process may open it), no with a Qdrant server.",
     )
 
+    # --- Serving at production grade (issue 5) -------------------------------
+    write_api_keys: set[str] = Field(
+        default_factory=set,
+        description="Keys accepted in X-API-Key for POST /events (admin keys work too). "
+        "Empty: POST /events is open (development).",
+    )
+    admin_api_keys: set[str] = Field(
+        default_factory=set,
+        description="Keys for the /admin endpoints (publish, activate, reload). Empty: the "
+        "admin endpoints answer 403.",
+    )
+    read_api_keys: set[str] = Field(
+        default_factory=set,
+        description="Keys for the read endpoints (recommendations, users, items); write and "
+        "admin keys work too. Empty: reads are open.",
+    )
+    max_request_bytes: int = Field(
+        1 << 20, ge=1024, description="Larger request bodies get 413 before they are read."
+    )
+    max_filter_categories: int = Field(
+        50, ge=1, description="At most this many categories per include/exclude filter."
+    )
+    impressions_topic: str = Field(
+        "impressions",
+        description="What each response served (request_id, user, items, positions, scores, "
+        "model version, variant), for joining later clicks to impressions.",
+    )
+    impressions_enabled: bool = True
+    ranking_variants: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {"default": {}},
+        description="Named ranking configurations: overrides of the re-rank parameters "
+        '(RankParams fields, e.g. {"control": {}, "fresh": {"recent": 1.2}}). With two or more, '
+        "each user is bucketed deterministically by a hash of ab_salt and the user id.",
+    )
+    ab_salt: str = Field("ab1", description="Change it to re-shuffle users between variants.")
+    access_log: bool = Field(True, description="One JSON log line per request.")
+    log_json: bool = Field(True, description="`just serve` logs JSON lines (else plain text).")
+
     @field_validator("event_weights")
     @classmethod
     def _weights_positive(cls, v: dict[str, float]) -> dict[str, float]:
@@ -118,6 +156,22 @@ class Settings(BaseSettings):
         bad = {k: w for k, w in v.items() if not w > 0}
         if bad:
             raise ValueError(f"event weights must be > 0, got {bad}")
+        return v
+
+    @field_validator("ranking_variants")
+    @classmethod
+    def _variants_known(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        from dataclasses import fields
+
+        from api.recommend import RankParams
+
+        known = {f.name for f in fields(RankParams)}
+        if not v:
+            raise ValueError("ranking_variants must name at least one variant")
+        for name, overrides in v.items():
+            bad = set(overrides) - known
+            if bad:
+                raise ValueError(f"variant {name!r}: unknown parameters {sorted(bad)}; use {sorted(known)}")
         return v
 
     @model_validator(mode="after")
