@@ -40,7 +40,9 @@ def _filter(exclude_ids: Sequence[int | str], f: ItemFilter | None) -> q.Filter 
         must_not.append(q.HasIdCondition(set(exclude_ids)))
     if f is not None:
         if f.include_categories:
-            must.append(q.FieldCondition("categories", match=q.MatchAny(list(f.include_categories))))
+            must.append(
+                q.FieldCondition("categories", match=q.MatchAny(list(f.include_categories)))
+            )
         if f.exclude_categories:
             must_not.append(
                 q.FieldCondition("categories", match=q.MatchAny(list(f.exclude_categories)))

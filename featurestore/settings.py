@@ -171,7 +171,9 @@ class Settings(BaseSettings):
         for name, overrides in v.items():
             bad = set(overrides) - known
             if bad:
-                raise ValueError(f"variant {name!r}: unknown parameters {sorted(bad)}; use {sorted(known)}")
+                raise ValueError(
+                    f"variant {name!r}: unknown parameters {sorted(bad)}; use {sorted(known)}"
+                )
         return v
 
     @model_validator(mode="after")
