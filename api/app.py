@@ -154,7 +154,10 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         return request.app.state.ctx  # type: ignore[no-any-return]
 
     app.add_middleware(
-        RequestContext, max_body=settings.max_request_bytes, log_requests=settings.access_log
+        RequestContext,
+        max_body=settings.max_request_bytes,
+        log_mode=settings.access_log,
+        slow_ms=settings.access_log_slow_ms,
     )
     read_key = [Depends(require_key(settings, "read"))]
     write_key = [Depends(require_key(settings, "write"))]
@@ -186,7 +189,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         tags=["recommend"],
         dependencies=read_key,
     )
-    def recommendations(
+    async def recommendations(
         request: Request,
         user_id: UserId,
         k: Annotated[int, Query(ge=1, le=settings.max_k, description="How many items")] = 10,
@@ -212,10 +215,13 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
                 description=f"Force a ranking variant (default: the user's bucket); one of {variant_names}"
             ),
         ] = None,
-    ) -> Recommendations:
+    ) -> Response:
         """Top-k items for a user from their real-time and long-term vectors, re-ranked on
         session features. Unknown users get trending and popular items (cold start).
         Filters apply inside the ANN search, so they never starve the result."""
+        # Runs on the event loop, not in the threadpool: the work is ~1 ms of CPU under
+        # the GIL either way, and the hop to a worker thread cost more than it saved
+        # (GIL hand-offs between the loop and the worker; see docs/benchmarks.md).
         c = ctx(request)
         if variant is not None and variant not in c.recommender.variants:
             raise HTTPException(422, f"unknown variant {variant!r}; one of {variant_names}")
@@ -245,7 +251,9 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
                 result.variant,
                 result.strategy,
             )
-        return Recommendations.from_result(result, request_id, explain)
+        body = Recommendations.from_result(result, request_id, explain)
+        # Serialised once here: returning the model would make FastAPI validate it again.
+        return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
 
     @app.get(
         "/users/{user_id}", response_model=UserFeatures, tags=["features"], dependencies=read_key

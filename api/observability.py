@@ -41,10 +41,14 @@ class RequestContext:
     bodies over ``max_body`` with 413, times the request per route template and writes
     one access-log line."""
 
-    def __init__(self, app: ASGIApp, max_body: int, log_requests: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body: int, log_mode: str = "all", slow_ms: float = 100.0
+    ) -> None:
         self.app = app
         self.max_body = max_body
-        self.log_requests = log_requests
+        self.log_all = log_mode == "all"
+        self.log_some = log_mode == "errors_and_slow"
+        self.slow_s = slow_ms / 1000
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +105,9 @@ class RequestContext:
             elapsed = time.perf_counter() - t0
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
-            if self.log_requests and access_log.isEnabledFor(logging.INFO):
+            if (
+                self.log_all or (self.log_some and (status >= 400 or elapsed >= self.slow_s))
+            ) and access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "request",
                     extra={

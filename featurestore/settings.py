@@ -145,7 +145,13 @@ class Settings(BaseSettings):
         "each user is bucketed deterministically by a hash of ab_salt and the user id.",
     )
     ab_salt: str = Field("ab1", description="Change it to re-shuffle users between variants.")
-    access_log: bool = Field(True, description="One JSON log line per request.")
+    access_log: Literal["all", "errors_and_slow", "off"] = Field(
+        "errors_and_slow",
+        description="JSON access-log lines: every request, or only 4xx/5xx answers and "
+        "requests slower than access_log_slow_ms (a line per request cost ~15 % of "
+        "recommendation throughput), or none.",
+    )
+    access_log_slow_ms: float = Field(100.0, ge=0)
     log_json: bool = Field(True, description="`just serve` logs JSON lines (else plain text).")
 
     @field_validator("event_weights")

@@ -23,7 +23,7 @@ def api_schema(broker, tmp_path_factory):
         broker,
         admin_api_keys={"admin-key"},
         inprocess_dataflow=False,
-        access_log=False,
+        access_log="off",
         ranking_variants={"control": {}, "fresh": {"recent": 1.5}},
     )
     store = FeatureStore.open(cfg)
