@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from api.impressions import ImpressionLog
 from api.model_watch import check_once, watch
+from api.model_watch import refresh as refresh_catalog
 from api.observability import RequestContext
 from api.producer import EventProducer, ProducerUnavailable
 from api.responses import (
@@ -451,7 +452,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             publish_model_dir(c.store, settings.model_dir / version, activate=body.activate)
         except StoreError as e:
             raise HTTPException(409, str(e)) from None
-        c.catalogs.refresh()
+        refresh_catalog(c.catalogs)
         return _models(c)
 
     @app.post("/admin/models/{version}/activate", tags=["admin"], dependencies=admin_key)
@@ -461,7 +462,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         if c.store.model(version) is None:
             raise HTTPException(404, f"model {version!r} is not published")
         c.store.activate(version)
-        c.catalogs.refresh()
+        refresh_catalog(c.catalogs)
         return _models(c)
 
     @app.post("/admin/reload", tags=["admin"], dependencies=admin_key)
