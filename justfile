@@ -52,16 +52,16 @@ broker:
 
 # --- bench ----------------------------------------------------------------------------
 
-# both benchmarks with modest defaults (about 4 minutes on 2 cores): dataflow, then API
+# both benchmarks with modest defaults (about 12 minutes on 2 cores): dataflow, then API
 bench:
     python -m infra.bench_dataflow --events 200000 --repeat 3 --duration 10
-    python -m infra.bench_api --concurrency 1,8,32 --repeat 3 --duration 4
+    python -m infra.bench_api --repeat 3 --duration 8
 
 # dataflow events/s vs a no-op Bytewax flow, then freshness: just bench-dataflow --events 500000 --rate 1000
 bench-dataflow *ARGS:
     python -m infra.bench_dataflow {{ARGS}}
 
-# the service under closed-loop load, recommendations vs healthz: just bench-api --concurrency 1,16
+# the service under wrk at fixed offered loads and at peak, recommendations vs healthz (100k items/users): just bench-api --rates 500
 bench-api *ARGS:
     python -m infra.bench_api {{ARGS}}
 

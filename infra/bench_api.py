@@ -1,22 +1,27 @@
 """`just bench-api`: throughput and latency of the service as production starts it.
 
-    python -m infra.bench_api [--concurrency 1,8,32] [--duration 5] [--repeat 3] [--profile]
+    python -m infra.bench_api [--rates 250,500,1000] [--peak-connections 8]
+        [--concurrency 1,8,32] [--duration 8] [--repeat 3] [--users N] [--items N] [--profile]
 
 1. starts a dev broker (tansu) on a free port;
 2. prepares an embedded store in a temp dir: a synthetic model (``infra.synthetic``) of
-   20,000 items with long-term profiles for 20,000 users, and each user's real-time state
-   folded from ~10 recent events (ending a minute ago) and written with
+   100,000 items with long-term profiles for 100,000 users, and each user's real-time
+   state folded from ~10 recent events (ending a minute ago) and written directly with
    ``FeatureStore.write_user_states``; then closes it (one process may open it);
 3. starts ``python -m api.serve`` on a free port with ``RECSYS_STATE_DIR`` (that store),
    ``RECSYS_KAFKA_BOOTSTRAP_SERVERS`` (the broker), ``RECSYS_AUTO_PUBLISH_LATEST=false``,
-   so it also runs the in-process dataflow as production does on the embedded store;
-4. drives it from a separate process with a closed-loop load generator (asyncio on raw
-   keep-alive connections: ~17 us of CPU per request where an httpx.AsyncClient loop
-   measured ~760 us, which matters when client and server share 2 cores) at each level:
-   ``GET /healthz`` (the ceiling: the framework alone) and
-   ``GET /recommendations/u<random known user>?k=10``, alternating, ``--repeat`` rounds;
-5. reports medians of throughput and p50/p99 latency, the recommendations/healthz ratio,
-   and the CPU the server and the load generator used; stops everything it started.
+   so it also runs the in-process dataflow and the impression producer as production
+   does on the embedded store (other ``RECSYS_*`` variables pass through);
+4. with ``wrk`` (one thread; a Lua script picks a random known user per request): at
+   each fixed offered load of ``--rates`` each connection waits in ``delay()`` before
+   each request (a 2 s calibration run measures the latency and shortens the delay by
+   it, so achieved ~= offered while the server keeps up), then unpaced with
+   ``--peak-connections`` (the peak), for ``GET /healthz`` (the ceiling: a trivial
+   JSON endpoint on the same server) and ``GET /recommendations/u<user>?k=10``;
+   optionally (``--concurrency``) the closed-loop levels of the built-in generator
+   (asyncio on raw keep-alive connections, ~17 us of client CPU per request);
+5. reports medians over ``--repeat`` rounds of throughput and p50/p99 latency, the peak
+   recommendations/healthz ratio and the server's CPU; stops everything it started.
 
 ``python -m infra.bench_api load ...`` is the load generator process itself.
 """
@@ -356,6 +361,7 @@ class WrkRun:
     max_ms: float
     errors: int
     server_cpu_cores: float
+    mean_ms: float = 0.0
 
 
 def run_wrk(
@@ -412,6 +418,7 @@ def run_wrk(
         r["max_us"] / 1000,
         r["errors"],
         cpu,
+        r["mean_us"] / 1000,
     )
 
 
@@ -425,13 +432,13 @@ def run_fixed_rate(
     workdir: Path,
 ) -> WrkRun:
     """wrk's delay() runs after each answer, so a connection's period is delay + latency:
-    a short calibration run measures the mean latency and the delay is shortened by it,
-    so the achieved rate lands on the offered one while the server keeps up."""
+    a short calibration run measures the mean latency and the delay is shortened by it
+    (by at most half), so the achieved rate lands on the offered one while the server
+    keeps up."""
     connections = max(2, min(64, round(rate / 25)))  # ~40 ms between a connection's requests
     period = connections * 1000.0 / rate
     probe = run_wrk(server, endpoint, users, rate, connections, 2, seed, workdir, period)
-    mean_ms = period * (connections * 1000.0 / period) / max(probe.rps, 1.0) - period
-    delay = max(0.0, period - max(0.0, mean_ms))
+    delay = max(period / 2, period - probe.mean_ms)
     return run_wrk(server, endpoint, users, rate, connections, duration, seed, workdir, delay)
 
 
