@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from api.recommend import RankParams
 
@@ -22,4 +22,12 @@ def variant_params(
     base: RankParams, variants: Mapping[str, Mapping[str, float]]
 ) -> dict[str, RankParams]:
     """Each variant's RankParams: the base with the variant's overrides."""
+    known = {f.name for f in fields(RankParams)}
+    for name, over in variants.items():
+        bad = sorted(set(over) - known)
+        if bad:
+            raise ValueError(
+                f"RECSYS_RANKING_VARIANTS: variant {name!r} sets unknown parameters {bad}; "
+                f"known: {sorted(known)}"
+            )
     return {name: replace(base, **dict(over)) for name, over in sorted(variants.items())}

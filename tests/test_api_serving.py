@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
@@ -35,6 +36,7 @@ def svc(broker, tmp_path_factory):
         ranking_variants=VARIANTS,
         max_request_bytes=4096,
         impressions_topic=f"impressions-{time.time_ns()}",
+        auto_publish_latest=False,  # the admin test publishes LATEST itself
     )
     store = FeatureStore.open(settings)
     record, items, vecs, profiles = make_model("v1", n=200, dim=16, n_profiles=20)
@@ -251,3 +253,46 @@ def test_hot_model_swap_under_load_fails_no_request_and_never_mixes_versions(svc
     assert versions["v1"] and versions["v2"], versions
     for _, version, ids in seen:
         assert ids and all(i.startswith("v2-") == (version == "v2") for i in ids)
+
+
+def test_unknown_variant_parameters_are_refused_at_start():
+    from api.recommend import RankParams
+    from api.variants import variant_params
+
+    with pytest.raises(ValueError, match="unknown parameters \\['recnet'\\]"):
+        variant_params(RankParams(), {"a": {}, "b": {"recnet": 1.0}})
+    assert variant_params(RankParams(), {"b": {"recent": 2.0}})["b"].recent == 2.0
+
+
+def test_admin_publishes_latest_from_the_model_dir_and_rolls_back(svc):
+    from training.artifacts import write_artifacts
+
+    c, settings, _ = svc
+    assert c.post("/admin/models/publish", headers=WRITE).status_code == 401
+    r = c.post("/admin/models/publish", headers=ADMIN, json={"version": "nope"})
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    record, items, vecs, profiles = make_model("x", n=60, dim=16, seed=3, n_profiles=5)
+    path = write_artifacts(
+        settings.model_dir,
+        fingerprint={"test": 1},
+        seed=3,
+        config={},
+        metrics={"recall_at_10": 0.2},
+        items=items,
+        item_vectors=vecs,
+        head=record.head,
+        state_dict={},
+        profile_user_ids=[p.user_id for p in profiles],
+        profile_vectors=np.stack([p.vector for p in profiles]),
+        seen={p.user_id: p.seen for p in profiles},
+    )
+    r = c.post("/admin/models/publish", headers=ADMIN)  # no body: LATEST, activated
+    assert r.status_code == 200, r.text
+    assert r.json()["active"] == r.json()["serving"] == path.name
+    assert c.get("/recommendations/u1?k=3").json()["model_version"] == path.name
+    assert c.post("/admin/models/v1/activate", headers=ADMIN).json()["serving"] == "v1"
+    assert c.get("/recommendations/u1?k=3").json()["model_version"] == "v1"
+    assert {m["version"] for m in c.get("/admin/models", headers=ADMIN).json()["models"]} >= {
+        "v1",
+        path.name,
+    }
