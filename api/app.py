@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request
@@ -220,8 +221,8 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         """Top-k items for a user from their real-time and long-term vectors, re-ranked on
         session features. Unknown users get trending and popular items (cold start).
         Filters apply inside the ANN search, so they never starve the result."""
-        # Runs on the event loop, not in the threadpool: the work is ~1 ms of CPU under
-        # the GIL either way, and the hop to a worker thread cost more than it saved
+        # Embedded: runs on the event loop, not in the threadpool: the work is ~1 ms of CPU
+        # under the GIL either way, and the hop to a worker thread cost more than it saved
         # (GIL hand-offs between the loop and the worker; see docs/benchmarks.md).
         c = ctx(request)
         if variant is not None and variant not in c.recommender.variants:
@@ -232,9 +233,17 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             available_only,
         )
         t0 = time.perf_counter()
-        result = c.recommender.recommend(
-            user_id, k, item_filter=item_filter, exclude_seen=exclude_seen, variant=variant
+        recommend = partial(
+            c.recommender.recommend,
+            user_id,
+            k,
+            item_filter=item_filter,
+            exclude_seen=exclude_seen,
+            variant=variant,
         )
+        # A Qdrant server answers over the network: wait for it in the threadpool so the
+        # event loop keeps serving other requests meanwhile.
+        result = recommend() if settings.embedded else await run_in_threadpool(recommend)
         RECOMMEND_SECONDS.labels(result.variant).observe(time.perf_counter() - t0)
         version = result.catalog.version
         RECOMMENDATIONS.labels(result.strategy, result.variant, version).inc()
