@@ -6,11 +6,15 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from api.recommend import (
     Ranked,
     RankParams,
     build_query,
     cold_candidates,
+    covisit_neighbours,
+    diversify,
     rerank,
 )
 from dataflow.fold import FoldParams, rebuild_vector
@@ -49,6 +53,8 @@ class Recommender:
             popularity=settings.weight_popularity,
             recent_half_life=settings.recent_similarity_half_life_seconds,
             recent_position_decay=settings.recent_position_decay,
+            covisit=settings.weight_covisit,
+            covisit_items=settings.covisit_items,
         )
         self._fold = FoldParams.from_settings(settings)
         self._trending: tuple[float, str, dict[int, float]] = (0.0, "", {})
@@ -87,15 +93,40 @@ class Recommender:
                 catalog.version, query.vector, s.candidates, exclude
             )
             strategy = "personalized"
+            candidates = self._with_covisit(candidates, catalog, state, query.vector, now, exclude)
+        pool = k if s.mmr_lambda >= 1.0 else max(k, s.mmr_pool)
         ranked = rerank(
-            candidates, catalog, state, trending, self.rank_params, now, query.realtime_weight, k
+            candidates, catalog, state, trending, self.rank_params, now, query.realtime_weight, pool
         )
+        ranked = diversify(ranked, catalog, s.mmr_lambda, k)
         return Result(user_id, catalog, ranked, strategy, query.realtime_weight, len(candidates))
 
+    def _with_covisit(
+        self,
+        candidates: list[tuple[int, float]],
+        catalog: Catalog,
+        state: UserState | None,
+        query: np.ndarray,
+        now: float,
+        exclude: list[int],
+    ) -> list[tuple[int, float]]:
+        """Add items co-visited with the user's last ones that the ANN did not return,
+        scored by the same dot product the ANN uses."""
+        n = self.settings.covisit_candidates
+        if n <= 0 or not self.rank_params.covisit:
+            return candidates
+        have = {r for r, _ in candidates} | set(exclude)
+        extra = covisit_neighbours(catalog, state, now, self.rank_params, have)[:n]
+        if not extra:
+            return candidates
+        ann = catalog.vectors[extra] @ query
+        return candidates + [(r, float(a)) for r, a in zip(extra, ann.tolist(), strict=True)]
+
     def trending(self, catalog: Catalog, now: float) -> dict[int, float]:
-        """Catalogue row -> trending score in [0, 1]; refreshed at most once a second."""
+        """Catalogue row -> trending score in [0, 1]; refreshed at most once a second of
+        request time (``now``), so a replay at event time sees what live serving saw."""
         at, version, rows = self._trending
-        if version == catalog.version and time.monotonic() - at < TRENDING_CACHE_SECONDS:
+        if version == catalog.version and 0.0 <= now - at < TRENDING_CACHE_SECONDS:
             return rows
         with self._trending_lock:
             trends = self.store.top_trends(
@@ -107,7 +138,7 @@ class Recommender:
                 for t in trends
                 if top > 0 and t.item_id in catalog.index
             }
-            self._trending = (time.monotonic(), catalog.version, rows)
+            self._trending = (now, catalog.version, rows)
         return rows
 
 

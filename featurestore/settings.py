@@ -110,6 +110,29 @@ class Settings(BaseSettings):
         "store (one process may open it), no with a Qdrant server.",
     )
 
+    # --- Ranking knobs added with the streaming evaluation (issue 3) ------------
+    # Chosen on the validation slice by `python -m training.evaluate --tune`; see the report.
+    weight_covisit: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the co-visitation term (items picked right after the user's "
+        "last ones, published with the model). 0 turns it off.",
+    )
+    covisit_items: int = Field(
+        10, ge=1, le=100, description="Newest recent items whose co-visited items count."
+    )
+    covisit_candidates: int = Field(
+        100, ge=0, le=5000, description="Co-visited items added to the ANN candidates."
+    )
+    mmr_lambda: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Diversity by maximal marginal relevance: 1 = off (pure relevance), "
+        "lower = less similar items in one list.",
+    )
+    mmr_pool: int = Field(50, ge=1, le=1000, description="Re-ranked items MMR picks from.")
+
     @field_validator("event_weights")
     @classmethod
     def _weights_positive(cls, v: dict[str, float]) -> dict[str, float]:
