@@ -54,6 +54,8 @@ class RankParams:
     covisit: float = 0.0
     covisit_items: int = 10
     """Recent items whose co-visitation neighbours count (newest first)."""
+    covisit_half_life: float = 86400.0
+    covisit_position_decay: float = 0.9
 
 
 @dataclass(slots=True)
@@ -197,15 +199,16 @@ def _recent_similarity(
     return sims[np.arange(n), best], src
 
 
-def _fades(state: UserState, now: float, params: RankParams, n: int) -> list[tuple[int, float]]:
-    """(index in state.recent, fade) of the newest ``n`` recent items: time and position."""
-    lo = max(0, len(state.recent) - n)
+def _fades(state: UserState, now: float, params: RankParams) -> list[tuple[int, float]]:
+    """(index in state.recent, fade) of the newest ``covisit_items`` recent items, faded
+    by age (``covisit_half_life``) and by position (``covisit_position_decay``)."""
+    lo = max(0, len(state.recent) - params.covisit_items)
     newest = len(state.recent) - 1
     return [
         (
             j,
-            2.0 ** (-max(0.0, now - r.ts) / params.recent_half_life)
-            * params.recent_position_decay ** (newest - j),
+            2.0 ** (-max(0.0, now - r.ts) / params.covisit_half_life)
+            * params.covisit_position_decay ** (newest - j),
         )
         for j, r in enumerate(state.recent[lo:], start=lo)
     ]
@@ -223,7 +226,7 @@ def covisit_scores(
         return score, src
     pos = {int(r): i for i, r in enumerate(rows)}
     best = np.zeros(n, dtype=np.float32)
-    for j, fade in _fades(state, now, params, params.covisit_items):
+    for j, fade in _fades(state, now, params):
         row = catalog.index.get(state.recent[j].item_id)
         nbrs = catalog.covisit.get(row) if row is not None else None
         if nbrs is None or fade <= 0:
@@ -246,7 +249,7 @@ def covisit_neighbours(
     if state is None or not state.recent or not catalog.covisit:
         return []
     score: dict[int, float] = {}
-    for j, fade in _fades(state, now, params, params.covisit_items):
+    for j, fade in _fades(state, now, params):
         row = catalog.index.get(state.recent[j].item_id)
         nbrs = catalog.covisit.get(row) if row is not None else None
         if nbrs is None:

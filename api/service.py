@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,8 @@ class Recommender:
             recent_position_decay=settings.recent_position_decay,
             covisit=settings.weight_covisit,
             covisit_items=settings.covisit_items,
+            covisit_half_life=settings.covisit_half_life_seconds,
+            covisit_position_decay=settings.covisit_position_decay,
         )
         self._fold = FoldParams.from_settings(settings)
         self._trending: tuple[float, str, dict[int, float]] = (0.0, "", {})
@@ -66,7 +69,11 @@ class Recommender:
             raise NoModel("no model is published yet: train one with `just train`")
         return catalog
 
-    def recommend(self, user_id: str, k: int, now: float | None = None) -> Result:
+    def recommend(
+        self, user_id: str, k: int, now: float | None = None, exclude_items: Iterable[str] = ()
+    ) -> Result:
+        """Top ``k`` for ``user_id``; never items they interacted with recently, items in
+        their long-term profile's seen list, or ``exclude_items``."""
         now = time.time() if now is None else now
         catalog = self.catalog()
         s = self.settings
@@ -79,6 +86,7 @@ class Recommender:
         query = build_query(state, profile, catalog, now, s.half_life_seconds, s.blend_mass)
 
         seen = {r.item_id for r in state.recent} if state else set()
+        seen.update(exclude_items)
         if profile is not None:
             seen.update(profile.seen)
         trending = self.trending(catalog, now)

@@ -87,9 +87,9 @@ class Settings(BaseSettings):
         description="Real-time weight in the query is m/(m+blend_mass), m = decayed event weight.",
     )
     weight_ann: float = 1.0
-    weight_category: float = 0.3
+    weight_category: float = 0.0  # issue 3: 0.3 -> 0.0 and popularity 0.15 -> 0.6, tuned
     weight_recent: float = 0.8
-    weight_popularity: float = 0.15
+    weight_popularity: float = 0.6
     recent_similarity_half_life_seconds: float = Field(
         1800.0, gt=0, description="How fast 'because you just watched X' fades."
     )
@@ -113,13 +113,19 @@ class Settings(BaseSettings):
     # --- Ranking knobs added with the streaming evaluation (issue 3) ------------
     # Chosen on the validation slice by `python -m training.evaluate --tune`; see the report.
     weight_covisit: float = Field(
-        0.0,
+        0.25,
         ge=0,
         description="Weight of the co-visitation term (items picked right after the user's "
         "last ones, published with the model). 0 turns it off.",
     )
     covisit_items: int = Field(
-        10, ge=1, le=100, description="Newest recent items whose co-visited items count."
+        20, ge=1, le=100, description="Newest recent items whose co-visited items count."
+    )
+    covisit_half_life_seconds: float = Field(
+        30 * 86400.0, gt=0, description="How fast a recent item's co-visitation pull fades."
+    )
+    covisit_position_decay: float = Field(
+        0.9, gt=0, le=1, description="Each older recent item's co-visitation counts this much less."
     )
     covisit_candidates: int = Field(
         100, ge=0, le=5000, description="Co-visited items added to the ANN candidates."

@@ -48,7 +48,7 @@ RANKING_SETTINGS = (
     "mmr_pool",
 )
 # The kNN baseline's knobs as tuned on the validation slice (`--tune`).
-KNN = KnnConfig(last_items=10, position_decay=0.8)
+KNN = KnnConfig(last_items=40, position_decay=0.9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     t_replay = time.perf_counter() - t0
     fig = figures(run)
     meta: dict[str, Any] = {
-        "command": "python -m training.evaluate "
-        + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(
+            ["python -m training.evaluate", shlex.join(argv if argv is not None else sys.argv[1:])]
+        ).strip(),
         "seed": args.seed,
         "cutoff_quantile": args.cutoff,
         "cutoff_time": iso(split.cutoff),

@@ -115,11 +115,13 @@ class Served:
         self.index = None
 
     def recommend(self, user: str, k: int, now: float, exclude: set[int], fresh: int) -> list[int]:
-        # The service already excludes the recent items and the profile's seen list; ask
-        # for enough more that filtering the rest of what the user saw still leaves k.
-        res = self.recommender.recommend(user, k + fresh, now=now)
-        rows = [r.row for r in res.items if r.row not in exclude]
-        return rows[:k]
+        # The service excludes the recent items and the profile's seen list itself; the
+        # rest of what the user picked since the cutoff is passed as a request exclusion.
+        catalog = self.recommender.catalog()
+        res = self.recommender.recommend(
+            user, k, now=now, exclude_items=[catalog.items[r].item_id for r in exclude]
+        )
+        return [r.row for r in res.items]
 
 
 def events_of(inter: Interactions) -> Iterator[ValidEvent]:

@@ -20,14 +20,20 @@ from training.evaluation.replay import replay
 from training.evaluation.split import Split
 
 PRODUCT_GRID: dict[str, Sequence[Any]] = {
-    "weight_covisit": (0.0, 0.5, 1.0, 2.0, 4.0),
-    "weight_recent": (0.0, 0.4, 0.8, 1.6),
-    "weight_category": (0.0, 0.3, 0.6),
-    "weight_popularity": (0.0, 0.15, 0.3, 0.6),
-    "blend_mass": (1.0, 3.0, 10.0),
-    "covisit_items": (5, 10, 20),
+    "weight_covisit": (0.1, 0.15, 0.25, 0.5, 1.0, 2.0),
+    "recent_items": (20, 50),
+    "covisit_items": (10, 20, 40),
+    "covisit_position_decay": (0.8, 0.9, 0.95),
+    "covisit_half_life_seconds": (3600.0, 86400.0, 30 * 86400.0),
+    "weight_recent": (0.0, 0.4, 0.8, 1.2, 1.6),
+    "recent_similarity_half_life_seconds": (1800.0, 86400.0),
     "recent_position_decay": (0.5, 0.7, 0.9),
+    "weight_category": (0.0, 0.3, 0.6),
+    "weight_popularity": (0.0, 0.15, 0.3, 0.6, 1.0, 1.5),
+    "trending_half_life_seconds": (3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0),
+    "blend_mass": (1.0, 3.0, 10.0),
     "candidates": (100, 300, 600),
+    "covisit_candidates": (0, 50, 100, 300),
 }
 KNN_GRID: dict[str, Sequence[Any]] = {
     "last_items": (5, 10, 20, 40),
