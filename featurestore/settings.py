@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     max_future_seconds: float = Field(
         300.0, ge=0, description="Events stamped further ahead of the wall clock are rejected."
     )
-    trending_half_life_seconds: float = Field(6 * 3600.0, gt=0)
+    trending_half_life_seconds: float = Field(86400.0, gt=0)  # issue 3: 6 h -> 1 day, tuned
 
     # --- Serving -----------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     weight_recent: float = 0.8
     weight_popularity: float = 0.6
     recent_similarity_half_life_seconds: float = Field(
-        1800.0, gt=0, description="How fast 'because you just watched X' fades."
+        86400.0,  # issue 3: 30 min -> 1 day, tuned on the validation slice
+        gt=0,
+        description="How fast 'because you just watched X' fades.",
     )
     recent_position_decay: float = Field(
         0.7, gt=0, le=1, description="Each older recent item counts this much less than the next."

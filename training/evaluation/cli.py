@@ -153,7 +153,8 @@ def _tuning_summary(path: Path) -> str | None:
         f"before them. Product HR@10 there: {t['product']['hr']:.4f} with "
         f"`{t['product']['values']}`; kNN baseline: {t['knn']['hr']:.4f} with last_items="
         f"{t['knn']['last_items']}, position_decay={t['knn']['position_decay']}. "
-        f"{len(t['tried'])} product configurations were tried (grid: `{t['grid']}`)."
+        f"{len(t['tried'])} product configurations were tried (grid: `{t['grid']}`). "
+        + t.get("note", "")
     )
 
 

@@ -103,7 +103,7 @@ def plot(fig: dict[str, Any], out_dir: Path) -> list[Path]:
         ("activity", "user's events before the cutoff (0 = cold user)", "hr_by_user_activity.png"),
     ):
         rows = fig[key]
-        f, ax = plt.subplots(figsize=(8, 4))
+        f, ax = plt.subplots(figsize=(10, 4))
         x = np.arange(len(rows))
         for s in systems:
             ax.plot(
@@ -116,7 +116,7 @@ def plot(fig: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_xticks(x, [f"{r['bucket']}\n(n={r['events']})" for r in rows], fontsize=8)
         ax.set_xlabel(title)
         ax.set_ylabel("HR@10")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(alpha=0.3)
         f.tight_layout()
         paths.append(out_dir / name)
