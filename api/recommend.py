@@ -10,8 +10,9 @@ then scores each candidate on what the user did in the last minutes:
     recent      max over the last items j of 2^(-age_j / h) * g^(n-1-j) * cos(item, item_j):
                 the newest item counts most, by time (h) and by position (g)
     popularity  max(catalogue popularity, trending now), in [0, 1]
-    covisit     sum over the last items j of the same fade * S[j, item], S the co-visitation
-                published with the model ("users who just picked j pick this next")
+    covisit     sum over the last items j of fade_j * S[j, item], S the co-visitation published
+                with the model ("users who just picked j pick this next"), fade_j by age and
+                position; divided by the best candidate's sum, so in [0, 1]
 
 Each reason names a term that lifted the item above a typical candidate, ordered by
 how much it lifted it, so explanations stay truthful.
@@ -217,8 +218,10 @@ def _fades(state: UserState, now: float, params: RankParams) -> list[tuple[int, 
 def covisit_scores(
     rows: np.ndarray, catalog: Catalog, state: UserState | None, now: float, params: RankParams
 ) -> tuple[np.ndarray, list[int | None]]:
-    """Per candidate row: sum over recent items j of fade_j * S[j, row], and the j that
-    contributed most (index into ``state.recent``), for the reason."""
+    """Per candidate row: sum over recent items j of fade_j * S[j, row], divided by the
+    best candidate's sum (so the term is in [0, 1] however long the history is, and its
+    weight means the same for every user); and the j that contributed most (index into
+    ``state.recent``), for the reason."""
     n = len(rows)
     score = np.zeros(n, dtype=np.float32)
     src: list[int | None] = [None] * n
@@ -238,7 +241,8 @@ def covisit_scores(
                 score[i] += c
                 if c > best[i]:
                     best[i], src[i] = c, j
-    return score, src
+    top = float(score.max())
+    return (score / top if top > 0 else score), src
 
 
 def covisit_neighbours(

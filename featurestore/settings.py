@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # --- Ranking knobs added with the streaming evaluation (issue 3) ------------
     # Chosen on the validation slice by `python -m training.evaluate --tune`; see the report.
     weight_covisit: float = Field(
-        0.25,
+        0.5,
         ge=0,
         description="Weight of the co-visitation term (items picked right after the user's "
         "last ones, published with the model). 0 turns it off.",

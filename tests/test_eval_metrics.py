@@ -118,8 +118,9 @@ def test_covisit_term_moves_the_item_and_names_it_truthfully():
     params = RankParams(ann=0.0, category=0.0, recent=0.0, popularity=0.0, covisit=1.0)
     out = rerank([(1, 0.0), (2, 0.0), (3, 0.0)], cat, state, {}, params, now, 1.0, 3)
     assert [cat.items[r.row].item_id for r in out] == ["c", "b", "d"]
-    fade = 2 ** (-180 / params.covisit_half_life)
-    assert out[0].terms["covisit"] == pytest.approx(fade, rel=1e-5)
+    # c's sum is the best (fade * 1.0), so it scores 1; b gets fade * 0.25 / (fade * 1.0)
+    assert out[0].terms["covisit"] == pytest.approx(1.0)
+    assert out[1].terms["covisit"] == pytest.approx(0.25)
     assert out[0].reasons[0] == "often picked with Alien, which you rated 3 minutes ago"
     # off by default: no term, the same order as before this feature existed
     plain = rerank([(1, 0.0), (2, 0.0)], cat, state, {}, RankParams(), now, 1.0, 2)

@@ -49,6 +49,9 @@ RANKING_SETTINGS = (
 )
 # The kNN baseline's knobs as tuned on the validation slice (`--tune`).
 KNN = KnnConfig(last_items=40, position_decay=0.9)
+# ALS's knobs as tuned on the validation slice (factors 16-128, regularization 0.01-5,
+# alpha 1-40; coordinate ascent, see reports/eval/tuning.json).
+ALS = AlsConfig(factors=32, regularization=0.01, alpha=1.0, iterations=15)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         names=SYSTEMS,
         cold_items=split.cold_items,
         knn=KNN,
+        als=ALS,
         mmr=not args.no_mmr,
         quiet=args.quiet,
     )
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "settings": {k: getattr(settings, k) for k in RANKING_SETTINGS},
         "knn": f"last {KNN.last_items} items, position decay {KNN.position_decay}, co-visitation {KNN.covisit}",
-        "als": str(AlsConfig()),
+        "als": str(ALS),
         "tuning": _tuning_summary(args.out / "tuning.json"),
     }
     path = write(fig, meta, args.out)
@@ -155,6 +159,11 @@ def _tuning_summary(path: Path) -> str | None:
         f"{t['knn']['last_items']}, position_decay={t['knn']['position_decay']}. "
         f"{len(t['tried'])} product configurations were tried (grid: `{t['grid']}`). "
         + t.get("note", "")
+        + (
+            f" MMR on validation (lambda: [HR@10, diversity]): {t['mmr_validation']}."
+            if "mmr_validation" in t
+            else ""
+        )
     )
 
 

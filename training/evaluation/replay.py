@@ -26,11 +26,13 @@ from dataflow.steps import Accepted, TrendFolder, UserFolder
 from featurestore.settings import Settings
 from featurestore.store import FeatureStore
 from training.data import Interactions, index_of
-from training.evaluation.baselines import Als, CovisitKnn, KnnConfig, Popularity
+from training.evaluation.baselines import Als, AlsConfig, CovisitKnn, KnnConfig, Popularity
 from training.evaluation.bundle import Bundle
 from training.evaluation.metrics import intra_list_diversity, rank_of
 
 K = 10
+MMR_LAMBDA = 0.8
+"""The diversity variant's lambda when the settings leave MMR off."""
 
 
 class System(Protocol):
@@ -150,7 +152,7 @@ def variant(settings: Settings, name: str) -> Settings:
             mmr_lambda=1.0,
         )
     elif name == "mmr":
-        data.update(mmr_lambda=settings.mmr_lambda if settings.mmr_lambda < 1 else 0.8)
+        data.update(mmr_lambda=settings.mmr_lambda if settings.mmr_lambda < 1 else MMR_LAMBDA)
     return Settings(**data)
 
 
@@ -182,6 +184,7 @@ def systems_for(
     names: Sequence[str] = SYSTEMS,
     knn: KnnConfig | None = None,
     mmr: bool = False,
+    als: AlsConfig | None = None,
 ) -> Iterator[tuple[list, list]]:
     """(systems, feeders): feeders get every test event after all systems recommended."""
     item_ids = [i.item_id for i in bundle.items]
@@ -197,7 +200,7 @@ def systems_for(
             systems.append(Baseline(kn))
             feeders.append(lambda ev, row: kn.observe(ev.user_id, row, ev.ts))
         if "als" in names:
-            systems.append(Baseline(Als(train, item_ids, pop, seed)))
+            systems.append(Baseline(Als(train, item_ids, pop, seed, als)))
         store_systems = [
             n for n in names if n in ("batch_two_tower", "realtime_no_rerank", "product")
         ]
@@ -239,6 +242,7 @@ def replay(
     cold_items: frozenset[str] = frozenset(),
     knn: KnnConfig | None = None,
     mmr: bool = False,
+    als: AlsConfig | None = None,
     k: int = K,
     quiet: bool = False,
     desc: str = "replay",
@@ -257,7 +261,7 @@ def replay(
     fresh: dict[str, int] = {}
 
     n = len(test)
-    with systems_for(train, bundle, settings, seed, names, knn, mmr) as (systems, feeders):
+    with systems_for(train, bundle, settings, seed, names, knn, mmr, als) as (systems, feeders):
         sys_names = [s.name for s in systems]
         ranks = {s: np.zeros(n, dtype=np.int64) for s in sys_names}
         lists: dict[str, list[list[int]]] = {s: [] for s in sys_names}

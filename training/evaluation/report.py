@@ -22,7 +22,7 @@ LABELS = {
     "batch_two_tower": "batch two-tower",
     "realtime_no_rerank": "real-time, no re-rank",
     "product": "product",
-    "product_mmr": "product + MMR",
+    "product_mmr": "product + MMR (lambda 0.8)",
 }
 
 
