@@ -50,6 +50,10 @@ publish *ARGS:
 broker:
     python -m infra.broker run
 
+# streaming evaluation on MovieLens 100K, product vs baselines (3-5 min): just eval [--tune]
+eval *ARGS:
+    python -m training.evaluate {{ARGS}}
+
 # --- bench ----------------------------------------------------------------------------
 
 # both benchmarks with modest defaults (about 12 minutes on 2 cores): dataflow, then API

@@ -10,6 +10,9 @@ then scores each candidate on what the user did in the last minutes:
     recent      max over the last items j of 2^(-age_j / h) * g^(n-1-j) * cos(item, item_j):
                 the newest item counts most, by time (h) and by position (g)
     popularity  max(catalogue popularity, trending now), in [0, 1]
+    covisit     sum over the last items j of fade_j * S[j, item], S the co-visitation published
+                with the model ("users who just picked j pick this next"), fade_j by age and
+                position; divided by the best candidate's sum, so in [0, 1]
 
 Each reason names a term that lifted the item above a typical candidate, ordered by
 how much it lifted it, so explanations stay truthful.
@@ -49,6 +52,11 @@ class RankParams:
     popularity: float = 0.15
     recent_half_life: float = 1800.0
     recent_position_decay: float = 0.7
+    covisit: float = 0.0
+    covisit_items: int = 10
+    """Recent items whose co-visitation neighbours count (newest first)."""
+    covisit_half_life: float = 86400.0
+    covisit_position_decay: float = 0.9
 
 
 @dataclass(slots=True)
@@ -112,6 +120,7 @@ def rerank(
 
     category = _category_scores(rows, catalog, state)
     recent, recent_src = _recent_similarity(vecs, catalog, state, now, params)
+    covisit, covisit_src = covisit_scores(rows, catalog, state, now, params)
     trend = np.array([trending.get(int(r), 0.0) for r in rows], dtype=np.float32)
     popularity = np.maximum(catalog.popularity[rows], trend)
 
@@ -121,6 +130,8 @@ def rerank(
         "recent": params.recent * recent,
         "popularity": params.popularity * popularity,
     }
+    if params.covisit:
+        contrib["covisit"] = params.covisit * covisit
     total = sum(contrib.values())
     top = np.argsort(-total, kind="stable")[:k]
     # A reason names what lifted this item above a typical candidate, not what every
@@ -133,7 +144,16 @@ def rerank(
         lift = {name: terms[name] - typical[name] for name in terms}
         r = Ranked(int(rows[i]), float(total[i]), terms)
         r.reasons = _reasons(
-            terms, lift, int(rows[i]), catalog, state, recent_src[i], trend[i], now, realtime_weight
+            terms,
+            lift,
+            int(rows[i]),
+            catalog,
+            state,
+            recent_src[i],
+            trend[i],
+            now,
+            realtime_weight,
+            covisit_src[i],
         )
         out.append(r)
     return out
@@ -180,6 +200,70 @@ def _recent_similarity(
     return sims[np.arange(n), best], src
 
 
+def _fades(state: UserState, now: float, params: RankParams) -> list[tuple[int, float]]:
+    """(index in state.recent, fade) of the newest ``covisit_items`` recent items, faded
+    by age (``covisit_half_life``) and by position (``covisit_position_decay``)."""
+    lo = max(0, len(state.recent) - params.covisit_items)
+    newest = len(state.recent) - 1
+    return [
+        (
+            j,
+            2.0 ** (-max(0.0, now - r.ts) / params.covisit_half_life)
+            * params.covisit_position_decay ** (newest - j),
+        )
+        for j, r in enumerate(state.recent[lo:], start=lo)
+    ]
+
+
+def covisit_scores(
+    rows: np.ndarray, catalog: Catalog, state: UserState | None, now: float, params: RankParams
+) -> tuple[np.ndarray, list[int | None]]:
+    """Per candidate row: sum over recent items j of fade_j * S[j, row], divided by the
+    best candidate's sum (so the term is in [0, 1] however long the history is, and its
+    weight means the same for every user); and the j that contributed most (index into
+    ``state.recent``), for the reason."""
+    n = len(rows)
+    score = np.zeros(n, dtype=np.float32)
+    src: list[int | None] = [None] * n
+    if state is None or not state.recent or not catalog.covisit:
+        return score, src
+    pos = {int(r): i for i, r in enumerate(rows)}
+    best = np.zeros(n, dtype=np.float32)
+    for j, fade in _fades(state, now, params):
+        row = catalog.index.get(state.recent[j].item_id)
+        nbrs = catalog.covisit.get(row) if row is not None else None
+        if nbrs is None or fade <= 0:
+            continue
+        for r, w in zip(nbrs[0].tolist(), nbrs[1].tolist(), strict=True):
+            i = pos.get(r)
+            if i is not None:
+                c = fade * w
+                score[i] += c
+                if c > best[i]:
+                    best[i], src[i] = c, j
+    top = float(score.max())
+    return (score / top if top > 0 else score), src
+
+
+def covisit_neighbours(
+    catalog: Catalog, state: UserState | None, now: float, params: RankParams, exclude: set[int]
+) -> list[int]:
+    """Rows co-visited with the user's recent items, best first: extra candidates, so an
+    item users pick right after X is ranked even when the ANN did not return it."""
+    if state is None or not state.recent or not catalog.covisit:
+        return []
+    score: dict[int, float] = {}
+    for j, fade in _fades(state, now, params):
+        row = catalog.index.get(state.recent[j].item_id)
+        nbrs = catalog.covisit.get(row) if row is not None else None
+        if nbrs is None:
+            continue
+        for r, w in zip(nbrs[0].tolist(), nbrs[1].tolist(), strict=True):
+            if r not in exclude:
+                score[r] = score.get(r, 0.0) + fade * w
+    return sorted(score, key=lambda r: (-score[r], r))
+
+
 def _reasons(
     terms: dict[str, float],
     lift: dict[str, float],
@@ -190,6 +274,7 @@ def _reasons(
     trend: float,
     now: float,
     realtime_weight: float,
+    covisit_src: int | None = None,
 ) -> list[str]:
     reasons: list[tuple[float, float, str]] = []
     for name, value in terms.items():
@@ -199,6 +284,12 @@ def _reasons(
             r = state.recent[recent_src]
             verb = _VERBS.get(r.event_type, "interacted with")
             text = f"because you {verb} {catalog.title(r.item_id)} {ago(now - r.ts)}"
+        elif name == "covisit" and state is not None and covisit_src is not None:
+            r = state.recent[covisit_src]
+            verb = _VERBS.get(r.event_type, "interacted with")
+            text = (
+                f"often picked with {catalog.title(r.item_id)}, which you {verb} {ago(now - r.ts)}"
+            )
         elif name == "category" and state is not None:
             text = _category_reason(row, catalog, state)
         elif name == "ann":
@@ -253,3 +344,27 @@ def ago(seconds: float) -> str:
             n = math.floor(s / size)
             return f"{n} {unit}{'s' if n != 1 else ''} ago"
     return "just now"
+
+
+def diversify(ranked: Sequence[Ranked], catalog: Catalog, lam: float, k: int) -> list[Ranked]:
+    """Maximal marginal relevance: pick greedily by lam * score - (1 - lam) * the highest
+    cosine to an item already picked (scores min-max scaled over the pool). lam = 1 keeps
+    the re-ranked order; lower values trade accuracy for less redundant lists."""
+    if lam >= 1.0 or len(ranked) <= 1:
+        return list(ranked[:k])
+    scores = np.array([r.score for r in ranked], dtype=np.float32)
+    span = float(scores.max() - scores.min()) or 1.0
+    rel = (scores - scores.min()) / span
+    vecs = catalog.vectors[[r.row for r in ranked]]
+    sims = vecs @ vecs.T
+    chosen: list[int] = []
+    redundancy = np.full(len(ranked), -np.inf, dtype=np.float32)
+    left = np.ones(len(ranked), dtype=bool)
+    while len(chosen) < min(k, len(ranked)):
+        value = lam * rel - (1.0 - lam) * np.maximum(redundancy, 0.0)
+        value[~left] = -np.inf
+        i = int(np.argmax(value))
+        chosen.append(i)
+        left[i] = False
+        redundancy = np.maximum(redundancy, sims[i])
+    return [ranked[i] for i in chosen]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -13,6 +14,8 @@ from api.recommend import (
     Ranked,
     RankParams,
     build_query,
+    covisit_neighbours,
+    diversify,
     rerank,
 )
 from api.variants import bucket, variant_params
@@ -65,6 +68,10 @@ class Recommender:
             popularity=settings.weight_popularity,
             recent_half_life=settings.recent_similarity_half_life_seconds,
             recent_position_decay=settings.recent_position_decay,
+            covisit=settings.weight_covisit,
+            covisit_items=settings.covisit_items,
+            covisit_half_life=settings.covisit_half_life_seconds,
+            covisit_position_decay=settings.covisit_position_decay,
         )
         self.variants = variant_params(self.rank_params, settings.ranking_variants)
         self._variant_names = sorted(self.variants)
@@ -89,12 +96,16 @@ class Recommender:
         *,
         item_filter: ItemFilter | None = None,
         exclude_seen: bool = True,
+        exclude_items: Iterable[str] = (),
         variant: str | None = None,
     ) -> Result:
-        """Everything in one request uses one catalogue (model version): the user's
-        vector is rebuilt in its space if the dataflow has not moved them yet, the
-        profile and the ANN search read that version's collections, so a model swap
-        mid-request never mixes embedding spaces."""
+        """Top ``k`` for ``user_id``, never ``exclude_items`` and, with ``exclude_seen``,
+        never items in their recent items or long-term profile.
+
+        Everything in one request uses one catalogue (model version): the user's vector is
+        rebuilt in its space if the dataflow has not moved them yet, the profile and the
+        ANN search read that version's collections, so a model swap mid-request never
+        mixes embedding spaces."""
         now = time.time() if now is None else now
         catalog = self.catalog()
         s = self.settings
@@ -110,7 +121,7 @@ class Recommender:
         profile = self.store.read_profile(catalog.version, user_id)
         query = build_query(state, profile, catalog, now, s.half_life_seconds, s.blend_mass)
 
-        seen: set[str] = set()
+        seen: set[str] = set(exclude_items)
         if exclude_seen:
             if state is not None:
                 seen.update(r.item_id for r in state.recent)
@@ -139,9 +150,14 @@ class Recommender:
                 drop = set(exclude)
                 candidates = [h for h in hits if h[0] not in drop][: s.candidates]
             strategy = "personalized"
-        ranked = rerank(candidates, catalog, state, trending, params, now, query.realtime_weight, k)
-        # Diversity (MMR / per-category cap, issue 3) plugs in here, driven by `params`
-        # so that each A/B variant can carry its own setting.
+            candidates = self._with_covisit(
+                candidates, catalog, state, query.vector, now, exclude, params, item_filter
+            )
+        pool = k if s.mmr_lambda >= 1.0 else max(k, s.mmr_pool)
+        ranked = rerank(
+            candidates, catalog, state, trending, params, now, query.realtime_weight, pool
+        )
+        ranked = diversify(ranked, catalog, s.mmr_lambda, k)
         return Result(
             user_id,
             catalog,
@@ -163,10 +179,39 @@ class Recommender:
                 f"known: {catalog.category_names[:50]}"
             )
 
+    def _with_covisit(
+        self,
+        candidates: list[tuple[int, float]],
+        catalog: Catalog,
+        state: UserState | None,
+        query: np.ndarray,
+        now: float,
+        exclude: list[int],
+        params: RankParams,
+        item_filter: ItemFilter | None,
+    ) -> list[tuple[int, float]]:
+        """Add items co-visited with the user's last ones that the ANN did not return,
+        scored by the same dot product the ANN uses; the request's filter holds for them
+        as it does inside the ANN search."""
+        n = self.settings.covisit_candidates
+        if n <= 0 or not params.covisit:
+            return candidates
+        have = {r for r, _ in candidates} | set(exclude)
+        extra = covisit_neighbours(catalog, state, now, params, have)
+        if item_filter and extra:
+            allowed = _allowed(catalog, item_filter)
+            extra = [r for r in extra if allowed[r]]
+        extra = extra[:n]
+        if not extra:
+            return candidates
+        ann = catalog.vectors[extra] @ query
+        return candidates + [(r, float(a)) for r, a in zip(extra, ann.tolist(), strict=True)]
+
     def trending(self, catalog: Catalog, now: float) -> dict[int, float]:
-        """Catalogue row -> trending score in [0, 1]; refreshed at most once a second."""
+        """Catalogue row -> trending score in [0, 1]; refreshed at most once a second of
+        request time (``now``), so a replay at event time sees what live serving saw."""
         at, version, rows = self._trending
-        if version == catalog.version and time.monotonic() - at < TRENDING_CACHE_SECONDS:
+        if version == catalog.version and 0.0 <= now - at < TRENDING_CACHE_SECONDS:
             _TRENDING_HIT.inc()
             return rows
         _TRENDING_MISS.inc()
@@ -180,7 +225,7 @@ class Recommender:
                 for t in trends
                 if top > 0 and t.item_id in catalog.index
             }
-            self._trending = (time.monotonic(), catalog.version, rows)
+            self._trending = (now, catalog.version, rows)
         return rows
 
 
@@ -197,7 +242,22 @@ def _cold_candidates(
     if trending:
         rows = np.fromiter(trending.keys(), np.int64, len(trending))
         score[rows] = np.maximum(score[rows], np.fromiter(trending.values(), np.float32))
-    allowed = np.ones(len(score), dtype=bool)
+    allowed = _allowed(catalog, item_filter)
+    if exclude:
+        allowed[exclude] = False
+    score[~allowed] = -np.inf
+    n = min(limit, int(allowed.sum()))
+    if n == 0:
+        return []
+    top = np.argpartition(-score, n - 1)[:n]
+    top = top[np.lexsort((top, -score[top]))]  # best first; ties by catalogue order
+    return [(int(r), 0.0) for r in top]
+
+
+def _allowed(catalog: Catalog, item_filter: ItemFilter | None) -> np.ndarray:
+    """(n_items,) bool: the items a request's filter lets through, from the catalogue's
+    categories and availability (the same rules the store applies inside the ANN)."""
+    allowed = np.ones(len(catalog.items), dtype=bool)
     if item_filter:
         col = {c: j for j, c in enumerate(catalog.category_names)}
         if item_filter.include_categories:
@@ -208,15 +268,7 @@ def _cold_candidates(
             allowed &= ~catalog.category_matrix[:, cols].any(axis=1)
         if item_filter.available_only:
             allowed &= catalog.available
-    if exclude:
-        allowed[exclude] = False
-    score[~allowed] = -np.inf
-    n = min(limit, int(allowed.sum()))
-    if n == 0:
-        return []
-    top = np.argpartition(-score, n - 1)[:n]
-    top = top[np.lexsort((top, -score[top]))]  # best first; ties by catalogue order
-    return [(int(r), 0.0) for r in top]
+    return allowed
 
 
 def _copy(state: UserState) -> UserState:

@@ -34,6 +34,9 @@ class Catalog:
     """(n_items, n_categories) multi-hot, for vectorised category features."""
     available: np.ndarray = field(init=False)
     """(n_items,) bool: the ``available`` payload flag at load time (missing: True)."""
+    covisit: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False)
+    """Row -> (neighbour rows, weights in (0, 1]): items picked right before/after it in
+    training, published by training in each item's ``extra["covisit"]``."""
 
     def __post_init__(self) -> None:
         self.index = {it.item_id: i for i, it in enumerate(self.items)}
@@ -47,6 +50,16 @@ class Catalog:
         self.available = np.array(
             [it.extra.get("available", True) is not False for it in self.items], dtype=bool
         )
+        self.covisit = {}
+        for i, it in enumerate(self.items):
+            pairs = [
+                (self.index[j], w) for j, w in it.extra.get("covisit") or () if j in self.index
+            ]
+            if pairs:
+                self.covisit[i] = (
+                    np.array([r for r, _ in pairs], dtype=np.int64),
+                    np.array([w for _, w in pairs], dtype=np.float32),
+                )
 
     @property
     def dim(self) -> int:

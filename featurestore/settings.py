@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     max_future_seconds: float = Field(
         300.0, ge=0, description="Events stamped further ahead of the wall clock are rejected."
     )
-    trending_half_life_seconds: float = Field(6 * 3600.0, gt=0)
+    trending_half_life_seconds: float = Field(86400.0, gt=0)  # issue 3: 6 h -> 1 day, tuned
 
     # --- Serving -----------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -87,11 +87,13 @@ class Settings(BaseSettings):
         description="Real-time weight in the query is m/(m+blend_mass), m = decayed event weight.",
     )
     weight_ann: float = 1.0
-    weight_category: float = 0.3
+    weight_category: float = 0.0  # issue 3: 0.3 -> 0.0 and popularity 0.15 -> 0.6, tuned
     weight_recent: float = 0.8
-    weight_popularity: float = 0.15
+    weight_popularity: float = 0.6
     recent_similarity_half_life_seconds: float = Field(
-        1800.0, gt=0, description="How fast 'because you just watched X' fades."
+        86400.0,  # issue 3: 30 min -> 1 day, tuned on the validation slice
+        gt=0,
+        description="How fast 'because you just watched X' fades.",
     )
     recent_position_decay: float = Field(
         0.7, gt=0, le=1, description="Each older recent item counts this much less than the next."
@@ -153,6 +155,35 @@ class Settings(BaseSettings):
     )
     access_log_slow_ms: float = Field(100.0, ge=0)
     log_json: bool = Field(True, description="`just serve` logs JSON lines (else plain text).")
+
+    # --- Ranking knobs added with the streaming evaluation (issue 3) ------------
+    # Chosen on the validation slice by `python -m training.evaluate --tune`; see the report.
+    weight_covisit: float = Field(
+        0.5,
+        ge=0,
+        description="Weight of the co-visitation term (items picked right after the user's "
+        "last ones, published with the model). 0 turns it off.",
+    )
+    covisit_items: int = Field(
+        20, ge=1, le=100, description="Newest recent items whose co-visited items count."
+    )
+    covisit_half_life_seconds: float = Field(
+        30 * 86400.0, gt=0, description="How fast a recent item's co-visitation pull fades."
+    )
+    covisit_position_decay: float = Field(
+        0.9, gt=0, le=1, description="Each older recent item's co-visitation counts this much less."
+    )
+    covisit_candidates: int = Field(
+        100, ge=0, le=5000, description="Co-visited items added to the ANN candidates."
+    )
+    mmr_lambda: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Diversity by maximal marginal relevance: 1 = off (pure relevance), "
+        "lower = less similar items in one list.",
+    )
+    mmr_pool: int = Field(50, ge=1, le=1000, description="Re-ranked items MMR picks from.")
 
     @field_validator("event_weights")
     @classmethod

@@ -83,3 +83,16 @@ def _top_k(scores: np.ndarray, exclude: np.ndarray, k: int) -> list[np.ndarray]:
     masked = np.where(exclude, -np.inf, scores)
     order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
     return [row[~exclude[u, row]] for u, row in enumerate(order)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.evaluate``: the streaming evaluation (training.evaluation)."""
+    from training.evaluation.cli import main as run
+
+    return run(argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

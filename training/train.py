@@ -23,6 +23,7 @@ import torch
 from featurestore.schemas import ItemRecord, iso
 from featurestore.settings import Settings, get_settings
 from training.artifacts import write_artifacts
+from training.covisit import covisit_matrix, with_covisit
 from training.data import (
     DataError,
     Interactions,
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         config=config,
         metrics=metrics,
-        items=with_popularity(items, train),
+        # Co-visitation from every event used, like the profiles: serving re-ranks with it.
+        items=with_covisit(with_popularity(items, train), covisit_matrix(inter, item_ids)),
         item_vectors=item_vectors,
         head=head,
         state_dict=model.state_dict(),

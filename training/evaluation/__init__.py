@@ -1,0 +1,1 @@
+"""Streaming (prequential) evaluation of the product against baselines: ``python -m training.evaluate``."""
