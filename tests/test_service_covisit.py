@@ -4,6 +4,7 @@ candidates, rank first with a reason naming that item, and request exclusions ho
 from __future__ import annotations
 
 from api.service import Recommender
+from featurestore.backend import ItemFilter
 from featurestore.schemas import ItemRecord, RecentItem, UserState
 from featurestore.store import FeatureStore
 from tests.helpers import make_model
@@ -45,5 +46,10 @@ def test_covisited_item_is_retrieved_ranked_and_explained(make_settings):
 
         again = rec.recommend("fan", 3, now=now, exclude_items=["i49"])
         assert "i49" not in {again.catalog.items[r.row].item_id for r in again.items}
+
+        # A request filter holds for co-visited candidates as it does inside the ANN.
+        cat49 = items[49].categories[0]
+        others = rec.recommend("fan", 3, now=now, item_filter=ItemFilter((), (cat49,)))
+        assert "i49" not in {others.catalog.items[r.row].item_id for r in others.items}
     finally:
         store.close()
