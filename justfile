@@ -30,9 +30,9 @@ test-unit *ARGS:
 serve:
     python -m api.serve
 
-# the dataflow alone (production topology: needs RECSYS_QDRANT_URL); extra args go to bytewax.run, e.g. -w 2
+# the dataflow alone (production topology: needs RECSYS_QDRANT_URL), recovery on; -w 2, or -i/-a for a cluster
 dataflow *ARGS:
-    python -m bytewax.run "dataflow.flow:get_flow()" {{ARGS}}
+    python -m dataflow.run {{ARGS}}
 
 # the API alone (production topology: needs RECSYS_QDRANT_URL)
 api *ARGS:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, _list_parts
 from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -77,14 +77,31 @@ class StoppableKafkaSource(KafkaSource):
         super().__init__(
             brokers=settings.kafka_bootstrap_servers.split(","),
             topics=[settings.events_topic],
-            tail=True,
+            tail=not settings.exit_at_end,
             starting_offset=OFFSET_BEGINNING if settings.start_offset == "earliest" else OFFSET_END,
+            add_config=consumer_config(settings),
             raise_on_errors=False,  # errors become items and go to the dead-letter topic
         )
         self._stop = stop or threading.Event()
 
+    def list_parts(self) -> list[str]:
+        # Bytewax passes the consumer settings to its AdminClient too, which warns about
+        # each of them; the partition listing needs only the brokers.
+        admin = AdminClient({"bootstrap.servers": ",".join(self._brokers)})
+        return list(_list_parts(admin, self._topics))
+
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> Any:
         return _StoppablePartition(super().build_part(step_id, for_part, resume_state), self._stop)
+
+
+def consumer_config(settings: Settings) -> dict[str, str]:
+    """librdkafka settings for the source: answer fetches fast (freshness), then the
+    operator's extras."""
+    config = {
+        "fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms),
+        "fetch.error.backoff.ms": "50",
+    }
+    return config | {k: str(v) for k, v in settings.kafka_consumer_config.items()}
 
 
 def dead_letter_sink(settings: Settings) -> KafkaSink:

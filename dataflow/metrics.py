@@ -1,6 +1,6 @@
 """Prometheus metrics of the dataflow (exported by the API's /metrics when in-process)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("recsys_events_in_total", "Messages read from the events topic")
 EVENTS_FOLDED = Counter("recsys_events_folded_total", "Events applied to a user's state")
@@ -26,4 +26,31 @@ STORE_BATCH_SIZE = Histogram(
     "Points per batched feature-store write",
     ["collection"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+
+# --- issue 4: micro-batches, bounded state ---------------------------------------------
+FOLD_SECONDS = Histogram(
+    "recsys_fold_batch_seconds",
+    "Time to fold one key's micro-batch",
+    ["step"],
+    buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1),
+)
+FOLD_BATCH_EVENTS = Histogram(
+    "recsys_fold_batch_events",
+    "Events in one key's micro-batch (coalesced into one state write)",
+    ["step"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 1000),
+)
+SOURCE_BATCH_MESSAGES = Histogram(
+    "recsys_source_batch_messages",
+    "Messages per batch read from Kafka and parsed together",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+)
+STATE_KEYS = Gauge("recsys_state_keys", "Keys held in the dataflow's memory", ["step"])
+STATE_EXPIRED = Counter(
+    "recsys_state_expired_total", "Keys dropped from memory after the idle TTL", ["step"]
+)
+EVENTS_LATE = Counter(
+    "recsys_events_late_total",
+    "Events older than their user's latest event: folded with their decayed weight",
 )

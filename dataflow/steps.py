@@ -6,11 +6,15 @@ Each is a thin shell around the pure maths in ``dataflow.fold`` and
 
 from __future__ import annotations
 
+import math
+import pickle
 import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+from bytewax.operators import StatefulBatchLogic
 
 from dataflow import metrics
 from dataflow.events import InvalidEvent, ValidEvent, decode, validate
@@ -41,10 +45,24 @@ class Parser:
         self._max_future = settings.max_future_seconds
         self._max_bytes = settings.max_event_bytes
 
+    def parse_batch(
+        self, msgs: list[KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]]
+    ) -> list[Accepted | Rejected]:
+        """One call per batch Bytewax hands over (up to the source's batch size)."""
+        metrics.SOURCE_BATCH_MESSAGES.observe(len(msgs))
+        metrics.EVENTS_IN.inc(len(msgs))
+        one = self._parse
+        return [one(m) for m in msgs]
+
     def __call__(
         self, msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]
     ) -> Accepted | Rejected:
         metrics.EVENTS_IN.inc()
+        return self._parse(msg)
+
+    def _parse(
+        self, msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]
+    ) -> Accepted | Rejected:
         if isinstance(msg, KafkaError):
             m = msg.msg
             return Rejected(
@@ -75,56 +93,140 @@ class Parser:
 
 
 class UserFolder:
-    """stateful_flat_map logic keyed by user: load, dedupe, fold, emit the new state."""
+    """Per-user fold of a micro-batch: load, dedupe, fold, one new state per batch."""
 
     def __init__(self, settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:
         self._store = store
         self._catalogs = catalogs
         self._params = FoldParams.from_settings(settings)
+        self.live = 0
+        """Users held in memory by this flow's fold (the TTL bounds it)."""
 
-    def __call__(self, state: UserState | None, acc: Accepted) -> tuple[UserState, list[UserState]]:
-        ev = acc.event
-        if state is None:
-            # First sight in this run: continue from the stored features, so restarts and
-            # replays neither reset a user nor count their events twice.
-            state = self._store.read_user_state(ev.user_id) or UserState(ev.user_id)
-        if state.seen(acc.partition, acc.offset):
-            metrics.EVENTS_DUPLICATE.inc()
-            return state, []
+    def load(self, first: Accepted) -> UserState:
+        # First sight in this run (or after the state expired): continue from the stored
+        # features, so restarts and replays neither reset a user nor count events twice.
+        user_id = first.event.user_id
+        return self._store.read_user_state(user_id) or UserState(user_id)
+
+    def fold(self, state: UserState, batch: list[Accepted]) -> bool:
+        """Apply ``batch`` (one user's events, in partition order) to ``state`` in place.
+
+        Returns whether anything was applied (replayed offsets are skipped).
+        """
         catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
-        vector = None
-        categories: list[str] = []
-        if catalog is not None:
-            if state.model_version != catalog.version:
-                rebuild_vector(state, catalog.vector, self._params, catalog.version)
-            vector = catalog.vector(ev.item_id)
-            categories = catalog.categories(ev.item_id)
-        if vector is None:
-            metrics.UNKNOWN_ITEMS.inc()
-        fold_event(state, ev, vector, categories, self._params)
-        state.offsets[acc.partition] = acc.offset
-        metrics.EVENTS_FOLDED.inc()
-        metrics.FOLD_LAG.observe(max(0.0, time.time() - acc.kafka_ts))
-        return state, [state]
+        if catalog is not None and state.model_version != catalog.version:
+            rebuild_vector(state, catalog.vector, self._params, catalog.version)
+        params = self._params
+        offsets = state.offsets
+        applied = 0
+        now = time.time()
+        for acc in batch:
+            last = offsets.get(acc.partition, -1)
+            if acc.offset <= last:
+                metrics.EVENTS_DUPLICATE.inc()
+                continue
+            ev = acc.event
+            if catalog is None:
+                vector, categories = None, ()
+            else:
+                i = catalog.index.get(ev.item_id)
+                if i is None:
+                    vector, categories = None, ()
+                else:
+                    vector, categories = catalog.vectors[i], catalog.items[i].categories
+            if vector is None:
+                metrics.UNKNOWN_ITEMS.inc()
+            if ev.ts < state.last_ts:
+                metrics.EVENTS_LATE.inc()
+            fold_event(state, ev, vector, categories, params)
+            offsets[acc.partition] = acc.offset
+            applied += 1
+            metrics.FOLD_LAG.observe(max(0.0, now - acc.kafka_ts))
+        if applied:
+            metrics.EVENTS_FOLDED.inc(applied)
+        return applied > 0
 
 
 class TrendFolder:
-    """stateful_flat_map logic keyed by item: a decayed count of recent events (trending)."""
+    """Per-item decayed count of recent events (trending), one micro-batch at a time."""
 
     def __init__(self, settings: Settings, store: FeatureStore) -> None:
         self._store = store
         self._half_life = settings.trending_half_life_seconds
         self._weights = dict(settings.event_weights)
+        self.live = 0
 
-    def __call__(self, t: Trend | None, acc: Accepted) -> tuple[Trend, list[Trend]]:
-        ev = acc.event
-        if t is None:
-            t = self._store.read_trends([ev.item_id]).get(ev.item_id) or Trend(
-                ev.item_id, 0.0, ev.ts
-            )
-        if acc.offset <= t.offsets.get(acc.partition, -1):
-            return t, []
-        w = self._weights[ev.event_type]
-        t.score, t.ts = decayed_add(t.score, t.ts, w, ev.ts, self._half_life)
-        t.offsets[acc.partition] = acc.offset
-        return t, [t]
+    def load(self, first: Accepted) -> Trend:
+        item_id = first.event.item_id
+        return self._store.read_trends([item_id]).get(item_id) or Trend(item_id, 0.0, -math.inf)
+
+    def fold(self, t: Trend, batch: list[Accepted]) -> bool:
+        applied = False
+        for acc in batch:
+            if acc.offset <= t.offsets.get(acc.partition, -1):
+                continue
+            ev = acc.event
+            if t.ts == -math.inf:
+                t.ts = ev.ts
+            w = self._weights[ev.event_type]
+            t.score, t.ts = decayed_add(t.score, t.ts, w, ev.ts, self._half_life)
+            t.offsets[acc.partition] = acc.offset
+            applied = True
+        return applied
+
+
+S = TypeVar("S", UserState, Trend)
+
+
+class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
+    """Bytewax logic for one key: fold each micro-batch, emit the new state once, forget
+    the key after ``ttl`` seconds without events.
+
+    Emitting once per batch coalesces a user's burst into one store write. The snapshot
+    Bytewax takes at each epoch close (for recovery) is the state pickled: immutable and
+    ~5x cheaper than the deep copy ``stateful_flat_map`` makes. A forgotten key's features
+    stay in the store; its next event reads them back (``folder.load``).
+    """
+
+    def __init__(
+        self, step: str, folder: UserFolder | TrendFolder, ttl: float, resume: bytes | None
+    ) -> None:
+        self._step = step
+        self._folder = folder
+        self._ttl = ttl
+        self._state: Any = None if resume is None else pickle.loads(resume)
+        self._expires = time.time() + ttl
+        folder.live += 1
+        metrics.STATE_KEYS.labels(step).inc()
+
+    @classmethod
+    def builder(cls, step: str, folder: UserFolder | TrendFolder, ttl: float) -> Any:
+        return lambda resume: cls(step, folder, ttl, resume)
+
+    def on_batch(self, values: list[Accepted]) -> tuple[list[S], bool]:
+        state = self._state
+        if state is None:
+            state = self._state = self._folder.load(values[0])
+        self._expires = time.time() + self._ttl
+        t0 = time.perf_counter()
+        changed = self._folder.fold(state, values)
+        metrics.FOLD_SECONDS.labels(self._step).observe(time.perf_counter() - t0)
+        metrics.FOLD_BATCH_EVENTS.labels(self._step).observe(len(values))
+        return ([state] if changed else [], StatefulBatchLogic.RETAIN)
+
+    def on_notify(self) -> tuple[list[S], bool]:
+        if time.time() < self._expires:
+            return [], StatefulBatchLogic.RETAIN
+        self._forget()
+        return [], StatefulBatchLogic.DISCARD
+
+    def notify_at(self) -> datetime:
+        return datetime.fromtimestamp(self._expires, tz=UTC)
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self._state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _forget(self) -> None:
+        self._folder.live -= 1
+        metrics.STATE_KEYS.labels(self._step).dec()
+        metrics.STATE_EXPIRED.labels(self._step).inc()

@@ -110,6 +110,45 @@ class Settings(BaseSettings):
         "store (one process may open it), no with a Qdrant server.",
     )
 
+    # --- Stream processing (issue 4: exactly-once state, bounded state, freshness) ---
+    recovery: bool = Field(
+        True,
+        description="Bytewax recovery: snapshot state and Kafka offsets each epoch, resume "
+        "from them after a crash or restart. Off only for throwaway runs.",
+    )
+    recovery_dir: Path | None = Field(
+        None, description="Recovery partitions (SQLite). Default: <state_dir>/recovery."
+    )
+    recovery_partitions: int = Field(
+        1, ge=1, description="Recovery partitions created when recovery_dir is new."
+    )
+    epoch_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Bytewax epoch length: state snapshots and offsets are committed at each "
+        "epoch close; a crash replays at most this much input.",
+    )
+    state_ttl_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A user (or item) with no event for this long leaves the dataflow's "
+        "memory; its features stay in the store and are read back on its next event.",
+    )
+    kafka_fetch_wait_ms: int = Field(
+        5,
+        ge=0,
+        description="librdkafka fetch.wait.max.ms: how long the broker may hold a fetch "
+        "waiting for data. Low keeps freshness; the default 500 adds up to 0.5 s.",
+    )
+    kafka_consumer_config: dict[str, str | int] = Field(
+        default_factory=dict, description="Extra librdkafka consumer settings (JSON)."
+    )
+    exit_at_end: bool = Field(
+        False,
+        description="Stop the dataflow once every partition is read to its end (backfills, "
+        "tests) instead of waiting for new events.",
+    )
+
     @field_validator("event_weights")
     @classmethod
     def _weights_positive(cls, v: dict[str, float]) -> dict[str, float]:
@@ -126,6 +165,8 @@ class Settings(BaseSettings):
             self.store_path = self.state_dir / "qdrant"
         if self.model_dir is None:
             self.model_dir = self.state_dir / "models"
+        if self.recovery_dir is None:
+            self.recovery_dir = self.state_dir / "recovery"
         if self.inprocess_dataflow is None:
             self.inprocess_dataflow = self.qdrant_url is None
         return self

@@ -55,13 +55,15 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import run_main
+from bytewax.recovery import RecoveryConfig
+from bytewax.testing import cluster_main, run_main
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 from tqdm import tqdm
 
 from dataflow.flow import build_flow
 from dataflow.kafka_io import StoppableKafkaSource, ensure_app_topics
+from dataflow.recovery import recovery_config
 from dataflow.steps import Accepted, Parser
 from featurestore.schemas import UserState, iso
 from featurestore.settings import Settings
@@ -78,6 +80,9 @@ class FlowOptions:
     """How flows are run: defaults are the product's (``DataflowThread``)."""
 
     epoch: timedelta | None = None
+    workers: int = 1
+    recovery: bool = False
+    """Bytewax recovery (the product runs with it, as it ships; the no-op flow without)."""
 
 
 def cpu_seconds() -> float:
@@ -120,14 +125,21 @@ class FlowRunner:
         stop: threading.Event,
         opts: FlowOptions,
         profile: cProfile.Profile | None = None,
+        recovery: RecoveryConfig | None = None,
     ) -> None:
         self._flow = flow
         self._epoch = opts.epoch
+        self._workers = opts.workers
+        self._recovery = recovery
         self.stop_event = stop
         self._profile = profile
         self.started = 0.0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="bench-flow", daemon=True)
+
+    @property
+    def workers(self) -> int:
+        return self._workers
 
     def start(self) -> FlowRunner:
         self._thread.start()
@@ -138,7 +150,11 @@ class FlowRunner:
             if self._profile is not None:
                 self._profile.enable()  # profiles this thread: the flow's Python steps
             self.started = time.perf_counter()
-            run_main(self._flow, epoch_interval=self._epoch)
+            kw = {"epoch_interval": self._epoch, "recovery_config": self._recovery}
+            if self._workers == 1:
+                run_main(self._flow, **kw)
+            else:
+                cluster_main(self._flow, [], 0, worker_count_per_proc=self._workers, **kw)
         except BaseException as e:  # reported by check()
             self.error = e
         finally:
@@ -161,6 +177,7 @@ class FlowRunner:
 @dataclass
 class RunResult:
     kind: str
+    """ceiling or product, with the worker count: "product w2"."""
     events: int
     seconds: float
     first_output_s: float
@@ -256,7 +273,7 @@ def wait_ceiling(
         raise RuntimeError(f"the parser rejected {sink.target - sink.accepted} synthetic events")
     assert sink.first is not None
     return RunResult(
-        "ceiling",
+        f"ceiling w{runner.workers}",
         sink.target,
         sink.done_at - runner.started,
         sink.first - runner.started,
@@ -343,6 +360,7 @@ def product_flow(
             "state_dir": state_dir,
             "store_path": state_dir / "qdrant",
             "model_dir": state_dir / "models",
+            "recovery_dir": state_dir / "recovery",
         }
     )
     store = TimedStore.open(settings)
@@ -355,7 +373,8 @@ def product_flow(
         store.watch(expected)
         stop = threading.Event()
         flow = build_flow(settings, store, catalogs, stop)
-        runner = FlowRunner(flow, stop, opts, profile).start()
+        recovery = recovery_config(settings) if opts.recovery else None
+        runner = FlowRunner(flow, stop, opts, profile, recovery).start()
         yield store, runner
     finally:
         if runner is not None:
@@ -397,7 +416,7 @@ def wait_product(
     assert store.first_write is not None
     done = max(store.reached.values())
     return RunResult(
-        "product",
+        f"product w{runner.workers}",
         n,
         done - runner.started,
         store.first_write - runner.started,
@@ -555,35 +574,39 @@ def print_table(results: list[RunResult]) -> dict[str, float]:
         f"\n{'run':<12}{'events':>9}{'seconds':>9}{'events/s':>10}{'1st out s':>10}"
         f"{'CPU':>6}{'broker':>7}{'store s':>9}{'states/ev':>10}"
     )
-    for i, r in enumerate(results):
+    for r in results:
         extra = (
             f"{r.store_write_s:>9.2f}{r.states_written / r.events:>10.2f}"
-            if r.kind == "product"
+            if r.kind.startswith("product")
             else ""
         )
         print(
-            f"{r.kind + ' #' + str(i // 2 + 1):<12}{r.events:>9}{r.seconds:>9.2f}"
+            f"{r.kind:<12}{r.events:>9}{r.seconds:>9.2f}"
             f"{r.per_s:>10.0f}{r.first_output_s:>10.2f}{r.cpu_cores:>6.2f}"
             f"{r.broker_cores:>7.2f}{extra}"
         )
-    kinds = ("ceiling", "product")
+    kinds = list(dict.fromkeys(r.kind for r in results))
     med = {k: statistics.median(r.per_s for r in results if r.kind == k) for k in kinds}
     sec = {k: statistics.median(r.seconds for r in results if r.kind == k) for k in kinds}
     for k in kinds:
         print(f"{'median':<12}{'':>9}{sec[k]:>9.2f}{med[k]:>10.0f}   {k}")
-    ratio = med["product"] / med["ceiling"]
-    share = statistics.median(r.store_write_s / r.seconds for r in results if r.kind == "product")
-    print(
-        f"product/ceiling (median events/s): {ratio:.3f}  "
-        f"(the ceiling is {1 / ratio:.1f}x the product)"
-    )
-    print(f"product: median {share:.0%} of the run inside store writes (user_state + item_trends)")
-    return {
-        "ceiling_per_s": round(med["ceiling"]),
-        "product_per_s": round(med["product"]),
-        "ratio": round(ratio, 4),
-        "product_store_write_share": round(share, 3),
-    }
+    summary: dict[str, float] = {}
+    for k in kinds:
+        summary[k.replace(" ", "_") + "_per_s"] = round(med[k])
+        if not k.startswith("product"):
+            continue
+        w = k.split()[1]
+        ratio = med[k] / med[f"ceiling {w}"]
+        ratio1 = med[k] / med["ceiling w1"]
+        share = statistics.median(r.store_write_s / r.seconds for r in results if r.kind == k)
+        print(
+            f"{k}/ceiling {w} (median events/s): {ratio:.3f}; vs ceiling w1: {ratio1:.3f}; "
+            f"{share:.0%} of the run inside store writes"
+        )
+        summary[f"ratio_{w}"] = round(ratio, 4)
+        summary[f"ratio_{w}_vs_ceiling_w1"] = round(ratio1, 4)
+        summary[f"store_write_share_{w}"] = round(share, 3)
+    return summary
 
 
 def print_freshness(f: Freshness) -> None:
@@ -657,10 +680,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         const=Path("bench-dataflow.prof.txt"),
         help="after the measured runs, profile one product run (cProfile; slower)",
     )
+    p.add_argument(
+        "--workers", default="1,2", help="worker counts to measure (one process), e.g. 1,2"
+    )
+    p.add_argument(
+        "--no-recovery", action="store_true", help="experiment: product without Bytewax recovery"
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    opts = FlowOptions(timedelta(seconds=args.epoch_s) if args.epoch_s else None)
+    epoch = timedelta(seconds=args.epoch_s) if args.epoch_s else None
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    opts = FlowOptions(epoch)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-dataflow-"))
     broker = DevBroker(free_port(), log_path=tmp / "broker.log")
@@ -697,42 +728,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         fresh: list[Freshness] = []
         n_fresh = max(2, int(args.rate * args.duration)) if args.duration > 0 else 0
         for i in range(args.repeat):
-            t0 = clock.now()
-            with ceiling_flow(base, n, opts) as (sink, runner):
-                results.append(wait_ceiling(sink, runner, args.timeout, clock, t0))
-            t0 = clock.now()
-            with product_flow(base, world, expected, tmp / f"store-{i}", opts) as (store, runner):
-                res = wait_product(store, runner, n, args.timeout, f"product #{i + 1}", clock, t0)
-                results.append(res)
-                wrong = verify_counts(store, expected)
-                if wrong:
-                    raise RuntimeError(f"{wrong} users' event_count in the store is wrong")
-                print(
-                    f"  #{i + 1}: ceiling {results[-2].per_s:,.0f} ev/s, product "
-                    f"{res.per_s:,.0f} ev/s; all {len(expected):,} users' counts verified "
-                    "in the store",
-                    flush=True,
-                )
-                if n_fresh and i == args.repeat - 1:
-                    # Twice: the sink hook alone (cheap), then with the polling reader too
-                    # (what a client sees, but the poller competes with the flow for the GIL).
-                    for k, poll in enumerate((False, True)):
-                        fresh.append(
-                            measure_freshness(
-                                "product",
-                                base,
-                                runner,
-                                world,
-                                clock,
-                                args.rate,
-                                args.duration,
-                                args.users + k * n_fresh,
-                                args.seed + k,
-                                store.reached,
-                                lambda us: store.watch({u: 1 for u in us}),
-                                store if poll else None,
+            for w in worker_counts:
+                last = i == args.repeat - 1 and w == worker_counts[0]
+                copts = FlowOptions(epoch, w)
+                popts = FlowOptions(epoch, w, recovery=not args.no_recovery)
+                t0 = clock.now()
+                with ceiling_flow(base, n, copts) as (sink, runner):
+                    results.append(wait_ceiling(sink, runner, args.timeout, clock, t0))
+                t0 = clock.now()
+                store_dir = tmp / f"store-{i}-{w}"
+                with product_flow(base, world, expected, store_dir, popts) as (store, runner):
+                    res = wait_product(store, runner, n, args.timeout, f"product w{w}", clock, t0)
+                    results.append(res)
+                    wrong = verify_counts(store, expected)
+                    if wrong:
+                        raise RuntimeError(f"{wrong} users' event_count in the store is wrong")
+                    print(
+                        f"  #{i + 1} w{w}: ceiling {results[-2].per_s:,.0f} ev/s, product "
+                        f"{res.per_s:,.0f} ev/s; all {len(expected):,} users' counts verified "
+                        "in the store",
+                        flush=True,
+                    )
+                    if n_fresh and last:
+                        # Twice: the sink hook alone (cheap), then with the polling reader too
+                        # (what a client sees, but the poller competes with the flow for the GIL).
+                        for k, poll in enumerate((False, True)):
+                            fresh.append(
+                                measure_freshness(
+                                    "product",
+                                    base,
+                                    runner,
+                                    world,
+                                    clock,
+                                    args.rate,
+                                    args.duration,
+                                    args.users + k * n_fresh,
+                                    args.seed + k,
+                                    store.reached,
+                                    lambda us: store.watch({u: 1 for u in us}),
+                                    store if poll else None,
+                                )
                             )
-                        )
         if n_fresh:
             # Last, so that no measured run reads these extra events; it first catches up
             # on the topic (including the product's freshness events), then idles.
@@ -762,7 +798,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             prof = cProfile.Profile()
             t0 = clock.now()
             prof_dir = tmp / "store-prof"
-            with product_flow(base, world, expected, prof_dir, opts, prof) as (store, runner):
+            popts = FlowOptions(epoch, 1, recovery=not args.no_recovery)
+            with product_flow(base, world, expected, prof_dir, popts, prof) as (store, runner):
                 res = wait_product(store, runner, n, args.timeout, "profiled", clock, t0)
             print(
                 f"\nprofiled product run (not in the medians): {res.per_s:,.0f} ev/s under cProfile"
