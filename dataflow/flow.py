@@ -54,12 +54,13 @@ def build_flow(
     ttl = settings.state_ttl_seconds
     users = UserFolder(settings, store, catalogs)
     by_user = op.key_on("by_user", accepted.trues, _user_key)
-    states = op.stateful_batch("fold_user", by_user, ExpiringState.builder("user", users, ttl))
+    states = op.stateful_batch("fold_user", by_user, ExpiringState.builder(users, ttl))
     op.output("user_state", states, UserStateSink(store))
 
     by_item = op.key_on("by_item", accepted.trues, _item_key)
     items = TrendFolder(settings, store)
-    trends = op.stateful_batch("count_item", by_item, ExpiringState.builder("item", items, ttl))
+    every = settings.trend_emit_seconds
+    trends = op.stateful_batch("count_item", by_item, ExpiringState.builder(items, ttl, every))
     op.output("item_trends", trends, TrendSink(store))
     return flow
 

@@ -101,6 +101,7 @@ class UserFolder:
         self._params = FoldParams.from_settings(settings)
         self.live = 0
         """Users held in memory by this flow's fold (the TTL bounds it)."""
+        self.metrics = metrics.StepMetrics("user")
 
     def load(self, first: Accepted) -> UserState:
         # First sight in this run (or after the state expired): continue from the stored
@@ -155,6 +156,7 @@ class TrendFolder:
         self._half_life = settings.trending_half_life_seconds
         self._weights = dict(settings.event_weights)
         self.live = 0
+        self.metrics = metrics.StepMetrics("item")
 
     def load(self, first: Accepted) -> Trend:
         item_id = first.event.item_id
@@ -179,54 +181,76 @@ S = TypeVar("S", UserState, Trend)
 
 
 class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
-    """Bytewax logic for one key: fold each micro-batch, emit the new state once, forget
-    the key after ``ttl`` seconds without events.
+    """Bytewax logic for one key: fold each micro-batch, emit the new state, forget the
+    key after ``ttl`` seconds without events.
 
-    Emitting once per batch coalesces a user's burst into one store write. The snapshot
-    Bytewax takes at each epoch close (for recovery) is the state pickled: immutable and
-    ~5x cheaper than the deep copy ``stateful_flat_map`` makes. A forgotten key's features
+    Emitting once per batch coalesces a user's burst into one store write; with
+    ``emit_every`` > 0 (trends) a key is emitted at most that often, the last change
+    then by a timer, so a hot item is not rewritten on every batch. The snapshot Bytewax
+    takes at each epoch close (for recovery) is the state pickled: immutable and ~5x
+    cheaper than the deep copy ``stateful_flat_map`` makes. A forgotten key's features
     stay in the store; its next event reads them back (``folder.load``).
     """
 
     def __init__(
-        self, step: str, folder: UserFolder | TrendFolder, ttl: float, resume: bytes | None
+        self,
+        folder: UserFolder | TrendFolder,
+        ttl: float,
+        emit_every: float,
+        resume: bytes | None,
     ) -> None:
-        self._step = step
         self._folder = folder
         self._ttl = ttl
+        self._emit_every = emit_every
         self._state: Any = None if resume is None else pickle.loads(resume)
         self._expires = time.time() + ttl
+        self._next_emit = 0.0
+        self._pending = False
         folder.live += 1
-        metrics.STATE_KEYS.labels(step).inc()
+        folder.metrics.keys.inc()
 
     @classmethod
-    def builder(cls, step: str, folder: UserFolder | TrendFolder, ttl: float) -> Any:
-        return lambda resume: cls(step, folder, ttl, resume)
+    def builder(cls, folder: UserFolder | TrendFolder, ttl: float, emit_every: float = 0.0) -> Any:
+        return lambda resume: cls(folder, ttl, emit_every, resume)
 
     def on_batch(self, values: list[Accepted]) -> tuple[list[S], bool]:
         state = self._state
         if state is None:
             state = self._state = self._folder.load(values[0])
-        self._expires = time.time() + self._ttl
+        now = time.time()
+        self._expires = now + self._ttl
         t0 = time.perf_counter()
         changed = self._folder.fold(state, values)
-        metrics.FOLD_SECONDS.labels(self._step).observe(time.perf_counter() - t0)
-        metrics.FOLD_BATCH_EVENTS.labels(self._step).observe(len(values))
-        return ([state] if changed else [], StatefulBatchLogic.RETAIN)
+        m = self._folder.metrics
+        m.fold_seconds.observe(time.perf_counter() - t0)
+        m.batch_events.observe(len(values))
+        if not changed:
+            return [], StatefulBatchLogic.RETAIN
+        if now < self._next_emit:
+            self._pending = True
+            return [], StatefulBatchLogic.RETAIN
+        self._next_emit = now + self._emit_every
+        return [state], StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[S], bool]:
-        if time.time() < self._expires:
+        now = time.time()
+        if self._pending and now >= self._next_emit:
+            self._pending = False
+            self._next_emit = now + self._emit_every
+            return [self._state], StatefulBatchLogic.RETAIN
+        if self._pending or now < self._expires:
             return [], StatefulBatchLogic.RETAIN
         self._forget()
         return [], StatefulBatchLogic.DISCARD
 
     def notify_at(self) -> datetime:
-        return datetime.fromtimestamp(self._expires, tz=UTC)
+        at = min(self._expires, self._next_emit) if self._pending else self._expires
+        return datetime.fromtimestamp(at, tz=UTC)
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self._state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _forget(self) -> None:
         self._folder.live -= 1
-        metrics.STATE_KEYS.labels(self._step).dec()
-        metrics.STATE_EXPIRED.labels(self._step).inc()
+        self._folder.metrics.keys.dec()
+        self._folder.metrics.expired.inc()

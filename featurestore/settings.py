@@ -143,6 +143,12 @@ class Settings(BaseSettings):
     kafka_consumer_config: dict[str, str | int] = Field(
         default_factory=dict, description="Extra librdkafka consumer settings (JSON)."
     )
+    trend_emit_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="An item's trending count is written at most this often (hours-long "
+        "half-life: a second's delay does not matter, the writes do).",
+    )
     exit_at_end: bool = Field(
         False,
         description="Stop the dataflow once every partition is read to its end (backfills, "

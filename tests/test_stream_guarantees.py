@@ -204,7 +204,7 @@ def test_store_writes_are_idempotent_under_replay(broker, make_settings):
 def test_idle_users_leave_memory_and_resume_from_the_store(broker, make_settings):
     """A long stream of one-time users does not grow the flow's state: each expires after
     the TTL, its features stay in the store, and a returning user continues from them."""
-    settings = make_settings(broker, state_ttl_seconds=0.5, epoch_seconds=0.2)
+    settings = make_settings(broker, state_ttl_seconds=0.3, epoch_seconds=0.2)
     store = FeatureStore.open(settings)
     publish(store, n=ITEMS, dim=8)
     flow = DataflowThread(settings, store, store.catalog_provider()).start()
@@ -216,7 +216,7 @@ def test_idle_users_leave_memory_and_resume_from_the_store(broker, make_settings
         wait_for(flow.running.is_set)
         base = live()
         peak = 0.0
-        for wave in range(6):  # 6 waves of 200 new users, each seen once
+        for wave in range(8):  # 8 waves of 200 new users, each seen once
             events = [
                 {"event_type": "view", "user_id": f"once{wave}-{k}", "item_id": f"i{k % ITEMS}"}
                 | {"timestamp": T0 + wave}
@@ -226,9 +226,9 @@ def test_idle_users_leave_memory_and_resume_from_the_store(broker, make_settings
             last = f"once{wave}-199"
             wait_for(lambda u=last: store.read_user_state(u), timeout=10)
             peak = max(peak, live() - base)
-            time.sleep(0.4)
+            time.sleep(0.5)
         wait_for(lambda: live() - base == 0, timeout=5)  # all expired
-        assert peak <= 2 * 200 + 50  # at most ~2 waves alive at once, not 1,200
+        assert peak <= 3 * 200  # a few waves alive at once at most, not all 1,600
 
         # a returning user resumes from the stored features
         produce(settings, [{"event_type": "click", "user_id": "once0-3", "item_id": "i9"}])
