@@ -18,6 +18,7 @@ only on if you pass ``-r/-s/-b`` yourself.)
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import threading
 import time
@@ -77,6 +78,20 @@ def _count_rejected(r: Rejected) -> KafkaSinkMessage[bytes | None, bytes | None]
     metrics.EVENTS_DEAD_LETTERED.labels(r.kind).inc()
     log.warning("dead-lettered %s:%s:%s: %s", r.topic, r.partition, r.offset, r.reason)
     return r.to_sink()
+
+
+def tune_gc() -> None:
+    """Make Python's cyclic GC cheap for a long-running flow.
+
+    The flow allocates several short-lived objects per event; with the default threshold
+    (700) the collector runs every few hundred events and, holding tens of thousands of
+    user states, spent ~20 % of the flow's time (py-spy). Nothing on the hot path makes
+    reference cycles, so collecting less often frees the same memory. Objects alive at
+    start (modules, the catalogue) are frozen out of every collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def wait_for_model(catalogs: CatalogProvider, stop: threading.Event | None = None) -> bool:

@@ -46,6 +46,11 @@ SOURCE_BATCH_MESSAGES = Histogram(
     "Messages per batch read from Kafka and parsed together",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
 )
+CONSUMER_LAG = Gauge(
+    "recsys_consumer_lag_messages",
+    "Messages on the broker not yet read by the dataflow (librdkafka stats, every 1 s)",
+    ["topic", "partition"],
+)
 STATE_KEYS = Gauge("recsys_state_keys", "Keys held in the dataflow's memory", ["step"])
 STATE_EXPIRED = Counter(
     "recsys_state_expired_total", "Keys dropped from memory after the idle TTL", ["step"]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from bytewax.run import cli_main
 
-from dataflow.flow import get_flow
+from dataflow.flow import get_flow, tune_gc
 from dataflow.recovery import epoch_interval, recovery_config
 from featurestore.settings import get_settings
 
@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     settings = get_settings()
     flow = get_flow(stop)
+    tune_gc()
     cli_main(
         flow,
         workers_per_process=args.workers_per_process,

@@ -13,7 +13,7 @@ import time
 
 from bytewax.testing import cluster_main, run_main
 
-from dataflow.flow import build_flow, wait_for_model
+from dataflow.flow import build_flow, tune_gc, wait_for_model
 from dataflow.kafka_io import wait_for_broker
 from dataflow.recovery import epoch_interval, recovery_config
 from featurestore.catalog import CatalogProvider
@@ -67,6 +67,7 @@ class DataflowThread:
                 self.status = f"waiting for Kafka at {bootstrap}"
                 wait_for_broker(bootstrap, BROKER_WAIT_SECONDS)
                 flow = build_flow(self._settings, self._store, self._catalogs, self._stop)
+                tune_gc()
                 self.running.set()
                 self.status = "running"
                 log.info("dataflow started (%d worker(s))", self._workers)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.operators import StatefulBatchLogic
+from confluent_kafka import Message
 
 from dataflow import metrics
 from dataflow.events import InvalidEvent, ValidEvent, decode, validate
@@ -45,39 +45,32 @@ class Parser:
         self._max_future = settings.max_future_seconds
         self._max_bytes = settings.max_event_bytes
 
-    def parse_batch(
-        self, msgs: list[KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]]
-    ) -> list[Accepted | Rejected]:
-        """One call per batch Bytewax hands over (up to the source's batch size)."""
+    def parse_batch(self, msgs: list[Message]) -> list[Accepted | Rejected]:
+        """One call per batch the source hands over (up to its batch size)."""
         metrics.SOURCE_BATCH_MESSAGES.observe(len(msgs))
         metrics.EVENTS_IN.inc(len(msgs))
         one = self._parse
         return [one(m) for m in msgs]
 
-    def __call__(
-        self, msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]
-    ) -> Accepted | Rejected:
+    def __call__(self, msg: Message) -> Accepted | Rejected:
         metrics.EVENTS_IN.inc()
         return self._parse(msg)
 
-    def _parse(
-        self, msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]
-    ) -> Accepted | Rejected:
-        if isinstance(msg, KafkaError):
-            m = msg.msg
+    def _parse(self, msg: Message) -> Accepted | Rejected:
+        raw = msg.value()
+        err = msg.error()
+        if err is not None:
             return Rejected(
-                m.key,
-                m.value,
-                f"kafka error: {msg.err}",
+                msg.key(),
+                raw,
+                f"kafka error: {err}",
                 "kafka_error",
-                m.topic,
-                m.partition,
-                m.offset,
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
             )
-        raw = msg.value
-        kafka_ts = (
-            msg.timestamp[1] / 1000.0 if msg.timestamp and msg.timestamp[1] > 0 else time.time()
-        )
+        ts_ms = msg.timestamp()[1]
+        kafka_ts = ts_ms / 1000.0 if ts_ms > 0 else time.time()
         try:
             if not raw:
                 raise InvalidEvent("empty message", "empty")
@@ -87,9 +80,10 @@ class Parser:
                 )
             event = validate(decode(raw), self._types, time.time(), self._max_future, kafka_ts)
         except InvalidEvent as e:
-            return Rejected(msg.key, raw, str(e), e.kind, msg.topic, msg.partition, msg.offset)
-        assert msg.partition is not None and msg.offset is not None
-        return Accepted(event, msg.partition, msg.offset, kafka_ts)
+            return Rejected(
+                msg.key(), raw, str(e), e.kind, msg.topic(), msg.partition(), msg.offset()
+            )
+        return Accepted(event, msg.partition(), msg.offset(), kafka_ts)
 
 
 class UserFolder:

@@ -61,7 +61,7 @@ from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 from tqdm import tqdm
 
-from dataflow.flow import build_flow
+from dataflow.flow import build_flow, tune_gc
 from dataflow.kafka_io import StoppableKafkaSource, ensure_app_topics
 from dataflow.recovery import recovery_config
 from dataflow.steps import Accepted, Parser
@@ -247,7 +247,8 @@ def ceiling_flow(
     stop = threading.Event()
     flow = Dataflow("bench_ceiling")
     messages = op.input("events", flow, StoppableKafkaSource(settings, stop))
-    op.output("count", op.map("parse", messages, Parser(settings)), sink)
+    op.output("count", op.flat_map_batch("parse", messages, Parser(settings).parse_batch), sink)
+    tune_gc()  # both flows run as the product does
     runner = FlowRunner(flow, stop, opts).start()
     try:
         yield sink, runner
@@ -373,6 +374,7 @@ def product_flow(
         store.watch(expected)
         stop = threading.Event()
         flow = build_flow(settings, store, catalogs, stop)
+        tune_gc()  # as DataflowThread and dataflow.run do
         recovery = recovery_config(settings) if opts.recovery else None
         runner = FlowRunner(flow, stop, opts, profile, recovery).start()
         yield store, runner
