@@ -51,6 +51,10 @@ CONSUMER_LAG = Gauge(
     "Messages on the broker not yet read by the dataflow (librdkafka stats, every 1 s)",
     ["topic", "partition"],
 )
+USERS_MIGRATED = Counter(
+    "recsys_users_migrated_total",
+    "Users moved to a new model's item space without an event (model switch)",
+)
 STATE_KEYS = Gauge("recsys_state_keys", "Keys held in the dataflow's memory", ["step"])
 STATE_EXPIRED = Counter(
     "recsys_state_expired_total", "Keys dropped from memory after the idle TTL", ["step"]

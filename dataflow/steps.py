@@ -96,12 +96,26 @@ class UserFolder:
         self.live = 0
         """Users held in memory by this flow's fold (the TTL bounds it)."""
         self.metrics = metrics.StepMetrics("user")
+        self.check_every: float | None = settings.model_migrate_seconds
+        """How often each held user checks for a new model version."""
 
     def load(self, first: Accepted) -> UserState:
         # First sight in this run (or after the state expired): continue from the stored
         # features, so restarts and replays neither reset a user nor count events twice.
         user_id = first.event.user_id
         return self._store.read_user_state(user_id) or UserState(user_id)
+
+    def migrate(self, state: UserState) -> bool:
+        """Move a user to the active model's item space if it changed; True if it did.
+
+        Called on a timer for every user held in memory, so a model switch reaches them
+        without waiting for their next event."""
+        catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
+        if catalog is None or state.model_version == catalog.version:
+            return False
+        rebuild_vector(state, catalog.vector, self._params, catalog.version)
+        metrics.USERS_MIGRATED.inc()
+        return True
 
     def fold(self, state: UserState, batch: list[Accepted]) -> bool:
         """Apply ``batch`` (one user's events, in partition order) to ``state`` in place.
@@ -151,10 +165,14 @@ class TrendFolder:
         self._weights = dict(settings.event_weights)
         self.live = 0
         self.metrics = metrics.StepMetrics("item")
+        self.check_every: float | None = None
 
     def load(self, first: Accepted) -> Trend:
         item_id = first.event.item_id
         return self._store.read_trends([item_id]).get(item_id) or Trend(item_id, 0.0, -math.inf)
+
+    def migrate(self, t: Trend) -> bool:
+        return False  # counts do not live in an item space
 
     def fold(self, t: Trend, batch: list[Accepted]) -> bool:
         applied = False
@@ -200,6 +218,8 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
         self._expires = time.time() + ttl
         self._next_emit = 0.0
         self._pending = False
+        every = folder.check_every
+        self._check_at = math.inf if every is None else time.time() + every
         folder.live += 1
         folder.metrics.keys.inc()
 
@@ -228,6 +248,12 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
 
     def on_notify(self) -> tuple[list[S], bool]:
         now = time.time()
+        every = self._folder.check_every
+        if every is not None and now >= self._check_at:
+            self._check_at = now + every
+            if self._state is not None and self._folder.migrate(self._state):
+                self._pending = True
+                self._next_emit = 0.0
         if self._pending and now >= self._next_emit:
             self._pending = False
             self._next_emit = now + self._emit_every
@@ -238,7 +264,9 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
         return [], StatefulBatchLogic.DISCARD
 
     def notify_at(self) -> datetime:
-        at = min(self._expires, self._next_emit) if self._pending else self._expires
+        at = min(self._expires, self._check_at)
+        if self._pending:
+            at = min(at, self._next_emit)
         return datetime.fromtimestamp(at, tz=UTC)
 
     def snapshot(self) -> bytes:

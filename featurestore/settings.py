@@ -149,6 +149,12 @@ class Settings(BaseSettings):
         description="An item's trending count is written at most this often (hours-long "
         "half-life: a second's delay does not matter, the writes do).",
     )
+    model_migrate_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="After a model switch, users held by the dataflow move to the new item "
+        "space within this time, event or not (others move at their next event or read).",
+    )
     exit_at_end: bool = Field(
         False,
         description="Stop the dataflow once every partition is read to its end (backfills, "

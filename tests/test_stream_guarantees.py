@@ -311,3 +311,40 @@ def test_recovery_is_on_by_default_and_initialised(make_settings):
         "part-0.sqlite3"
     ]
     assert recovery_config(settings) is not None  # a second start reuses them
+
+
+def test_model_switch_moves_every_held_user_without_new_events(broker, make_settings):
+    """Publishing a new version moves every user the flow holds to the new item space,
+    with no event from them: none stays on the old version."""
+    settings = make_settings(broker, model_migrate_seconds=0.3)
+    store = FeatureStore.open(settings)
+    publish(store, "v1", n=ITEMS, dim=8)
+    flow = DataflowThread(settings, store, store.catalog_provider()).start()
+    try:
+        wait_for(flow.running.is_set)
+        events = stream(300, users=25, seed=4)
+        produce(settings, events)
+        users = sorted({e["user_id"] for e in events})
+        wait_for(lambda: sum(s.event_count for s in store.read_user_states(users).values()) == 300)
+        _, _, v2, _ = publish(store, "v2", n=ITEMS, dim=8, seed=5)
+        states = wait_for(
+            lambda: (
+                (got := store.read_user_states(users))
+                and all(s.model_version == "v2" for s in got.values())
+                and got
+            ),
+            timeout=10,
+        )
+        params = FoldParams.from_settings(settings)
+        for s in states.values():  # rebuilt from the recent items, in v2's space
+            expected = sum(
+                params.weights[r.event_type]
+                * 2.0 ** (-(s.last_ts - r.ts) / params.half_life)
+                * v2[int(r.item_id[1:])]
+                for r in s.recent
+            )
+            np.testing.assert_allclose(s.vector, expected, rtol=1e-4, atol=1e-5)
+            assert s.event_count == sum(e["user_id"] == s.user_id for e in events)
+    finally:
+        flow.stop()
+        store.close()
