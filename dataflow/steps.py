@@ -7,12 +7,13 @@ Each is a thin shell around the pure maths in ``dataflow.fold`` and
 from __future__ import annotations
 
 import math
-import pickle
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import msgspec
+import numpy as np
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Message
 
@@ -21,7 +22,7 @@ from dataflow.events import InvalidEvent, ValidEvent, decode, validate
 from dataflow.fold import FoldParams, decayed_add, fold_event, rebuild_vector
 from dataflow.kafka_io import Rejected
 from featurestore.catalog import CatalogProvider
-from featurestore.schemas import UserState
+from featurestore.schemas import RecentItem, UserState
 from featurestore.settings import Settings
 from featurestore.store import FeatureStore, Trend
 
@@ -105,6 +106,48 @@ class UserFolder:
         user_id = first.event.user_id
         return self._store.read_user_state(user_id) or UserState(user_id)
 
+    @staticmethod
+    def encode(s: UserState) -> bytes:
+        """The recovery snapshot: ~1.5 us (pickle ~25 us, deepcopy ~120 us)."""
+        return _pack(
+            (
+                s.user_id,
+                None if s.vector is None else s.vector.tobytes(),
+                s.mass,
+                s.last_ts,
+                s.categories,
+                [(r.item_id, r.ts, r.event_type) for r in s.recent],
+                s.session_id,
+                s.session_start,
+                s.session_events,
+                s.event_count,
+                s.unknown_items,
+                s.model_version,
+                s.offsets,
+            )
+        )
+
+    @staticmethod
+    def decode(b: bytes) -> UserState:
+        u, vec, mass, last, cats, recent, sid, sstart, sev, n, unknown, version, offs = (
+            _unpack_user(b)
+        )
+        return UserState(
+            u,
+            None if vec is None else np.frombuffer(vec, dtype=np.float32).copy(),
+            mass,
+            last,
+            cats,
+            [RecentItem(i, t, e) for i, t, e in recent],
+            sid,
+            sstart,
+            sev,
+            n,
+            unknown,
+            version,
+            offs,
+        )
+
     def migrate(self, state: UserState) -> bool:
         """Move a user to the active model's item space if it changed; True if it did.
 
@@ -171,6 +214,14 @@ class TrendFolder:
         item_id = first.event.item_id
         return self._store.read_trends([item_id]).get(item_id) or Trend(item_id, 0.0, -math.inf)
 
+    @staticmethod
+    def encode(t: Trend) -> bytes:
+        return _pack((t.item_id, t.score, t.ts, t.offsets))
+
+    @staticmethod
+    def decode(b: bytes) -> Trend:
+        return Trend(*_unpack_trend(b))
+
     def migrate(self, t: Trend) -> bool:
         return False  # counts do not live in an item space
 
@@ -191,6 +242,26 @@ class TrendFolder:
 
 S = TypeVar("S", UserState, Trend)
 
+_pack = msgspec.msgpack.Encoder().encode
+_unpack_user = msgspec.msgpack.Decoder(
+    tuple[
+        str,
+        bytes | None,
+        float,
+        float,
+        dict[str, float],
+        list[tuple[str, float, str]],
+        str | None,
+        float,
+        int,
+        int,
+        int,
+        str | None,
+        dict[int, int],
+    ]
+).decode
+_unpack_trend = msgspec.msgpack.Decoder(tuple[str, float, float, dict[int, int]]).decode
+
 
 class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
     """Bytewax logic for one key: fold each micro-batch, emit the new state, forget the
@@ -199,8 +270,10 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
     Emitting once per batch coalesces a user's burst into one store write; with
     ``emit_every`` > 0 (trends) a key is emitted at most that often, the last change
     then by a timer, so a hot item is not rewritten on every batch. The snapshot Bytewax
-    takes at each epoch close (for recovery) is the state pickled: immutable and ~5x
-    cheaper than the deep copy ``stateful_flat_map`` makes. A forgotten key's features
+    takes at each epoch close (for recovery) is the state packed by ``folder.encode``:
+    immutable, and ~80x cheaper than the deep copy ``stateful_flat_map`` makes. Each held
+    key also wakes every ``folder.check_every`` seconds (users: to follow a model
+    switch). A forgotten key's features
     stay in the store; its next event reads them back (``folder.load``).
     """
 
@@ -214,7 +287,7 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
         self._folder = folder
         self._ttl = ttl
         self._emit_every = emit_every
-        self._state: Any = None if resume is None else pickle.loads(resume)
+        self._state: Any = None if resume is None else folder.decode(resume)
         self._expires = time.time() + ttl
         self._next_emit = 0.0
         self._pending = False
@@ -270,7 +343,7 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
         return datetime.fromtimestamp(at, tz=UTC)
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self._state, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._folder.encode(self._state)
 
     def _forget(self) -> None:
         self._folder.live -= 1

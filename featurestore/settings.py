@@ -150,10 +150,11 @@ class Settings(BaseSettings):
         "half-life: a second's delay does not matter, the writes do).",
     )
     model_migrate_seconds: float = Field(
-        5.0,
+        60.0,
         gt=0,
         description="After a model switch, users held by the dataflow move to the new item "
-        "space within this time, event or not (others move at their next event or read).",
+        "space within this time, event or not (others move at their next event or read). "
+        "Each held user wakes once per interval to check: keep it well above a second.",
     )
     exit_at_end: bool = Field(
         False,

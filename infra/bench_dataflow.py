@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import http.client
 import io
 import json
 import os
@@ -42,6 +43,7 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -570,6 +572,184 @@ def measure_freshness(
     )
 
 
+# --- (d) freshness through the API -------------------------------------------------------
+
+
+API_TOPIC = "bench.api-events"
+API_SAMPLE = 25
+"""Every 25th user is polled through GET /users/{id}: one request in flight at a time."""
+
+
+class ApiServer:
+    """``python -m api.serve`` (API + in-process dataflow on the embedded store), as the
+    product runs, on its own topic so that it starts caught up."""
+
+    def __init__(self, settings: Settings, state_dir: Path, log: Path) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+            "RECSYS_STATE_DIR": str(state_dir),
+            "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "RECSYS_EVENTS_TOPIC": settings.events_topic,
+            "RECSYS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            "RECSYS_API_HOST": "127.0.0.1",
+            "RECSYS_API_PORT": str(self.port),
+            "RECSYS_AUTO_PUBLISH_LATEST": "false",
+        }
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.serve"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            self.conn.request("GET", path)
+            r = self.conn.getresponse()
+            return r.status, r.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            raise
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"api.serve exited with {self.proc.returncode}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("api.serve was not ready in time")
+
+    def event_count(self, user: str) -> int:
+        status, body = self.get(f"/users/{user}")
+        return int(json.loads(body).get("event_count", 0)) if status == 200 else 0
+
+    def stop(self) -> None:
+        self.conn.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def measure_api_freshness(
+    base: Settings, world: World, tmp: Path, rate: float, duration: float, seed: int
+) -> Freshness:
+    """Produce one event per new user at ``rate``; a sample of them is polled through
+    GET /users/{id} of a separate ``api.serve`` process until it shows the event."""
+    settings = base.model_copy(
+        update={"events_topic": API_TOPIC, "dead_letter_topic": f"{API_TOPIC}.dlq"}
+    )
+    ensure_app_topics(settings)
+    state_dir = tmp / "api-state"
+    init = base.model_copy(update={"state_dir": state_dir, "store_path": state_dir / "qdrant"})
+    store = FeatureStore.open(init)
+    world.publish(store, VERSION, with_profiles=False)
+    store.close()
+    server = ApiServer(settings, state_dir, tmp / "api-serve.log")
+    poll_cpu = [0.0]
+    try:
+        server.wait_ready()
+        producer = Producer(producer_config(settings.kafka_bootstrap_servers, **{"linger.ms": 1}))
+        # warm up: the flow is consuming once a first event shows
+        producer.produce(API_TOPIC, _fresh_event("warm-0", "i0", 0), b"warm-0")
+        producer.flush(10)
+        deadline = time.monotonic() + 60
+        while server.event_count("warm-0") < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the API's dataflow never folded the warm-up event")
+            time.sleep(0.05)
+        time.sleep(1.0)
+
+        n = max(2, int(rate * duration))
+        rng = random.Random(seed)
+        users = [f"api{k}" for k in range(n)]
+        items = [f"i{rng.randrange(world.cfg.items)}" for _ in range(n)]
+        sent: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        pending: list[str] = []
+        lock = threading.Lock()
+        producing = threading.Event()
+        producing.set()
+
+        def poll() -> None:
+            t0 = time.thread_time()
+            while producing.is_set() or pending:
+                with lock:
+                    todo = list(pending)
+                for u in todo:
+                    if server.event_count(u) >= 1:
+                        now = time.perf_counter()
+                        with lock:
+                            seen[u] = now
+                            pending.remove(u)
+                if not todo:
+                    time.sleep(0.0005)
+            poll_cpu[0] = time.thread_time() - t0
+
+        poller = threading.Thread(target=poll, name="bench-api-poll", daemon=True)
+        poller.start()
+        c0 = cpu_seconds(), time.perf_counter(), server_cpu(server.proc.pid)
+        start = time.perf_counter()
+        try:
+            for k in range(n):
+                due = start + k / rate
+                while (now := time.perf_counter()) < due:
+                    time.sleep(min(due - now, 0.002))
+                u = users[k]
+                t = time.perf_counter()
+                if k % API_SAMPLE == 0:
+                    with lock:
+                        sent[u] = t
+                        pending.append(u)
+                producer.produce(API_TOPIC, _fresh_event(u, items[k], k), u.encode())
+                producer.poll(0)
+            last_sent = time.perf_counter()
+            producer.flush(10)
+            deadline = time.monotonic() + 30
+            while pending and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            producing.clear()
+            poller.join(35)
+        elapsed = time.perf_counter() - c0[1]
+        server_cores = (server_cpu(server.proc.pid) - c0[2]) / elapsed
+        ms = _pcts([seen[u] - sent[u] for u in sent if u in seen])
+        return Freshness(
+            flow="api",
+            offered_rate=rate,
+            achieved_rate=round((n - 1) / (last_sent - start), 1),
+            events=n,
+            arrived=len(seen),
+            arrive_ms=ms,
+            poll_ms=ms,
+            poller_cpu_share=round(poll_cpu[0] / elapsed, 3),
+            idle_cores=(0.0, 0.0),
+            busy_cores=(round(server_cores, 2), 0.0),
+        )
+    finally:
+        server.stop()
+
+
+def _fresh_event(user: str, item: str, k: int) -> bytes:
+    return (
+        f'{{"event_type":"view","user_id":"{user}","item_id":"{item}",'
+        f'"timestamp":"{iso(time.time())}","session_id":"fresh-{k}"}}'
+    ).encode()
+
+
+def server_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --- reporting ----------------------------------------------------------------------------
 
 
@@ -614,6 +794,22 @@ def print_table(results: list[RunResult]) -> dict[str, float]:
 
 
 def print_freshness(f: Freshness) -> None:
+    if f.flow == "api":
+        a = f.arrive_ms
+        print(
+            f"\nfreshness through the API (api.serve: API + in-process dataflow): {f.events:,} "
+            f"events for new users, offered {f.offered_rate:,.0f}/s, sent "
+            f"{f.achieved_rate:,.0f}/s; 1 in {API_SAMPLE} polled, {f.arrived:,} seen"
+        )
+        print(
+            f"  produce -> {'GET /users/{id} shows it:':<34} p50 {a['p50']:>7} ms  "
+            f"p99 {a['p99']:>7} ms  max {a['max']:>7} ms"
+        )
+        print(
+            f"  server CPU {f.busy_cores[0]:.2f} cores; polling thread "
+            f"{f.poller_cpu_share:.0%} of a core"
+        )
+        return
     how = " (with the polling reader)" if f.poll_ms is not None else ""
     print(
         f"\nfreshness, {f.flow} flow{how}: {f.events:,} events for distinct new users, offered "
@@ -686,6 +882,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--workers", default="1,2", help="worker counts to measure (one process), e.g. 1,2"
+    )
+    p.add_argument(
+        "--no-api",
+        dest="api",
+        action="store_false",
+        help="skip the freshness run through GET /users/{id} of api.serve",
     )
     p.add_argument(
         "--no-recovery", action="store_true", help="experiment: product without Bytewax recovery"
@@ -794,6 +996,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         sink.watching.update,
                     ),
                 )
+        if n_fresh and args.api:
+            fresh.append(
+                measure_api_freshness(base, world, tmp, args.rate, args.duration, args.seed + 3)
+            )
         summary = print_table(results)
         for f in fresh:
             print_freshness(f)
