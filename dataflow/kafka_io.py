@@ -96,7 +96,7 @@ class _Partition(StatefulSourcePartition[Message, int]):
     def next_batch(self) -> list[Message]:
         if self._eof or self._stop.is_set():
             raise StopIteration
-        msgs = self._consumer.consume(self._batch_size, 0.001)
+        msgs = self._consumer.consume(self._batch_size, 0)
         if msgs:
             if any(_is_eof(m) for m in msgs):
                 self._eof = True  # only reported when the source does not tail

@@ -193,9 +193,10 @@ class UserFolder:
             fold_event(state, ev, vector, categories, params)
             offsets[acc.partition] = acc.offset
             applied += 1
-            metrics.FOLD_LAG.observe(max(0.0, now - acc.kafka_ts))
         if applied:
             metrics.EVENTS_FOLDED.inc(applied)
+            # per user batch, its oldest event (a histogram per event cost ~3 % of the flow)
+            metrics.FOLD_LAG.observe(max(0.0, now - batch[0].kafka_ts))
         return applied > 0
 
 
@@ -306,11 +307,15 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
             state = self._state = self._folder.load(values[0])
         now = time.time()
         self._expires = now + self._ttl
-        t0 = time.perf_counter()
-        changed = self._folder.fold(state, values)
         m = self._folder.metrics
-        m.fold_seconds.observe(time.perf_counter() - t0)
-        m.batch_events.observe(len(values))
+        m.batches += 1
+        if m.batches % m.SAMPLE:
+            changed = self._folder.fold(state, values)
+        else:  # timings and sizes of one batch in SAMPLE: the histograms cost ~5 % each
+            t0 = time.perf_counter()
+            changed = self._folder.fold(state, values)
+            m.fold_seconds.observe(time.perf_counter() - t0)
+            m.batch_events.observe(len(values))
         if not changed:
             return [], StatefulBatchLogic.RETAIN
         if now < self._next_emit:
