@@ -54,10 +54,10 @@ broker:
 
 # both benchmarks with modest defaults (about 4 minutes on 2 cores): dataflow, then API
 bench:
-    python -m infra.bench_dataflow --events 200000 --repeat 3 --duration 10
+    python -m infra.bench_dataflow --events 1000000 --repeat 2 --duration 10
     python -m infra.bench_api --concurrency 1,8,32 --repeat 3 --duration 4
 
-# dataflow events/s vs a no-op Bytewax flow, then freshness: just bench-dataflow --events 500000 --rate 1000
+# dataflow events/s (1 and 2 workers) vs a no-op Bytewax flow, then freshness at 5k/s: just bench-dataflow --events 200000 --workers 1
 bench-dataflow *ARGS:
     python -m infra.bench_dataflow {{ARGS}}
 

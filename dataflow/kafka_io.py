@@ -159,6 +159,9 @@ def consumer_config(settings: Settings) -> dict[str, str]:
     config = {
         "fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms),
         "fetch.error.backoff.ms": "50",
+        # A recovered position beyond the end of the partition (the topic was recreated)
+        # restarts where the start policy says, never silently at the end.
+        "auto.offset.reset": "earliest" if settings.start_offset == "earliest" else "latest",
     }
     return config | {k: str(v) for k, v in settings.kafka_consumer_config.items()}
 

@@ -1,31 +1,37 @@
 """`just bench-dataflow`: how fast the dataflow folds a Kafka topic into the store, and how
 fresh a new event is once it has caught up.
 
-    python -m infra.bench_dataflow [--events 200000] [--repeat 3] [--rate 2000] [--duration 10]
+    python -m infra.bench_dataflow [--events 1000000] [--repeat 2] [--workers 1,2]
+                                   [--rate 5000] [--duration 10] [--no-api]
 
 One run, on a dev broker (tansu, in memory) started on a free port and stopped at the end:
 
 1. produces E synthetic events (``infra.synthetic``) to a 4-partition topic;
-2. (a) ceiling: a no-op flow (the product's ``StoppableKafkaSource`` and ``Parser`` into a
-   counting sink) reads the whole topic; (b) product: ``dataflow.flow.build_flow`` with an
-   embedded store holding the synthetic model reads the same topic from the beginning,
-   until every user's ``event_count`` in the store equals what was produced. Each is
-   timed from ``run_main`` start, so both include Kafka start-up; the two alternate,
-   ``--repeat`` times each, and the medians and their ratio are reported;
-3. (c) freshness: with the last flow of each kind caught up, one event per new, distinct
-   user is produced at a steady rate (``--rate`` for ``--duration`` s). Product, twice:
-   produce -> the sink's store write returned (noted by the store, nothing else running),
-   then the same plus a thread polling ``store.read_user_states`` for the pending users
-   (what a reader sees; the poller costs CPU and GIL time the flow then lacks, so that
-   run is slower). Ceiling: produce -> the event reached the counting sink, i.e. what
-   Kafka (here the dev broker) and Bytewax alone cost.
+2. for each worker count W (one process, ``cluster_main``): (a) ceiling: a no-op flow
+   (the product's ``StoppableKafkaSource`` and ``Parser`` into a counting sink) reads the
+   whole topic; (b) product: ``dataflow.flow.build_flow`` with an embedded store holding
+   the synthetic model and Bytewax recovery on (as it ships) reads the same topic from
+   the beginning, until every user's ``event_count`` in the store equals what was
+   produced. Each is timed from flow start, so both include Kafka start-up; they
+   alternate, ``--repeat`` times, and the medians and their ratio are reported;
+3. (c) freshness: with the last 1-worker flow of each kind caught up, one event per new,
+   distinct user is produced at a steady rate (``--rate`` for ``--duration`` s). Product,
+   twice: produce -> the sink's store write returned (noted by the store, nothing else
+   running), then the same plus a thread polling ``store.read_user_states`` for every
+   10th user (what a reader sees; the poller costs the flow GIL time). Ceiling: produce
+   -> the event reached the counting sink, i.e. what Kafka (here the dev broker) and
+   Bytewax alone cost;
+4. (d) freshness through the API: ``python -m api.serve`` (API + in-process dataflow on
+   its own embedded store, as ``just serve`` runs) on a fresh topic; the same load, and
+   every 25th user is polled through ``GET /users/{id}`` until it shows the event.
 
 Completion of (b) is detected without extra reads: the store handed to the flow notes when
 each user's write carrying their final count returned (a dict lookup per written state);
-the counts are then verified by reading every user back.
+the counts are then verified by reading every user back. Both flows run with the
+product's interpreter settings (``dataflow.flow.tune_gc``) and epoch length.
 
-``--epoch-s`` changes Bytewax's epoch interval for both flows: an experiment, not what
-the product ships.
+``--epoch-s`` overrides the epoch interval (``RECSYS_EPOCH_SECONDS``) for both flows, and
+``--no-recovery`` runs the product without recovery: experiments, not what ships.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -65,7 +71,7 @@ from tqdm import tqdm
 
 from dataflow.flow import build_flow, tune_gc
 from dataflow.kafka_io import StoppableKafkaSource, ensure_app_topics
-from dataflow.recovery import recovery_config
+from dataflow.recovery import epoch_interval, recovery_config
 from dataflow.steps import Accepted, Parser
 from featurestore.schemas import UserState, iso
 from featurestore.settings import Settings
@@ -253,6 +259,7 @@ def ceiling_flow(
     messages = op.input("events", flow, StoppableKafkaSource(settings, stop))
     op.output("count", op.flat_map_batch("parse", messages, Parser(settings).parse_batch), sink)
     tune_gc()  # both flows run as the product does
+    opts = replace(opts, epoch=opts.epoch or epoch_interval(settings))
     runner = FlowRunner(flow, stop, opts).start()
     try:
         yield sink, runner
@@ -380,6 +387,7 @@ def product_flow(
         flow = build_flow(settings, store, catalogs, stop)
         tune_gc()  # as DataflowThread and dataflow.run do
         recovery = recovery_config(settings) if opts.recovery else None
+        opts = replace(opts, epoch=opts.epoch or epoch_interval(settings))  # as the product
         runner = FlowRunner(flow, stop, opts, profile, recovery).start()
         yield store, runner
     finally:
@@ -859,19 +867,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m infra.bench_dataflow", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--items", type=int, default=2_000)
     p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--rate", type=float, default=2_000.0, help="freshness: offered events/s")
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--rate", type=float, default=5_000.0, help="freshness: offered events/s")
     p.add_argument(
         "--duration", type=float, default=10.0, help="freshness: seconds of load (0: skip)"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600.0, help="per run")
     p.add_argument(
-        "--epoch-s", type=float, help="experiment: Bytewax epoch interval (default 10 s)"
+        "--epoch-s",
+        type=float,
+        help="experiment: Bytewax epoch interval (default: RECSYS_EPOCH_SECONDS, 5 s)",
     )
     p.add_argument(
         "--profile",
