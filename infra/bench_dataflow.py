@@ -758,6 +758,69 @@ def server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def measure_all_freshness(
+    base: Settings, world: World, tmp: Path, args: argparse.Namespace, epoch: timedelta | None
+) -> list[Freshness]:
+    """Each freshness round on its own new dev broker, flow and topic.
+
+    The dev broker keeps each partition as a list of record batches, and a fetch costs
+    more the more batches precede it: a topic fed at 5k events/s with ``linger.ms`` 1
+    (thousands of tiny batches) made successive rounds on one broker slower and slower
+    (ceiling p50 10 -> 112 -> 143 ms, broker 0.8 -> 1.3 cores). A Kafka broker finds an
+    offset through its index; a fresh broker per round keeps that artefact out.
+    """
+    out: list[Freshness] = []
+    kinds = ["ceiling", "product", "product+poll"] + (["api"] if args.api else [])
+    for k, kind in enumerate(kinds):
+        with DevBroker(free_port(), log_path=tmp / f"broker-fresh-{k}.log") as fb:
+            b = base.model_copy(update={"kafka_bootstrap_servers": fb.bootstrap})
+            ensure_app_topics(b)
+            assert fb.proc is not None
+            clock = CpuClock(fb.proc.pid)
+            first_user = args.users + 10 * k * int(args.rate * args.duration)
+            if kind == "api":
+                out.append(
+                    measure_api_freshness(b, world, tmp, args.rate, args.duration, args.seed + k)
+                )
+            elif kind == "ceiling":
+                with ceiling_flow(b, 10**12, FlowOptions(epoch)) as (sink, runner):
+                    out.append(
+                        measure_freshness(
+                            kind,
+                            b,
+                            runner,
+                            world,
+                            clock,
+                            args.rate,
+                            args.duration,
+                            first_user,
+                            args.seed + k,
+                            sink.arrived,
+                            sink.watching.update,
+                        )
+                    )
+            else:
+                popts = FlowOptions(epoch, 1, recovery=not args.no_recovery)
+                with product_flow(b, world, {}, tmp / f"fresh-{k}", popts) as (store, runner):
+                    out.append(
+                        measure_freshness(
+                            "product",
+                            b,
+                            runner,
+                            world,
+                            clock,
+                            args.rate,
+                            args.duration,
+                            first_user,
+                            args.seed + k,
+                            store.reached,
+                            lambda us, st=store: st.watch({u: 1 for u in us}),
+                            store if kind == "product+poll" else None,
+                        )
+                    )
+    return out
+
+
 # --- reporting ----------------------------------------------------------------------------
 
 
@@ -945,7 +1008,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_fresh = max(2, int(args.rate * args.duration)) if args.duration > 0 else 0
         for i in range(args.repeat):
             for w in worker_counts:
-                last = i == args.repeat - 1 and w == worker_counts[0]
                 copts = FlowOptions(epoch, w)
                 popts = FlowOptions(epoch, w, recovery=not args.no_recovery)
                 t0 = clock.now()
@@ -965,51 +1027,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "in the store",
                         flush=True,
                     )
-                    if n_fresh and last:
-                        # Twice: the sink hook alone (cheap), then with the polling reader too
-                        # (what a client sees, but the poller competes with the flow for the GIL).
-                        for k, poll in enumerate((False, True)):
-                            fresh.append(
-                                measure_freshness(
-                                    "product",
-                                    base,
-                                    runner,
-                                    world,
-                                    clock,
-                                    args.rate,
-                                    args.duration,
-                                    args.users + k * n_fresh,
-                                    args.seed + k,
-                                    store.reached,
-                                    lambda us: store.watch({u: 1 for u in us}),
-                                    store if poll else None,
-                                )
-                            )
         if n_fresh:
-            # Last, so that no measured run reads these extra events; it first catches up
-            # on the topic (including the product's freshness events), then idles.
-            with ceiling_flow(base, n + 2 * n_fresh, opts) as (sink, runner):
-                wait_ceiling(sink, runner, args.timeout, clock, clock.now())
-                fresh.insert(
-                    0,
-                    measure_freshness(
-                        "ceiling",
-                        base,
-                        runner,
-                        world,
-                        clock,
-                        args.rate,
-                        args.duration,
-                        args.users + 2 * n_fresh,
-                        args.seed + 2,
-                        sink.arrived,
-                        sink.watching.update,
-                    ),
-                )
-        if n_fresh and args.api:
-            fresh.append(
-                measure_api_freshness(base, world, tmp, args.rate, args.duration, args.seed + 3)
-            )
+            fresh = measure_all_freshness(base, world, tmp, args, epoch)
         summary = print_table(results)
         for f in fresh:
             print_freshness(f)
