@@ -52,7 +52,7 @@ broker:
 
 # --- bench ----------------------------------------------------------------------------
 
-# both benchmarks with modest defaults (about 4 minutes on 2 cores): dataflow, then API
+# both benchmarks with modest defaults (about 6 minutes on 2 cores): dataflow, then API
 bench:
     python -m infra.bench_dataflow --events 1000000 --repeat 2 --duration 10
     python -m infra.bench_api --concurrency 1,8,32 --repeat 3 --duration 4

@@ -4,8 +4,9 @@ At each epoch close Bytewax writes every touched key's snapshot and each partiti
 next offset to SQLite partitions under ``settings.recovery_dir``. A restarted flow
 resumes from the last complete epoch: its state and its input position agree, so each
 event after that point is folded exactly once more into state that had not seen it.
-Store writes made after that epoch are overwritten with the same values (see
-``docs/benchmarks.md`` *Exactly-once*).
+Store writes made after that epoch are overwritten with the same values, and a user read
+back from the store skips the offsets it already applied (README, *Crashes, restarts,
+scale-out*; ``tests/test_stream_guarantees.py``).
 """
 
 from __future__ import annotations
