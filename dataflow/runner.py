@@ -89,6 +89,11 @@ class DataflowThread:
                 self.running.clear()
             self._stop.wait(pause)
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the flow to end by itself (``exit_at_end``); True if it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
