@@ -52,16 +52,16 @@ broker:
 
 # --- bench ----------------------------------------------------------------------------
 
-# both benchmarks with modest defaults (about 6 minutes on 2 cores): dataflow, then API
+# both benchmarks with modest defaults (about 15 minutes on 2 cores): dataflow, then API
 bench:
     python -m infra.bench_dataflow --events 1000000 --repeat 2 --duration 10
-    python -m infra.bench_api --concurrency 1,8,32 --repeat 3 --duration 4
+    python -m infra.bench_api --repeat 3 --duration 8
 
 # dataflow events/s (1 and 2 workers) vs a no-op Bytewax flow, then freshness at 5k/s: just bench-dataflow --events 200000 --workers 1
 bench-dataflow *ARGS:
     python -m infra.bench_dataflow {{ARGS}}
 
-# the service under closed-loop load, recommendations vs healthz: just bench-api --concurrency 1,16
+# the service under wrk at fixed offered loads and at peak, recommendations vs healthz (100k items/users): just bench-api --rates 500
 bench-api *ARGS:
     python -m infra.bench_api {{ARGS}}
 

@@ -13,14 +13,19 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field
 
+from api.impressions import ImpressionLog
 from api.model_watch import check_once, watch
+from api.model_watch import refresh as refresh_catalog
+from api.observability import RequestContext
 from api.producer import EventProducer, ProducerUnavailable
 from api.responses import (
     EventsAccepted,
@@ -31,11 +36,12 @@ from api.responses import (
     Session,
     UserFeatures,
 )
-from api.service import NoModel, Recommender
+from api.security import require_key
+from api.service import NoModel, Recommender, UnknownCategory
 from dataflow.events import EVENT_JSON_SCHEMA, InvalidEvent, decode_many, validate
 from dataflow.fold import mass_at
 from dataflow.runner import DataflowThread
-from featurestore.backend import StoreError
+from featurestore.backend import ItemFilter, StoreError
 from featurestore.catalog import CatalogProvider
 from featurestore.schemas import iso
 from featurestore.settings import Settings, get_settings
@@ -43,21 +49,49 @@ from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1 << 20
 MAX_EVENTS_PER_REQUEST = 1000
+MAX_CATEGORY_CHARS = 100
 
-REQUEST_SECONDS = Histogram(
-    "recsys_http_request_seconds",
-    "HTTP request latency",
-    ["route", "method", "status"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+RECOMMENDATIONS = Counter(
+    "recsys_recommendations_total",
+    "Recommendation responses per strategy, A/B variant and model version served",
+    ["strategy", "variant", "model_version"],
 )
-RECOMMENDATIONS = Counter("recsys_recommendations_total", "Recommendation responses", ["strategy"])
+RECOMMEND_SECONDS = Histogram(
+    "recsys_recommend_seconds",
+    "Time to compute a recommendation (features, ANN, re-rank) per A/B variant",
+    ["variant"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+)
+CANDIDATES = Histogram(
+    "recsys_candidates",
+    "Candidates retrieved before re-ranking, per request",
+    buckets=(0, 10, 25, 50, 100, 200, 300, 500, 1000, 5000),
+)
+RESULT_ITEMS = Histogram(
+    "recsys_recommended_items",
+    "Items returned per response (fewer than k when filters leave too few)",
+    buckets=(0, 1, 5, 10, 20, 50, 100),
+)
 EVENTS_ACCEPTED = Counter("recsys_api_events_accepted_total", "Events accepted by POST /events")
 EVENTS_REJECTED = Counter("recsys_api_events_rejected_total", "Events rejected by POST /events")
 
-UserId = Annotated[str, Path(min_length=1, max_length=256, description="Any user id string")]
-ItemId = Annotated[str, Path(min_length=1, max_length=256)]
+# Ids are any printable string (no control characters), at most 256 characters.
+_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+UserId = Annotated[
+    str, Path(min_length=1, max_length=256, pattern=_ID_PATTERN, description="Any user id string")
+]
+ItemId = Annotated[str, Path(min_length=1, max_length=256, pattern=_ID_PATTERN)]
+Version = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class PublishRequest(BaseModel):
+    version: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="A trained version under the model directory; default: LATEST",
+    )
+    activate: bool = Field(True, description="Make it live once written")
 
 
 @dataclass
@@ -68,6 +102,7 @@ class Context:
     recommender: Recommender
     producer: EventProducer
     dataflow: DataflowThread | None
+    impressions: ImpressionLog | None = None
 
 
 def create_app(settings: Settings | None = None, store: FeatureStore | None = None) -> FastAPI:
@@ -85,8 +120,9 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         if settings.inprocess_dataflow:
             flow = DataflowThread(settings, st, catalogs).start()
         producer = EventProducer(settings)
+        impressions = ImpressionLog(settings).start() if settings.impressions_enabled else None
         app.state.ctx = Context(
-            settings, st, catalogs, Recommender(settings, st, catalogs), producer, flow
+            settings, st, catalogs, Recommender(settings, st, catalogs), producer, flow, impressions
         )
         watcher = asyncio.create_task(watch(settings, st, catalogs))
         log.info(
@@ -103,6 +139,8 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             if flow is not None:
                 await asyncio.to_thread(flow.stop)
             producer.close()
+            if impressions is not None:
+                await asyncio.to_thread(impressions.close)
             if store is None:
                 st.close()
             log.info("stopped cleanly")
@@ -117,15 +155,15 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
     def ctx(request: Request) -> Context:
         return request.app.state.ctx  # type: ignore[no-any-return]
 
-    @app.middleware("http")
-    async def timing(request: Request, call_next):  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        REQUEST_SECONDS.labels(
-            getattr(route, "path", "unmatched"), request.method, str(response.status_code)
-        ).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(
+        RequestContext,
+        max_body=settings.max_request_bytes,
+        log_mode=settings.access_log,
+        slow_ms=settings.access_log_slow_ms,
+    )
+    read_key = [Depends(require_key(settings, "read"))]
+    write_key = [Depends(require_key(settings, "write"))]
+    admin_key = [Depends(require_key(settings, "admin"))]
 
     @app.exception_handler(NoModel)
     async def no_model(_: Request, e: NoModel) -> JSONResponse:
@@ -136,23 +174,100 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         log.error("feature store error: %s", e)
         return JSONResponse({"detail": f"feature store unavailable: {e}"}, status_code=503)
 
+    @app.exception_handler(UnknownCategory)
+    async def unknown_category(_: Request, e: UnknownCategory) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=422)
+
     @app.exception_handler(ProducerUnavailable)
     async def producer_down(_: Request, e: ProducerUnavailable) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=503)
 
-    @app.get("/recommendations/{user_id}", response_model=Recommendations, tags=["recommend"])
-    def recommendations(
+    variant_names = sorted(settings.ranking_variants)
+
+    @app.get(
+        "/recommendations/{user_id}",
+        response_model=Recommendations,
+        response_model_exclude_none=True,
+        tags=["recommend"],
+        dependencies=read_key,
+    )
+    async def recommendations(
         request: Request,
         user_id: UserId,
         k: Annotated[int, Query(ge=1, le=settings.max_k, description="How many items")] = 10,
-    ) -> Recommendations:
+        category: Annotated[
+            list[str] | None,
+            Query(description="Only items in at least one of these categories (repeatable)"),
+        ] = None,
+        exclude_category: Annotated[
+            list[str] | None, Query(description="No items in any of these categories")
+        ] = None,
+        available_only: Annotated[
+            bool, Query(description="Leave out items whose `available` payload is false")
+        ] = True,
+        exclude_seen: Annotated[
+            bool, Query(description="Leave out items the user interacted with")
+        ] = True,
+        explain: Annotated[
+            bool, Query(description="Add each item's score breakdown (ANN, re-rank terms)")
+        ] = False,
+        variant: Annotated[
+            str | None,
+            Query(
+                description=f"Force a ranking variant (default: the user's bucket); one of {variant_names}"
+            ),
+        ] = None,
+    ) -> Response:
         """Top-k items for a user from their real-time and long-term vectors, re-ranked on
-        session features. Unknown users get trending and popular items (cold start)."""
-        result = ctx(request).recommender.recommend(user_id, k)
-        RECOMMENDATIONS.labels(result.strategy).inc()
-        return Recommendations.from_result(result)
+        session features. Unknown users get trending and popular items (cold start).
+        Filters apply inside the ANN search, so they never starve the result."""
+        # Embedded: runs on the event loop, not in the threadpool: the work is ~1 ms of CPU
+        # under the GIL either way, and the hop to a worker thread cost more than it saved
+        # (GIL hand-offs between the loop and the worker; see docs/benchmarks.md).
+        c = ctx(request)
+        if variant is not None and variant not in c.recommender.variants:
+            raise HTTPException(422, f"unknown variant {variant!r}; one of {variant_names}")
+        item_filter = ItemFilter(
+            _categories(category, "category", settings.max_filter_categories),
+            _categories(exclude_category, "exclude_category", settings.max_filter_categories),
+            available_only,
+        )
+        t0 = time.perf_counter()
+        recommend = partial(
+            c.recommender.recommend,
+            user_id,
+            k,
+            item_filter=item_filter,
+            exclude_seen=exclude_seen,
+            variant=variant,
+        )
+        # A Qdrant server answers over the network: wait for it in the threadpool so the
+        # event loop keeps serving other requests meanwhile.
+        result = recommend() if settings.embedded else await run_in_threadpool(recommend)
+        RECOMMEND_SECONDS.labels(result.variant).observe(time.perf_counter() - t0)
+        version = result.catalog.version
+        RECOMMENDATIONS.labels(result.strategy, result.variant, version).inc()
+        CANDIDATES.observe(result.candidates)
+        RESULT_ITEMS.observe(len(result.items))
+        request_id = request.state.request_id
+        if c.impressions is not None:
+            items = result.catalog.items
+            c.impressions.log(
+                request_id,
+                user_id,
+                [items[r.row].item_id for r in result.items],
+                [r.score for r in result.items],
+                version,
+                result.variant,
+                result.strategy,
+            )
+        body = Recommendations.from_result(result, request_id, explain)
+        # Serialised once here: returning the model would make FastAPI validate it again.
+        return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
 
-    @app.get("/users/{user_id}", response_model=UserFeatures, tags=["features"])
+    @app.get(
+        "/users/{user_id}", response_model=UserFeatures, tags=["features"], dependencies=read_key
+    )
     def user_features(request: Request, user_id: UserId) -> UserFeatures:
         """The real-time features the dataflow stored for a user."""
         c = ctx(request)
@@ -208,7 +323,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             has_long_term_profile=has_profile,
         )
 
-    @app.get("/items/{item_id}", response_model=Item, tags=["features"])
+    @app.get("/items/{item_id}", response_model=Item, tags=["features"], dependencies=read_key)
     def item(request: Request, item_id: ItemId) -> Item:
         catalog = ctx(request).recommender.catalog()
         row = catalog.index.get(item_id)
@@ -229,6 +344,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         status_code=202,
         response_model=EventsAccepted,
         tags=["events"],
+        dependencies=write_key,
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -251,12 +367,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         All-or-nothing: if any event is invalid, none is produced and the 422 lists
         every problem with its index. A missing timestamp means "now"."""
         c = ctx(request)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"body larger than {MAX_BODY_BYTES} bytes")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        body = await request.body()  # RequestContext refuses bodies over max_request_bytes
         try:
             events = decode_many(body)
         except InvalidEvent as e:
@@ -306,8 +417,85 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         """Prometheus metrics (API and, when in-process, dataflow)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    # --- admin (needs an admin key) ---------------------------------------------------
+
+    def _models(c: Context) -> dict:  # type: ignore[type-arg]
+        serving = c.catalogs.current
+        return {
+            "active": c.store.active_version(),
+            "serving": serving.version if serving else None,
+            "models": [
+                {
+                    "version": m.version,
+                    "created_at": m.created_at,
+                    "items": m.items,
+                    "profiles": m.profiles,
+                    "metrics": m.metrics,
+                }
+                for m in c.store.list_models()
+            ],
+        }
+
+    @app.get("/admin/models", tags=["admin"], dependencies=admin_key)
+    def admin_models(request: Request) -> dict:  # type: ignore[type-arg]
+        """Published versions, the active one, and the one this process serves."""
+        return _models(ctx(request))
+
+    @app.post("/admin/models/publish", tags=["admin"], dependencies=admin_key)
+    def admin_publish(
+        request: Request, body: Annotated[PublishRequest | None, Body()] = None
+    ) -> dict:  # type: ignore[type-arg]
+        """Write a trained version (default: LATEST in the model directory) to the store
+        beside the live one and, unless activate=false, switch serving to it. Requests in
+        flight finish on the version they started with."""
+        from training.artifacts import latest_version
+        from training.publish import publish_model_dir
+
+        c = ctx(request)
+        body = body or PublishRequest()
+        assert settings.model_dir is not None
+        version = body.version or latest_version(settings.model_dir)
+        if version is None or not (settings.model_dir / version).is_dir():
+            raise HTTPException(404, f"no trained model {version!r} under {settings.model_dir}")
+        try:
+            publish_model_dir(c.store, settings.model_dir / version, activate=body.activate)
+        except StoreError as e:
+            raise HTTPException(409, str(e)) from None
+        refresh_catalog(c.catalogs)
+        return _models(c)
+
+    @app.post("/admin/models/{version}/activate", tags=["admin"], dependencies=admin_key)
+    def admin_activate(request: Request, version: Version) -> dict:  # type: ignore[type-arg]
+        """Make a published version live (a rollback is activating an older one)."""
+        c = ctx(request)
+        if c.store.model(version) is None:
+            raise HTTPException(404, f"model {version!r} is not published")
+        c.store.activate(version)
+        refresh_catalog(c.catalogs)
+        return _models(c)
+
+    @app.post("/admin/reload", tags=["admin"], dependencies=admin_key)
+    def admin_reload(request: Request) -> dict:  # type: ignore[type-arg]
+        """Check for a new model now instead of at the next poll."""
+        c = ctx(request)
+        check_once(settings, c.store, c.catalogs)
+        return _models(c)
+
     _add_event_schema(app)
     return app
+
+
+def _categories(values: list[str] | None, name: str, limit: int) -> tuple[str, ...]:
+    if not values:
+        return ()
+    if len(values) > limit:
+        raise HTTPException(422, f"at most {limit} values of {name}")
+    for v in values:
+        if not 0 < len(v) <= MAX_CATEGORY_CHARS:
+            raise HTTPException(
+                422, f"{name} values must have 1 to {MAX_CATEGORY_CHARS} characters"
+            )
+    return tuple(dict.fromkeys(values))
 
 
 def _add_event_schema(app: FastAPI) -> None:

@@ -9,6 +9,7 @@ and this watcher publishes and activates it here.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from featurestore.catalog import CatalogProvider
@@ -31,12 +32,25 @@ def publish_latest_if_new(settings: Settings, store: FeatureStore) -> str | None
     return version
 
 
+def refresh(catalogs: CatalogProvider) -> None:
+    """Follow the active version; after loading a new catalogue, move everything alive
+    out of the garbage collector's sight (``gc.freeze``): a 100k-item catalogue is
+    ~10^6 long-lived objects that every full collection would otherwise walk, which
+    showed up as 50-100 ms pauses in the load test's tail. Frozen objects without
+    cycles are still freed by reference counting when an old catalogue is dropped."""
+    before = catalogs.current
+    current = catalogs.refresh()
+    if current is not before:
+        gc.collect()
+        gc.freeze()
+
+
 def check_once(settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:
     if settings.embedded and settings.auto_publish_latest:
         published = publish_latest_if_new(settings, store)
         if published:
             log.info("published model %s from %s", published, settings.model_dir)
-    catalogs.refresh()
+    refresh(catalogs)
 
 
 async def watch(settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:

@@ -16,11 +16,18 @@ class RecommendedItem(BaseModel):
     title: str
     categories: list[str]
     reasons: list[str] = Field(description="Why this item: the features that moved it up")
+    score_breakdown: dict[str, float] | None = Field(
+        None,
+        description="With explain=true: `ann_similarity` (the raw ANN dot product) and each "
+        "re-rank term's weighted contribution; `score` is the sum of the contributions.",
+    )
 
 
 class Recommendations(BaseModel):
+    request_id: str = Field(description="Also in the X-Request-ID header and the impression log")
     user_id: str
-    model_version: str
+    model_version: str = Field(description="The one model version every item and vector came from")
+    variant: str = Field(description="The ranking configuration (A/B variant) that served")
     strategy: Literal["personalized", "cold_start"]
     realtime_weight: float = Field(
         description="Share of the query vector from real-time events (rest: long-term profile)"
@@ -29,11 +36,13 @@ class Recommendations(BaseModel):
     items: list[RecommendedItem]
 
     @classmethod
-    def from_result(cls, result: Result) -> Recommendations:
+    def from_result(cls, result: Result, request_id: str, explain: bool = False) -> Recommendations:
         cat = result.catalog
         return cls(
+            request_id=request_id,
             user_id=result.user_id,
             model_version=cat.version,
+            variant=result.variant,
             strategy=result.strategy,  # type: ignore[arg-type]
             realtime_weight=round(result.realtime_weight, 4),
             candidates=result.candidates,
@@ -44,6 +53,14 @@ class Recommendations(BaseModel):
                     title=cat.items[r.row].title,
                     categories=cat.items[r.row].categories,
                     reasons=r.reasons,
+                    score_breakdown=(
+                        {
+                            "ann_similarity": round(result.ann.get(r.row, 0.0), 5),
+                            **{name: round(v, 5) for name, v in r.terms.items()},
+                        }
+                        if explain
+                        else None
+                    ),
                 )
                 for r in result.items
             ],

@@ -14,6 +14,7 @@ import sys
 import uvicorn
 
 from api.app import create_app
+from api.observability import configure_logging
 from dataflow.kafka_io import broker_answers, ensure_app_topics, host_port
 from featurestore.settings import get_settings
 from infra.broker import DevBroker
@@ -22,10 +23,8 @@ log = logging.getLogger("api.serve")
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = get_settings()
+    configure_logging(settings.log_json)
     broker = None
     if not settings.kafka_configured and not broker_answers(settings.kafka_bootstrap_servers):
         host, port = host_port(settings.kafka_bootstrap_servers)
@@ -43,6 +42,8 @@ def main() -> int:
             host=settings.api_host,
             port=settings.api_port,
             log_level="info",
+            log_config=None,  # keep our (JSON) handlers
+            access_log=False,  # api.access logs each request with its request id
             timeout_graceful_shutdown=10,
         )
     finally:

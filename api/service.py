@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from prometheus_client import Counter
 
 from api.recommend import (
     Ranked,
     RankParams,
     build_query,
-    cold_candidates,
     rerank,
 )
+from api.variants import bucket, variant_params
 from dataflow.fold import FoldParams, rebuild_vector
+from featurestore.backend import ItemFilter
 from featurestore.catalog import Catalog, CatalogProvider
 from featurestore.schemas import UserState
 from featurestore.settings import Settings
@@ -21,6 +25,11 @@ from featurestore.store import FeatureStore
 
 TRENDING_TOP = 100
 TRENDING_CACHE_SECONDS = 1.0
+
+
+CACHE = Counter("recsys_cache_total", "Serving caches: hits and misses", ["cache", "result"])
+_TRENDING_HIT = CACHE.labels("trending", "hit")
+_TRENDING_MISS = CACHE.labels("trending", "miss")
 
 
 class NoModel(RuntimeError):
@@ -35,6 +44,13 @@ class Result:
     strategy: str
     realtime_weight: float
     candidates: int
+    variant: str = "default"
+    ann: dict[int, float] = field(default_factory=dict)
+    """Row -> ANN similarity of the candidates (for explanations)."""
+
+
+class UnknownCategory(ValueError):
+    """A filter names a category the live model does not know."""
 
 
 class Recommender:
@@ -50,6 +66,8 @@ class Recommender:
             recent_half_life=settings.recent_similarity_half_life_seconds,
             recent_position_decay=settings.recent_position_decay,
         )
+        self.variants = variant_params(self.rank_params, settings.ranking_variants)
+        self._variant_names = sorted(self.variants)
         self._fold = FoldParams.from_settings(settings)
         self._trending: tuple[float, str, dict[int, float]] = (0.0, "", {})
         self._trending_lock = threading.Lock()
@@ -60,10 +78,30 @@ class Recommender:
             raise NoModel("no model is published yet: train one with `just train`")
         return catalog
 
-    def recommend(self, user_id: str, k: int, now: float | None = None) -> Result:
+    def variant(self, user_id: str) -> str:
+        return bucket(user_id, self._variant_names, self.settings.ab_salt)
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        now: float | None = None,
+        *,
+        item_filter: ItemFilter | None = None,
+        exclude_seen: bool = True,
+        variant: str | None = None,
+    ) -> Result:
+        """Everything in one request uses one catalogue (model version): the user's
+        vector is rebuilt in its space if the dataflow has not moved them yet, the
+        profile and the ANN search read that version's collections, so a model swap
+        mid-request never mixes embedding spaces."""
         now = time.time() if now is None else now
         catalog = self.catalog()
         s = self.settings
+        variant = variant or self.variant(user_id)
+        params = self.variants[variant]
+        if item_filter:
+            self._check_categories(catalog, item_filter)
         state = self.store.read_user_state(user_id)
         if state is not None and state.model_version != catalog.version:
             # The dataflow has not moved this user to the new model yet: do it on a copy,
@@ -72,31 +110,66 @@ class Recommender:
         profile = self.store.read_profile(catalog.version, user_id)
         query = build_query(state, profile, catalog, now, s.half_life_seconds, s.blend_mass)
 
-        seen = {r.item_id for r in state.recent} if state else set()
-        if profile is not None:
-            seen.update(profile.seen)
+        seen: set[str] = set()
+        if exclude_seen:
+            if state is not None:
+                seen.update(r.item_id for r in state.recent)
+            if profile is not None:
+                seen.update(profile.seen)
         trending = self.trending(catalog, now)
 
         if query.vector is None:
-            exclude = {catalog.index[i] for i in seen if i in catalog.index}
-            candidates = cold_candidates(catalog, trending, exclude, s.candidates)
+            exclude = [catalog.index[i] for i in seen if i in catalog.index]
+            candidates = _cold_candidates(catalog, trending, exclude, s.candidates, item_filter)
             strategy = "cold_start"
         else:
             exclude = sorted(catalog.index[i] for i in seen if i in catalog.index)
-            candidates = self.store.search_items(
-                catalog.version, query.vector, s.candidates, exclude
-            )
+            if item_filter and item_filter.available_only and catalog.available.all():
+                item_filter = replace(item_filter, available_only=False)  # nothing to drop
+            if item_filter:
+                candidates = self.store.search_items(
+                    catalog.version, query.vector, s.candidates, exclude, item_filter
+                )
+            else:
+                # Without a payload filter, asking for len(exclude) more and dropping the
+                # seen ones afterwards is exact and ~20 % cheaper than a has-id filter.
+                hits = self.store.search_items(
+                    catalog.version, query.vector, s.candidates + len(exclude)
+                )
+                drop = set(exclude)
+                candidates = [h for h in hits if h[0] not in drop][: s.candidates]
             strategy = "personalized"
-        ranked = rerank(
-            candidates, catalog, state, trending, self.rank_params, now, query.realtime_weight, k
+        ranked = rerank(candidates, catalog, state, trending, params, now, query.realtime_weight, k)
+        # Diversity (MMR / per-category cap, issue 3) plugs in here, driven by `params`
+        # so that each A/B variant can carry its own setting.
+        return Result(
+            user_id,
+            catalog,
+            ranked,
+            strategy,
+            query.realtime_weight,
+            len(candidates),
+            variant,
+            dict(candidates),
         )
-        return Result(user_id, catalog, ranked, strategy, query.realtime_weight, len(candidates))
+
+    @staticmethod
+    def _check_categories(catalog: Catalog, f: ItemFilter) -> None:
+        known = set(catalog.category_names)
+        unknown = sorted((set(f.include_categories) | set(f.exclude_categories)) - known)
+        if unknown:
+            raise UnknownCategory(
+                f"unknown categories {unknown} in model {catalog.version}; "
+                f"known: {catalog.category_names[:50]}"
+            )
 
     def trending(self, catalog: Catalog, now: float) -> dict[int, float]:
         """Catalogue row -> trending score in [0, 1]; refreshed at most once a second."""
         at, version, rows = self._trending
         if version == catalog.version and time.monotonic() - at < TRENDING_CACHE_SECONDS:
+            _TRENDING_HIT.inc()
             return rows
+        _TRENDING_MISS.inc()
         with self._trending_lock:
             trends = self.store.top_trends(
                 TRENDING_TOP, now, self.settings.trending_half_life_seconds
@@ -109,6 +182,41 @@ class Recommender:
             }
             self._trending = (time.monotonic(), catalog.version, rows)
         return rows
+
+
+def _cold_candidates(
+    catalog: Catalog,
+    trending: dict[int, float],
+    exclude: list[int],
+    limit: int,
+    item_filter: ItemFilter | None,
+) -> list[tuple[int, float]]:
+    """For users with nothing to go on: trending now, then all-time popular, among the
+    items the filter allows (in memory: the catalogue holds categories and availability)."""
+    score = catalog.popularity.copy()
+    if trending:
+        rows = np.fromiter(trending.keys(), np.int64, len(trending))
+        score[rows] = np.maximum(score[rows], np.fromiter(trending.values(), np.float32))
+    allowed = np.ones(len(score), dtype=bool)
+    if item_filter:
+        col = {c: j for j, c in enumerate(catalog.category_names)}
+        if item_filter.include_categories:
+            cols = [col[c] for c in item_filter.include_categories]
+            allowed &= catalog.category_matrix[:, cols].any(axis=1)
+        if item_filter.exclude_categories:
+            cols = [col[c] for c in item_filter.exclude_categories]
+            allowed &= ~catalog.category_matrix[:, cols].any(axis=1)
+        if item_filter.available_only:
+            allowed &= catalog.available
+    if exclude:
+        allowed[exclude] = False
+    score[~allowed] = -np.inf
+    n = min(limit, int(allowed.sum()))
+    if n == 0:
+        return []
+    top = np.argpartition(-score, n - 1)[:n]
+    top = top[np.lexsort((top, -score[top]))]  # best first; ties by catalogue order
+    return [(int(r), 0.0) for r in top]
 
 
 def _copy(state: UserState) -> UserState:

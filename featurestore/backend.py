@@ -28,6 +28,22 @@ class StoredPoint:
     score: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class ItemFilter:
+    """Request-time business rules on item payloads, applied inside the ANN search
+    (Qdrant filter on indexed payload fields), so a filter never starves the candidates."""
+
+    include_categories: tuple[str, ...] = ()
+    """Keep items in at least one of these categories (empty: no constraint)."""
+    exclude_categories: tuple[str, ...] = ()
+    """Drop items in any of these categories."""
+    available_only: bool = False
+    """Drop items whose payload says ``available: false`` (a missing field counts as available)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.include_categories or self.exclude_categories or self.available_only)
+
+
 class Backend(Protocol):
     def list_collections(self) -> set[str]: ...
 
@@ -58,8 +74,9 @@ class Backend(Protocol):
         limit: int,
         exclude_ids: Sequence[int | str] = (),
         with_payload: bool = False,
+        item_filter: ItemFilter | None = None,
     ) -> list[StoredPoint]:
-        """Nearest by dot product, best first."""
+        """Nearest by dot product, best first, among points passing ``item_filter``."""
 
     def scroll(
         self, name: str, with_vectors: bool = False, batch: int = 1024

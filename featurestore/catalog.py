@@ -32,6 +32,8 @@ class Catalog:
     category_names: list[str] = field(init=False)
     category_matrix: np.ndarray = field(init=False)
     """(n_items, n_categories) multi-hot, for vectorised category features."""
+    available: np.ndarray = field(init=False)
+    """(n_items,) bool: the ``available`` payload flag at load time (missing: True)."""
 
     def __post_init__(self) -> None:
         self.index = {it.item_id: i for i, it in enumerate(self.items)}
@@ -42,6 +44,9 @@ class Catalog:
         for i, it in enumerate(self.items):
             for c in it.categories:
                 self.category_matrix[i, col[c]] = 1.0
+        self.available = np.array(
+            [it.extra.get("available", True) is not False for it in self.items], dtype=bool
+        )
 
     @property
     def dim(self) -> int:

@@ -66,6 +66,7 @@ class CollectionSpec:
     dim: int
     keyword_indexes: tuple[str, ...] = ()
     float_indexes: tuple[str, ...] = ()
+    bool_indexes: tuple[str, ...] = ()
     searchable: bool = False
     """Searched by vector (gets an HNSW graph); the others are only read by id."""
 
@@ -76,7 +77,13 @@ PAYLOAD_ONLY_DIM = 1
 
 def spec_for(name: str, dim: int) -> CollectionSpec:
     if name.startswith("items__"):
-        return CollectionSpec(dim, keyword_indexes=("item_id", "categories"), searchable=True)
+        # `categories` and `available` serve request-time filters inside the ANN search.
+        return CollectionSpec(
+            dim,
+            keyword_indexes=("item_id", "categories"),
+            bool_indexes=("available",),
+            searchable=True,
+        )
     if name.startswith("profiles__"):
         return CollectionSpec(dim, keyword_indexes=("user_id",))
     if name == USER_STATE:

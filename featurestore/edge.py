@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as q
 
-from featurestore.backend import StoredPoint, StoreError, StoreLocked
+from featurestore.backend import ItemFilter, StoredPoint, StoreError, StoreLocked
 from featurestore.collections import CollectionSpec
 
 
@@ -31,6 +31,30 @@ def _rows(vectors: np.ndarray | Sequence[Sequence[float]]) -> list[list[float]]:
 
 def _id(point_id: object) -> int | str:
     return point_id if isinstance(point_id, int) else str(point_id)
+
+
+def _filter(exclude_ids: Sequence[int | str], f: ItemFilter | None) -> q.Filter | None:
+    must: list = []
+    must_not: list = []
+    if exclude_ids:
+        must_not.append(q.HasIdCondition(set(exclude_ids)))
+    if f is not None:
+        if f.include_categories:
+            must.append(
+                q.FieldCondition("categories", match=q.MatchAny(list(f.include_categories)))
+            )
+        if f.exclude_categories:
+            must_not.append(
+                q.FieldCondition("categories", match=q.MatchAny(list(f.exclude_categories)))
+            )
+        if f.available_only:
+            # qdrant-edge-py 0.9.0 reads a Python bool in MatchValue as the integer 0/1,
+            # which never matches a bool payload; numpy's bool_ is not an int and converts
+            # to a real bool.
+            must_not.append(q.FieldCondition("available", match=q.MatchValue(np.bool_(False))))
+    if not must and not must_not:
+        return None
+    return q.Filter(must=must or None, must_not=must_not or None)
 
 
 class EdgeBackend:
@@ -92,6 +116,8 @@ class EdgeBackend:
                 )
             for field in spec.float_indexes:
                 shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Float))
+            for field in spec.bool_indexes:
+                shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Bool))
             self._shards[name] = shard
 
     def collection_dim(self, name: str) -> int:
@@ -138,8 +164,9 @@ class EdgeBackend:
         limit: int,
         exclude_ids: Sequence[int | str] = (),
         with_payload: bool = False,
+        item_filter: ItemFilter | None = None,
     ) -> list[StoredPoint]:
-        flt = q.Filter(must_not=[q.HasIdCondition(set(exclude_ids))]) if exclude_ids else None
+        flt = _filter(exclude_ids, item_filter)
         hits = self._shard(name).query(
             q.QueryRequest(
                 limit=limit,

@@ -13,8 +13,35 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from featurestore.backend import StoredPoint, StoreError
+from featurestore.backend import ItemFilter, StoredPoint, StoreError
 from featurestore.collections import CollectionSpec
+
+
+def _filter(exclude_ids: Sequence[int | str], f: ItemFilter | None) -> models.Filter | None:
+    must: list = []
+    must_not: list = []
+    if exclude_ids:
+        must_not.append(models.HasIdCondition(has_id=list(exclude_ids)))
+    if f is not None:
+        if f.include_categories:
+            must.append(
+                models.FieldCondition(
+                    key="categories", match=models.MatchAny(any=list(f.include_categories))
+                )
+            )
+        if f.exclude_categories:
+            must_not.append(
+                models.FieldCondition(
+                    key="categories", match=models.MatchAny(any=list(f.exclude_categories))
+                )
+            )
+        if f.available_only:
+            must_not.append(
+                models.FieldCondition(key="available", match=models.MatchValue(value=False))
+            )
+    if not must and not must_not:
+        return None
+    return models.Filter(must=must or None, must_not=must_not or None)
 
 
 class ServerBackend:
@@ -51,6 +78,8 @@ class ServerBackend:
             self._c.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD)
         for field in spec.float_indexes:
             self._c.create_payload_index(name, field, models.PayloadSchemaType.FLOAT)
+        for field in spec.bool_indexes:
+            self._c.create_payload_index(name, field, models.PayloadSchemaType.BOOL)
 
     def collection_dim(self, name: str) -> int:
         params = self._c.get_collection(name).config.params.vectors
@@ -99,12 +128,9 @@ class ServerBackend:
         limit: int,
         exclude_ids: Sequence[int | str] = (),
         with_payload: bool = False,
+        item_filter: ItemFilter | None = None,
     ) -> list[StoredPoint]:
-        flt = (
-            models.Filter(must_not=[models.HasIdCondition(has_id=list(exclude_ids))])
-            if exclude_ids
-            else None
-        )
+        flt = _filter(exclude_ids, item_filter)
         res = self._c.query_points(
             name,
             query=list(map(float, vector)),

@@ -163,6 +163,50 @@ class Settings(BaseSettings):
         "tests) instead of waiting for new events.",
     )
 
+    # --- Serving at production grade (issue 5) -------------------------------
+    write_api_keys: set[str] = Field(
+        default_factory=set,
+        description="Keys accepted in X-API-Key for POST /events (admin keys work too). "
+        "Empty: POST /events is open (development).",
+    )
+    admin_api_keys: set[str] = Field(
+        default_factory=set,
+        description="Keys for the /admin endpoints (publish, activate, reload). Empty: the "
+        "admin endpoints answer 403.",
+    )
+    read_api_keys: set[str] = Field(
+        default_factory=set,
+        description="Keys for the read endpoints (recommendations, users, items); write and "
+        "admin keys work too. Empty: reads are open.",
+    )
+    max_request_bytes: int = Field(
+        1 << 20, ge=1024, description="Larger request bodies get 413 before they are read."
+    )
+    max_filter_categories: int = Field(
+        50, ge=1, description="At most this many categories per include/exclude filter."
+    )
+    impressions_topic: str = Field(
+        "impressions",
+        description="What each response served (request_id, user, items, positions, scores, "
+        "model version, variant), for joining later clicks to impressions.",
+    )
+    impressions_enabled: bool = True
+    ranking_variants: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {"default": {}},
+        description="Named ranking configurations: overrides of the re-rank parameters "
+        '(RankParams fields, e.g. {"control": {}, "fresh": {"recent": 1.2}}). With two or more, '
+        "each user is bucketed deterministically by a hash of ab_salt and the user id.",
+    )
+    ab_salt: str = Field("ab1", description="Change it to re-shuffle users between variants.")
+    access_log: Literal["all", "errors_and_slow", "off"] = Field(
+        "errors_and_slow",
+        description="JSON access-log lines: every request, or only 4xx/5xx answers and "
+        "requests slower than access_log_slow_ms (a line per request cost ~15 % of "
+        "recommendation throughput), or none.",
+    )
+    access_log_slow_ms: float = Field(100.0, ge=0)
+    log_json: bool = Field(True, description="`just serve` logs JSON lines (else plain text).")
+
     @field_validator("event_weights")
     @classmethod
     def _weights_positive(cls, v: dict[str, float]) -> dict[str, float]:
@@ -171,6 +215,15 @@ class Settings(BaseSettings):
         bad = {k: w for k, w in v.items() if not w > 0}
         if bad:
             raise ValueError(f"event weights must be > 0, got {bad}")
+        return v
+
+    @field_validator("ranking_variants")
+    @classmethod
+    def _some_variant(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        # Parameter names are checked against RankParams when serving starts
+        # (api.variants.variant_params), which keeps this module free of api imports.
+        if not v:
+            raise ValueError("ranking_variants must name at least one variant")
         return v
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from featurestore import collections as col
-from featurestore.backend import Backend, StoreError
+from featurestore.backend import Backend, ItemFilter, StoreError
 from featurestore.catalog import Catalog, CatalogProvider
 from featurestore.schemas import ItemRecord, ModelRecord, Profile, UserState, iso
 from featurestore.settings import Settings
@@ -189,14 +189,21 @@ class FeatureStore:
         return CatalogProvider(self.active_version, self.load_catalog)
 
     def search_items(
-        self, version: str, vector: np.ndarray, limit: int, exclude_rows: Sequence[int] = ()
+        self,
+        version: str,
+        vector: np.ndarray,
+        limit: int,
+        exclude_rows: Sequence[int] = (),
+        item_filter: ItemFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """ANN candidates as (catalogue row, dot-product score), best first."""
+        """ANN candidates as (catalogue row, dot-product score), best first; the filter is
+        applied by the engine during the search."""
         hits = self.backend.search(
             col.items_collection(version),
             vector.tolist(),
             limit,
             exclude_ids=[r + 1 for r in exclude_rows],
+            item_filter=item_filter or None,
         )
         return [(int(h.id) - 1, h.score) for h in hits]
 

@@ -1,22 +1,27 @@
 """`just bench-api`: throughput and latency of the service as production starts it.
 
-    python -m infra.bench_api [--concurrency 1,8,32] [--duration 5] [--repeat 3] [--profile]
+    python -m infra.bench_api [--rates 250,500,1000] [--peak-connections 8]
+        [--concurrency 1,8,32] [--duration 8] [--repeat 3] [--users N] [--items N] [--profile]
 
 1. starts a dev broker (tansu) on a free port;
 2. prepares an embedded store in a temp dir: a synthetic model (``infra.synthetic``) of
-   20,000 items with long-term profiles for 20,000 users, and each user's real-time state
-   folded from ~10 recent events (ending a minute ago) and written with
+   100,000 items with long-term profiles for 100,000 users, and each user's real-time
+   state folded from ~10 recent events (ending a minute ago) and written directly with
    ``FeatureStore.write_user_states``; then closes it (one process may open it);
 3. starts ``python -m api.serve`` on a free port with ``RECSYS_STATE_DIR`` (that store),
    ``RECSYS_KAFKA_BOOTSTRAP_SERVERS`` (the broker), ``RECSYS_AUTO_PUBLISH_LATEST=false``,
-   so it also runs the in-process dataflow as production does on the embedded store;
-4. drives it from a separate process with a closed-loop load generator (asyncio on raw
-   keep-alive connections: ~17 us of CPU per request where an httpx.AsyncClient loop
-   measured ~760 us, which matters when client and server share 2 cores) at each level:
-   ``GET /healthz`` (the ceiling: the framework alone) and
-   ``GET /recommendations/u<random known user>?k=10``, alternating, ``--repeat`` rounds;
-5. reports medians of throughput and p50/p99 latency, the recommendations/healthz ratio,
-   and the CPU the server and the load generator used; stops everything it started.
+   so it also runs the in-process dataflow and the impression producer as production
+   does on the embedded store (other ``RECSYS_*`` variables pass through);
+4. with ``wrk`` (one thread; a Lua script picks a random known user per request): at
+   each fixed offered load of ``--rates`` each connection waits in ``delay()`` before
+   each request (a 2 s calibration run measures the latency and shortens the delay by
+   it, so achieved ~= offered while the server keeps up), then unpaced with
+   ``--peak-connections`` (the peak), for ``GET /healthz`` (the ceiling: a trivial
+   JSON endpoint on the same server) and ``GET /recommendations/u<user>?k=10``;
+   optionally (``--concurrency``) the closed-loop levels of the built-in generator
+   (asyncio on raw keep-alive connections, ~17 us of client CPU per request);
+5. reports medians over ``--repeat`` rounds of throughput and p50/p99 latency, the peak
+   recommendations/healthz ratio and the server's CPU; stops everything it started.
 
 ``python -m infra.bench_api load ...`` is the load generator process itself.
 """
@@ -322,6 +327,121 @@ def run_level(
     )
 
 
+# --- fixed offered load with wrk ---------------------------------------------------------
+
+_WRK_LUA = """
+local users, path, delay_ms = %(users)d, "%(path)s", %(delay)f
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("seed", %(seed)d + counter) end
+function init(args) math.randomseed(seed or 1) end
+function request()
+  return wrk.format("GET", (path:gsub("{user}", tostring(math.random(0, users - 1)))))
+end
+%(delay_fn)s
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, "
+    .. "\\"p99_us\\": %%d, \\"max_us\\": %%d, \\"mean_us\\": %%f, \\"errors\\": %%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, latency.mean, e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+@dataclass
+class WrkRun:
+    endpoint: str
+    offered: float | None
+    """Nominal offered load (connections x 1000 / delay_ms); None: unpaced (peak)."""
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    server_cpu_cores: float
+    mean_ms: float = 0.0
+
+
+def run_wrk(
+    server: Server,
+    endpoint: str,
+    users: int,
+    rate: float | None,
+    connections: int,
+    duration: float,
+    seed: int,
+    workdir: Path,
+    delay_ms: float | None = None,
+) -> WrkRun:
+    """One wrk run. With ``rate``, each connection waits ``delay_ms`` (default
+    connections x 1000 / rate) before each request, which fixes the offered load."""
+    if rate is not None and delay_ms is None:
+        delay_ms = connections * 1000.0 / rate
+    script = workdir / f"wrk-{endpoint}.lua"
+    script.write_text(
+        _WRK_LUA
+        % {
+            "users": users,
+            "path": ENDPOINTS[endpoint],
+            "delay": delay_ms or 0.0,
+            "seed": seed,
+            "delay_fn": "function delay() return delay_ms end" if rate is not None else "",
+        }
+    )
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        f"http://{HOST}:{server.port}",
+    ]
+    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    cpu = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {out.stdout[-1000:]} {out.stderr[-1000:]}")
+    r = json.loads(line[8:])
+    return WrkRun(
+        endpoint,
+        rate,
+        connections,
+        r["requests"] / (r["duration_us"] / 1e6),
+        r["p50_us"] / 1000,
+        r["p99_us"] / 1000,
+        r["max_us"] / 1000,
+        r["errors"],
+        cpu,
+        r["mean_us"] / 1000,
+    )
+
+
+def run_fixed_rate(
+    server: Server,
+    endpoint: str,
+    users: int,
+    rate: float,
+    duration: float,
+    seed: int,
+    workdir: Path,
+) -> WrkRun:
+    """wrk's delay() runs after each answer, so a connection's period is delay + latency:
+    a short calibration run measures the mean latency and the delay is shortened by it
+    (by at most half), so the achieved rate lands on the offered one while the server
+    keeps up."""
+    connections = max(2, min(64, round(rate / 25)))  # ~40 ms between a connection's requests
+    period = connections * 1000.0 / rate
+    probe = run_wrk(server, endpoint, users, rate, connections, 2, seed, workdir, period)
+    delay = max(period / 2, period - probe.mean_ms)
+    return run_wrk(server, endpoint, users, rate, connections, duration, seed, workdir, delay)
+
+
 def check_answers(server: Server, world: World, sample: int, seed: int) -> dict[str, float]:
     """The served top-10 should follow the planted tastes: a sanity check, not a metric."""
     rng = random.Random(seed)
@@ -394,6 +514,7 @@ def profile_recommend(
     from api.recommend import build_query, rerank
     from api.responses import Recommendations
     from api.service import Recommender
+    from featurestore.backend import ItemFilter
     from featurestore.store import FeatureStore
 
     store = FeatureStore.open(settings)
@@ -428,7 +549,7 @@ def profile_recommend(
         results = {u: rec.recommend(u, 10, now) for u in users}
 
         def respond(u: str) -> bytes:
-            return Recommendations.from_result(results[u]).model_dump_json().encode()
+            return Recommendations.from_result(results[u], "r").model_dump_json().encode()
 
         stages: list[tuple[str, Callable[[str], object]]] = [
             ("Recommender.recommend (all of it)", lambda u: rec.recommend(u, 10, now)),
@@ -447,15 +568,32 @@ def profile_recommend(
                 ),
             ),
             (
+                f"  store.search_items ({s.candidates}, seen excluded, available_only)",
+                lambda u: store.search_items(
+                    catalog.version,
+                    queries[u].vector,
+                    s.candidates,
+                    seen[u],
+                    ItemFilter(available_only=True),
+                ),
+            ),
+            (
+                f"  store.search_items ({s.candidates}, no filter)",
+                lambda u: store.search_items(catalog.version, queries[u].vector, s.candidates),
+            ),
+            (
+                "  store.search_items (100, seen excluded)",
+                lambda u: store.search_items(catalog.version, queries[u].vector, 100, seen[u]),
+            ),
+            (
                 "  rerank (candidates -> 10)",
                 lambda u: rerank(
                     cands[u],
                     catalog,
                     states[u],
                     trending,
-                    rec.weights,
+                    rec.rank_params,
                     now,
-                    s.recent_similarity_half_life_seconds,
                     queries[u].realtime_weight,
                     10,
                 ),
@@ -491,6 +629,51 @@ def profile_recommend(
         print(f"cProfile of Recommender.recommend written to {out}")
 
 
+def _print_wrk(w: WrkRun, rnd: int) -> None:
+    offered = f"{w.offered:6.0f}/s" if w.offered else "  peak  "
+    print(
+        f"  round {rnd + 1} {w.endpoint:<16} offered {offered} c={w.connections:<3} "
+        f"{w.rps:7.0f} req/s  p50 {w.p50_ms:6.2f} ms  p99 {w.p99_ms:7.2f} ms  "
+        f"max {w.max_ms:7.1f} ms  errors {w.errors}  server {w.server_cpu_cores:.2f} cores",
+        flush=True,
+    )
+
+
+def summarize_wrk(runs: list[WrkRun]) -> list[dict[str, float | int | str | None]]:
+    """Medians per (endpoint, offered load), then the peak ratio recommendations/healthz."""
+    keys = sorted({(w.endpoint, w.offered) for w in runs}, key=lambda k: (k[0], k[1] or 1e12))
+    rows: list[dict[str, float | int | str | None]] = []
+    print("\nwrk medians (req/s, ms):")
+    print(
+        "| endpoint | offered req/s | achieved req/s | p50 ms | p99 ms | max ms | errors | server CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for ep, offered in keys:
+        rs = [w for w in runs if w.endpoint == ep and w.offered == offered]
+        row = {
+            "endpoint": ep,
+            "offered": offered,
+            "rps": statistics.median(w.rps for w in rs),
+            "p50_ms": statistics.median(w.p50_ms for w in rs),
+            "p99_ms": statistics.median(w.p99_ms for w in rs),
+            "max_ms": max(w.max_ms for w in rs),
+            "errors": sum(w.errors for w in rs),
+            "server_cpu": statistics.median(w.server_cpu_cores for w in rs),
+        }
+        rows.append(row)
+        print(
+            f"| {ep} | {f'peak (c={rs[0].connections})' if offered is None else f'{offered:,.0f}'} "
+            f"| {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['max_ms']:.1f} "
+            f"| {row['errors']} | {row['server_cpu']:.2f} |"
+        )
+    peak = {r["endpoint"]: r["rps"] for r in rows if r["offered"] is None}
+    if "healthz" in peak and "recommendations" in peak:
+        ratio = float(peak["recommendations"]) / float(peak["healthz"])  # type: ignore[arg-type]
+        print(f"\npeak recommendations/healthz = {ratio:.3f} (target >= 0.40)")
+        rows.append({"endpoint": "ratio", "offered": None, "rps": ratio})
+    return rows
+
+
 def _interrupt(*_: object) -> None:
     """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server and the broker."""
     raise KeyboardInterrupt
@@ -503,12 +686,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m infra.bench_api", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--users", type=int, default=20_000)
-    p.add_argument("--items", type=int, default=20_000)
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--categories", type=int, default=40)
     p.add_argument("--dim", type=int, default=64, help="the trained model's dimension")
     p.add_argument("--events-per-user", type=int, default=10)
-    p.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
+    p.add_argument(
+        "--concurrency",
+        default="",
+        help="closed-loop levels with the built-in generator (comma-separated; default none)",
+    )
+    p.add_argument(
+        "--rates",
+        default="250,500,1000",
+        help="fixed offered loads (req/s) driven by wrk, comma-separated; empty: none",
+    )
+    p.add_argument(
+        "--peak-connections", type=int, default=8, help="wrk connections for the peak runs"
+    )
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per level")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
     p.add_argument("--repeat", type=int, default=3, help="rounds over all levels")
@@ -522,7 +717,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
-    levels_c = [int(c) for c in args.concurrency.split(",")]
+    levels_c = [int(c) for c in args.concurrency.split(",") if c]
+    rates = [float(r) for r in args.rates.split(",") if r]
     signal.signal(signal.SIGTERM, _interrupt)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
@@ -578,8 +774,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"p50 {lv.p50_ms:7.2f} ms  p99 {lv.p99_ms:7.2f} ms",
                         flush=True,
                     )
-        rows = summarize(levels)
-        ratios = print_summary(rows)
+        rows = summarize(levels) if levels else []
+        ratios = print_summary(rows) if rows else {}
+        wrk_runs: list[WrkRun] = []
+        if shutil.which("wrk") and (rates or args.peak_connections):
+            print(
+                f"wrk: fixed offered loads {rates} req/s, then peak with "
+                f"{args.peak_connections} connections; {args.duration:.0f}s each, "
+                f"{args.repeat} rounds"
+            )
+            for rnd in range(args.repeat):
+                for ep in ENDPOINTS:
+                    for rate in rates:
+                        wr = run_fixed_rate(
+                            server, ep, args.users, rate, args.duration, args.seed + rnd, tmp
+                        )
+                        wrk_runs.append(wr)
+                        _print_wrk(wr, rnd)
+                    if args.peak_connections:
+                        wr = run_wrk(
+                            server,
+                            ep,
+                            args.users,
+                            None,
+                            args.peak_connections,
+                            args.duration,
+                            args.seed + rnd,
+                            tmp,
+                        )
+                        wrk_runs.append(wr)
+                        _print_wrk(wr, rnd)
+            wrk_summary = summarize_wrk(wrk_runs)
+        elif rates:
+            print("wrk is not installed (apt-get install wrk): skipping the fixed-rate runs")
+            wrk_summary = []
         server.stop()
         server = None
         if args.profile:
@@ -598,6 +826,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "summary": rows,
                         "ratios": ratios,
                         "levels": [asdict(lv) for lv in levels],
+                        "wrk": wrk_summary,
+                        "wrk_runs": [asdict(w) for w in wrk_runs],
                     },
                     indent=2,
                 )

@@ -163,3 +163,45 @@ def test_edge_store_survives_restart_and_is_exclusive(tmp_path):
     assert again.active_version() == "v1"
     assert again.read_user_state("u1").last_ts == 5.0
     again.close()
+
+
+def test_filtered_search_applies_category_and_availability_rules_in_the_engine(store):
+    """Filters run inside the ANN search: asking for 5 candidates among a rare subset
+    still returns 5 of that subset, not whatever survives a post-filter."""
+    from featurestore.backend import ItemFilter
+
+    record, items, vecs, profiles = make_model("v1", n=200)
+    for i, it in enumerate(items):
+        it.extra["available"] = i % 10 != 0  # every tenth item is out of stock
+        if i % 20 == 3:
+            it.categories = [*it.categories, "Rare"]
+    store.publish_model(record, items, vecs, profiles)
+    store.activate("v1")
+    cat = store.load_catalog("v1")
+    assert not cat.available[0] and cat.available[1]
+    q = vecs[0]
+
+    rare = store.search_items("v1", q, 5, item_filter=ItemFilter(include_categories=("Rare",)))
+    assert len(rare) == 5 and all("Rare" in items[r].categories for r, _ in rare)
+
+    no_scifi = store.search_items(
+        "v1", q, 50, item_filter=ItemFilter(exclude_categories=("Sci-Fi",))
+    )
+    assert len(no_scifi) == 50 and all("Sci-Fi" not in items[r].categories for r, _ in no_scifi)
+
+    avail = store.search_items("v1", q, 200, item_filter=ItemFilter(available_only=True))
+    assert len(avail) == 180 and all(r % 10 for r, _ in avail)
+    both = store.search_items(
+        "v1",
+        q,
+        10,
+        exclude_rows=[3],
+        item_filter=ItemFilter(("Rare",), ("Drama",), available_only=True),
+    )
+    assert both and all(
+        "Rare" in items[r].categories and "Drama" not in items[r].categories and r % 10 and r != 3
+        for r, _ in both
+    )
+    assert store.search_items("v1", q, 5, item_filter=ItemFilter()) == store.search_items(
+        "v1", q, 5
+    )

@@ -1,0 +1,298 @@
+"""Serving at production grade: keys, limits, filters, explanations, A/B variants,
+impressions on Kafka, request ids, metrics, and a model swap under load."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.impressions import decode_impression
+from api.variants import bucket
+from featurestore import FeatureStore
+from featurestore.schemas import RecentItem, UserState
+from tests.helpers import isolated_settings, make_model, publish, wait_for
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"X-API-Key": "admin-secret"}
+WRITE = {"X-API-Key": "write-secret"}
+VARIANTS = {"control": {}, "recent_only": {"ann": 0.0, "category": 0.0, "popularity": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def svc(broker, tmp_path_factory):
+    settings = isolated_settings(
+        tmp_path_factory.mktemp("serving") / "var",
+        broker,
+        write_api_keys={"write-secret"},
+        admin_api_keys={"admin-secret"},
+        ranking_variants=VARIANTS,
+        max_request_bytes=4096,
+        impressions_topic=f"impressions-{time.time_ns()}",
+        auto_publish_latest=False,  # the admin test publishes LATEST itself
+    )
+    store = FeatureStore.open(settings)
+    record, items, vecs, profiles = make_model("v1", n=200, dim=16, n_profiles=20)
+    for i, it in enumerate(items):
+        it.extra["available"] = i % 5 != 0
+    store.publish_model(record, items, vecs, profiles)
+    store.activate("v1")
+    now = time.time()
+    # u-rt: real-time state on two Sci-Fi items, so "recent" separates the variants.
+    state = UserState(
+        "u-rt",
+        vector=vecs[1] + vecs[3],
+        mass=2.0,
+        last_ts=now - 60,
+        categories={"Sci-Fi": 2.0},
+        recent=[RecentItem("i1", now - 120, "view"), RecentItem("i3", now - 60, "view")],
+        event_count=2,
+        model_version="v1",
+    )
+    store.write_user_states([state])
+    app = create_app(settings, store=store)
+    with TestClient(app) as c:
+        wait_for(lambda: c.get("/readyz").status_code == 200)
+        yield c, settings, store
+    store.close()
+
+
+def test_writes_and_admin_need_keys_reads_are_open(svc):
+    c, _, _ = svc
+    ev = {"event_type": "view", "user_id": "k1", "item_id": "i1"}
+    assert c.post("/events", json=ev).status_code == 401
+    assert "write API key" in c.post("/events", json=ev).json()["detail"]
+    assert c.post("/events", json=ev, headers={"X-API-Key": "nope"}).status_code == 401
+    assert c.post("/events", json=ev, headers=WRITE).status_code == 202
+    assert c.post("/events", json=ev, headers=ADMIN).status_code == 202
+    assert c.get("/admin/models").status_code == 401
+    assert c.get("/admin/models", headers=WRITE).status_code == 401
+    models = c.get("/admin/models", headers=ADMIN).json()
+    assert models["active"] == models["serving"] == "v1"
+    assert c.get("/recommendations/u1").status_code == 200
+
+
+def test_keyed_reads_and_disabled_admin(tmp_path):
+    settings = isolated_settings(
+        tmp_path / "var", read_api_keys={"r"}, inprocess_dataflow=False, impressions_enabled=False
+    )
+    store = FeatureStore.open(settings)
+    publish(store)
+    with TestClient(create_app(settings, store=store)) as c:
+        assert c.get("/recommendations/u1").status_code == 401
+        assert c.get("/recommendations/u1", headers={"X-API-Key": "r"}).status_code == 200
+        assert c.get("/healthz").status_code == 200  # ops endpoints stay open
+        r = c.post("/admin/reload", headers={"X-API-Key": "r"})
+        assert r.status_code == 403 and "RECSYS_ADMIN_API_KEYS" in r.json()["detail"]
+    store.close()
+
+
+def test_limits_and_validation_give_4xx_with_a_message(svc):
+    c, _, _ = svc
+    big = b"[" + b",".join([b'{"event_type":"view","user_id":"u","item_id":"i1"}'] * 200) + b"]"
+    r = c.post("/events", content=big, headers={**WRITE, "content-type": "application/json"})
+    assert r.status_code == 413 and "4096" in r.json()["detail"]
+    assert c.get("/recommendations/u1?k=0").status_code == 422
+    assert c.get("/recommendations/u1?k=101").status_code == 422
+    assert c.get("/recommendations/a%01b").status_code == 422
+    assert c.get("/recommendations/" + "x" * 300).status_code == 422
+    r = c.get("/recommendations/u1?category=Westerns")
+    assert r.status_code == 422 and "Westerns" in r.json()["detail"]
+    r = c.get("/recommendations/u1?variant=zzz")
+    assert r.status_code == 422 and "control" in r.json()["detail"]
+    assert c.post("/admin/models/nope!/activate", headers=ADMIN).status_code == 422
+    assert c.post("/admin/models/v9/activate", headers=ADMIN).status_code == 404
+
+
+def _ids(body):
+    return [i["item_id"] for i in body["items"]]
+
+
+@pytest.mark.parametrize("user", ["u2", "cold-user"])
+def test_filters_apply_for_personalized_and_cold_users(svc, user):
+    c, _, _ = svc
+    only = c.get(f"/recommendations/{user}?k=20&category=Sci-Fi").json()
+    assert len(only["items"]) == 20 and all(i["categories"] == ["Sci-Fi"] for i in only["items"])
+    none = c.get(f"/recommendations/{user}?k=20&exclude_category=Sci-Fi").json()
+    assert len(none["items"]) == 20 and all("Sci-Fi" not in i["categories"] for i in none["items"])
+    # Every fifth item is unavailable: never served unless asked for.
+    served = _ids(c.get(f"/recommendations/{user}?k=100").json())
+    assert served and all(int(i[1:]) % 5 for i in served)
+    anything = _ids(c.get(f"/recommendations/{user}?k=100&available_only=false").json())
+    assert any(int(i[1:]) % 5 == 0 for i in anything)
+
+
+def test_seen_items_are_excluded_by_default(svc):
+    c, _, _ = svc
+    # u2's profile saw i2 and i3.
+    assert not {"i2", "i3"} & set(_ids(c.get("/recommendations/u2?k=100").json()))
+    assert {"i2", "i3"} & set(
+        _ids(c.get("/recommendations/u2?k=100&exclude_seen=false&available_only=false").json())
+    )
+
+
+def test_explain_gives_a_breakdown_that_sums_to_the_score(svc):
+    c, _, _ = svc
+    body = c.get("/recommendations/u-rt?k=5&explain=true&variant=control").json()
+    for it in body["items"]:
+        b = it["score_breakdown"]
+        assert {"ann_similarity", "ann", "category", "recent", "popularity"} <= set(b)
+        terms = sum(v for k, v in b.items() if k != "ann_similarity")
+        assert terms == pytest.approx(it["score"], abs=1e-3)
+        assert -1.0 <= b["ann_similarity"] <= 1.0
+    assert "score_breakdown" not in c.get("/recommendations/u-rt?k=5").json()["items"][0]
+
+
+def test_ab_bucketing_is_deterministic_and_variants_rank_differently(svc):
+    c, _, _ = svc
+    names = sorted(VARIANTS)
+    users = [f"ab{i}" for i in range(400)]
+    first = [bucket(u, names, "ab1") for u in users]
+    assert first == [bucket(u, names, "ab1") for u in users]
+    share = Counter(first)["control"] / len(users)
+    assert 0.4 < share < 0.6
+    assert [bucket(u, names, "other") for u in users] != first
+    served = {c.get(f"/recommendations/{u}?k=3").json()["variant"] for u in users[:20]}
+    assert served == {first[i] for i in range(20)}
+    a = c.get("/recommendations/u-rt?k=10&variant=control").json()
+    b = c.get("/recommendations/u-rt?k=10&variant=recent_only").json()
+    assert a["variant"] == "control" and b["variant"] == "recent_only"
+    assert _ids(a) != _ids(b)
+    metrics = c.get("/metrics").text
+    assert 'variant="recent_only"' in metrics and "recsys_recommend_seconds_bucket" in metrics
+    for name in ("recsys_candidates_bucket", "recsys_cache_total", 'model_version="v1"'):
+        assert name in metrics
+
+
+def test_request_id_round_trips_and_the_impression_reaches_kafka(svc):
+    c, settings, _ = svc
+    r = c.get("/recommendations/u4?k=4", headers={"X-Request-ID": "req-abc.1"})
+    assert r.headers["x-request-id"] == "req-abc.1" and r.json()["request_id"] == "req-abc.1"
+    fresh = c.get("/recommendations/u4?k=4")
+    assert fresh.json()["request_id"] == fresh.headers["x-request-id"] != "req-abc.1"
+    bad = c.get("/healthz", headers={"X-Request-ID": "bad id\\"})
+    assert bad.headers["x-request-id"] != "bad id\\"
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"t-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign(
+        [TopicPartition(settings.impressions_topic, p, 0) for p in range(settings.topic_partitions)]
+    )
+    body = r.json()
+    found = None
+    deadline = time.monotonic() + 20
+    try:
+        while found is None and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            imp = decode_impression(msg.value())
+            if imp.request_id == "req-abc.1":
+                found = imp
+    finally:
+        consumer.close()
+    assert found is not None, "no impression for the request on the topic"
+    assert found.user_id == "u4" and found.items == _ids(body)
+    assert found.positions == [1, 2, 3, 4]
+    assert found.model_version == "v1" and found.variant == body["variant"]
+    assert found.scores == [i["score"] for i in body["items"]]
+
+
+def test_hot_model_swap_under_load_fails_no_request_and_never_mixes_versions(svc):
+    """Publish and activate v2 (different item ids, so a mix would show) while threads
+    request without pause; then roll back to v1."""
+    c, _, store = svc
+    record, items, vecs, profiles = make_model("v2", n=200, dim=16, seed=1, n_profiles=20)
+    for it in items:
+        it.item_id = "v2-" + it.item_id
+    stop = threading.Event()
+    seen: list[tuple[int, str, list[str]]] = []
+    errors: list[BaseException] = []
+
+    def hammer(n: int) -> None:
+        try:
+            while not stop.is_set():
+                for user in (f"u{n}", "u-rt", f"cold{n}"):
+                    r = c.get(f"/recommendations/{user}?k=10")
+                    body = r.json() if r.status_code == 200 else {}
+                    seen.append((r.status_code, body.get("model_version", ""), _ids(body)))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        store.publish_model(record, items, vecs, profiles)
+        r = c.post("/admin/models/v2/activate", headers=ADMIN)
+        assert r.status_code == 200 and r.json()["serving"] == "v2"
+        time.sleep(0.5)
+        assert c.post("/admin/models/v1/activate", headers=ADMIN).json()["serving"] == "v1"
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    statuses = Counter(s for s, _, _ in seen)
+    assert statuses == {200: len(seen)}, statuses
+    versions = Counter(v for _, v, _ in seen)
+    assert versions["v1"] and versions["v2"], versions
+    for _, version, ids in seen:
+        assert ids and all(i.startswith("v2-") == (version == "v2") for i in ids)
+
+
+def test_unknown_variant_parameters_are_refused_at_start():
+    from api.recommend import RankParams
+    from api.variants import variant_params
+
+    with pytest.raises(ValueError, match="unknown parameters \\['recnet'\\]"):
+        variant_params(RankParams(), {"a": {}, "b": {"recnet": 1.0}})
+    assert variant_params(RankParams(), {"b": {"recent": 2.0}})["b"].recent == 2.0
+
+
+def test_admin_publishes_latest_from_the_model_dir_and_rolls_back(svc):
+    from training.artifacts import write_artifacts
+
+    c, settings, _ = svc
+    assert c.post("/admin/models/publish", headers=WRITE).status_code == 401
+    r = c.post("/admin/models/publish", headers=ADMIN, json={"version": "nope"})
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    record, items, vecs, profiles = make_model("x", n=60, dim=16, seed=3, n_profiles=5)
+    path = write_artifacts(
+        settings.model_dir,
+        fingerprint={"test": 1},
+        seed=3,
+        config={},
+        metrics={"recall_at_10": 0.2},
+        items=items,
+        item_vectors=vecs,
+        head=record.head,
+        state_dict={},
+        profile_user_ids=[p.user_id for p in profiles],
+        profile_vectors=np.stack([p.vector for p in profiles]),
+        seen={p.user_id: p.seen for p in profiles},
+    )
+    r = c.post("/admin/models/publish", headers=ADMIN)  # no body: LATEST, activated
+    assert r.status_code == 200, r.text
+    assert r.json()["active"] == r.json()["serving"] == path.name
+    assert c.get("/recommendations/u1?k=3").json()["model_version"] == path.name
+    assert c.post("/admin/models/v1/activate", headers=ADMIN).json()["serving"] == "v1"
+    assert c.get("/recommendations/u1?k=3").json()["model_version"] == "v1"
+    assert {m["version"] for m in c.get("/admin/models", headers=ADMIN).json()["models"]} >= {
+        "v1",
+        path.name,
+    }
