@@ -228,6 +228,9 @@ def test_idle_users_leave_memory_and_resume_from_the_store(broker, make_settings
             time.sleep(0.5)
         wait_for(lambda: live() - base == 0, timeout=5)  # all expired
         assert peak <= 3 * 200  # a few waves alive at once at most, not all 1,600
+        # consumer lag is exported per partition (librdkafka statistics, every second)
+        lag = {"topic": settings.events_topic, "partition": "0"}
+        assert REGISTRY.get_sample_value("recsys_consumer_lag_messages", lag) is not None
 
         # a returning user resumes from the stored features
         produce(settings, [{"event_type": "click", "user_id": "once0-3", "item_id": "i9"}])
