@@ -30,9 +30,9 @@ test-unit *ARGS:
 serve:
     python -m api.serve
 
-# the dataflow alone (production topology: needs RECSYS_QDRANT_URL); extra args go to bytewax.run, e.g. -w 2
+# the dataflow alone (production topology: needs RECSYS_QDRANT_URL), recovery on; -w 2, or -i/-a for a cluster
 dataflow *ARGS:
-    python -m bytewax.run "dataflow.flow:get_flow()" {{ARGS}}
+    python -m dataflow.run {{ARGS}}
 
 # the API alone (production topology: needs RECSYS_QDRANT_URL)
 api *ARGS:
@@ -56,12 +56,12 @@ eval *ARGS:
 
 # --- bench ----------------------------------------------------------------------------
 
-# both benchmarks with modest defaults (about 12 minutes on 2 cores): dataflow, then API
+# both benchmarks with modest defaults (about 15 minutes on 2 cores): dataflow, then API
 bench:
-    python -m infra.bench_dataflow --events 200000 --repeat 3 --duration 10
+    python -m infra.bench_dataflow --events 1000000 --repeat 2 --duration 10
     python -m infra.bench_api --repeat 3 --duration 8
 
-# dataflow events/s vs a no-op Bytewax flow, then freshness: just bench-dataflow --events 500000 --rate 1000
+# dataflow events/s (1 and 2 workers) vs a no-op Bytewax flow, then freshness at 5k/s: just bench-dataflow --events 200000 --workers 1
 bench-dataflow *ARGS:
     python -m infra.bench_dataflow {{ARGS}}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -29,9 +28,10 @@ class Event(msgspec.Struct, forbid_unknown_fields=False):
     session_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ValidEvent:
-    """A validated event with its time as Unix seconds (the fold's clock)."""
+class ValidEvent(msgspec.Struct, frozen=True, gc=False):
+    """A validated event with its time as Unix seconds (the fold's clock).
+
+    A msgspec Struct: built once per event, ~4x cheaper than a frozen dataclass."""
 
     event_type: str
     user_id: str

@@ -13,8 +13,9 @@ import time
 
 from bytewax.testing import cluster_main, run_main
 
-from dataflow.flow import build_flow, wait_for_model
+from dataflow.flow import build_flow, tune_gc, wait_for_model
 from dataflow.kafka_io import wait_for_broker
+from dataflow.recovery import epoch_interval, recovery_config
 from featurestore.catalog import CatalogProvider
 from featurestore.settings import Settings
 from featurestore.store import FeatureStore
@@ -51,8 +52,9 @@ class DataflowThread:
     def _run(self) -> None:
         """Run the flow; if it crashes (Kafka unreachable, say), log and start it again.
 
-        Restarting is safe: each user's state remembers the offsets it applied, so what
-        the flow reads again is skipped, not counted twice.
+        Restarting is safe: Bytewax recovery resumes from the last epoch's snapshot and
+        offsets; and each user's state remembers the offsets it applied, so what the flow
+        reads again is skipped, not counted twice.
         """
         failures = 0
         while not self._stop.is_set():
@@ -65,13 +67,18 @@ class DataflowThread:
                 self.status = f"waiting for Kafka at {bootstrap}"
                 wait_for_broker(bootstrap, BROKER_WAIT_SECONDS)
                 flow = build_flow(self._settings, self._store, self._catalogs, self._stop)
+                tune_gc()
                 self.running.set()
                 self.status = "running"
                 log.info("dataflow started (%d worker(s))", self._workers)
+                run_kw = {
+                    "epoch_interval": epoch_interval(self._settings),
+                    "recovery_config": recovery_config(self._settings),
+                }
                 if self._workers == 1:
-                    run_main(flow)
+                    run_main(flow, **run_kw)
                 else:
-                    cluster_main(flow, [], 0, worker_count_per_proc=self._workers)
+                    cluster_main(flow, [], 0, worker_count_per_proc=self._workers, **run_kw)
                 return  # the source ended: we were asked to stop
             except Exception as e:
                 failures = 1 if time.monotonic() - started > RESTART_MAX_SECONDS else failures + 1
@@ -81,6 +88,11 @@ class DataflowThread:
             finally:
                 self.running.clear()
             self._stop.wait(pause)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the flow to end by itself (``exit_at_end``); True if it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()

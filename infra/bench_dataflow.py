@@ -1,31 +1,37 @@
 """`just bench-dataflow`: how fast the dataflow folds a Kafka topic into the store, and how
 fresh a new event is once it has caught up.
 
-    python -m infra.bench_dataflow [--events 200000] [--repeat 3] [--rate 2000] [--duration 10]
+    python -m infra.bench_dataflow [--events 1000000] [--repeat 2] [--workers 1,2]
+                                   [--rate 5000] [--duration 10] [--no-api]
 
 One run, on a dev broker (tansu, in memory) started on a free port and stopped at the end:
 
 1. produces E synthetic events (``infra.synthetic``) to a 4-partition topic;
-2. (a) ceiling: a no-op flow (the product's ``StoppableKafkaSource`` and ``Parser`` into a
-   counting sink) reads the whole topic; (b) product: ``dataflow.flow.build_flow`` with an
-   embedded store holding the synthetic model reads the same topic from the beginning,
-   until every user's ``event_count`` in the store equals what was produced. Each is
-   timed from ``run_main`` start, so both include Kafka start-up; the two alternate,
-   ``--repeat`` times each, and the medians and their ratio are reported;
-3. (c) freshness: with the last flow of each kind caught up, one event per new, distinct
-   user is produced at a steady rate (``--rate`` for ``--duration`` s). Product, twice:
-   produce -> the sink's store write returned (noted by the store, nothing else running),
-   then the same plus a thread polling ``store.read_user_states`` for the pending users
-   (what a reader sees; the poller costs CPU and GIL time the flow then lacks, so that
-   run is slower). Ceiling: produce -> the event reached the counting sink, i.e. what
-   Kafka (here the dev broker) and Bytewax alone cost.
+2. for each worker count W (one process, ``cluster_main``): (a) ceiling: a no-op flow
+   (the product's ``StoppableKafkaSource`` and ``Parser`` into a counting sink) reads the
+   whole topic; (b) product: ``dataflow.flow.build_flow`` with an embedded store holding
+   the synthetic model and Bytewax recovery on (as it ships) reads the same topic from
+   the beginning, until every user's ``event_count`` in the store equals what was
+   produced. Each is timed from flow start, so both include Kafka start-up; they
+   alternate, ``--repeat`` times, and the medians and their ratio are reported;
+3. (c) freshness: with the last 1-worker flow of each kind caught up, one event per new,
+   distinct user is produced at a steady rate (``--rate`` for ``--duration`` s). Product,
+   twice: produce -> the sink's store write returned (noted by the store, nothing else
+   running), then the same plus a thread polling ``store.read_user_states`` for every
+   10th user (what a reader sees; the poller costs the flow GIL time). Ceiling: produce
+   -> the event reached the counting sink, i.e. what Kafka (here the dev broker) and
+   Bytewax alone cost;
+4. (d) freshness through the API: ``python -m api.serve`` (API + in-process dataflow on
+   its own embedded store, as ``just serve`` runs) on a fresh topic; the same load, and
+   every 25th user is polled through ``GET /users/{id}`` until it shows the event.
 
 Completion of (b) is detected without extra reads: the store handed to the flow notes when
 each user's write carrying their final count returned (a dict lookup per written state);
-the counts are then verified by reading every user back.
+the counts are then verified by reading every user back. Both flows run with the
+product's interpreter settings (``dataflow.flow.tune_gc``) and epoch length.
 
-``--epoch-s`` changes Bytewax's epoch interval for both flows: an experiment, not what
-the product ships.
+``--epoch-s`` overrides the epoch interval (``RECSYS_EPOCH_SECONDS``) for both flows, and
+``--no-recovery`` runs the product without recovery: experiments, not what ships.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import http.client
 import io
 import json
 import os
@@ -42,12 +49,13 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -55,13 +63,15 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import run_main
+from bytewax.recovery import RecoveryConfig
+from bytewax.testing import cluster_main, run_main
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 from tqdm import tqdm
 
-from dataflow.flow import build_flow
+from dataflow.flow import build_flow, tune_gc
 from dataflow.kafka_io import StoppableKafkaSource, ensure_app_topics
+from dataflow.recovery import epoch_interval, recovery_config
 from dataflow.steps import Accepted, Parser
 from featurestore.schemas import UserState, iso
 from featurestore.settings import Settings
@@ -70,6 +80,8 @@ from infra.broker import DevBroker, free_port
 from infra.synthetic import Events, World, WorldConfig, produce, producer_config
 
 VERSION = "bench-1"
+POLL_SAMPLE = 50
+"""Freshness through reads: every 50th user is polled (more cost the flow GIL time)."""
 TOPIC = "bench.events"
 
 
@@ -78,6 +90,9 @@ class FlowOptions:
     """How flows are run: defaults are the product's (``DataflowThread``)."""
 
     epoch: timedelta | None = None
+    workers: int = 1
+    recovery: bool = False
+    """Bytewax recovery (the product runs with it, as it ships; the no-op flow without)."""
 
 
 def cpu_seconds() -> float:
@@ -120,14 +135,21 @@ class FlowRunner:
         stop: threading.Event,
         opts: FlowOptions,
         profile: cProfile.Profile | None = None,
+        recovery: RecoveryConfig | None = None,
     ) -> None:
         self._flow = flow
         self._epoch = opts.epoch
+        self._workers = opts.workers
+        self._recovery = recovery
         self.stop_event = stop
         self._profile = profile
         self.started = 0.0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="bench-flow", daemon=True)
+
+    @property
+    def workers(self) -> int:
+        return self._workers
 
     def start(self) -> FlowRunner:
         self._thread.start()
@@ -138,7 +160,11 @@ class FlowRunner:
             if self._profile is not None:
                 self._profile.enable()  # profiles this thread: the flow's Python steps
             self.started = time.perf_counter()
-            run_main(self._flow, epoch_interval=self._epoch)
+            kw = {"epoch_interval": self._epoch, "recovery_config": self._recovery}
+            if self._workers == 1:
+                run_main(self._flow, **kw)
+            else:
+                cluster_main(self._flow, [], 0, worker_count_per_proc=self._workers, **kw)
         except BaseException as e:  # reported by check()
             self.error = e
         finally:
@@ -161,6 +187,7 @@ class FlowRunner:
 @dataclass
 class RunResult:
     kind: str
+    """ceiling or product, with the worker count: "product w2"."""
     events: int
     seconds: float
     first_output_s: float
@@ -230,7 +257,9 @@ def ceiling_flow(
     stop = threading.Event()
     flow = Dataflow("bench_ceiling")
     messages = op.input("events", flow, StoppableKafkaSource(settings, stop))
-    op.output("count", op.map("parse", messages, Parser(settings)), sink)
+    op.output("count", op.flat_map_batch("parse", messages, Parser(settings).parse_batch), sink)
+    tune_gc()  # both flows run as the product does
+    opts = replace(opts, epoch=opts.epoch or epoch_interval(settings))
     runner = FlowRunner(flow, stop, opts).start()
     try:
         yield sink, runner
@@ -256,7 +285,7 @@ def wait_ceiling(
         raise RuntimeError(f"the parser rejected {sink.target - sink.accepted} synthetic events")
     assert sink.first is not None
     return RunResult(
-        "ceiling",
+        f"ceiling w{runner.workers}",
         sink.target,
         sink.done_at - runner.started,
         sink.first - runner.started,
@@ -343,6 +372,7 @@ def product_flow(
             "state_dir": state_dir,
             "store_path": state_dir / "qdrant",
             "model_dir": state_dir / "models",
+            "recovery_dir": state_dir / "recovery",
         }
     )
     store = TimedStore.open(settings)
@@ -355,7 +385,10 @@ def product_flow(
         store.watch(expected)
         stop = threading.Event()
         flow = build_flow(settings, store, catalogs, stop)
-        runner = FlowRunner(flow, stop, opts, profile).start()
+        tune_gc()  # as DataflowThread and dataflow.run do
+        recovery = recovery_config(settings) if opts.recovery else None
+        opts = replace(opts, epoch=opts.epoch or epoch_interval(settings))  # as the product
+        runner = FlowRunner(flow, stop, opts, profile, recovery).start()
         yield store, runner
     finally:
         if runner is not None:
@@ -397,7 +430,7 @@ def wait_product(
     assert store.first_write is not None
     done = max(store.reached.values())
     return RunResult(
-        "product",
+        f"product w{runner.workers}",
         n,
         done - runner.started,
         store.first_write - runner.started,
@@ -490,7 +523,7 @@ def measure_freshness(
                         if s.event_count >= 1:
                             seen[u] = now
                             pending.pop(u, None)
-            time.sleep(0.001)
+            time.sleep(0.002)
         poller_cpu[0] = time.thread_time() - t0
 
     poller = threading.Thread(target=poll, name="bench-poll", daemon=True)
@@ -510,7 +543,7 @@ def measure_freshness(
                 f'{{"event_type":"view","user_id":"{users[k]}","item_id":"{items[k]}",'
                 f'"timestamp":"{iso(time.time())}","session_id":"fresh-{k}"}}'
             ).encode()
-            if store is not None:
+            if store is not None and k % POLL_SAMPLE == 0:
                 with lock:
                     pending[users[k]] = None
             sent[k] = time.perf_counter()
@@ -547,6 +580,249 @@ def measure_freshness(
     )
 
 
+# --- (d) freshness through the API -------------------------------------------------------
+
+
+API_TOPIC = "bench.api-events"
+API_SAMPLE = 100
+"""Every 100th user is polled through GET /users/{id}, one request in flight at a time:
+sampling more made the poller itself the delay (each pending user waits for the GETs of
+all the others; with 1 in 25, ~100 users were pending and the p50 was ~0.5 s)."""
+
+
+class ApiServer:
+    """``python -m api.serve`` (API + in-process dataflow on the embedded store), as the
+    product runs, on its own topic so that it starts caught up."""
+
+    def __init__(self, settings: Settings, state_dir: Path, log: Path) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+            "RECSYS_STATE_DIR": str(state_dir),
+            "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "RECSYS_EVENTS_TOPIC": settings.events_topic,
+            "RECSYS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            "RECSYS_API_HOST": "127.0.0.1",
+            "RECSYS_API_PORT": str(self.port),
+            "RECSYS_AUTO_PUBLISH_LATEST": "false",
+        }
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.serve"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            self.conn.request("GET", path)
+            r = self.conn.getresponse()
+            return r.status, r.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            raise
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"api.serve exited with {self.proc.returncode}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("api.serve was not ready in time")
+
+    def event_count(self, user: str) -> int:
+        status, body = self.get(f"/users/{user}")
+        return int(json.loads(body).get("event_count", 0)) if status == 200 else 0
+
+    def stop(self) -> None:
+        self.conn.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def measure_api_freshness(
+    base: Settings, world: World, tmp: Path, rate: float, duration: float, seed: int
+) -> Freshness:
+    """Produce one event per new user at ``rate``; a sample of them is polled through
+    GET /users/{id} of a separate ``api.serve`` process until it shows the event."""
+    settings = base.model_copy(
+        update={"events_topic": API_TOPIC, "dead_letter_topic": f"{API_TOPIC}.dlq"}
+    )
+    ensure_app_topics(settings)
+    state_dir = tmp / "api-state"
+    init = base.model_copy(update={"state_dir": state_dir, "store_path": state_dir / "qdrant"})
+    store = FeatureStore.open(init)
+    world.publish(store, VERSION, with_profiles=False)
+    store.close()
+    server = ApiServer(settings, state_dir, tmp / "api-serve.log")
+    poll_cpu = [0.0]
+    try:
+        server.wait_ready()
+        producer = Producer(producer_config(settings.kafka_bootstrap_servers, **{"linger.ms": 1}))
+        # warm up: the flow is consuming once a first event shows
+        producer.produce(API_TOPIC, _fresh_event("warm-0", "i0", 0), b"warm-0")
+        producer.flush(10)
+        deadline = time.monotonic() + 60
+        while server.event_count("warm-0") < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the API's dataflow never folded the warm-up event")
+            time.sleep(0.05)
+        time.sleep(1.0)
+
+        n = max(2, int(rate * duration))
+        rng = random.Random(seed)
+        users = [f"api{k}" for k in range(n)]
+        items = [f"i{rng.randrange(world.cfg.items)}" for _ in range(n)]
+        sent: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        pending: list[str] = []
+        lock = threading.Lock()
+        producing = threading.Event()
+        producing.set()
+
+        def poll() -> None:
+            t0 = time.thread_time()
+            while producing.is_set() or pending:
+                with lock:
+                    todo = list(pending)
+                for u in todo:
+                    if server.event_count(u) >= 1:
+                        now = time.perf_counter()
+                        with lock:
+                            seen[u] = now
+                            pending.remove(u)
+                if not todo:
+                    time.sleep(0.0005)
+            poll_cpu[0] = time.thread_time() - t0
+
+        poller = threading.Thread(target=poll, name="bench-api-poll", daemon=True)
+        poller.start()
+        c0 = cpu_seconds(), time.perf_counter(), server_cpu(server.proc.pid)
+        start = time.perf_counter()
+        try:
+            for k in range(n):
+                due = start + k / rate
+                while (now := time.perf_counter()) < due:
+                    time.sleep(min(due - now, 0.002))
+                u = users[k]
+                t = time.perf_counter()
+                if k % API_SAMPLE == 0:
+                    with lock:
+                        sent[u] = t
+                        pending.append(u)
+                producer.produce(API_TOPIC, _fresh_event(u, items[k], k), u.encode())
+                producer.poll(0)
+            last_sent = time.perf_counter()
+            producer.flush(10)
+            deadline = time.monotonic() + 30
+            while pending and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            producing.clear()
+            poller.join(35)
+        elapsed = time.perf_counter() - c0[1]
+        server_cores = (server_cpu(server.proc.pid) - c0[2]) / elapsed
+        ms = _pcts([seen[u] - sent[u] for u in sent if u in seen])
+        return Freshness(
+            flow="api",
+            offered_rate=rate,
+            achieved_rate=round((n - 1) / (last_sent - start), 1),
+            events=n,
+            arrived=len(seen),
+            arrive_ms=ms,
+            poll_ms=ms,
+            poller_cpu_share=round(poll_cpu[0] / elapsed, 3),
+            idle_cores=(0.0, 0.0),
+            busy_cores=(round(server_cores, 2), 0.0),
+        )
+    finally:
+        server.stop()
+
+
+def _fresh_event(user: str, item: str, k: int) -> bytes:
+    return (
+        f'{{"event_type":"view","user_id":"{user}","item_id":"{item}",'
+        f'"timestamp":"{iso(time.time())}","session_id":"fresh-{k}"}}'
+    ).encode()
+
+
+def server_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_all_freshness(
+    base: Settings, world: World, tmp: Path, args: argparse.Namespace, epoch: timedelta | None
+) -> list[Freshness]:
+    """Each freshness round on its own new dev broker, flow and topic.
+
+    The dev broker keeps each partition as a list of record batches, and a fetch costs
+    more the more batches precede it: a topic fed at 5k events/s with ``linger.ms`` 1
+    (thousands of tiny batches) made successive rounds on one broker slower and slower
+    (ceiling p50 10 -> 112 -> 143 ms, broker 0.8 -> 1.3 cores). A Kafka broker finds an
+    offset through its index; a fresh broker per round keeps that artefact out.
+    """
+    out: list[Freshness] = []
+    kinds = ["ceiling", "product", "product+poll"] + (["api"] if args.api else [])
+    for k, kind in enumerate(kinds):
+        with DevBroker(free_port(), log_path=tmp / f"broker-fresh-{k}.log") as fb:
+            b = base.model_copy(update={"kafka_bootstrap_servers": fb.bootstrap})
+            ensure_app_topics(b)
+            assert fb.proc is not None
+            clock = CpuClock(fb.proc.pid)
+            first_user = args.users + 10 * k * int(args.rate * args.duration)
+            if kind == "api":
+                out.append(
+                    measure_api_freshness(b, world, tmp, args.rate, args.duration, args.seed + k)
+                )
+            elif kind == "ceiling":
+                with ceiling_flow(b, 10**12, FlowOptions(epoch)) as (sink, runner):
+                    out.append(
+                        measure_freshness(
+                            kind,
+                            b,
+                            runner,
+                            world,
+                            clock,
+                            args.rate,
+                            args.duration,
+                            first_user,
+                            args.seed + k,
+                            sink.arrived,
+                            sink.watching.update,
+                        )
+                    )
+            else:
+                popts = FlowOptions(epoch, 1, recovery=not args.no_recovery)
+                with product_flow(b, world, {}, tmp / f"fresh-{k}", popts) as (store, runner):
+                    out.append(
+                        measure_freshness(
+                            "product",
+                            b,
+                            runner,
+                            world,
+                            clock,
+                            args.rate,
+                            args.duration,
+                            first_user,
+                            args.seed + k,
+                            store.reached,
+                            lambda us, st=store: st.watch({u: 1 for u in us}),
+                            store if kind == "product+poll" else None,
+                        )
+                    )
+    return out
+
+
 # --- reporting ----------------------------------------------------------------------------
 
 
@@ -555,38 +831,58 @@ def print_table(results: list[RunResult]) -> dict[str, float]:
         f"\n{'run':<12}{'events':>9}{'seconds':>9}{'events/s':>10}{'1st out s':>10}"
         f"{'CPU':>6}{'broker':>7}{'store s':>9}{'states/ev':>10}"
     )
-    for i, r in enumerate(results):
+    for r in results:
         extra = (
             f"{r.store_write_s:>9.2f}{r.states_written / r.events:>10.2f}"
-            if r.kind == "product"
+            if r.kind.startswith("product")
             else ""
         )
         print(
-            f"{r.kind + ' #' + str(i // 2 + 1):<12}{r.events:>9}{r.seconds:>9.2f}"
+            f"{r.kind:<12}{r.events:>9}{r.seconds:>9.2f}"
             f"{r.per_s:>10.0f}{r.first_output_s:>10.2f}{r.cpu_cores:>6.2f}"
             f"{r.broker_cores:>7.2f}{extra}"
         )
-    kinds = ("ceiling", "product")
+    kinds = list(dict.fromkeys(r.kind for r in results))
     med = {k: statistics.median(r.per_s for r in results if r.kind == k) for k in kinds}
     sec = {k: statistics.median(r.seconds for r in results if r.kind == k) for k in kinds}
     for k in kinds:
         print(f"{'median':<12}{'':>9}{sec[k]:>9.2f}{med[k]:>10.0f}   {k}")
-    ratio = med["product"] / med["ceiling"]
-    share = statistics.median(r.store_write_s / r.seconds for r in results if r.kind == "product")
-    print(
-        f"product/ceiling (median events/s): {ratio:.3f}  "
-        f"(the ceiling is {1 / ratio:.1f}x the product)"
-    )
-    print(f"product: median {share:.0%} of the run inside store writes (user_state + item_trends)")
-    return {
-        "ceiling_per_s": round(med["ceiling"]),
-        "product_per_s": round(med["product"]),
-        "ratio": round(ratio, 4),
-        "product_store_write_share": round(share, 3),
-    }
+    summary: dict[str, float] = {}
+    for k in kinds:
+        summary[k.replace(" ", "_") + "_per_s"] = round(med[k])
+        if not k.startswith("product"):
+            continue
+        w = k.split()[1]
+        ratio = med[k] / med[f"ceiling {w}"]
+        ratio1 = med[k] / med["ceiling w1"]
+        share = statistics.median(r.store_write_s / r.seconds for r in results if r.kind == k)
+        print(
+            f"{k}/ceiling {w} (median events/s): {ratio:.3f}; vs ceiling w1: {ratio1:.3f}; "
+            f"{share:.0%} of the run inside store writes"
+        )
+        summary[f"ratio_{w}"] = round(ratio, 4)
+        summary[f"ratio_{w}_vs_ceiling_w1"] = round(ratio1, 4)
+        summary[f"store_write_share_{w}"] = round(share, 3)
+    return summary
 
 
 def print_freshness(f: Freshness) -> None:
+    if f.flow == "api":
+        a = f.arrive_ms
+        print(
+            f"\nfreshness through the API (api.serve: API + in-process dataflow): {f.events:,} "
+            f"events for new users, offered {f.offered_rate:,.0f}/s, sent "
+            f"{f.achieved_rate:,.0f}/s; 1 in {API_SAMPLE} polled, {f.arrived:,} seen"
+        )
+        print(
+            f"  produce -> {'GET /users/{id} shows it:':<34} p50 {a['p50']:>7} ms  "
+            f"p99 {a['p99']:>7} ms  max {a['max']:>7} ms"
+        )
+        print(
+            f"  server CPU {f.busy_cores[0]:.2f} cores; polling thread "
+            f"{f.poller_cpu_share:.0%} of a core"
+        )
+        return
     how = " (with the polling reader)" if f.poll_ms is not None else ""
     print(
         f"\nfreshness, {f.flow} flow{how}: {f.events:,} events for distinct new users, offered "
@@ -636,19 +932,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m infra.bench_dataflow", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--items", type=int, default=2_000)
     p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--rate", type=float, default=2_000.0, help="freshness: offered events/s")
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--rate", type=float, default=5_000.0, help="freshness: offered events/s")
     p.add_argument(
         "--duration", type=float, default=10.0, help="freshness: seconds of load (0: skip)"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600.0, help="per run")
     p.add_argument(
-        "--epoch-s", type=float, help="experiment: Bytewax epoch interval (default 10 s)"
+        "--epoch-s",
+        type=float,
+        help="experiment: Bytewax epoch interval (default: RECSYS_EPOCH_SECONDS, 5 s)",
     )
     p.add_argument(
         "--profile",
@@ -657,10 +955,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         const=Path("bench-dataflow.prof.txt"),
         help="after the measured runs, profile one product run (cProfile; slower)",
     )
+    p.add_argument(
+        "--workers", default="1,2", help="worker counts to measure (one process), e.g. 1,2"
+    )
+    p.add_argument(
+        "--no-api",
+        dest="api",
+        action="store_false",
+        help="skip the freshness run through GET /users/{id} of api.serve",
+    )
+    p.add_argument(
+        "--no-recovery", action="store_true", help="experiment: product without Bytewax recovery"
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    opts = FlowOptions(timedelta(seconds=args.epoch_s) if args.epoch_s else None)
+    epoch = timedelta(seconds=args.epoch_s) if args.epoch_s else None
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    opts = FlowOptions(epoch)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-dataflow-"))
     broker = DevBroker(free_port(), log_path=tmp / "broker.log")
@@ -697,63 +1009,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         fresh: list[Freshness] = []
         n_fresh = max(2, int(args.rate * args.duration)) if args.duration > 0 else 0
         for i in range(args.repeat):
-            t0 = clock.now()
-            with ceiling_flow(base, n, opts) as (sink, runner):
-                results.append(wait_ceiling(sink, runner, args.timeout, clock, t0))
-            t0 = clock.now()
-            with product_flow(base, world, expected, tmp / f"store-{i}", opts) as (store, runner):
-                res = wait_product(store, runner, n, args.timeout, f"product #{i + 1}", clock, t0)
-                results.append(res)
-                wrong = verify_counts(store, expected)
-                if wrong:
-                    raise RuntimeError(f"{wrong} users' event_count in the store is wrong")
-                print(
-                    f"  #{i + 1}: ceiling {results[-2].per_s:,.0f} ev/s, product "
-                    f"{res.per_s:,.0f} ev/s; all {len(expected):,} users' counts verified "
-                    "in the store",
-                    flush=True,
-                )
-                if n_fresh and i == args.repeat - 1:
-                    # Twice: the sink hook alone (cheap), then with the polling reader too
-                    # (what a client sees, but the poller competes with the flow for the GIL).
-                    for k, poll in enumerate((False, True)):
-                        fresh.append(
-                            measure_freshness(
-                                "product",
-                                base,
-                                runner,
-                                world,
-                                clock,
-                                args.rate,
-                                args.duration,
-                                args.users + k * n_fresh,
-                                args.seed + k,
-                                store.reached,
-                                lambda us: store.watch({u: 1 for u in us}),
-                                store if poll else None,
-                            )
-                        )
+            for w in worker_counts:
+                copts = FlowOptions(epoch, w)
+                popts = FlowOptions(epoch, w, recovery=not args.no_recovery)
+                t0 = clock.now()
+                with ceiling_flow(base, n, copts) as (sink, runner):
+                    results.append(wait_ceiling(sink, runner, args.timeout, clock, t0))
+                t0 = clock.now()
+                store_dir = tmp / f"store-{i}-{w}"
+                with product_flow(base, world, expected, store_dir, popts) as (store, runner):
+                    res = wait_product(store, runner, n, args.timeout, f"product w{w}", clock, t0)
+                    results.append(res)
+                    wrong = verify_counts(store, expected)
+                    if wrong:
+                        raise RuntimeError(f"{wrong} users' event_count in the store is wrong")
+                    print(
+                        f"  #{i + 1} w{w}: ceiling {results[-2].per_s:,.0f} ev/s, product "
+                        f"{res.per_s:,.0f} ev/s; all {len(expected):,} users' counts verified "
+                        "in the store",
+                        flush=True,
+                    )
         if n_fresh:
-            # Last, so that no measured run reads these extra events; it first catches up
-            # on the topic (including the product's freshness events), then idles.
-            with ceiling_flow(base, n + 2 * n_fresh, opts) as (sink, runner):
-                wait_ceiling(sink, runner, args.timeout, clock, clock.now())
-                fresh.insert(
-                    0,
-                    measure_freshness(
-                        "ceiling",
-                        base,
-                        runner,
-                        world,
-                        clock,
-                        args.rate,
-                        args.duration,
-                        args.users + 2 * n_fresh,
-                        args.seed + 2,
-                        sink.arrived,
-                        sink.watching.update,
-                    ),
-                )
+            fresh = measure_all_freshness(base, world, tmp, args, epoch)
         summary = print_table(results)
         for f in fresh:
             print_freshness(f)
@@ -762,7 +1039,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             prof = cProfile.Profile()
             t0 = clock.now()
             prof_dir = tmp / "store-prof"
-            with product_flow(base, world, expected, prof_dir, opts, prof) as (store, runner):
+            popts = FlowOptions(epoch, 1, recovery=not args.no_recovery)
+            with product_flow(base, world, expected, prof_dir, popts, prof) as (store, runner):
                 res = wait_product(store, runner, n, args.timeout, "profiled", clock, t0)
             print(
                 f"\nprofiled product run (not in the medians): {res.per_s:,.0f} ev/s under cProfile"

@@ -139,3 +139,32 @@ def test_rebuild_moves_the_user_into_a_new_item_space():
 
 def test_empty_state_has_no_clock():
     assert UserState("u").last_ts == -math.inf
+
+
+def test_recovery_snapshots_round_trip_user_and_trend_state():
+    from dataflow.steps import TrendFolder, UserFolder
+    from featurestore.schemas import RecentItem, UserState
+    from featurestore.store import Trend
+
+    s = UserState(
+        "u1",
+        np.arange(4, dtype=np.float32),
+        2.5,
+        -math.inf,
+        {"Drama": 0.5},
+        [RecentItem("i1", 1.0, "view"), RecentItem("i2", 2.0, "click")],
+        "s1",
+        1.0,
+        2,
+        7,
+        1,
+        "v3",
+        {0: 5, 2: 9},
+    )
+    back = UserFolder.decode(UserFolder.encode(s))
+    np.testing.assert_array_equal(back.vector, s.vector)
+    back.vector = s.vector
+    assert back == s
+    assert UserFolder.decode(UserFolder.encode(UserState("u2"))) == UserState("u2")
+    t = Trend("i1", 3.5, 10.0, {1: 4})
+    assert TrendFolder.decode(TrendFolder.encode(t)) == t

@@ -1,0 +1,48 @@
+"""`python -m dataflow.run [-w N] [-i I -a HOST:PORT;HOST:PORT]`: the dataflow alone, with
+recovery on (``just dataflow``).
+
+``bytewax.run`` turns recovery on only when given ``-r/-s/-b``; this entry point takes
+them from the settings (``RECSYS_RECOVERY*``, ``RECSYS_EPOCH_SECONDS``) so a restart
+resumes where the last one stopped instead of re-reading the topic. SIGTERM ends the
+Kafka partitions, so the last batch is written and the store closed before exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from collections.abc import Sequence
+
+from bytewax.run import cli_main
+
+from dataflow.flow import get_flow, tune_gc
+from dataflow.recovery import epoch_interval, recovery_config
+from featurestore.settings import get_settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-w", "--workers-per-process", type=int, default=1)
+    p.add_argument("-i", "--process-id", type=int, help="this process's index in a cluster")
+    p.add_argument("-a", "--addresses", help='all processes: "host:port;host:port"')
+    args = p.parse_args(argv)
+    if (args.process_id is None) != (args.addresses is None):
+        p.error("-i and -a go together")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    settings = get_settings()
+    flow = get_flow(stop)
+    tune_gc()
+    cli_main(
+        flow,
+        workers_per_process=args.workers_per_process,
+        process_id=args.process_id,
+        addresses=args.addresses.split(";") if args.addresses else None,
+        epoch_interval=epoch_interval(settings),
+        recovery_config=recovery_config(settings),
+    )
+
+
+if __name__ == "__main__":
+    main()
