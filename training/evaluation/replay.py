@@ -79,13 +79,15 @@ class Features:
         for ev in events:
             acc = Accepted(ev, 0, self._offset, ev.ts)
             self._offset += 1
-            state, out = self._users(self._states.get(ev.user_id), acc)
+            state = self._states.get(ev.user_id) or self._users.load(acc)
+            self._users.fold(state, [acc])
             self._states[ev.user_id] = state
-            trend, tout = self._trends(self._trend_states.get(ev.item_id), acc)
+            trend = self._trend_states.get(ev.item_id) or self._trends.load(acc)
+            self._trends.fold(trend, [acc])
             self._trend_states[ev.item_id] = trend
             if write_each:
-                self.store.write_user_states(out)
-                self.store.write_trends(tout)
+                self.store.write_user_states([state])
+                self.store.write_trends([trend])
             else:
                 touched_u[ev.user_id] = state
                 touched_t[ev.item_id] = trend
