@@ -28,7 +28,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 
 from dataflow import metrics
-from dataflow.kafka_io import Rejected, StoppableKafkaSource, dead_letter_sink
+from dataflow.kafka_io import Rejected, StoppableKafkaSource, dead_letter_sink, events_log_id
 from dataflow.sinks import TrendSink, UserStateSink
 from dataflow.steps import Accepted, ExpiringState, Parser, TrendFolder, UserFolder
 from featurestore.catalog import CatalogProvider
@@ -52,14 +52,16 @@ def build_flow(
     rejected = op.map("count_rejected", accepted.falses, _count_rejected)
     op.output("dead_letter", rejected, dead_letter_sink(settings))
 
+    # Offsets remembered in stored states count only within this incarnation of the topic.
+    log_id = events_log_id(settings)
     ttl = settings.state_ttl_seconds
-    users = UserFolder(settings, store, catalogs)
+    users = UserFolder(settings, store, catalogs, log_id)
     by_user = op.key_on("by_user", accepted.trues, _user_key)
     states = op.stateful_batch("fold_user", by_user, ExpiringState.builder(users, ttl))
     op.output("user_state", states, UserStateSink(store))
 
     by_item = op.key_on("by_item", accepted.trues, _item_key)
-    items = TrendFolder(settings, store)
+    items = TrendFolder(settings, store, log_id)
     every = settings.trend_emit_seconds
     trends = op.stateful_batch("count_item", by_item, ExpiringState.builder(items, ttl, every))
     op.output("item_trends", trends, TrendSink(store))

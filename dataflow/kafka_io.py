@@ -19,6 +19,7 @@ from confluent_kafka import (
     Consumer,
     KafkaException,
     Message,
+    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka import KafkaError as ConfluentKafkaError
@@ -219,6 +220,39 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
                 raise
         log.info("created topic %s", topic)
+
+
+# The id a broker reports for a topic it does not give ids to (Kafka < 2.8).
+_NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"
+
+
+def topic_id(bootstrap: str, topic: str, timeout: float = 10.0) -> str | None:
+    """The topic's id: a UUID the broker gives each creation of a topic.
+
+    Kafka offsets are positions in one incarnation of a topic: after the topic is
+    deleted and created again (or the in-memory dev broker restarts) they count from 0
+    again, so remembered offsets mean something only together with this id. None if the
+    broker gives no ids or cannot be asked (callers then trust offsets as before).
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        futures = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)
+        desc = futures[topic].result(timeout=timeout + 1)
+    except (KafkaException, TimeoutError) as e:
+        log.warning(
+            "cannot read the id of topic %s (%s): offsets are not checked against it", topic, e
+        )
+        return None
+    tid = str(desc.topic_id) if desc.topic_id is not None else None
+    if not tid or tid == _NO_TOPIC_ID:
+        log.warning("the broker gives topic %s no id: offsets are not checked against it", topic)
+        return None
+    return tid
+
+
+def events_log_id(settings: Settings) -> str | None:
+    """The events topic's id (``topic_id``): which incarnation of the log offsets point into."""
+    return topic_id(settings.kafka_bootstrap_servers, settings.events_topic)
 
 
 def ensure_app_topics(settings: Settings) -> None:

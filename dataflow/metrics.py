@@ -65,6 +65,15 @@ EVENTS_LATE = Counter(
 )
 
 
+# --- topic incarnations: offsets of a recreated topic --------------------------------
+OFFSETS_RESET = Counter(
+    "recsys_offsets_reset_total",
+    "Keys whose remembered Kafka offsets were dropped: they came from an earlier "
+    "incarnation of the events topic (recreated, or the in-memory dev broker restarted)",
+    ["step"],
+)
+
+
 class StepMetrics:
     """The labelled children of one stateful step, resolved once (``labels()`` costs ~1 us)."""
 
@@ -77,3 +86,4 @@ class StepMetrics:
         self.batch_events = FOLD_BATCH_EVENTS.labels(step)
         self.keys = STATE_KEYS.labels(step)
         self.expired = STATE_EXPIRED.labels(step)
+        self.offsets_reset = OFFSETS_RESET.labels(step)

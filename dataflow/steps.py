@@ -6,6 +6,7 @@ Each is a thin shell around the pure maths in ``dataflow.fold`` and
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from featurestore.catalog import CatalogProvider
 from featurestore.schemas import RecentItem, UserState
 from featurestore.settings import Settings
 from featurestore.store import FeatureStore, Trend
+
+log = logging.getLogger(__name__)
 
 # How often the fold checks whether a new model version became active.
 MODEL_CHECK_SECONDS = 2.0
@@ -90,9 +93,17 @@ class Parser:
 class UserFolder:
     """Per-user fold of a micro-batch: load, dedupe, fold, one new state per batch."""
 
-    def __init__(self, settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        catalogs: CatalogProvider,
+        log_id: str | None = None,
+    ) -> None:
         self._store = store
         self._catalogs = catalogs
+        self.log_id = log_id
+        """Id of the events topic being read (``kafka_io.topic_id``); None: not checked."""
         self._params = FoldParams.from_settings(settings)
         self.live = 0
         """Users held in memory by this flow's fold (the TTL bounds it)."""
@@ -124,12 +135,13 @@ class UserFolder:
                 s.unknown_items,
                 s.model_version,
                 s.offsets,
+                s.log_id,
             )
         )
 
     @staticmethod
     def decode(b: bytes) -> UserState:
-        u, vec, mass, last, cats, recent, sid, sstart, sev, n, unknown, version, offs = (
+        u, vec, mass, last, cats, recent, sid, sstart, sev, n, unknown, version, offs, log_id = (
             _unpack_user(b)
         )
         return UserState(
@@ -146,6 +158,7 @@ class UserFolder:
             unknown,
             version,
             offs,
+            log_id,
         )
 
     def migrate(self, state: UserState) -> bool:
@@ -165,6 +178,8 @@ class UserFolder:
 
         Returns whether anything was applied (replayed offsets are skipped).
         """
+        if state.log_id != self.log_id and adopt_log(state, self.log_id):
+            _count_reset(self.metrics, state.user_id, self.log_id)
         catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
         if catalog is not None and state.model_version != catalog.version:
             rebuild_vector(state, catalog.vector, self._params, catalog.version)
@@ -203,8 +218,9 @@ class UserFolder:
 class TrendFolder:
     """Per-item decayed count of recent events (trending), one micro-batch at a time."""
 
-    def __init__(self, settings: Settings, store: FeatureStore) -> None:
+    def __init__(self, settings: Settings, store: FeatureStore, log_id: str | None = None) -> None:
         self._store = store
+        self.log_id = log_id
         self._half_life = settings.trending_half_life_seconds
         self._weights = dict(settings.event_weights)
         self.live = 0
@@ -217,7 +233,7 @@ class TrendFolder:
 
     @staticmethod
     def encode(t: Trend) -> bytes:
-        return _pack((t.item_id, t.score, t.ts, t.offsets))
+        return _pack((t.item_id, t.score, t.ts, t.offsets, t.log_id))
 
     @staticmethod
     def decode(b: bytes) -> Trend:
@@ -227,6 +243,8 @@ class TrendFolder:
         return False  # counts do not live in an item space
 
     def fold(self, t: Trend, batch: list[Accepted]) -> bool:
+        if t.log_id != self.log_id and adopt_log(t, self.log_id):
+            _count_reset(self.metrics, t.item_id, self.log_id)
         applied = False
         for acc in batch:
             if acc.offset <= t.offsets.get(acc.partition, -1):
@@ -244,24 +262,73 @@ class TrendFolder:
 S = TypeVar("S", UserState, Trend)
 
 _pack = msgspec.msgpack.Encoder().encode
-_unpack_user = msgspec.msgpack.Decoder(
-    tuple[
-        str,
-        bytes | None,
-        float,
-        float,
-        dict[str, float],
-        list[tuple[str, float, str]],
-        str | None,
-        float,
-        int,
-        int,
-        int,
-        str | None,
-        dict[int, int],
-    ]
-).decode
-_unpack_trend = msgspec.msgpack.Decoder(tuple[str, float, float, dict[int, int]]).decode
+_UserTuple = tuple[
+    str,
+    bytes | None,
+    float,
+    float,
+    dict[str, float],
+    list[tuple[str, float, str]],
+    str | None,
+    float,
+    int,
+    int,
+    int,
+    str | None,
+    dict[int, int],
+]
+_TrendTuple = tuple[str, float, float, dict[int, int]]
+
+
+def _decoder(fields: Any) -> Any:
+    """Snapshots with the topic id appended; those taken before it was kept lack it."""
+    current = msgspec.msgpack.Decoder(tuple[(*fields.__args__, str | None)]).decode  # type: ignore[misc]
+    legacy = msgspec.msgpack.Decoder(fields).decode
+
+    def decode(b: bytes) -> tuple:
+        try:
+            return current(b)
+        except msgspec.ValidationError:
+            return (*legacy(b), None)
+
+    return decode
+
+
+_unpack_user = _decoder(_UserTuple)
+_unpack_trend = _decoder(_TrendTuple)
+
+
+def adopt_log(state: UserState | Trend, log_id: str | None) -> bool:
+    """Tie ``state``'s offsets to the events topic incarnation ``log_id``.
+
+    Offsets count from 0 again in a recreated topic, so offsets remembered under another
+    id would skip its events as replays: they are dropped. With no id (a broker without
+    topic ids) offsets are trusted as they are, and so are those of a state written
+    before ids were kept (its id is None): dropping them would count a re-read of the
+    same topic twice. True if offsets were dropped.
+    """
+    if log_id is None or state.log_id == log_id:
+        return False
+    dropped = state.log_id is not None and bool(state.offsets)
+    if dropped:
+        state.offsets = {}
+    state.log_id = log_id
+    return dropped
+
+
+_reset_logged: set[str] = set()
+
+
+def _count_reset(m: metrics.StepMetrics, key: str, log_id: str | None) -> None:
+    m.offsets_reset.inc()
+    if log_id not in _reset_logged:  # once per topic incarnation, not once per key
+        _reset_logged.add(str(log_id))
+        log.warning(
+            "events topic has a new id %s: offsets remembered from an earlier incarnation "
+            "are dropped (first: %s); recsys_offsets_reset_total counts the keys",
+            log_id,
+            key,
+        )
 
 
 class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):

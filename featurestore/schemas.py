@@ -55,6 +55,9 @@ class UserState:
     model_version: str | None = None
     offsets: dict[int, int] = field(default_factory=dict)
     """Last Kafka offset applied per partition; replays at or below it are skipped."""
+    log_id: str | None = None
+    """Id of the events topic incarnation ``offsets`` belong to (Kafka topic id): after
+    the topic is recreated its offsets restart at 0, so offsets of another id are void."""
 
     def seen(self, partition: int, offset: int) -> bool:
         return offset <= self.offsets.get(partition, -1)
@@ -81,6 +84,7 @@ class UserState:
                     session=(self.session_id, self.session_start, self.session_events),
                     unknown_items=self.unknown_items,
                     offsets=self.offsets,
+                    log_id=self.log_id,
                 )
             ).decode(),
         }
@@ -106,6 +110,7 @@ class UserState:
             unknown_items=f.unknown_items,
             model_version=payload.get("model_version"),
             offsets=f.offsets,
+            log_id=f.log_id,
         )
 
 
@@ -118,6 +123,7 @@ class _Features(msgspec.Struct):
     session: tuple[str | None, float, int]
     unknown_items: int
     offsets: dict[int, int]
+    log_id: str | None = None  # absent in states written before topic ids were kept
 
 
 _json = msgspec.json.Encoder().encode

@@ -35,15 +35,23 @@ class Trend:
     ts: float
     offsets: dict[int, int] = field(default_factory=dict)
     """Last Kafka offset counted per partition, as for user state."""
+    log_id: str | None = None
+    """Events topic incarnation the offsets belong to, as for user state."""
 
     def to_payload(self) -> dict[str, Any]:
         offsets = {str(p): o for p, o in self.offsets.items()}
-        return {"item_id": self.item_id, "score": self.score, "ts": self.ts, "offsets": offsets}
+        return {
+            "item_id": self.item_id,
+            "score": self.score,
+            "ts": self.ts,
+            "offsets": offsets,
+            "log_id": self.log_id,
+        }
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> Trend:
         offsets = {int(k): int(v) for k, v in (p.get("offsets") or {}).items()}
-        return cls(p["item_id"], float(p["score"]), float(p["ts"]), offsets)
+        return cls(p["item_id"], float(p["score"]), float(p["ts"]), offsets, p.get("log_id"))
 
 
 class FeatureStore:
