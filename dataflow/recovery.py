@@ -7,13 +7,20 @@ event after that point is folded exactly once more into state that had not seen 
 Store writes made after that epoch are overwritten with the same values, and a user read
 back from the store skips the offsets it already applied (README, *Crashes, restarts,
 scale-out*; ``tests/test_stream_guarantees.py``).
+
+Those offsets are positions in one incarnation of the events topic. The topic's id is
+kept beside the partitions; when the topic was recreated since (the in-memory dev broker
+restarted, or an operator deleted and created it), the partitions are moved aside and
+the flow starts afresh instead of resuming at positions of a log that no longer exists.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import time
 from datetime import timedelta
+from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
@@ -21,9 +28,16 @@ from featurestore.settings import Settings
 
 log = logging.getLogger(__name__)
 
+TOPIC_ID_FILE = "events-topic-id"
+"""Beside the partitions: the id of the events topic their offsets belong to."""
 
-def recovery_config(settings: Settings) -> RecoveryConfig | None:
-    """The flow's RecoveryConfig, creating the partitions the first time; None if disabled."""
+
+def recovery_config(settings: Settings, log_id: str | None = None) -> RecoveryConfig | None:
+    """The flow's RecoveryConfig, creating the partitions the first time; None if disabled.
+
+    ``log_id`` is the events topic's id (``kafka_io.events_log_id``): partitions recorded
+    under another id are retired first. None (no id known) keeps them as they are.
+    """
     if not settings.recovery:
         log.warning(
             "Bytewax recovery is off: a restart begins at start_offset=%s", settings.start_offset
@@ -35,10 +49,38 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
     # Processes of one cluster may start together: one creates the partitions.
     with open(db_dir / ".init.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if log_id is not None:
+            _retire_other_log(db_dir, log_id)
         if not any(db_dir.glob("part-*.sqlite3")):
             init_db_dir(db_dir, settings.recovery_partitions)
             log.info("created %d recovery partition(s) in %s", settings.recovery_partitions, db_dir)
+        if log_id is not None:
+            (db_dir / TOPIC_ID_FILE).write_text(log_id + "\n")
     return RecoveryConfig(db_dir)
+
+
+def _retire_other_log(db_dir: Path, log_id: str) -> None:
+    """Move partitions recorded for another incarnation of the topic to ``retired-<time>/``.
+
+    Partitions from before the id was recorded are kept: they most likely belong to the
+    topic as it is, and dropping them would re-read it from ``start_offset``.
+    """
+    marker = db_dir / TOPIC_ID_FILE
+    old = marker.read_text().strip() if marker.exists() else None
+    parts = sorted(db_dir.glob("part-*"))
+    if old is None or old == log_id or not parts:
+        return
+    aside = db_dir / f"retired-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    aside.mkdir(exist_ok=True)
+    for p in [*parts, marker]:
+        p.rename(aside / p.name)
+    log.warning(
+        "the events topic was recreated (id %s, recovery was recorded for %s): its old "
+        "positions mean nothing now, so the flow starts afresh; old recovery moved to %s",
+        log_id,
+        old,
+        aside,
+    )
 
 
 def epoch_interval(settings: Settings) -> timedelta:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from bytewax.run import cli_main
 
 from dataflow.flow import get_flow, tune_gc
+from dataflow.kafka_io import events_log_id
 from dataflow.recovery import epoch_interval, recovery_config
 from featurestore.settings import get_settings
 
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         process_id=args.process_id,
         addresses=args.addresses.split(";") if args.addresses else None,
         epoch_interval=epoch_interval(settings),
-        recovery_config=recovery_config(settings),
+        recovery_config=recovery_config(settings, events_log_id(settings)),
     )
 
 

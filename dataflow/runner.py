@@ -14,7 +14,7 @@ import time
 from bytewax.testing import cluster_main, run_main
 
 from dataflow.flow import build_flow, tune_gc, wait_for_model
-from dataflow.kafka_io import wait_for_broker
+from dataflow.kafka_io import events_log_id, wait_for_broker
 from dataflow.recovery import epoch_interval, recovery_config
 from featurestore.catalog import CatalogProvider
 from featurestore.settings import Settings
@@ -73,7 +73,9 @@ class DataflowThread:
                 log.info("dataflow started (%d worker(s))", self._workers)
                 run_kw = {
                     "epoch_interval": epoch_interval(self._settings),
-                    "recovery_config": recovery_config(self._settings),
+                    "recovery_config": recovery_config(
+                        self._settings, events_log_id(self._settings)
+                    ),
                 }
                 if self._workers == 1:
                     run_main(flow, **run_kw)
