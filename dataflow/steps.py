@@ -282,7 +282,7 @@ _TrendTuple = tuple[str, float, float, dict[int, int]]
 
 def _decoder(fields: Any) -> Any:
     """Snapshots with the topic id appended; those taken before it was kept lack it."""
-    current = msgspec.msgpack.Decoder(tuple[(*fields.__args__, str | None)]).decode  # type: ignore[misc]
+    current = msgspec.msgpack.Decoder(tuple[(*fields.__args__, str | None)]).decode
     legacy = msgspec.msgpack.Decoder(fields).decode
 
     def decode(b: bytes) -> tuple:
@@ -325,7 +325,7 @@ def _count_reset(m: metrics.StepMetrics, key: str, log_id: str | None) -> None:
         _reset_logged.add(str(log_id))
         log.warning(
             "events topic has a new id %s: offsets remembered from an earlier incarnation "
-            "are dropped (first: %s); recsys_offsets_reset_total counts the keys",
+            "are dropped (first key: %s); recsys_offsets_reset_total counts the keys",
             log_id,
             key,
         )

@@ -140,3 +140,31 @@ def test_a_restarted_dev_broker_is_read_from_its_start(tmp_path: Path):
         assert len(retired) == 1
     finally:
         store.close()
+
+
+def test_recovery_snapshots_keep_the_topic_id_and_read_older_ones():
+    from dataflow.steps import _pack
+
+    s = UserState("u", event_count=3, offsets={0: 2}, log_id="A")
+    assert UserFolder.decode(UserFolder.encode(s)) == s
+    t = Trend("i1", 1.5, T0, {0: 2}, "A")
+    assert TrendFolder.decode(TrendFolder.encode(t)) == t
+    # Snapshots taken before the id was kept (a recovery dir from an older version).
+    old = _pack(("u", None, 0.0, T0, {}, [], None, 0.0, 0, 3, 0, None, {0: 2}))
+    assert UserFolder.decode(old) == UserState("u", last_ts=T0, event_count=3, offsets={0: 2})
+    assert TrendFolder.decode(_pack(("i1", 1.5, T0, {0: 2}))) == Trend("i1", 1.5, T0, {0: 2})
+
+
+def test_store_payloads_keep_the_topic_id_and_read_older_ones():
+    s = UserState("u", event_count=3, offsets={0: 2}, log_id="A")
+    payload = s.to_payload()
+    assert UserState.from_payload(payload, None) == s
+    features = json.loads(payload["features"])
+    del features["log_id"]  # written before the id was kept
+    old = UserState.from_payload(payload | {"features": json.dumps(features)}, None)
+    assert (old.offsets, old.log_id) == ({0: 2}, None)
+    t = Trend("i1", 1.5, T0, {0: 2}, "A")
+    assert Trend.from_payload(t.to_payload()) == t
+    assert Trend.from_payload(t.to_payload() | {"log_id": None}).log_id is None
+    legacy = {k: v for k, v in t.to_payload().items() if k != "log_id"}
+    assert Trend.from_payload(legacy) == Trend("i1", 1.5, T0, {0: 2})
