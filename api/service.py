@@ -58,6 +58,7 @@ class Recommender:
             covisit_items=settings.covisit_items,
             covisit_half_life=settings.covisit_half_life_seconds,
             covisit_position_decay=settings.covisit_position_decay,
+            new_item=settings.weight_new_item,
         )
         self._fold = FoldParams.from_settings(settings)
         self._trending: tuple[float, str, dict[int, float]] = (0.0, "", {})
