@@ -306,7 +306,7 @@ def _reasons(
                 else "matches your long-term taste"
             )
         elif name == "new":
-            text = "new in the catalogue"
+            text = "new: nobody had picked it when the model was trained"
         elif name == "popularity":
             text = "trending now" if trend >= catalog.popularity[row] else "popular with everyone"
         else:

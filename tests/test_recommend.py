@@ -152,6 +152,6 @@ def test_a_new_item_is_lifted_over_an_equally_close_known_one_and_says_so():
     params = RankParams(popularity=0.0, category=0.0, new_item=0.4)
     out = rerank(cands, cat, user(), {}, params, NOW, 1.0, 2)
     assert [cat.items[r.row].item_id for r in out] == ["z1", "y0"]
-    assert "new in the catalogue" in out[0].reasons
+    assert "new: nobody had picked it when the model was trained" in out[0].reasons
     out = rerank(cands, cat, user(), {}, RankParams(popularity=0.0, category=0.0), NOW, 1.0, 2)
-    assert "new in the catalogue" not in out[0].reasons
+    assert "new: nobody had picked it when the model was trained" not in out[0].reasons
