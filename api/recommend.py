@@ -13,6 +13,9 @@ then scores each candidate on what the user did in the last minutes:
     covisit     sum over the last items j of fade_j * S[j, item], S the co-visitation published
                 with the model ("users who just picked j pick this next"), fade_j by age and
                 position; divided by the best candidate's sum, so in [0, 1]
+    new         1 for an item with no training events (catalogue popularity 0), else 0:
+                held-out and brand-new items have neither popularity nor co-visitation,
+                so without it they are buried below equally close known items
 
 Each reason names a term that lifted the item above a typical candidate, ordered by
 how much it lifted it, so explanations stay truthful.
@@ -57,6 +60,8 @@ class RankParams:
     """Recent items whose co-visitation neighbours count (newest first)."""
     covisit_half_life: float = 86400.0
     covisit_position_decay: float = 0.9
+    new_item: float = 0.0
+    """Boost for items with no training events (popularity 0)."""
 
 
 @dataclass(slots=True)
@@ -132,6 +137,8 @@ def rerank(
     }
     if params.covisit:
         contrib["covisit"] = params.covisit * covisit
+    if params.new_item:
+        contrib["new"] = params.new_item * (catalog.popularity[rows] <= 0).astype(np.float32)
     total = sum(contrib.values())
     top = np.argsort(-total, kind="stable")[:k]
     # A reason names what lifted this item above a typical candidate, not what every
@@ -298,6 +305,8 @@ def _reasons(
                 if realtime_weight >= 0.5
                 else "matches your long-term taste"
             )
+        elif name == "new":
+            text = "new: nobody had picked it when the model was trained"
         elif name == "popularity":
             text = "trending now" if trend >= catalog.popularity[row] else "popular with everyone"
         else:

@@ -72,6 +72,7 @@ class Recommender:
             covisit_items=settings.covisit_items,
             covisit_half_life=settings.covisit_half_life_seconds,
             covisit_position_decay=settings.covisit_position_decay,
+            new_item=settings.weight_new_item,
         )
         self.variants = variant_params(self.rank_params, settings.ranking_variants)
         self._variant_names = sorted(self.variants)

@@ -237,6 +237,12 @@ class Settings(BaseSettings):
         "lower = less similar items in one list.",
     )
     mmr_pool: int = Field(50, ge=1, le=1000, description="Re-ranked items MMR picks from.")
+    weight_new_item: float = Field(
+        0.4,
+        ge=0,
+        description="Boost for items with no training events (new or held out), which have "
+        "no popularity or co-visitation to lift them. 0 turns it off.",
+    )
 
     @field_validator("event_weights")
     @classmethod

@@ -143,3 +143,15 @@ def test_cold_candidates_prefer_trending_then_popular_and_skip_seen():
 )
 def test_ago(seconds, text):
     assert ago(seconds) == text
+
+
+def test_a_new_item_is_lifted_over_an_equally_close_known_one_and_says_so():
+    cat = catalog()
+    cat.popularity[4] = 0.0  # z1 has no training events
+    cands = [(2, 0.5), (4, 0.5)]
+    params = RankParams(popularity=0.0, category=0.0, new_item=0.4)
+    out = rerank(cands, cat, user(), {}, params, NOW, 1.0, 2)
+    assert [cat.items[r.row].item_id for r in out] == ["z1", "y0"]
+    assert "new: nobody had picked it when the model was trained" in out[0].reasons
+    out = rerank(cands, cat, user(), {}, RankParams(popularity=0.0, category=0.0), NOW, 1.0, 2)
+    assert "new: nobody had picked it when the model was trained" not in out[0].reasons

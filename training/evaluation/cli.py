@@ -39,6 +39,7 @@ RANKING_SETTINGS = (
     "weight_recent",
     "weight_popularity",
     "weight_covisit",
+    "weight_new_item",
     "recent_similarity_half_life_seconds",
     "recent_position_decay",
     "covisit_items",
