@@ -211,6 +211,15 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         explain: Annotated[
             bool, Query(description="Add each item's score breakdown (ANN, re-rank terms)")
         ] = False,
+        diversity: Annotated[
+            float | None,
+            Query(
+                ge=0,
+                le=1,
+                description="Maximal marginal relevance: 0 = pure relevance, higher = fewer "
+                "similar items in one list (default: 1 - RECSYS_MMR_LAMBDA, i.e. 0)",
+            ),
+        ] = None,
         variant: Annotated[
             str | None,
             Query(
@@ -240,6 +249,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             item_filter=item_filter,
             exclude_seen=exclude_seen,
             variant=variant,
+            mmr_lambda=None if diversity is None else 1.0 - diversity,
         )
         # A Qdrant server answers over the network: wait for it in the threadpool so the
         # event loop keeps serving other requests meanwhile.

@@ -99,6 +99,7 @@ class Recommender:
         exclude_seen: bool = True,
         exclude_items: Iterable[str] = (),
         variant: str | None = None,
+        mmr_lambda: float | None = None,
     ) -> Result:
         """Top ``k`` for ``user_id``, never ``exclude_items`` and, with ``exclude_seen``,
         never items in their recent items or long-term profile.
@@ -154,11 +155,12 @@ class Recommender:
             candidates = self._with_covisit(
                 candidates, catalog, state, query.vector, now, exclude, params, item_filter
             )
-        pool = k if s.mmr_lambda >= 1.0 else max(k, s.mmr_pool)
+        mmr = s.mmr_lambda if mmr_lambda is None else mmr_lambda
+        pool = k if mmr >= 1.0 else max(k, s.mmr_pool)
         ranked = rerank(
             candidates, catalog, state, trending, params, now, query.realtime_weight, pool
         )
-        ranked = diversify(ranked, catalog, s.mmr_lambda, k)
+        ranked = diversify(ranked, catalog, mmr, k)
         return Result(
             user_id,
             catalog,

@@ -296,3 +296,22 @@ def test_admin_publishes_latest_from_the_model_dir_and_rolls_back(svc):
         "v1",
         path.name,
     }
+
+
+def test_diversity_trades_relevance_for_less_similar_items(svc):
+    c, _, store = svc
+    vectors = store.load_catalog("v1").vectors
+    index = {f"i{r}": r for r in range(len(vectors))}
+
+    def similarity(ids):
+        v = vectors[[index[i] for i in ids]]
+        v = v / np.linalg.norm(v, axis=1, keepdims=True)
+        sims = v @ v.T
+        return float((sims.sum() - len(ids)) / (len(ids) * (len(ids) - 1)))
+
+    plain = _ids(c.get("/recommendations/u-rt?k=10").json())
+    diverse = _ids(c.get("/recommendations/u-rt?k=10&diversity=0.7").json())
+    assert len(diverse) == 10 and diverse != plain
+    assert similarity(diverse) < similarity(plain)
+    assert plain == _ids(c.get("/recommendations/u-rt?k=10&diversity=0").json())
+    assert c.get("/recommendations/u-rt?diversity=1.5").status_code == 422
