@@ -125,10 +125,12 @@ class Settings(BaseSettings):
         1, ge=1, description="Recovery partitions created when recovery_dir is new."
     )
     epoch_seconds: float = Field(
-        5.0,
+        1.0,
         gt=0,
         description="Bytewax epoch length: state snapshots and offsets are committed at each "
-        "epoch close; a crash replays at most this much input.",
+        "epoch close; a crash replays at most this much input. The close stalls the worker "
+        "in proportion to the keys touched in the epoch (issue 4: 5 s at 5k new users/s "
+        "stalled it ~300 ms; 1 s keeps the freshness p99 under 100 ms at no throughput cost).",
     )
     state_ttl_seconds: float = Field(
         3600.0,

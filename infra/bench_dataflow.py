@@ -946,7 +946,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--epoch-s",
         type=float,
-        help="experiment: Bytewax epoch interval (default: RECSYS_EPOCH_SECONDS, 5 s)",
+        help="experiment: Bytewax epoch interval (default: RECSYS_EPOCH_SECONDS, 1 s)",
     )
     p.add_argument(
         "--profile",
