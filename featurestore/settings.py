@@ -128,9 +128,10 @@ class Settings(BaseSettings):
         1.0,
         gt=0,
         description="Bytewax epoch length: state snapshots and offsets are committed at each "
-        "epoch close; a crash replays at most this much input. The close stalls the worker "
-        "in proportion to the keys touched in the epoch (issue 4: 5 s at 5k new users/s "
-        "stalled it ~300 ms; 1 s keeps the freshness p99 under 100 ms at no throughput cost).",
+        "epoch close; a crash replays at most this much input. Each close stalls the worker "
+        "for the keys touched in the epoch plus a scan of all held snapshots (issue 4: at 5k "
+        "new users/s, 5 s stalled ~300 ms, 1 s ~55-95 ms for -8 % throughput; "
+        "docs/benchmarks.md, What bounds freshness).",
     )
     state_ttl_seconds: float = Field(
         3600.0,
