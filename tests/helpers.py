@@ -86,3 +86,25 @@ def isolated_settings(state_dir: Path, bootstrap: str | None = None, **overrides
     if bootstrap:
         ensure_app_topics(settings)
     return settings
+
+
+def write_model_dir(model_dir: Path, seed: int, n: int = 60, dim: int = 8) -> str:
+    """What `just train` leaves behind: a version directory and LATEST pointing at it."""
+    from training.artifacts import write_artifacts
+
+    record, items, vecs, profiles = make_model("ignored", n=n, dim=dim, seed=seed)
+    path = write_artifacts(
+        model_dir,
+        fingerprint={"test": seed},
+        seed=seed,
+        config={"test": True},
+        metrics={"recall_at_10": 0.2},
+        items=items,
+        item_vectors=vecs,
+        head=record.head,
+        state_dict={},
+        profile_user_ids=[p.user_id for p in profiles],
+        profile_vectors=np.stack([p.vector for p in profiles]),
+        seen={p.user_id: p.seen for p in profiles},
+    )
+    return path.name

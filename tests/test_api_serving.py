@@ -17,7 +17,7 @@ from api.impressions import decode_impression
 from api.variants import bucket
 from featurestore import FeatureStore
 from featurestore.schemas import RecentItem, UserState
-from tests.helpers import isolated_settings, make_model, publish, wait_for
+from tests.helpers import isolated_settings, make_model, publish, wait_for, write_model_dir
 
 pytestmark = pytest.mark.integration
 
@@ -265,36 +265,20 @@ def test_unknown_variant_parameters_are_refused_at_start():
 
 
 def test_admin_publishes_latest_from_the_model_dir_and_rolls_back(svc):
-    from training.artifacts import write_artifacts
-
     c, settings, _ = svc
     assert c.post("/admin/models/publish", headers=WRITE).status_code == 401
     r = c.post("/admin/models/publish", headers=ADMIN, json={"version": "nope"})
     assert r.status_code == 404 and "nope" in r.json()["detail"]
-    record, items, vecs, profiles = make_model("x", n=60, dim=16, seed=3, n_profiles=5)
-    path = write_artifacts(
-        settings.model_dir,
-        fingerprint={"test": 1},
-        seed=3,
-        config={},
-        metrics={"recall_at_10": 0.2},
-        items=items,
-        item_vectors=vecs,
-        head=record.head,
-        state_dict={},
-        profile_user_ids=[p.user_id for p in profiles],
-        profile_vectors=np.stack([p.vector for p in profiles]),
-        seen={p.user_id: p.seen for p in profiles},
-    )
+    name = write_model_dir(settings.model_dir, seed=3, dim=16)
     r = c.post("/admin/models/publish", headers=ADMIN)  # no body: LATEST, activated
     assert r.status_code == 200, r.text
-    assert r.json()["active"] == r.json()["serving"] == path.name
-    assert c.get("/recommendations/u1?k=3").json()["model_version"] == path.name
+    assert r.json()["active"] == r.json()["serving"] == name
+    assert c.get("/recommendations/u1?k=3").json()["model_version"] == name
     assert c.post("/admin/models/v1/activate", headers=ADMIN).json()["serving"] == "v1"
     assert c.get("/recommendations/u1?k=3").json()["model_version"] == "v1"
     assert {m["version"] for m in c.get("/admin/models", headers=ADMIN).json()["models"]} >= {
         "v1",
-        path.name,
+        name,
     }
 
 

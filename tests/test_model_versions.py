@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from featurestore import FeatureStore
-from tests.helpers import make_model, publish, wait_for
-from training.artifacts import write_artifacts
+from tests.helpers import publish, wait_for, write_model_dir
 
 pytestmark = pytest.mark.integration
-
-
-def write_model_dir(settings, seed: int) -> str:
-    """What `just train` leaves behind: a version directory and LATEST pointing at it."""
-    _, items, vecs, profiles = make_model("ignored", n=60, dim=8, seed=seed)
-    record = make_model("ignored", n=60, dim=8, seed=seed)[0]
-    path = write_artifacts(
-        settings.model_dir,
-        fingerprint={"test": seed},
-        seed=seed,
-        config={"test": True},
-        metrics={"recall_at_10": 0.2},
-        items=items,
-        item_vectors=vecs,
-        head=record.head,
-        state_dict={},
-        profile_user_ids=[p.user_id for p in profiles],
-        profile_vectors=np.stack([p.vector for p in profiles]),
-        seen={p.user_id: p.seen for p in profiles},
-    )
-    return path.name
 
 
 def test_serving_picks_up_a_new_model_and_moves_users_to_it(broker, make_settings):
@@ -48,7 +25,7 @@ def test_serving_picks_up_a_new_model_and_moves_users_to_it(broker, make_setting
         assert client.get("/recommendations/u1").json()["model_version"] == "v1"
 
         # `just train` while the server holds the embedded store: it only writes the model dir
-        version = write_model_dir(settings, seed=3)
+        version = write_model_dir(settings.model_dir, seed=3)
         wait_for(lambda: client.get("/readyz").json()["checks"]["model"] == version, timeout=10)
         recs = client.get("/recommendations/u1").json()
         assert recs["model_version"] == version and recs["strategy"] == "personalized"
@@ -66,8 +43,8 @@ def test_publish_cli_activates_latest_and_rolls_back(make_settings, monkeypatch,
     from training import publish as publish_cli
 
     settings = make_settings()
-    first = write_model_dir(settings, seed=1)
-    second = write_model_dir(settings, seed=2)
+    first = write_model_dir(settings.model_dir, seed=1)
+    second = write_model_dir(settings.model_dir, seed=2)
     monkeypatch.setenv("RECSYS_STATE_DIR", str(settings.state_dir))
     get_settings.cache_clear()
     try:
