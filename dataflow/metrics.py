@@ -63,6 +63,10 @@ EVENTS_LATE = Counter(
     "recsys_events_late_total",
     "Events older than their user's latest event: folded with their decayed weight",
 )
+RECOVERY_PRUNED = Counter(
+    "recsys_recovery_pruned_total",
+    "Deletion markers of expired keys removed from the recovery partitions",
+)
 
 
 # --- topic incarnations: offsets of a recreated topic --------------------------------

@@ -8,6 +8,10 @@ Store writes made after that epoch are overwritten with the same values, and a u
 back from the store skips the offsets it already applied (README, *Crashes, restarts,
 scale-out*; ``tests/test_stream_guarantees.py``).
 
+Bytewax never removes the marker it writes for a discarded (expired) key, and every
+epoch close scans them all; ``RecoveryPruner`` runs ``dataflow.prune`` beside the flow so
+the partitions hold only the keys the flow holds.
+
 Those offsets are positions in one incarnation of the events topic. The topic's id is
 kept beside the partitions; when the topic was recreated since (the in-memory dev broker
 restarted, or an operator deleted and created it), the partitions are moved aside and
@@ -18,12 +22,16 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import subprocess
+import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
+from dataflow.metrics import RECOVERY_PRUNED
 from featurestore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,6 +89,45 @@ def _retire_other_log(db_dir: Path, log_id: str) -> None:
         old,
         aside,
     )
+
+
+class RecoveryPruner:
+    """Runs ``dataflow.prune`` every ``recovery_prune_seconds`` beside a running flow.
+
+    A child process, never a thread: Bytewax's copy of SQLite and Python's must not share
+    a process (``dataflow/prune.py``). The child ends when this process closes its stdin
+    or dies; the rows it deletes are counted in ``recsys_recovery_pruned_total``.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._dir = settings.recovery_dir if settings.recovery else None
+        self._every = settings.recovery_prune_seconds
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> RecoveryPruner:
+        if self._dir is None:
+            return self
+        cmd = [sys.executable, "-m", "dataflow.prune", str(self._dir), "--every", str(self._every)]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self._count, args=(self._proc,), daemon=True).start()
+        return self
+
+    @staticmethod
+    def _count(proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip().isdigit():
+                RECOVERY_PRUNED.inc(int(line))
+
+    def __exit__(self, *_: object) -> None:
+        if self._proc is None:
+            return
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
 
 
 def epoch_interval(settings: Settings) -> timedelta:

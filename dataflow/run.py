@@ -18,7 +18,7 @@ from bytewax.run import cli_main
 
 from dataflow.flow import get_flow, tune_gc
 from dataflow.kafka_io import events_log_id
-from dataflow.recovery import epoch_interval, recovery_config
+from dataflow.recovery import RecoveryPruner, epoch_interval, recovery_config
 from featurestore.settings import get_settings
 
 
@@ -35,14 +35,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = get_settings()
     flow = get_flow(stop)
     tune_gc()
-    cli_main(
-        flow,
-        workers_per_process=args.workers_per_process,
-        process_id=args.process_id,
-        addresses=args.addresses.split(";") if args.addresses else None,
-        epoch_interval=epoch_interval(settings),
-        recovery_config=recovery_config(settings, events_log_id(settings)),
-    )
+    recovery = recovery_config(settings, events_log_id(settings))
+    with RecoveryPruner(settings):
+        cli_main(
+            flow,
+            workers_per_process=args.workers_per_process,
+            process_id=args.process_id,
+            addresses=args.addresses.split(";") if args.addresses else None,
+            epoch_interval=epoch_interval(settings),
+            recovery_config=recovery,
+        )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from bytewax.testing import cluster_main, run_main
 
 from dataflow.flow import build_flow, tune_gc, wait_for_model
 from dataflow.kafka_io import events_log_id, wait_for_broker
-from dataflow.recovery import epoch_interval, recovery_config
+from dataflow.recovery import RecoveryPruner, epoch_interval, recovery_config
 from featurestore.catalog import CatalogProvider
 from featurestore.settings import Settings
 from featurestore.store import FeatureStore
@@ -77,10 +77,11 @@ class DataflowThread:
                         self._settings, events_log_id(self._settings)
                     ),
                 }
-                if self._workers == 1:
-                    run_main(flow, **run_kw)
-                else:
-                    cluster_main(flow, [], 0, worker_count_per_proc=self._workers, **run_kw)
+                with RecoveryPruner(self._settings):
+                    if self._workers == 1:
+                        run_main(flow, **run_kw)
+                    else:
+                        cluster_main(flow, [], 0, worker_count_per_proc=self._workers, **run_kw)
                 return  # the source ended: we were asked to stop
             except Exception as e:
                 failures = 1 if time.monotonic() - started > RESTART_MAX_SECONDS else failures + 1

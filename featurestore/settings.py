@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     recovery_partitions: int = Field(
         1, ge=1, description="Recovery partitions created when recovery_dir is new."
     )
+    recovery_prune_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often the deletion markers Bytewax keeps for expired keys are "
+        "removed from the recovery partitions. Bytewax keeps one per key ever discarded, "
+        "and every epoch close scans them all, so without this the close grows slower "
+        "with every user ever seen.",
+    )
     epoch_seconds: float = Field(
         1.0,
         gt=0,

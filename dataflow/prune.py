@@ -1,0 +1,98 @@
+"""Remove the markers Bytewax leaves for discarded keys from its recovery partitions.
+
+Bytewax marks a key its logic discards (a user expired after the TTL) with a deletion
+snapshot and never removes it; every epoch close then groups the whole snapshot table by
+key. Left alone, a flow's epoch close grows slower with every user it has ever seen
+(~0.75 µs a row: a million one-time users stall each close ~0.75 s; docs/benchmarks.md).
+
+Runs as a process of its own, ``python -m dataflow.prune DIR --every SECONDS``, which
+``dataflow.recovery.RecoveryPruner`` starts beside the flow: Bytewax links its own copy
+of SQLite, and two SQLite libraries in one process break each other's POSIX locks and
+see stale pages (measured here: an in-process reader saw no commit past the second
+epoch), so the flow's process never opens the partitions itself. Prints the rows deleted
+after each pass; ends when its stdin closes, i.e. with the process that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import sqlite3
+import sys
+from pathlib import Path
+
+MARGIN_EPOCHS = 2
+"""Markers younger than the committed epoch minus this stay: a resume might be near."""
+
+
+def prune_deleted(db_dir: Path) -> int:
+    """Delete the deletion markers no resume can need; returns the rows deleted.
+
+    A marker is needed while an older snapshot of its key exists (it hides that one) or
+    while a resume could start before it. Bytewax never resumes before its committed
+    epoch (it garbage-collects superseded snapshots up to there itself), so a marker that
+    is its key's oldest row and lies behind the commit means what no row means: no state
+    for that key. The markers are found by a read, which never blocks Bytewax's writer;
+    only their deletion takes the write lock, briefly.
+    """
+    deleted = 0
+    for part in sorted(db_dir.glob("part-*.sqlite3")):
+        con = sqlite3.connect(part, timeout=5.0)  # Bytewax's own connection waits 5 s too
+        try:
+            (committed,) = con.execute("SELECT MIN(commit_epoch) FROM commits").fetchone()
+            if committed is None:
+                continue
+            markers = con.execute(
+                """SELECT step_id, state_key, snap_epoch FROM snaps AS d
+                   WHERE d.ser_change IS NULL AND d.snap_epoch < ?
+                   AND NOT EXISTS (
+                       SELECT 1 FROM snaps AS o
+                       WHERE o.step_id = d.step_id AND o.state_key = d.state_key
+                       AND o.snap_epoch < d.snap_epoch)""",
+                (committed - MARGIN_EPOCHS,),
+            ).fetchall()
+            con.executemany(
+                "DELETE FROM snaps WHERE step_id = ? AND state_key = ? AND snap_epoch = ? "
+                "AND ser_change IS NULL",
+                markers,
+            )
+            con.commit()
+            deleted += len(markers)
+        finally:
+            con.close()
+    return deleted
+
+
+def snapshot_rows(db_dir: Path) -> int:
+    """Rows in all partitions' snapshot tables (markers included)."""
+    rows = 0
+    for part in sorted(db_dir.glob("part-*.sqlite3")):
+        con = sqlite3.connect(part, timeout=5.0)
+        try:
+            rows += con.execute("SELECT COUNT(*) FROM snaps").fetchone()[0]
+        finally:
+            con.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("db_dir", type=Path, help="the flow's recovery directory")
+    p.add_argument("--every", type=float, default=30.0, help="seconds between passes")
+    p.add_argument("--count", action="store_true", help="print the snapshot rows and exit")
+    args = p.parse_args(argv)
+    if args.count:
+        print(snapshot_rows(args.db_dir))
+        return 0
+    while True:
+        try:
+            print(prune_deleted(args.db_dir), flush=True)
+        except sqlite3.Error as e:  # busy, or a partition mid-creation: the next pass retries
+            print(f"pruning {args.db_dir} failed: {e}", file=sys.stderr, flush=True)
+        ready, _, _ = select.select([sys.stdin], [], [], args.every)
+        if ready and not sys.stdin.readline():
+            return 0  # stdin closed: the flow's process has ended
+
+
+if __name__ == "__main__":
+    sys.exit(main())
