@@ -87,7 +87,7 @@ def spec_for(name: str, dim: int) -> CollectionSpec:
     if name.startswith("profiles__"):
         return CollectionSpec(dim, keyword_indexes=("user_id",))
     if name == USER_STATE:
-        return CollectionSpec(dim, keyword_indexes=("user_id", "model_version"))
+        return CollectionSpec(dim, keyword_indexes=("user_id",))
     if name == ITEM_TRENDS:
         return CollectionSpec(PAYLOAD_ONLY_DIM, float_indexes=("score",))
     if name == MODELS:

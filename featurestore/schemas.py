@@ -63,17 +63,16 @@ class UserState:
         return offset <= self.offsets.get(partition, -1)
 
     def to_payload(self) -> dict[str, Any]:
-        """A few readable, filterable fields; the rest as one JSON string.
+        """The user id (indexed) and everything else as one JSON string.
 
-        Qdrant converts a payload element by element (about 2 us each), so 20 recent
-        items as nested lists cost ~250 us per write; one string costs ~15 us.
+        Qdrant converts a payload element by element, and each top-level field costs
+        ~3 us more per write (20 recent items as nested lists ~250 us, one string ~15 us);
+        this write is the dataflow's largest cost, so readable extras stay out
+        (``GET /users/{id}`` shows them).
         """
         last = self.last_ts if math.isfinite(self.last_ts) else None
         return {
             "user_id": self.user_id,
-            "model_version": self.model_version,
-            "last_event_time": iso(self.last_ts),
-            "event_count": self.event_count,
             "features": _json(
                 _Features(
                     mass=self.mass,
@@ -85,6 +84,8 @@ class UserState:
                     unknown_items=self.unknown_items,
                     offsets=self.offsets,
                     log_id=self.log_id,
+                    event_count=self.event_count,
+                    model_version=self.model_version,
                 )
             ).decode(),
         }
@@ -106,9 +107,11 @@ class UserState:
             session_id=f.session[0],
             session_start=f.session[1],
             session_events=f.session[2],
-            event_count=int(payload.get("event_count", 0)),
+            event_count=int(
+                payload.get("event_count", 0) if f.event_count is None else f.event_count
+            ),
             unknown_items=f.unknown_items,
-            model_version=payload.get("model_version"),
+            model_version=f.model_version or payload.get("model_version"),
             offsets=f.offsets,
             log_id=f.log_id,
         )
@@ -124,6 +127,9 @@ class _Features(msgspec.Struct):
     unknown_items: int
     offsets: dict[int, int]
     log_id: str | None = None  # absent in states written before topic ids were kept
+    # top-level payload fields in states written before 2026-11-30:
+    event_count: int | None = None
+    model_version: str | None = None
 
 
 _json = msgspec.json.Encoder().encode

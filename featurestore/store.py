@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from featurestore import collections as col
@@ -39,19 +40,33 @@ class Trend:
     """Events topic incarnation the offsets belong to, as for user state."""
 
     def to_payload(self) -> dict[str, Any]:
-        offsets = {str(p): o for p, o in self.offsets.items()}
-        return {
-            "item_id": self.item_id,
-            "score": self.score,
-            "ts": self.ts,
-            "offsets": offsets,
-            "log_id": self.log_id,
-        }
+        """``score`` (indexed: the top trends are read by it) and the rest as one string:
+        each payload field costs a write ~3 us, a nested offsets map ~35 us."""
+        return {"score": self.score, "trend": _encode_trend(self)}
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> Trend:
+        if "trend" in p:
+            t = _decode_trend(p["trend"])
+            return cls(t.item_id, float(p["score"]), t.ts, t.offsets, t.log_id)
+        # written before 2026-11-30: every field at the top level
         offsets = {int(k): int(v) for k, v in (p.get("offsets") or {}).items()}
         return cls(p["item_id"], float(p["score"]), float(p["ts"]), offsets, p.get("log_id"))
+
+
+class _TrendFields(msgspec.Struct):
+    item_id: str
+    ts: float
+    offsets: dict[int, int]
+    log_id: str | None
+
+
+def _encode_trend(t: Trend) -> str:
+    return _trend_json(_TrendFields(t.item_id, t.ts, t.offsets, t.log_id)).decode()
+
+
+_trend_json = msgspec.json.Encoder().encode
+_decode_trend = msgspec.json.Decoder(_TrendFields).decode
 
 
 class FeatureStore:

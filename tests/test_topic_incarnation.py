@@ -165,6 +165,13 @@ def test_store_payloads_keep_the_topic_id_and_read_older_ones():
     assert (old.offsets, old.log_id) == ({0: 2}, None)
     t = Trend("i1", 1.5, T0, {0: 2}, "A")
     assert Trend.from_payload(t.to_payload()) == t
-    assert Trend.from_payload(t.to_payload() | {"log_id": None}).log_id is None
-    legacy = {k: v for k, v in t.to_payload().items() if k != "log_id"}
-    assert Trend.from_payload(legacy) == Trend("i1", 1.5, T0, {0: 2})
+    # the layouts written before the payloads were packed into one string (2026-11-30)
+    top = {"user_id": "u", "model_version": "v1", "event_count": 3}
+    for key in ("event_count", "model_version"):
+        del features[key]
+    old = UserState.from_payload(top | {"features": json.dumps(features)}, None)
+    assert (old.event_count, old.model_version, old.offsets) == (3, "v1", {0: 2})
+    flat = {"item_id": "i1", "score": 1.5, "ts": T0, "offsets": {"0": 2}, "log_id": "A"}
+    assert Trend.from_payload(flat) == t
+    del flat["log_id"]  # written before the id was kept
+    assert Trend.from_payload(flat) == Trend("i1", 1.5, T0, {0: 2})
