@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from featurestore import collections as col
@@ -256,6 +257,15 @@ class FeatureStore:
         if not hits:
             return None
         return Profile.from_payload(hits[0].payload, hits[0].vector)
+
+    def profile_users(self, version: str) -> list[tuple[str, int]]:
+        """(user id, items seen in training) for every long-term profile of a version:
+        the users a client can pick knowing the model has a history for them."""
+        return [
+            (p.payload["user_id"], len(msgspec.json.decode(p.payload.get("seen") or "[]")))
+            for p in self.backend.scroll(col.profiles_collection(version))
+            if "user_id" in p.payload
+        ]
 
     # --- trends -------------------------------------------------------------
 
