@@ -107,7 +107,7 @@
         {
           type: "button",
           className: `event-btn ${type}`,
-          dataset: { testid: `${type}-${item.item_id}`, item: item.item_id, event: type },
+          dataset: { testid: `${type}-${item.item_id}`, item: item.item_id, event: type, title: label },
           "aria-label": `${text} ${label}`,
         },
         text,
@@ -270,7 +270,7 @@
           "li",
           { dataset: { testid: "recent-item", itemId: r.item_id } },
           el("span", { className: `badge ev ev-${r.event_type}` }, r.event_type),
-          el("span", { className: "title" }, r.title || r.item_id),
+          el("span", { className: "title", title: r.title || r.item_id }, r.title || r.item_id),
           el("span", { className: "when", title: r.time }, ago(r.time)),
         ),
       );
@@ -306,6 +306,7 @@
 
   async function sendEvent(item, type, button) {
     if (!state.user) return;
+    const name = `${type} of “${button.dataset.title || item}”`;
     const user = state.user;
     const token = ++state.token;
     const before = state.recs.slice();
@@ -323,7 +324,7 @@
     }
     state.expectedEvents += 1;
     const accepted = Math.round(performance.now() - t0);
-    showStatus(`${type} of ${item} accepted (${accepted} ms); waiting for the dataflow to fold it…`);
+    showStatus(`${name} accepted (${accepted} ms); waiting for the dataflow to fold it…`);
     $("update-time").textContent = "Waiting for the update…";
     while (performance.now() - t0 < WAIT_MS) {
       await sleep(POLL_MS);
@@ -355,7 +356,7 @@
       $("update-time").textContent = changed
         ? `Updated in ${took} ms · ${added} new item${added === 1 ? "" : "s"} (event folded after ${folded} ms)`
         : `Event folded after ${folded} ms; the top ${K} stayed the same`;
-      showStatus(`${type} of ${item} folded into ${user}'s features.`);
+      showStatus(`${name} folded into ${user}'s features.`);
       return;
     }
     $("update-time").className = "update-time late";
