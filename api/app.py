@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
-from api.browse import Browser, category_counts
+from api.browse import USERS_LISTED, Browser, category_counts
 from api.demo import add_demo_page
 from api.impressions import ImpressionLog
 from api.model_watch import check_once, watch
@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             recommender,
             producer,
             flow,
-            browser=Browser(recommender.catalog, st.profile_users),
+            browser=Browser(recommender.catalog, st),
             impressions=impressions,
         )
         watcher = asyncio.create_task(watch(settings, st, catalogs))
@@ -411,14 +411,20 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             categories=[CategoryCount(name=n, items=c) for n, c in category_counts(catalog)],
         )
 
-    @app.get("/users", response_model=KnownUsers, tags=["features"], dependencies=read_key)
+    @app.get(
+        "/users",
+        response_model=KnownUsers,
+        tags=["features"],
+        dependencies=read_key,
+        description="Users with a long-term profile in the live model, in id order (from "
+        f"the first {USERS_LISTED:,} stored): ones whose recommendations start personalised. "
+        "Any other id works too, as a new user.",
+    )
     def users(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_ITEMS)] = 10,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> KnownUsers:
-        """Users with a long-term profile in the live model (in id order): ones whose
-        recommendations start personalised. Any other id works too, as a new user."""
         version, found, total = ctx(request).browser.users(limit, offset)
         return KnownUsers(
             model_version=version,

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 from api.service import UnknownCategory
 from featurestore.catalog import Catalog
+from featurestore.store import FeatureStore
+
+USERS_LISTED = 5000
+"""GET /users pages through at most this many profiles (read once per model version)."""
 
 
 def fold_text(text: str) -> str:
@@ -72,13 +76,9 @@ class TitleIndex:
 class Browser:
     """Search and browse over whatever catalogue ``current`` returns."""
 
-    def __init__(
-        self,
-        current: Callable[[], Catalog],
-        profile_users: Callable[[str], list[tuple[str, int]]],
-    ) -> None:
+    def __init__(self, current: Callable[[], Catalog], store: FeatureStore) -> None:
         self._current = current
-        self._profile_users = profile_users
+        self._store = store
         self._lock = threading.Lock()
         self._index: TitleIndex | None = None
         self._users: tuple[str, list[tuple[str, int]]] | None = None
@@ -113,17 +113,21 @@ class Browser:
         return catalog, [m.row for m in hits[offset : offset + limit]], len(hits)
 
     def users(self, limit: int, offset: int) -> tuple[str, list[tuple[str, int]], int]:
-        """A page of the users with a long-term profile in the live model, in id order,
-        with how many items each had seen in training: users worth picking in a demo."""
+        """A page of users with a long-term profile in the live model, with how many
+        items each had seen in training: users worth picking in a demo. Sorted by id;
+        with more than USERS_LISTED profiles, that many of them (a stable sample).
+        Returns the version, the page and how many profiles the version has."""
         version = self._current().version
         with self._lock:
             cached = self._users
         if cached is None or cached[0] != version:
-            found = sorted(self._profile_users(version), key=lambda u: natural_key(u[0]))
-            cached = (version, found)
+            found = self._store.profile_users(version, USERS_LISTED)
+            cached = (version, sorted(found, key=lambda u: natural_key(u[0])))
             with self._lock:
                 self._users = cached
-        return version, cached[1][offset : offset + limit], len(cached[1])
+        record = self._store.model(version)
+        total = record.profiles if record is not None else len(cached[1])
+        return version, cached[1][offset : offset + limit], total
 
 
 def category_counts(catalog: Catalog) -> list[tuple[str, int]]:

@@ -258,14 +258,18 @@ class FeatureStore:
             return None
         return Profile.from_payload(hits[0].payload, hits[0].vector)
 
-    def profile_users(self, version: str) -> list[tuple[str, int]]:
-        """(user id, items seen in training) for every long-term profile of a version:
-        the users a client can pick knowing the model has a history for them."""
-        return [
-            (p.payload["user_id"], len(msgspec.json.decode(p.payload.get("seen") or "[]")))
-            for p in self.backend.scroll(col.profiles_collection(version))
-            if "user_id" in p.payload
-        ]
+    def profile_users(self, version: str, limit: int) -> list[tuple[str, int]]:
+        """(user id, items seen in training) of up to ``limit`` long-term profiles of a
+        version, in storage order: users a client can pick knowing the model has a
+        history for them. Reads no more than it returns."""
+        out = []
+        for p in self.backend.scroll(col.profiles_collection(version), batch=min(limit, 1024)):
+            if len(out) >= limit:
+                break
+            if "user_id" in p.payload:
+                seen = msgspec.json.decode(p.payload.get("seen") or "[]")
+                out.append((p.payload["user_id"], len(seen)))
+        return out
 
     # --- trends -------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ import uvicorn
 
 from api.app import create_app
 from featurestore import FeatureStore
+from featurestore.settings import Settings
 from infra.broker import free_port
 from tests.helpers import isolated_settings, publish, wait_for
 
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 CHROMIUM = "/usr/bin/chromium"
+WRITE_KEY = "demo-write-key"
 UPDATE_WITHIN_MS = 4000
 """Click to a changed list on screen; the fold itself takes well under a second."""
 
@@ -54,10 +57,9 @@ def chromium_path() -> str:
     return CHROMIUM if Path(CHROMIUM).is_file() else str(shutil.which("chromium"))
 
 
-@pytest.fixture(scope="module")
-def server(broker, tmp_path_factory) -> Iterator[str]:
+@contextmanager
+def serving(settings: Settings) -> Iterator[str]:
     """The app under uvicorn on a free port, as `just serve` runs it (dataflow in-process)."""
-    settings = isolated_settings(tmp_path_factory.mktemp("demo-browser") / "var", broker)
     store = FeatureStore.open(settings)
     publish(store, n=80, dim=16, n_profiles=10)
     store.close()
@@ -84,33 +86,61 @@ def server(broker, tmp_path_factory) -> Iterator[str]:
         thread.join(30)
 
 
+@pytest.fixture(scope="module")
+def server(broker, tmp_path_factory) -> Iterator[str]:
+    with serving(isolated_settings(tmp_path_factory.mktemp("demo") / "var", broker)) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def keyed_server(broker, tmp_path_factory) -> Iterator[str]:
+    settings = isolated_settings(
+        tmp_path_factory.mktemp("demo-keyed") / "var", broker, write_api_keys={WRITE_KEY}
+    )
+    with serving(settings) as base:
+        yield base
+
+
 @pytest.fixture
-def page(chromium_path: str, server: str):
+def open_page(chromium_path: str):
+    """Opens pages in one headless Chromium; at the end, fails on any script error, CSP
+    violation or failed request the test did not expect."""
     from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    expected: set[int] = set()
+
+    def on_console(m) -> None:
+        # A failed request is judged by on_response below (a new user's 404 is fine).
+        if m.type == "error" and not m.text.startswith("Failed to load resource"):
+            problems.append(f"console error: {m.text}")
+
+    def on_response(r) -> None:
+        new_user = r.status == 404 and "/users/" in r.url
+        if r.status >= 400 and not new_user and r.status not in expected:
+            problems.append(f"HTTP {r.status} for {r.url}")
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path, headless=True)
-        pg = browser.new_page(viewport={"width": 1440, "height": 1000})
-        problems: list[str] = []
-        pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
 
-        def on_console(m) -> None:
-            # A failed request is judged by on_response below (a new user's 404 is fine).
-            if m.type == "error" and not m.text.startswith("Failed to load resource"):
-                problems.append(f"console error: {m.text}")
+        def open_(url: str, expect_status: tuple[int, ...] = ()):
+            expected.update(expect_status)
+            pg = browser.new_page(viewport={"width": 1440, "height": 1000})
+            pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            pg.on("console", on_console)
+            pg.on("response", on_response)
+            pg.set_default_timeout(10_000)
+            pg.goto(url)
+            return pg
 
-        def on_response(r) -> None:
-            new_user = r.status == 404 and "/users/" in r.url
-            if r.status >= 400 and not new_user:
-                problems.append(f"HTTP {r.status} for {r.url}")
-
-        pg.on("console", on_console)
-        pg.on("response", on_response)
-        pg.set_default_timeout(10_000)
-        pg.goto(f"{server}/demo")
-        yield pg
+        yield open_
         browser.close()
-        assert not problems, problems  # script errors, CSP violations, failed requests
+    assert not problems, problems
+
+
+@pytest.fixture
+def page(open_page, server: str):
+    return open_page(f"{server}/demo")
 
 
 def rec_ids(pg) -> list[str]:
@@ -183,3 +213,24 @@ def test_a_fresh_anonymous_user_starts_cold_and_warms_up(page):
     expect(pg.get_by_test_id("recent-item").first).to_contain_text("purchase")
     expect(pg.get_by_test_id("features-empty")).to_have_text("")
     pg.screenshot(path=str(REPORTS / "demo-anonymous.png"), full_page=True)
+
+
+def test_when_writes_need_a_key_the_page_asks_for_it(open_page, keyed_server):
+    from playwright.sync_api import expect
+
+    pg = open_page(f"{keyed_server}/demo", expect_status=(401,))
+    pg.get_by_test_id("user-select").select_option("u2")
+    expect(pg.get_by_test_id("rec-item")).to_have_count(10)  # reads stay open
+    before = rec_ids(pg)
+    pg.get_by_test_id("recs-list").get_by_test_id(f"view-{before[0]}").click()
+    expect(pg.get_by_test_id("status")).to_contain_text("needs a write API key")
+    key = pg.get_by_test_id("api-key")
+    expect(key).to_be_visible()  # the key box opened itself
+    key.fill(WRITE_KEY)
+    key.press("Enter")
+    expect(pg.get_by_test_id("status")).to_contain_text("Showing user u2")
+
+    t0 = time.monotonic()
+    pg.get_by_test_id("recs-list").get_by_test_id(f"view-{before[0]}").click()
+    wait_for_list_change(pg, before, t0)
+    expect(pg.get_by_test_id("recent-item").first).to_have_attribute("data-item-id", before[0])
