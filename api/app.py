@@ -22,15 +22,23 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
+from api.browse import USERS_LISTED, Browser, category_counts
+from api.demo import add_demo_page
 from api.impressions import ImpressionLog
 from api.model_watch import check_once, watch
 from api.model_watch import refresh as refresh_catalog
 from api.observability import RequestContext
 from api.producer import EventProducer, ProducerUnavailable
 from api.responses import (
+    Categories,
+    CategoryCount,
     EventsAccepted,
     Health,
     Item,
+    ItemPage,
+    ItemSummary,
+    KnownUser,
+    KnownUsers,
     RecentEvent,
     Recommendations,
     Session,
@@ -51,6 +59,8 @@ log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_CATEGORY_CHARS = 100
+MAX_QUERY_CHARS = 200
+MAX_PAGE_ITEMS = 100
 
 RECOMMENDATIONS = Counter(
     "recsys_recommendations_total",
@@ -102,6 +112,7 @@ class Context:
     recommender: Recommender
     producer: EventProducer
     dataflow: DataflowThread | None
+    browser: Browser
     impressions: ImpressionLog | None = None
 
 
@@ -121,8 +132,16 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             flow = DataflowThread(settings, st, catalogs).start()
         producer = EventProducer(settings)
         impressions = ImpressionLog(settings).start() if settings.impressions_enabled else None
+        recommender = Recommender(settings, st, catalogs)
         app.state.ctx = Context(
-            settings, st, catalogs, Recommender(settings, st, catalogs), producer, flow, impressions
+            settings,
+            st,
+            catalogs,
+            recommender,
+            producer,
+            flow,
+            browser=Browser(recommender.catalog, st),
+            impressions=impressions,
         )
         watcher = asyncio.create_task(watch(settings, st, catalogs))
         log.info(
@@ -349,6 +368,71 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             extra=it.extra,
         )
 
+    @app.get("/items", response_model=ItemPage, tags=["features"], dependencies=read_key)
+    def items(
+        request: Request,
+        q: Annotated[
+            str | None,
+            Query(max_length=MAX_QUERY_CHARS, description="Words to find in item titles"),
+        ] = None,
+        category: Annotated[
+            list[str] | None,
+            Query(description="Only items in at least one of these categories (repeatable)"),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_ITEMS)] = 24,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> ItemPage:
+        """Browse or search the live model's items: title search (case and accents
+        ignored; every word must occur) ranked by match quality, then popularity."""
+        b = ctx(request).browser
+        wanted = _categories(category, "category", settings.max_filter_categories)
+        catalog, rows, total = b.search(q, wanted, limit, offset)  # unknown category: 422
+        return ItemPage(
+            model_version=catalog.version,
+            total=total,
+            offset=offset,
+            items=[
+                ItemSummary(
+                    item_id=(it := catalog.items[row]).item_id,
+                    title=it.title,
+                    categories=it.categories,
+                    popularity=round(it.popularity, 4),
+                )
+                for row in rows
+            ],
+        )
+
+    @app.get("/categories", response_model=Categories, tags=["features"], dependencies=read_key)
+    def categories(request: Request) -> Categories:
+        """Every category of the live model, with its number of items."""
+        catalog = ctx(request).recommender.catalog()
+        return Categories(
+            model_version=catalog.version,
+            categories=[CategoryCount(name=n, items=c) for n, c in category_counts(catalog)],
+        )
+
+    @app.get(
+        "/users",
+        response_model=KnownUsers,
+        tags=["features"],
+        dependencies=read_key,
+        description="Users with a long-term profile in the live model, in id order (from "
+        f"the first {USERS_LISTED:,} stored): ones whose recommendations start personalised. "
+        "Any other id works too, as a new user.",
+    )
+    def users(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_ITEMS)] = 10,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> KnownUsers:
+        version, found, total = ctx(request).browser.users(limit, offset)
+        return KnownUsers(
+            model_version=version,
+            total=total,
+            offset=offset,
+            users=[KnownUser(user_id=u, seen_items=n) for u, n in found],
+        )
+
     @app.post(
         "/events",
         status_code=202,
@@ -491,6 +575,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         check_once(settings, c.store, c.catalogs)
         return _models(c)
 
+    add_demo_page(app)
     _add_event_schema(app)
     return app
 

@@ -109,3 +109,39 @@ class EventsAccepted(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+
+
+class ItemSummary(BaseModel):
+    item_id: str
+    title: str
+    categories: list[str]
+    popularity: float = Field(description="Share of training interactions, log-scaled to [0, 1]")
+
+
+class ItemPage(BaseModel):
+    model_version: str
+    total: int = Field(description="Items matching the query and filters, over all pages")
+    offset: int
+    items: list[ItemSummary] = Field(description="Best title match first, then most popular")
+
+
+class CategoryCount(BaseModel):
+    name: str
+    items: int
+
+
+class Categories(BaseModel):
+    model_version: str
+    categories: list[CategoryCount]
+
+
+class KnownUser(BaseModel):
+    user_id: str
+    seen_items: int = Field(description="Items in the user's training history")
+
+
+class KnownUsers(BaseModel):
+    model_version: str
+    total: int = Field(description="Users with a long-term profile in this model")
+    offset: int
+    users: list[KnownUser]

@@ -272,6 +272,19 @@ class FeatureStore:
             return None
         return Profile.from_payload(hits[0].payload, hits[0].vector)
 
+    def profile_users(self, version: str, limit: int) -> list[tuple[str, int]]:
+        """(user id, items seen in training) of up to ``limit`` long-term profiles of a
+        version, in storage order: users a client can pick knowing the model has a
+        history for them. Reads no more than it returns."""
+        out = []
+        for p in self.backend.scroll(col.profiles_collection(version), batch=min(limit, 1024)):
+            if len(out) >= limit:
+                break
+            if "user_id" in p.payload:
+                seen = msgspec.json.decode(p.payload.get("seen") or "[]")
+                out.append((p.payload["user_id"], len(seen)))
+        return out
+
     # --- trends -------------------------------------------------------------
 
     def write_trends(self, trends: Sequence[Trend]) -> None:

@@ -142,6 +142,14 @@ def test_profiles(store):
     assert store.read_profile("v1", "nobody") is None
 
 
+def test_profile_users_lists_profiles_up_to_a_limit(store):
+    publish(store, n_profiles=5)
+    everyone = store.profile_users("v1", 100)
+    assert sorted(everyone) == [(f"u{j}", 2) for j in range(5)]
+    some = store.profile_users("v1", 3)
+    assert len(some) == 3 and set(some) <= set(everyone)
+
+
 def test_trends_ranked_by_decayed_score(store):
     now = 10_000.0
     store.write_trends(

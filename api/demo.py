@@ -1,0 +1,37 @@
+"""The live demo page at ``/demo``: static HTML/JS/CSS shipped inside the package.
+
+The page talks to the public API only (``/items``, ``/users``, ``/events``,
+``/recommendations``), so it shows exactly what any client would get. Its Content
+Security Policy allows this origin alone: nothing is fetched from elsewhere at run time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC_DIR = Path(__file__).parent / "static" / "demo"
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def add_demo_page(app: FastAPI) -> None:
+    """Serve the page at GET /demo and its assets under /demo/assets/ (not in OpenAPI:
+    they are not part of the API)."""
+    if not (STATIC_DIR / "index.html").is_file():
+        raise RuntimeError(f"the demo page is missing from {STATIC_DIR}: reinstall the package")
+    app.mount("/demo/assets", StaticFiles(directory=STATIC_DIR), name="demo-assets")
+
+    @app.get("/demo", include_in_schema=False)
+    def demo_page() -> FileResponse:
+        return FileResponse(
+            STATIC_DIR / "index.html",
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"},
+        )

@@ -1,0 +1,236 @@
+"""The demo page in a real browser: headless Chromium (the system's, never a downloaded
+one) driven by Playwright against a real uvicorn server with the dataflow in-process
+and the real dev broker. Clicking an item must change the recommendation list within a
+couple of seconds and show the item among the user's recent items.
+
+Without Chromium or Playwright the tests skip, unless RECSYS_REQUIRE_BROWSER=1 (CI sets
+it), where they fail instead. Screenshots go to reports/demo*.png (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import create_app
+from featurestore import FeatureStore
+from featurestore.settings import Settings
+from infra.broker import free_port
+from tests.helpers import isolated_settings, publish, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
+CHROMIUM = "/usr/bin/chromium"
+WRITE_KEY = "demo-write-key"
+UPDATE_WITHIN_MS = 4000
+"""Click to a changed list on screen; the fold itself takes well under a second."""
+
+
+def _browser_missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the Python package `playwright` is not installed (pip install -e '.[dev]')"
+    if not (Path(CHROMIUM).is_file() or shutil.which("chromium")):
+        return f"no Chromium at {CHROMIUM}: apt-get install -y chromium"
+    return None
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    reason = _browser_missing()
+    if reason:
+        if os.environ.get("RECSYS_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"RECSYS_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    return CHROMIUM if Path(CHROMIUM).is_file() else str(shutil.which("chromium"))
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """The app under uvicorn on a free port, as `just serve` runs it (dataflow in-process)."""
+    store = FeatureStore.open(settings)
+    publish(store, n=80, dim=16, n_profiles=10)
+    store.close()
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, name="demo-uvicorn", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(ready, timeout=60, interval=0.1)
+        yield base
+    finally:
+        srv.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def server(broker, tmp_path_factory) -> Iterator[str]:
+    with serving(isolated_settings(tmp_path_factory.mktemp("demo") / "var", broker)) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def keyed_server(broker, tmp_path_factory) -> Iterator[str]:
+    settings = isolated_settings(
+        tmp_path_factory.mktemp("demo-keyed") / "var", broker, write_api_keys={WRITE_KEY}
+    )
+    with serving(settings) as base:
+        yield base
+
+
+@pytest.fixture
+def open_page(chromium_path: str):
+    """Opens pages in one headless Chromium; at the end, fails on any script error, CSP
+    violation or failed request the test did not expect."""
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    expected: set[int] = set()
+
+    def on_console(m) -> None:
+        # A failed request is judged by on_response below (a new user's 404 is fine).
+        if m.type == "error" and not m.text.startswith("Failed to load resource"):
+            problems.append(f"console error: {m.text}")
+
+    def on_response(r) -> None:
+        new_user = r.status == 404 and "/users/" in r.url
+        if r.status >= 400 and not new_user and r.status not in expected:
+            problems.append(f"HTTP {r.status} for {r.url}")
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, headless=True)
+
+        def open_(url: str, expect_status: tuple[int, ...] = ()):
+            expected.update(expect_status)
+            pg = browser.new_page(viewport={"width": 1440, "height": 1000})
+            pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            pg.on("console", on_console)
+            pg.on("response", on_response)
+            pg.set_default_timeout(10_000)
+            pg.goto(url)
+            return pg
+
+        yield open_
+        browser.close()
+    assert not problems, problems
+
+
+@pytest.fixture
+def page(open_page, server: str):
+    return open_page(f"{server}/demo")
+
+
+def rec_ids(pg) -> list[str]:
+    return pg.get_by_test_id("rec-item").evaluate_all("els => els.map(e => e.dataset.itemId)")
+
+
+def wait_for_list_change(pg, before: list[str], t0: float) -> float:
+    """Milliseconds from t0 until the list on screen differs from ``before``."""
+    from playwright.sync_api import expect
+
+    expect(pg.locator("[data-testid=update-time].done")).to_be_visible(timeout=UPDATE_WITHIN_MS)
+    took = (time.monotonic() - t0) * 1000
+    assert rec_ids(pg) != before
+    return took
+
+
+def test_clicking_an_item_updates_the_list_and_the_features(page):
+    from playwright.sync_api import expect
+
+    pg = page
+    pg.get_by_test_id("user-select").select_option("u3")
+    expect(pg.get_by_test_id("current-user")).to_have_text("u3")
+    expect(pg.get_by_test_id("rec-item")).to_have_count(10)
+    expect(pg.get_by_test_id("recs-meta")).to_contain_text("Personalised")
+    expect(pg.get_by_test_id("features-empty")).to_contain_text("long-term profile")
+    before = rec_ids(pg)
+
+    pg.get_by_test_id("search-input").fill("title 7")
+    catalog = pg.get_by_test_id("catalog-list")
+    expect(catalog.get_by_test_id("catalog-item").first).to_have_attribute("data-item-id", "i7")
+    t0 = time.monotonic()
+    catalog.get_by_test_id("view-i7").click()
+
+    took = wait_for_list_change(pg, before, t0)
+    assert took < UPDATE_WITHIN_MS
+    expect(pg.get_by_test_id("update-time")).to_have_text(re.compile(r"^Updated in \d+ ms"))
+    new = pg.locator("[data-testid=rec-item][data-new=true]")
+    assert new.count() >= 1  # items that were not in the list before are marked
+    recent = pg.get_by_test_id("recent-item").first
+    expect(recent).to_have_attribute("data-item-id", "i7")
+    expect(recent).to_contain_text("Title 7")
+    expect(recent).to_contain_text("view")
+    expect(pg.locator("[data-testid=affinity-row][data-category=Sci-Fi]")).to_contain_text("100%")
+    expect(pg.get_by_test_id("session")).to_contain_text("Events folded1")
+    for reasons in pg.locator("[data-testid=rec-item] .reasons").all():
+        assert reasons.inner_text().strip()  # every item says why
+
+    REPORTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(REPORTS / "demo.png"), full_page=True)
+
+
+def test_a_fresh_anonymous_user_starts_cold_and_warms_up(page):
+    from playwright.sync_api import expect
+
+    pg = page
+    pg.get_by_test_id("user-anon").click()
+    expect(pg.get_by_test_id("current-user")).to_have_text(re.compile(r"^anon-[0-9a-f]{8}$"))
+    expect(pg.get_by_test_id("recs-meta")).to_contain_text("Cold start")
+    expect(pg.get_by_test_id("features-empty")).to_contain_text("new user")
+    expect(pg.get_by_test_id("rec-item")).to_have_count(10)
+    before = rec_ids(pg)
+    clicked = before[0]
+
+    t0 = time.monotonic()
+    pg.get_by_test_id("recs-list").get_by_test_id(f"purchase-{clicked}").click()
+    wait_for_list_change(pg, before, t0)
+    assert clicked not in rec_ids(pg)  # bought: no longer recommended
+    expect(pg.get_by_test_id("recs-meta")).to_contain_text("Personalised")
+    expect(pg.get_by_test_id("recent-item").first).to_have_attribute("data-item-id", clicked)
+    expect(pg.get_by_test_id("recent-item").first).to_contain_text("purchase")
+    expect(pg.get_by_test_id("features-empty")).to_have_text("")
+    pg.screenshot(path=str(REPORTS / "demo-anonymous.png"), full_page=True)
+
+
+def test_when_writes_need_a_key_the_page_asks_for_it(open_page, keyed_server):
+    from playwright.sync_api import expect
+
+    pg = open_page(f"{keyed_server}/demo", expect_status=(401,))
+    pg.get_by_test_id("user-select").select_option("u2")
+    expect(pg.get_by_test_id("rec-item")).to_have_count(10)  # reads stay open
+    before = rec_ids(pg)
+    pg.get_by_test_id("recs-list").get_by_test_id(f"view-{before[0]}").click()
+    expect(pg.get_by_test_id("status")).to_contain_text("needs a write API key")
+    key = pg.get_by_test_id("api-key")
+    expect(key).to_be_visible()  # the key box opened itself
+    key.fill(WRITE_KEY)
+    key.press("Enter")
+    expect(pg.get_by_test_id("status")).to_contain_text("Showing user u2")
+
+    t0 = time.monotonic()
+    pg.get_by_test_id("recs-list").get_by_test_id(f"view-{before[0]}").click()
+    wait_for_list_change(pg, before, t0)
+    expect(pg.get_by_test_id("recent-item").first).to_have_attribute("data-item-id", before[0])
