@@ -156,6 +156,16 @@ def dataflow(
             "-a", "--addresses", help='Every process of the cluster: "host:port;host:port".'
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve this process's Prometheus metrics (consumer lag, fold lag...) on "
+            "this port at /metrics.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """The Bytewax dataflow alone, recovery on (production: set RECSYS_QDRANT_URL).
 
@@ -170,6 +180,8 @@ def dataflow(
       recsys dataflow -w 2
 
       recsys dataflow -w 2 -i 0 -a "flow-0:2101;flow-1:2101"   (and -i 1 on flow-1)
+
+      recsys dataflow -w 2 --metrics-port 9100
     """
     argv = ["-w", str(workers)]
     if (process_id is None) != (addresses is None):
@@ -188,6 +200,10 @@ def dataflow(
         except ValueError as e:
             raise _fail(str(e), 2) from None
         argv += ["-i", str(process_id), "-a", ";".join(peers)]
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
     from dataflow.run import main as run
 
     run(argv)

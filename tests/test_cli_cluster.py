@@ -90,3 +90,44 @@ def test_two_processes_with_own_recovery_volumes_resume_together(broker, make_se
     finally:
         store.close()
     assert_same_states(parts[0] | parts[1], want)
+
+
+def test_a_standalone_dataflow_serves_its_metrics(broker, make_settings):
+    import signal
+    import time
+
+    import httpx
+
+    settings = make_settings(broker)
+    store = FeatureStore.open(settings)
+    publish(store, n=ITEMS, dim=8)
+    store.close()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "dataflow", "--metrics-port", str(port)],
+        env=proc_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        produce(settings, stream(20, users=4, seed=1))
+
+        def folded() -> float:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.TransportError:
+                return 0.0
+            lines = [ln for ln in text.splitlines() if ln.startswith("recsys_events_folded_total")]
+            return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
+
+        deadline = time.monotonic() + 60
+        while folded() < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert folded() == 20
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        assert (
+            f'recsys_consumer_lag_messages{{partition="0",topic="{settings.events_topic}"}}' in text
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
