@@ -306,12 +306,14 @@ def replay(
         typer.Option(help="MovieLens directory (default: RECSYS_DATA_DIR).", show_default=False),
     ] = None,
     speed: Annotated[
-        float,
+        float | None,
         typer.Option(
             min=0,
-            help="Divide the log's time gaps by this (60: an hour per minute; 0: no waiting).",
+            help="Divide the log's time gaps by this (60: an hour per minute; 0: no waiting). "
+            "Default: 1, or 0 when --rate is given.",
+            show_default=False,
         ),
-    ] = 1.0,
+    ] = None,
     fast: Annotated[bool, typer.Option("--as-fast-as-possible", help="Same as --speed 0.")] = False,
     rate: Annotated[
         float | None, typer.Option(min=0.001, help="At most this many events per second.")
@@ -368,7 +370,7 @@ def replay(
 
       recsys replay --movielens --as-fast-as-possible --limit 10000 --retime
 
-      recsys replay events.jsonl --rate 500 --since 2024-11-07T00:00:00Z
+      recsys replay events.jsonl --rate 500 --since 2024-11-07T00:00:00Z   (500 events/s)
     """
     from infra import replay_cmd
 
@@ -378,7 +380,7 @@ def replay(
                 log=log,
                 movielens=movielens,
                 data_dir=data_dir,
-                speed=0.0 if fast else speed,
+                speed=_replay_speed(speed, fast, rate),
                 rate=rate,
                 retime=retime,
                 limit=limit,
@@ -394,6 +396,15 @@ def replay(
         )
     except CliError as e:
         raise _fail(str(e)) from None
+
+
+def _replay_speed(speed: float | None, fast: bool, rate: float | None) -> float:
+    """--as-fast-as-possible is speed 0; --rate alone paces by rate only."""
+    if fast:
+        return 0.0
+    if speed is not None:
+        return speed
+    return 0.0 if rate else 1.0
 
 
 # --- inspecting a running system --------------------------------------------------------

@@ -298,3 +298,12 @@ def test_dry_run_reports_invalid_lines_without_kafka(tmp_path):
     assert "1 valid event(s); nothing sent" in result.output
     assert "2 invalid line(s)" in result.output
     assert "line 2:" in result.output and "line 3:" in result.output and "future" in result.output
+
+
+def test_rate_alone_paces_by_rate_only():
+    from infra.cli import _replay_speed
+
+    assert _replay_speed(None, False, None) == 1.0
+    assert _replay_speed(None, False, 500.0) == 0.0
+    assert _replay_speed(60.0, False, 500.0) == 60.0
+    assert _replay_speed(60.0, True, None) == 0.0
