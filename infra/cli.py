@@ -8,16 +8,17 @@ only ``RECSYS_API_URL`` and ``RECSYS_API_KEY``, for the commands that call the A
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from infra.remote import ApiClient, ApiUnreachable, CliError, default_api_url
+from infra import cli_ops
+from infra.cli_common import fail, settings
+from infra.remote import CliError
 
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
@@ -32,41 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-models_app = typer.Typer(
-    help="Published model versions: list, publish, activate (roll back).",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
-topics_app = typer.Typer(
-    help="Kafka topics the engine uses.", no_args_is_help=True, rich_markup_mode="markdown"
-)
-app.add_typer(models_app, name="models")
-app.add_typer(topics_app, name="topics")
-
-ApiUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--api-url",
-        envvar="RECSYS_API_URL",
-        help="The service's base URL (default: http://RECSYS_API_HOST:RECSYS_API_PORT).",
-        show_default=False,
-    ),
-]
-ApiKey = Annotated[
-    str | None,
-    typer.Option(
-        "--api-key",
-        envvar="RECSYS_API_KEY",
-        help="X-API-Key to send (an admin key for `models`).",
-        show_default=False,
-    ),
-]
-
-
-def _settings():
-    from featurestore.settings import get_settings
-
-    return get_settings()
 
 
 def _override(**values: object) -> None:
@@ -77,11 +43,6 @@ def _override(**values: object) -> None:
         if value is not None:
             os.environ[f"RECSYS_{name.upper()}"] = str(value)
     get_settings.cache_clear()
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
 
 
 def _exit(code: int | None) -> None:
@@ -128,12 +89,12 @@ def api(
     from api.app import create_app
     from api.observability import configure_logging
 
-    settings = _settings()
-    configure_logging(settings.log_json)
+    cfg = settings()
+    configure_logging(cfg.log_json)
     uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
+        create_app(cfg),
+        host=cfg.api_host,
+        port=cfg.api_port,
         log_level="info",
         log_config=None,
         access_log=False,
@@ -185,20 +146,18 @@ def dataflow(
     """
     argv = ["-w", str(workers)]
     if (process_id is None) != (addresses is None):
-        raise _fail("-i and -a go together", 2)
+        raise fail("-i and -a go together", 2)
     if process_id is not None and addresses is not None:
         from infra.cluster import parse_addresses, prepare_recovery
 
-        settings = _settings()
+        cfg = settings()
         try:
             peers = parse_addresses(addresses)
-            if settings.recovery:
-                assert settings.recovery_dir is not None
-                prepare_recovery(
-                    settings.recovery_dir, process_id, len(peers), settings.recovery_partitions
-                )
+            if cfg.recovery:
+                assert cfg.recovery_dir is not None
+                prepare_recovery(cfg.recovery_dir, process_id, len(peers), cfg.recovery_partitions)
         except ValueError as e:
-            raise _fail(str(e), 2) from None
+            raise fail(str(e), 2) from None
         argv += ["-i", str(process_id), "-a", ";".join(peers)]
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -271,7 +230,7 @@ def publish(ctx: typer.Context) -> None:
     try:
         _exit(run(ctx.args))
     except StoreLocked as e:
-        raise _fail(f"{e}; a running service holds it: use `recsys models publish`") from None
+        raise fail(f"{e}; a running service holds it: use `recsys models publish`") from None
 
 
 @app.command(context_settings=PASS_THROUGH, add_help_option=False)
@@ -395,7 +354,7 @@ def replay(
             )
         )
     except CliError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
 
 
 def _replay_speed(speed: float | None, fast: bool, rate: float | None) -> float:
@@ -407,236 +366,12 @@ def _replay_speed(speed: float | None, fast: bool, rate: float | None) -> float:
     return 0.0 if rate else 1.0
 
 
-# --- inspecting a running system --------------------------------------------------------
+# --- inspecting and preparing a running system (infra/cli_ops.py) ------------------------
 
-
-@app.command()
-def user(
-    user_id: Annotated[str, typer.Argument(help="The user's id.")],
-    recommendations: Annotated[
-        bool, typer.Option("--recs", "-r", help="Also show their current recommendations.")
-    ] = False,
-    k: Annotated[int, typer.Option("-k", min=1, help="How many recommendations.")] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-) -> None:
-    """A user's real-time features (GET /users/{id}) from the running service.
-
-    Example: recsys user 405 --recs -k 5
-    """
-    from infra.remote import format_user
-
-    url = api_url or default_api_url(_settings())
-    try:
-        with ApiClient(url, api_key) as client:
-            features = client.get(f"/users/{_path(user_id)}")
-            recs = (
-                client.get(f"/recommendations/{_path(user_id)}", k=k) if recommendations else None
-            )
-    except CliError as e:
-        raise _fail(str(e)) from None
-    if as_json:
-        typer.echo(json.dumps({"user": features, "recommendations": recs}, indent=2))
-    else:
-        typer.echo(format_user(features, recs))
-
-
-def _path(segment: str) -> str:
-    from urllib.parse import quote
-
-    return quote(segment, safe="")
-
-
-StoreOpt = Annotated[
-    bool,
-    typer.Option(
-        "--store",
-        help="Use the store directly instead of the API (no service may hold an embedded store).",
-    ),
-]
-
-
-def _models_call(
-    api_url: str | None,
-    api_key: str | None,
-    direct: bool,
-    via_api: Any,
-    via_store: Any,
-) -> dict[str, Any]:
-    """Through the API; when nothing answers at the default URL, the store directly."""
-    if not direct:
-        try:
-            with ApiClient(api_url or default_api_url(_settings()), api_key) as client:
-                return via_api(client)
-        except ApiUnreachable as e:
-            if api_url is not None:
-                raise
-            typer.secho(f"{e}\nReading the store directly.", err=True, fg=typer.colors.YELLOW)
-    from infra import registry
-
-    with registry.open_store(_settings()) as store:
-        return via_store(store)
-
-
-@models_app.command("list")
-def models_list(
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    store: StoreOpt = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Published versions and the active one (* marks it).
-
-    Example: RECSYS_API_KEY=... recsys models list
-    """
-    from infra import registry
-    from infra.remote import format_models
-
-    try:
-        overview = _models_call(
-            api_url, api_key, store, lambda c: c.get("/admin/models"), registry.overview
-        )
-    except CliError as e:
-        raise _fail(str(e)) from None
-    typer.echo(json.dumps(overview, indent=2) if as_json else format_models(overview))
-
-
-@models_app.command("activate")
-def models_activate(
-    version: Annotated[str, typer.Argument(help="A published version (see `recsys models list`).")],
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    store: StoreOpt = False,
-) -> None:
-    """Make a published version live; serving and the dataflow follow within seconds.
-
-    Example: recsys models activate 20240101T000000Z-abc123
-    """
-    from infra import registry
-    from infra.remote import format_models
-
-    try:
-        overview = _models_call(
-            api_url,
-            api_key,
-            store,
-            lambda c: c.post(f"/admin/models/{_path(version)}/activate"),
-            lambda s: registry.activate(s, version),
-        )
-    except CliError as e:
-        raise _fail(str(e)) from None
-    typer.echo(format_models(overview))
-
-
-@models_app.command("rollback")
-def models_rollback(
-    version: Annotated[str, typer.Argument(help="The older published version to go back to.")],
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    store: StoreOpt = False,
-) -> None:
-    """Roll back: activate an older published version (same as `models activate`).
-
-    Example: recsys models rollback 20231201T000000Z-def456
-    """
-    models_activate(version, api_url, api_key, store)
-
-
-@models_app.command("publish")
-def models_publish(
-    version: Annotated[
-        str | None, typer.Option(help="Version directory (default: LATEST).", show_default=False)
-    ] = None,
-    activate: Annotated[bool, typer.Option(help="Switch serving to it.")] = True,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    store: StoreOpt = False,
-) -> None:
-    """Publish a trained version from the model directory (through the running service).
-
-    Example: recsys models publish --no-activate
-    """
-    from infra import registry
-    from infra.remote import format_models
-
-    try:
-        overview = _models_call(
-            api_url,
-            api_key,
-            store,
-            lambda c: c.post("/admin/models/publish", {"version": version, "activate": activate}),
-            lambda s: registry.publish(s, _settings(), version, activate),
-        )
-    except CliError as e:
-        raise _fail(str(e)) from None
-    typer.echo(format_models(overview))
-
-
-# --- deployment helpers -------------------------------------------------------------------
-
-
-@topics_app.command("create")
-def topics_create(
-    partitions: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Partitions per topic (default: RECSYS_TOPIC_PARTITIONS).",
-            show_default=False,
-        ),
-    ] = None,
-    replication_factor: Annotated[
-        int, typer.Option(min=1, help="Copies of each partition (3 on a 3-broker cluster).")
-    ] = 1,
-) -> None:
-    """Create the events, dead-letter and impressions topics if missing.
-
-    Existing topics are left as they are (Kafka cannot shrink partitions; add them with
-    kafka-topics --alter, knowing it moves users between partitions).
-
-    Example: recsys topics create --partitions 8 --replication-factor 3
-    """
-    from infra import registry
-
-    try:
-        created = registry.create_topics(_settings(), partitions, replication_factor)
-    except CliError as e:
-        raise _fail(str(e)) from None
-    for name, n in created.items():
-        typer.echo(f"{name}: {n} partitions" if n else f"{name}: exists, left as it is")
-
-
-@app.command()
-def init(
-    partitions: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Partitions per topic (default: RECSYS_TOPIC_PARTITIONS).",
-            show_default=False,
-        ),
-    ] = None,
-    replication_factor: Annotated[int, typer.Option(min=1, help="Copies of each partition.")] = 1,
-    train_if_missing: Annotated[
-        bool, typer.Option(help="Train on RECSYS_DATA_DIR when the model directory is empty.")
-    ] = True,
-) -> None:
-    """Prepare a deployment: create the topics, then make sure a model is live.
-
-    Publishes and activates LATEST from the model directory when no version is active
-    (an active one, e.g. after a rollback, is left as it is); trains one first when the
-    directory holds none. Safe to run at every start.
-
-    Example: recsys init --partitions 8 --replication-factor 3
-    """
-    topics_create(partitions, replication_factor)
-    from infra import registry
-
-    try:
-        typer.echo(registry.ensure_live_model(_settings(), train_if_missing))
-    except CliError as e:
-        raise _fail(str(e)) from None
+app.command()(cli_ops.user)
+app.add_typer(cli_ops.models_app, name="models")
+app.add_typer(cli_ops.topics_app, name="topics")
+app.command()(cli_ops.init)
 
 
 def main() -> None:
