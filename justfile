@@ -5,6 +5,10 @@ export PATH := justfile_directory() / ".venv/bin" + ":" + env_var("PATH")
 export HF_HUB_OFFLINE := "1"
 export TRANSFORMERS_OFFLINE := "1"
 
+# the operator CLI (`recsys --help`); run as a module so a venv installed before the
+# `recsys` script existed still works
+recsys := "python -m infra.cli"
+
 # list the recipes
 default:
     @just --list --unsorted
@@ -16,7 +20,7 @@ setup:
 
 # the whole loop on MovieLens 100K: broker, training, service, a live replay
 demo *ARGS:
-    python -m infra.demo {{ARGS}}
+    {{recsys}} demo {{ARGS}}
 
 # run the tests (unit, store contracts, real-broker integration, training)
 test *ARGS:
@@ -27,32 +31,44 @@ test-unit *ARGS:
     python -m pytest -q -m "not integration" {{ARGS}}
 
 # API + dataflow in one process on the embedded store; dev broker on :9092 unless configured
-serve:
-    python -m api.serve
+serve *ARGS:
+    {{recsys}} serve {{ARGS}}
 
 # the dataflow alone (production topology: needs RECSYS_QDRANT_URL), recovery on; -w 2, or -i/-a for a cluster
 dataflow *ARGS:
-    python -m dataflow.run {{ARGS}}
+    {{recsys}} dataflow {{ARGS}}
 
 # the API alone (production topology: needs RECSYS_QDRANT_URL)
 api *ARGS:
-    uvicorn --factory api.app:create_app --host "${RECSYS_API_HOST:-127.0.0.1}" --port "${RECSYS_API_PORT:-8000}" {{ARGS}}
+    {{recsys}} api {{ARGS}}
 
 # retrain the two-tower: just train --until 1998-03-01T00:00:00Z --seed 7
 train *ARGS:
-    python -m training.train {{ARGS}}
+    {{recsys}} train {{ARGS}}
 
 # publish a trained version to the store and make it live (default: LATEST)
 publish *ARGS:
-    python -m training.publish {{ARGS}}
+    {{recsys}} publish {{ARGS}}
 
 # the dev broker in the foreground (Ctrl-C stops it)
 broker:
-    python -m infra.broker run
+    {{recsys}} broker run
+
+# replay an event log (or --movielens) into Kafka with its time gaps: just replay events.jsonl --speed 60
+replay *ARGS:
+    {{recsys}} replay {{ARGS}}
+
+# a user's real-time features and recommendations from the running service: just user 405 --recs
+user *ARGS:
+    {{recsys}} user {{ARGS}}
+
+# model versions through the running service: just models list | activate V | rollback V
+models *ARGS:
+    {{recsys}} models {{ARGS}}
 
 # streaming evaluation on MovieLens 100K, product vs baselines (3-5 min): just eval [--tune]
 eval *ARGS:
-    python -m training.evaluate {{ARGS}}
+    {{recsys}} evaluate {{ARGS}}
 
 # --- bench ----------------------------------------------------------------------------
 

@@ -90,11 +90,21 @@ def validate(
         raise InvalidEvent(f"timestamp {event.timestamp} is not a valid time", "invalid_timestamp")
     if ts > now + max_future_seconds:
         raise InvalidEvent(
-            f"timestamp {datetime.fromtimestamp(ts, tz=UTC).isoformat()} is "
-            f"{ts - now:.0f}s in the future (limit {max_future_seconds:.0f}s)",
+            f"timestamp {_readable(ts)} is {ts - now:.0f}s in the future (limit "
+            f"{max_future_seconds:.0f}s)"
+            + ("; milliseconds instead of seconds?" if ts > 1e11 else ""),
             "future_timestamp",
         )
     return ValidEvent(event.event_type, event.user_id, event.item_id, ts, event.session_id)
+
+
+def _readable(ts: float) -> str:
+    """ISO time for a message; a timestamp past year 9999 (milliseconds sent as seconds)
+    cannot be a datetime and must not turn a rejection into a crash."""
+    try:
+        return datetime.fromtimestamp(ts, tz=UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:.0f} (unix seconds)"
 
 
 def decode(raw: bytes) -> Event:

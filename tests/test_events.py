@@ -62,6 +62,12 @@ def test_missing_timestamp_uses_the_fallback_or_is_refused():
             b'{"event_type":"view","user_id":"u","item_id":"i","timestamp":1740000301}',
             "in the future",
         ),
+        (
+            # Unix milliseconds by mistake: rejected with a hint, never a crash (year > 9999)
+            b'{"event_type":"view","user_id":"u","item_id":"i","timestamp":1740000000000}',
+            "milliseconds instead of seconds?",
+        ),
+        (b'{"event_type":"view","user_id":"u","item_id":"i","timestamp":1e300}', "in the future"),
         (b'{"event_type":"view","user_id":"u","item_id":"i","timestamp":-5}', "not a valid time"),
         (b'[{"event_type":"view","user_id":"u","item_id":"i","timestamp":1}]', "invalid event"),
     ],

@@ -1,0 +1,234 @@
+"""The `recsys` operator CLI: help, one-line errors, inspecting a live service through its
+API, the direct-store fallback, topics and init, and cluster recovery partitions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from featurestore import FeatureStore
+from featurestore.settings import Settings, get_settings
+from infra.broker import free_port
+from infra.cli import app
+from infra.cluster import own_partitions, parse_addresses, prepare_recovery
+from tests.helpers import publish, wait_for, write_model_dir
+
+runner = CliRunner()
+
+COMMANDS = [
+    ["serve"],
+    ["api"],
+    ["dataflow"],
+    ["broker"],
+    ["replay"],
+    ["user"],
+    ["init"],
+    ["models"],
+    ["models", "list"],
+    ["models", "activate"],
+    ["models", "rollback"],
+    ["models", "publish"],
+    ["topics", "create"],
+]
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path) -> Iterator[Path]:
+    """The CLI reads settings from RECSYS_* variables: point them at a fresh state dir."""
+    state = tmp_path / "var"
+    monkeypatch.setenv("RECSYS_STATE_DIR", str(state))
+    for name in ("RECSYS_API_URL", "RECSYS_API_KEY", "RECSYS_QDRANT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield state
+    get_settings.cache_clear()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_help_lists_every_command_and_each_explains_itself():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for name in ["serve", "api", "dataflow", "train", "evaluate", "publish", "demo", "replay"]:
+        assert name in result.output
+    for cmd in COMMANDS:
+        r = invoke(*cmd, "--help")
+        assert r.exit_code == 0, (cmd, r.output)
+        assert "Usage: recsys " + " ".join(cmd) in r.output
+        assert "Example" in r.output or cmd == ["models"], cmd
+
+
+@pytest.mark.parametrize(
+    ("cmd", "usage"),
+    [
+        ("train", "python -m training.train"),
+        ("evaluate", "python -m training.evaluate"),
+        ("publish", "python -m training.publish"),
+        ("demo", "python -m infra.demo"),
+    ],
+)
+def test_wrapped_entry_points_show_their_own_options(cmd, usage):
+    result = invoke(cmd, "--help")
+    assert result.exit_code == 0
+    assert usage in result.output and "--" in result.output
+
+
+def test_dataflow_checks_its_cluster_arguments(env):
+    result = invoke("dataflow", "-i", "0")
+    assert result.exit_code == 2 and "-i and -a go together" in result.output
+    result = invoke("dataflow", "-i", "2", "-a", "a:1;b:2")
+    assert result.exit_code == 2 and "process id 2 is not in 0..1" in result.output
+    result = invoke("dataflow", "-i", "0", "-a", "a:1;nope")
+    assert result.exit_code == 2 and "not host:port" in result.output
+
+
+def test_unreachable_api_is_one_line_and_non_zero(env):
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["user", "u1"], ["models", "list"], ["models", "activate", "v1"]):
+        result = invoke(*args, "--api-url", url)
+        assert result.exit_code == 1, args
+        assert f"cannot reach the API at {url}" in result.output
+        assert "Traceback" not in result.output and result.output.count("\n") <= 2
+
+
+# --- through a live service -----------------------------------------------------------
+
+
+@contextmanager
+def live_api(settings: Settings) -> Iterator[str]:
+    from api.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.mark.integration
+def test_user_and_models_through_the_running_service(broker, make_settings):
+    settings = make_settings(
+        broker, inprocess_dataflow=False, admin_api_keys={"adm"}, impressions_enabled=False
+    )
+    store = FeatureStore.open(settings)
+    publish(store, "v1", n=40, dim=8, seed=0)
+    publish(store, "v2", n=40, dim=8, seed=1)
+    store.close()
+    with live_api(settings) as url:
+        result = invoke("user", "u1", "--recs", "-k", "3", "--api-url", url)
+        assert result.exit_code == 0, result.output
+        assert "user u1: 0 events folded" in result.output
+        assert "long-term profile: yes" in result.output
+        assert "recommendations (personalized" in result.output
+        assert result.output.count("\n") >= 5
+
+        result = invoke("user", "nobody", "--api-url", url)
+        assert result.exit_code == 1 and "404" in result.output
+
+        result = invoke("models", "list", "--api-url", url)
+        assert result.exit_code == 1 and "401" in result.output and "--api-key" in result.output
+
+        result = invoke("models", "list", "--api-url", url, "--api-key", "adm")
+        assert result.exit_code == 0, result.output
+        assert "active: v2" in result.output and "* v2" in result.output and "  v1" in result.output
+
+        result = invoke("models", "rollback", "v1", "--api-url", url, "--api-key", "adm")
+        assert result.exit_code == 0, result.output
+        assert "active: v1" in result.output
+
+        result = invoke("models", "activate", "v9", "--api-url", url, "--api-key", "adm")
+        assert result.exit_code == 1 and "not published" in result.output
+
+
+# --- directly on the store, when no service runs -----------------------------------------
+
+
+def test_models_fall_back_to_the_store_when_no_service_answers(env, monkeypatch):
+    monkeypatch.setenv("RECSYS_API_PORT", str(free_port()))
+    get_settings.cache_clear()
+    result = invoke("models", "list")
+    assert result.exit_code == 1 and "no embedded store at" in result.output
+
+    store = FeatureStore.open(get_settings())
+    publish(store, "v1", n=20, dim=8, seed=0)
+    publish(store, "v2", n=20, dim=8, seed=1)
+    store.close()
+    result = invoke("models", "list")
+    assert result.exit_code == 0, result.output
+    assert "Reading the store directly" in result.output and "* v2" in result.output
+    result = invoke("models", "rollback", "v1", "--store")
+    assert result.exit_code == 0 and "active: v1" in result.output
+    result = invoke("models", "activate", "nope", "--store")
+    assert result.exit_code == 1 and "not published" in result.output and "v1" in result.output
+
+
+@pytest.mark.integration
+def test_publish_and_init_use_the_model_directory(env, broker, monkeypatch):
+    monkeypatch.setenv("RECSYS_KAFKA_BOOTSTRAP_SERVERS", broker)
+    monkeypatch.setenv("RECSYS_EVENTS_TOPIC", "cli-init-events")
+    monkeypatch.setenv("RECSYS_DEAD_LETTER_TOPIC", "cli-init-events.dlq")
+    monkeypatch.setenv("RECSYS_IMPRESSIONS_TOPIC", "cli-init-impressions")
+    get_settings.cache_clear()
+    result = invoke("init", "--no-train-if-missing", "--partitions", "3")
+    assert result.exit_code == 1 and "no trained model under" in result.output
+    assert "cli-init-events: 3 partitions" in result.output
+
+    version = write_model_dir(env / "models", seed=3)
+    result = invoke("init", "--partitions", "3")
+    assert result.exit_code == 0, result.output
+    assert "cli-init-events: exists, left as it is" in result.output
+    assert f"published and activated model {version}" in result.output
+    result = invoke("init")
+    assert result.exit_code == 0 and f"model {version} is active; left as it is" in result.output
+
+    from confluent_kafka.admin import AdminClient
+
+    topics = AdminClient({"bootstrap.servers": broker}).list_topics(timeout=10).topics
+    assert all(len(topics[t].partitions) == 3 for t in ("cli-init-events", "cli-init-impressions"))
+
+
+def test_topics_create_needs_a_broker(env, monkeypatch):
+    dead = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("RECSYS_KAFKA_BOOTSTRAP_SERVERS", dead)
+    get_settings.cache_clear()
+    result = invoke("topics", "create")
+    assert result.exit_code == 1 and f"no Kafka broker answers at {dead}" in result.output
+
+
+# --- cluster recovery partitions ------------------------------------------------------------
+
+
+def test_each_process_gets_its_share_of_the_recovery_partitions(tmp_path):
+    assert own_partitions(0, 2, 4) == [0, 2] and own_partitions(1, 2, 4) == [1, 3]
+    with pytest.raises(ValueError, match="RECSYS_RECOVERY_PARTITIONS to at least 2"):
+        own_partitions(0, 2, 1)
+    assert parse_addresses("a:1;b:2") == parse_addresses("a:1,b:2") == ["a:1", "b:2"]
+    with pytest.raises(ValueError, match="repeat"):
+        parse_addresses("a:1;a:1")
+
+    # one volume per process: each holds only its share; together one full set
+    own = [tmp_path / "p0", tmp_path / "p1"]
+    assert prepare_recovery(own[0], 0, 2, 4) == [0, 2]
+    assert prepare_recovery(own[1], 1, 2, 4) == [1, 3]
+    assert sorted(p.name for p in own[0].glob("part-*")) == ["part-0.sqlite3", "part-2.sqlite3"]
+    assert prepare_recovery(own[0], 0, 2, 4) == []  # a restart resumes from them
+    # a shared directory ends with one full set, never two copies of a partition
+    shared = tmp_path / "shared"
+    prepare_recovery(shared, 1, 2, 2)
+    prepare_recovery(shared, 0, 2, 2)
+    assert sorted(p.name for p in shared.glob("part-*")) == ["part-0.sqlite3", "part-1.sqlite3"]
