@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import timedelta
@@ -40,11 +42,20 @@ TOPIC_ID_FILE = "events-topic-id"
 """Beside the partitions: the id of the events topic their offsets belong to."""
 
 
-def recovery_config(settings: Settings, log_id: str | None = None) -> RecoveryConfig | None:
-    """The flow's RecoveryConfig, creating the partitions the first time; None if disabled.
+def recovery_config(
+    settings: Settings, log_id: str | None = None, process_id: int = 0, processes: int = 1
+) -> RecoveryConfig | None:
+    """The flow's RecoveryConfig, creating this process's partitions the first time; None
+    if disabled.
 
     ``log_id`` is the events topic's id (``kafka_io.events_log_id``): partitions recorded
     under another id are retired first. None (no id known) keeps them as they are.
+
+    Bytewax needs the cluster as a whole to hold every partition once (each records its
+    index and the count). Process ``process_id`` of a ``processes``-process cluster
+    creates its share, partitions ``k % processes == process_id``, so one volume per
+    process (compose services, a StatefulSet's claims) and one shared directory both end
+    up with exactly one full set.
     """
     if not settings.recovery:
         log.warning(
@@ -53,18 +64,38 @@ def recovery_config(settings: Settings, log_id: str | None = None) -> RecoveryCo
         return None
     db_dir = settings.recovery_dir
     assert db_dir is not None
+    mine = own_partitions(process_id, processes, settings.recovery_partitions)
     db_dir.mkdir(parents=True, exist_ok=True)
-    # Processes of one cluster may start together: one creates the partitions.
+    # Processes of one cluster may share the directory and start together.
     with open(db_dir / ".init.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if log_id is not None:
             _retire_other_log(db_dir, log_id)
-        if not any(db_dir.glob("part-*.sqlite3")):
-            init_db_dir(db_dir, settings.recovery_partitions)
-            log.info("created %d recovery partition(s) in %s", settings.recovery_partitions, db_dir)
+        if not any((db_dir / _part(k)).exists() for k in mine):
+            with tempfile.TemporaryDirectory(dir=db_dir) as tmp:
+                init_db_dir(Path(tmp), settings.recovery_partitions)
+                for k in mine:
+                    shutil.move(Path(tmp) / _part(k), db_dir / _part(k))
+            log.info("created recovery partition(s) %s in %s", mine, db_dir)
         if log_id is not None:
             (db_dir / TOPIC_ID_FILE).write_text(log_id + "\n")
     return RecoveryConfig(db_dir)
+
+
+def own_partitions(process_id: int, processes: int, partitions: int) -> list[int]:
+    """The recovery partitions process ``process_id`` of ``processes`` keeps."""
+    if not 0 <= process_id < processes:
+        raise ValueError(f"process id {process_id} is not in 0..{processes - 1}")
+    if partitions < processes:
+        raise ValueError(
+            f"{partitions} recovery partition(s) for {processes} processes: set "
+            f"RECSYS_RECOVERY_PARTITIONS to at least {processes} (one per process or more)"
+        )
+    return [k for k in range(partitions) if k % processes == process_id]
+
+
+def _part(k: int) -> str:
+    return f"part-{k}.sqlite3"
 
 
 def _retire_other_log(db_dir: Path, log_id: str) -> None:

@@ -30,21 +30,40 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     if (args.process_id is None) != (args.addresses is None):
         p.error("-i and -a go together")
+    settings = get_settings()
+    peers = None
+    try:
+        if args.addresses is not None:
+            peers = parse_addresses(args.addresses)
+        process = (args.process_id or 0, len(peers or [None]))
+        recovery = recovery_config(settings, events_log_id(settings), *process)
+    except ValueError as e:
+        p.error(str(e))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    settings = get_settings()
     flow = get_flow(stop)
     tune_gc()
-    recovery = recovery_config(settings, events_log_id(settings))
     with RecoveryPruner(settings):
         cli_main(
             flow,
             workers_per_process=args.workers_per_process,
             process_id=args.process_id,
-            addresses=args.addresses.split(";") if args.addresses else None,
+            addresses=peers,
             epoch_interval=epoch_interval(settings),
             recovery_config=recovery,
         )
+
+
+def parse_addresses(addresses: str) -> list[str]:
+    """``"host:port;host:port"`` (Bytewax's form; commas are accepted too) as a list."""
+    parts = [a.strip() for a in addresses.replace(",", ";").split(";") if a.strip()]
+    for a in parts:
+        host, _, port = a.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"address {a!r} is not host:port")
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"addresses repeat: {addresses!r}")
+    return parts
 
 
 if __name__ == "__main__":

@@ -148,14 +148,12 @@ def dataflow(
     if (process_id is None) != (addresses is None):
         raise fail("-i and -a go together", 2)
     if process_id is not None and addresses is not None:
-        from infra.cluster import parse_addresses, prepare_recovery
+        from dataflow.recovery import own_partitions
+        from dataflow.run import parse_addresses
 
-        cfg = settings()
         try:
             peers = parse_addresses(addresses)
-            if cfg.recovery:
-                assert cfg.recovery_dir is not None
-                prepare_recovery(cfg.recovery_dir, process_id, len(peers), cfg.recovery_partitions)
+            own_partitions(process_id, len(peers), settings().recovery_partitions)
         except ValueError as e:
             raise fail(str(e), 2) from None
         argv += ["-i", str(process_id), "-a", ";".join(peers)]

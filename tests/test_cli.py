@@ -12,11 +12,12 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
+from dataflow.recovery import own_partitions, recovery_config
+from dataflow.run import parse_addresses
 from featurestore import FeatureStore
 from featurestore.settings import Settings, get_settings
 from infra.broker import free_port
 from infra.cli import app
-from infra.cluster import own_partitions, parse_addresses, prepare_recovery
 from tests.helpers import publish, wait_for, write_model_dir
 
 runner = CliRunner()
@@ -222,13 +223,26 @@ def test_each_process_gets_its_share_of_the_recovery_partitions(tmp_path):
         parse_addresses("a:1;a:1")
 
     # one volume per process: each holds only its share; together one full set
+    def parts(d: Path) -> list[str]:
+        return sorted(p.name for p in d.glob("part-*"))
+
+    def start(d: Path, process_id: int, partitions: int = 4, log_id: str = "A") -> None:
+        cfg = Settings(state_dir=tmp_path / "var", recovery_dir=d, recovery_partitions=partitions)
+        assert recovery_config(cfg, log_id, process_id, 2) is not None
+
     own = [tmp_path / "p0", tmp_path / "p1"]
-    assert prepare_recovery(own[0], 0, 2, 4) == [0, 2]
-    assert prepare_recovery(own[1], 1, 2, 4) == [1, 3]
-    assert sorted(p.name for p in own[0].glob("part-*")) == ["part-0.sqlite3", "part-2.sqlite3"]
-    assert prepare_recovery(own[0], 0, 2, 4) == []  # a restart resumes from them
+    start(own[0], 0)
+    start(own[1], 1)
+    assert parts(own[0]) == ["part-0.sqlite3", "part-2.sqlite3"]
+    assert parts(own[1]) == ["part-1.sqlite3", "part-3.sqlite3"]
+    before = (own[0] / "part-0.sqlite3").stat().st_mtime_ns
+    start(own[0], 0)  # a restart resumes from them
+    assert (own[0] / "part-0.sqlite3").stat().st_mtime_ns == before
+    # the events topic was recreated: each volume starts afresh with its share again
+    start(own[0], 0, log_id="B")
+    assert parts(own[0]) == ["part-0.sqlite3", "part-2.sqlite3"]
     # a shared directory ends with one full set, never two copies of a partition
     shared = tmp_path / "shared"
-    prepare_recovery(shared, 1, 2, 2)
-    prepare_recovery(shared, 0, 2, 2)
-    assert sorted(p.name for p in shared.glob("part-*")) == ["part-0.sqlite3", "part-1.sqlite3"]
+    start(shared, 1, partitions=2)
+    start(shared, 0, partitions=2)
+    assert parts(shared) == ["part-0.sqlite3", "part-1.sqlite3"]

@@ -12,9 +12,9 @@ import pytest
 import typer
 import yaml
 
+from dataflow.run import parse_addresses
 from featurestore.settings import PROJECT_ROOT, Settings
 from infra.cli import app
-from infra.cluster import parse_addresses
 
 INFRA = PROJECT_ROOT / "infra"
 COMPOSE = INFRA / "docker-compose.yml"
