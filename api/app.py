@@ -515,20 +515,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
 
     def _models(c: Context) -> dict:  # type: ignore[type-arg]
         serving = c.catalogs.current
-        return {
-            "active": c.store.active_version(),
-            "serving": serving.version if serving else None,
-            "models": [
-                {
-                    "version": m.version,
-                    "created_at": m.created_at,
-                    "items": m.items,
-                    "profiles": m.profiles,
-                    "metrics": m.metrics,
-                }
-                for m in c.store.list_models()
-            ],
-        }
+        return c.store.models_overview(serving.version if serving else None)
 
     @app.get("/admin/models", tags=["admin"], dependencies=admin_key)
     def admin_models(request: Request) -> dict:  # type: ignore[type-arg]

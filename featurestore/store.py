@@ -175,6 +175,23 @@ class FeatureStore:
             key=lambda m: m.created_at,
         )
 
+    def models_overview(self, serving: str | None = None) -> dict[str, Any]:
+        """Published versions and the active one: GET /admin/models and `recsys models`."""
+        return {
+            "active": self.active_version(),
+            "serving": serving,
+            "models": [
+                {
+                    "version": m.version,
+                    "created_at": m.created_at,
+                    "items": m.items,
+                    "profiles": m.profiles,
+                    "metrics": m.metrics,
+                }
+                for m in self.list_models()
+            ],
+        }
+
     def _check_user_dim(self, dim: int) -> None:
         if col.USER_STATE not in self.backend.list_collections():
             self.backend.create_collection(col.USER_STATE, col.spec_for(col.USER_STATE, dim))

@@ -40,20 +40,7 @@ def open_store(settings: Settings) -> Iterator[FeatureStore]:
 
 def overview(store: FeatureStore) -> dict[str, Any]:
     """The shape of GET /admin/models, without a serving process."""
-    return {
-        "active": store.active_version(),
-        "serving": None,
-        "models": [
-            {
-                "version": m.version,
-                "created_at": m.created_at,
-                "items": m.items,
-                "profiles": m.profiles,
-                "metrics": m.metrics,
-            }
-            for m in store.list_models()
-        ],
-    }
+    return store.models_overview()
 
 
 def activate(store: FeatureStore, version: str) -> dict[str, Any]:
