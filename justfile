@@ -50,7 +50,7 @@ publish *ARGS:
 broker:
     python -m infra.broker run
 
-# streaming evaluation on MovieLens 100K, product vs baselines (3-5 min): just eval [--tune]
+# streaming evaluation on MovieLens 100K, product vs baselines (3-9 min): just eval [--tune]
 eval *ARGS:
     python -m training.evaluate {{ARGS}}
 
