@@ -66,7 +66,7 @@ user *ARGS:
 models *ARGS:
     {{recsys}} models {{ARGS}}
 
-# streaming evaluation on MovieLens 100K, product vs baselines (3-5 min): just eval [--tune]
+# streaming evaluation on MovieLens 100K, product vs baselines (3-9 min): just eval [--tune]
 eval *ARGS:
     {{recsys}} evaluate {{ARGS}}
 

@@ -16,6 +16,9 @@ then scores each candidate on what the user did in the last minutes:
     new         1 for an item with no training events (catalogue popularity 0), else 0:
                 held-out and brand-new items have neither popularity nor co-visitation,
                 so without it they are buried below equally close known items
+    session     dot(item, head(sum_j g^(n-1-j) * v_j)) over the user's recent items j: the
+                user tower applied to the session pooled by position, not time, so the
+                session still counts after a pause that has faded the real-time query
 
 Each reason names a term that lifted the item above a typical candidate, ordered by
 how much it lifted it, so explanations stay truthful.
@@ -62,6 +65,9 @@ class RankParams:
     covisit_position_decay: float = 0.9
     new_item: float = 0.0
     """Boost for items with no training events (popularity 0)."""
+    session: float = 0.0
+    """Weight of the position-pooled session term."""
+    session_position_decay: float = 0.8
 
 
 @dataclass(slots=True)
@@ -126,6 +132,11 @@ def rerank(
     category = _category_scores(rows, catalog, state)
     recent, recent_src = _recent_similarity(vecs, catalog, state, now, params)
     covisit, covisit_src = covisit_scores(rows, catalog, state, now, params)
+    session, session_src = (
+        session_scores(vecs, catalog, state, params)
+        if params.session
+        else (None, [None] * len(rows))
+    )
     trend = np.array([trending.get(int(r), 0.0) for r in rows], dtype=np.float32)
     popularity = np.maximum(catalog.popularity[rows], trend)
 
@@ -139,6 +150,8 @@ def rerank(
         contrib["covisit"] = params.covisit * covisit
     if params.new_item:
         contrib["new"] = params.new_item * (catalog.popularity[rows] <= 0).astype(np.float32)
+    if session is not None:
+        contrib["session"] = params.session * session
     total = sum(contrib.values())
     top = np.argsort(-total, kind="stable")[:k]
     # A reason names what lifted this item above a typical candidate, not what every
@@ -161,6 +174,7 @@ def rerank(
             now,
             realtime_weight,
             covisit_src[i],
+            session_src[i],
         )
         out.append(r)
     return out
@@ -205,6 +219,26 @@ def _recent_similarity(
     offset = len(state.recent) - min(len(state.recent), RECENT_ITEMS_COMPARED)
     src = [offset + recent[b][0] for b in best]
     return sims[np.arange(n), best], src
+
+
+def session_scores(
+    vecs: np.ndarray, catalog: Catalog, state: UserState | None, params: RankParams
+) -> tuple[np.ndarray, list[int | None]]:
+    """Per candidate: cosine to the user head applied to the recent items pooled with
+    weights g^(n-1-j) (position only); and the recent item (index into ``state.recent``)
+    closest to it among the heaviest, for the reason."""
+    n = len(vecs)
+    if state is None or not state.recent:
+        return np.zeros(n, dtype=np.float32), [None] * n
+    known = [j for j, r in enumerate(state.recent) if r.item_id in catalog.index]
+    if not known:
+        return np.zeros(n, dtype=np.float32), [None] * n
+    rvecs = catalog.vectors[[catalog.index[state.recent[j].item_id] for j in known]]
+    w = params.session_position_decay ** np.arange(len(known) - 1, -1, -1, dtype=np.float32)
+    user = catalog.head.apply((w[:, None] * rvecs).sum(axis=0))
+    pull = (vecs @ rvecs.T) * w  # (n, recent): which recent item pulls each candidate most
+    src = [known[b] for b in pull.argmax(axis=1)]
+    return (vecs @ user).astype(np.float32), src
 
 
 def _fades(state: UserState, now: float, params: RankParams) -> list[tuple[int, float]]:
@@ -282,6 +316,7 @@ def _reasons(
     now: float,
     realtime_weight: float,
     covisit_src: int | None = None,
+    session_src: int | None = None,
 ) -> list[str]:
     reasons: list[tuple[float, float, str]] = []
     for name, value in terms.items():
@@ -297,6 +332,9 @@ def _reasons(
             text = (
                 f"often picked with {catalog.title(r.item_id)}, which you {verb} {ago(now - r.ts)}"
             )
+        elif name == "session" and state is not None and session_src is not None:
+            r = state.recent[session_src]
+            text = f"in line with your recent picks, like {catalog.title(r.item_id)}"
         elif name == "category" and state is not None:
             text = _category_reason(row, catalog, state)
         elif name == "ann":

@@ -73,6 +73,8 @@ class Recommender:
             covisit_half_life=settings.covisit_half_life_seconds,
             covisit_position_decay=settings.covisit_position_decay,
             new_item=settings.weight_new_item,
+            session=settings.weight_session,
+            session_position_decay=settings.session_position_decay,
         )
         self.variants = variant_params(self.rank_params, settings.ranking_variants)
         self._variant_names = sorted(self.variants)

@@ -76,14 +76,15 @@ def pipeline(broker, make_settings):
 def test_events_fold_into_user_state(pipeline):
     settings, store, vecs, start = pipeline
     start()
+    later = T0 + settings.half_life_seconds
     produce(
-        settings, [ev("alice", "i1", T0), ev("alice", "i3", T0 + 3600, "purchase", session_id="s1")]
+        settings, [ev("alice", "i1", T0), ev("alice", "i3", later, "purchase", session_id="s1")]
     )
     state = wait_for(lambda: (s := store.read_user_state("alice")) and s.event_count == 2 and s)
     w = settings.event_weights
     expected = 0.5 * w["view"] * vecs[1] + w["purchase"] * vecs[3]  # one half-life apart
     np.testing.assert_allclose(state.vector, expected, rtol=1e-5)
-    assert state.last_ts == T0 + 3600 and state.session_id == "s1"
+    assert state.last_ts == later and state.session_id == "s1"
     assert [r.item_id for r in state.recent] == ["i1", "i3"]
     assert state.categories == pytest.approx({"Sci-Fi": 0.5 * w["view"] + w["purchase"]})
     assert state.model_version == "v1"

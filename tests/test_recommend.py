@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,18 @@ def test_a_new_item_is_lifted_over_an_equally_close_known_one_and_says_so():
     assert "new: nobody had picked it when the model was trained" in out[0].reasons
     out = rerank(cands, cat, user(), {}, RankParams(popularity=0.0, category=0.0), NOW, 1.0, 2)
     assert "new: nobody had picked it when the model was trained" not in out[0].reasons
+
+
+def test_the_session_term_lifts_items_close_to_the_recent_picks_even_after_a_pause():
+    # The user picked Alien and then Casablanca a day ago: the time-decayed query has faded,
+    # but the session (pooled by position) still points at them, newest first.
+    day_ago = NOW - 86400
+    state = user(recent=[("x0", day_ago - 60, "rating"), ("y0", day_ago, "rating")])
+    cands = [(3, 0.5), (1, 0.5)]  # Titanic, Aliens: equally close to the query
+    params = RankParams(popularity=0.0, category=0.0, recent=0.0, session=0.8)
+    ids, out = ranked_ids(cands, state, params=params, k=2)
+    assert ids == ["x1", "z0"]
+    assert "in line with your recent picks, like Alien" in out[0].reasons
+    ids, out = ranked_ids(cands, state, params=replace(params, session=0.0), k=2)
+    assert ids == ["z0", "x1"]  # candidate order on a tie
+    assert not any("recent picks" in r for r in out[0].reasons)

@@ -40,6 +40,8 @@ RANKING_SETTINGS = (
     "weight_popularity",
     "weight_covisit",
     "weight_new_item",
+    "weight_session",
+    "session_position_decay",
     "recent_similarity_half_life_seconds",
     "recent_position_decay",
     "covisit_items",

@@ -152,6 +152,7 @@ def variant(settings: Settings, name: str) -> Settings:
             weight_popularity=0.0,
             weight_covisit=0.0,
             weight_new_item=0.0,
+            weight_session=0.0,
             mmr_lambda=1.0,
         )
     elif name == "mmr":

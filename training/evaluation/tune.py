@@ -34,6 +34,9 @@ PRODUCT_GRID: dict[str, Sequence[Any]] = {
     "blend_mass": (1.0, 3.0, 10.0),
     "candidates": (100, 300, 600),
     "covisit_candidates": (0, 50, 100, 300),
+    "weight_session": (0.0, 0.4, 0.6, 0.8, 1.0),
+    "session_position_decay": (0.6, 0.7, 0.8, 0.9),
+    "weight_new_item": (0.0, 0.1, 0.2, 0.3, 0.4),
 }
 KNN_GRID: dict[str, Sequence[Any]] = {
     "last_items": (5, 10, 20, 40),
