@@ -216,17 +216,19 @@ class _CountingPartition(StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
         s = self._sink
         now = time.perf_counter()
-        if s.first is None:
-            s.first = now
-        s.count += len(items)
-        s.accepted += sum(isinstance(x, Accepted) for x in items)
+        accepted = sum(isinstance(x, Accepted) for x in items)
         if s.watching:
             for x in items:
                 if isinstance(x, Accepted) and x.event.user_id in s.watching:
                     s.arrived.setdefault(x.event.user_id, now)
-        if s.count >= s.target and not s.done.is_set():
-            s.done_at = now
-            s.done.set()
+        with s.lock:  # workers write from their own threads
+            if s.first is None:
+                s.first = now
+            s.count += len(items)
+            s.accepted += accepted
+            if s.count >= s.target and not s.done.is_set():
+                s.done_at = now
+                s.done.set()
 
 
 class CountingSink(DynamicSink[Any]):
@@ -242,6 +244,7 @@ class CountingSink(DynamicSink[Any]):
         self.done = threading.Event()
         self.watching: set[str] = set()
         self.arrived: dict[str, float] = {}
+        self.lock = threading.Lock()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _CountingPartition:
         return _CountingPartition(self)
