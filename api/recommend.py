@@ -137,7 +137,7 @@ def rerank(
         if params.session
         else (None, [None] * len(rows))
     )
-    trend = np.array([trending.get(int(r), 0.0) for r in rows], dtype=np.float32)
+    trend = _lookup(trending, rows)
     popularity = np.maximum(catalog.popularity[rows], trend)
 
     contrib = {
@@ -156,7 +156,8 @@ def rerank(
     top = np.argsort(-total, kind="stable")[:k]
     # A reason names what lifted this item above a typical candidate, not what every
     # candidate shares (all of them are close to the query, say).
-    typical = {name: float(np.median(v)) for name, v in contrib.items()}
+    medians = np.median(np.stack(list(contrib.values())), axis=1)  # one call: ~25 us each
+    typical = dict(zip(contrib, medians.tolist(), strict=True))
 
     out = []
     for i in top:
@@ -219,6 +220,22 @@ def _recent_similarity(
     offset = len(state.recent) - min(len(state.recent), RECENT_ITEMS_COMPARED)
     src = [offset + recent[b][0] for b in best]
     return sims[np.arange(n), best], src
+
+
+def _lookup(scores: Mapping[int, float], rows: np.ndarray) -> np.ndarray:
+    """``scores.get(row, 0)`` for every row, vectorised (a Python loop over 300
+    candidates cost ~100 us a request)."""
+    out = np.zeros(len(rows), dtype=np.float32)
+    if not scores:
+        return out
+    keys = np.fromiter(scores.keys(), np.int64, len(scores))
+    vals = np.fromiter(scores.values(), np.float32, len(scores))
+    order = np.argsort(keys)
+    keys, vals = keys[order], vals[order]
+    at = np.minimum(np.searchsorted(keys, rows), len(keys) - 1)
+    hit = keys[at] == rows
+    out[hit] = vals[at[hit]]
+    return out
 
 
 def session_scores(

@@ -176,6 +176,8 @@ class EdgeBackend:
                 with_vector=False,
             )
         )
+        if not with_payload:  # the candidates' path: skip converting an absent payload
+            return [StoredPoint(_id(h.id), {}, None, h.score) for h in hits]
         return [StoredPoint(_id(h.id), h.payload or {}, None, h.score) for h in hits]
 
     def scroll(
