@@ -50,13 +50,19 @@ class Rejected:
     offset: int | None = None
 
     def to_sink(self) -> KafkaSinkMessage[bytes | None, bytes | None]:
-        headers = [
-            ("dlq.reason", self.reason.encode()),
-            ("dlq.kind", self.kind.encode()),
-            ("dlq.source", f"{self.topic}:{self.partition}:{self.offset}".encode()),
-            ("dlq.time", (iso(time.time()) or "").encode()),
-        ]
+        source = f"{self.topic}:{self.partition}:{self.offset}"
+        headers = dlq_headers(self.reason, self.kind, source)
         return KafkaSinkMessage(key=self.key, value=self.value, headers=headers)
+
+
+def dlq_headers(reason: str, kind: str, source: str) -> list[tuple[str, bytes]]:
+    """The headers of every dead letter, whoever writes it (the dataflow, `recsys replay`)."""
+    return [
+        ("dlq.reason", reason.encode()),
+        ("dlq.kind", kind.encode()),
+        ("dlq.source", source.encode()),
+        ("dlq.time", (iso(time.time()) or "").encode()),
+    ]
 
 
 class _Partition(StatefulSourcePartition[Message, int]):

@@ -99,12 +99,11 @@ def models_list(
 
     Example: RECSYS_API_KEY=... recsys models list
     """
-    from infra import registry
     from infra.remote import format_models
 
     try:
         overview = _models_call(
-            api_url, api_key, store, lambda c: c.get("/admin/models"), registry.overview
+            api_url, api_key, store, lambda c: c.get("/admin/models"), lambda s: s.models_overview()
         )
     except CliError as e:
         raise fail(str(e)) from None

@@ -38,17 +38,12 @@ def open_store(settings: Settings) -> Iterator[FeatureStore]:
         store.close()
 
 
-def overview(store: FeatureStore) -> dict[str, Any]:
-    """The shape of GET /admin/models, without a serving process."""
-    return store.models_overview()
-
-
 def activate(store: FeatureStore, version: str) -> dict[str, Any]:
     try:
         store.activate(version)
     except StoreError as e:
         raise CliError(f"{e}; published: {[m.version for m in store.list_models()]}") from None
-    return overview(store)
+    return store.models_overview()
 
 
 def publish(
@@ -64,7 +59,7 @@ def publish(
             f"no trained model {version!r} under {settings.model_dir}; run `recsys train`"
         )
     publish_model_dir(store, settings.model_dir / version, activate, show_progress=True)
-    return overview(store)
+    return store.models_overview()
 
 
 def ensure_live_model(settings: Settings, train_if_missing: bool) -> str:

@@ -25,8 +25,7 @@ import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
 from dataflow.events import Event, InvalidEvent, ValidEvent, decode, encode, validate
-from dataflow.kafka_io import PRODUCER_CONFIG
-from featurestore.schemas import iso
+from dataflow.kafka_io import PRODUCER_CONFIG, dlq_headers
 from featurestore.settings import Settings
 
 MAX_EXAMPLES = 5
@@ -203,16 +202,6 @@ def _wire(rec: LogEvent, retime: bool) -> bytes:
     return encode(ev)
 
 
-def dlq_headers(bad: BadLine, source_name: str) -> list[tuple[str, bytes]]:
-    """The dataflow's dead-letter headers (``dataflow.kafka_io.Rejected``)."""
-    return [
-        ("dlq.reason", bad.reason.encode()),
-        ("dlq.kind", bad.kind.encode()),
-        ("dlq.source", f"{source_name}:{bad.line}".encode()),
-        ("dlq.time", (iso(time.time()) or "").encode()),
-    ]
-
-
 def replay(
     records: Iterable[Record],
     settings: Settings,
@@ -242,7 +231,8 @@ def replay(
         for rec in records:
             if isinstance(rec, BadLine):
                 stats.note_invalid(rec)
-                produce(settings.dead_letter_topic, None, rec.raw, dlq_headers(rec, o.source_name))
+                headers = dlq_headers(rec.reason, rec.kind, f"{o.source_name}:{rec.line}")
+                produce(settings.dead_letter_topic, None, rec.raw, headers)
                 continue
             ts = rec.ts
             if ts is not None and (
