@@ -74,16 +74,16 @@ eval *ARGS:
 
 # both benchmarks with modest defaults (about 15 minutes on 2 cores): dataflow, then API
 bench:
-    python -m infra.bench_dataflow --events 1000000 --repeat 2 --duration 10
-    python -m infra.bench_api --repeat 3 --duration 8
+    python -m bench.flow --events 1000000 --repeat 2 --duration 10
+    python -m bench.serving --repeat 3 --duration 8
 
 # dataflow events/s (1 and 2 workers) vs a no-op Bytewax flow, then freshness at 5k/s: just bench-dataflow --events 200000 --workers 1
 bench-dataflow *ARGS:
-    python -m infra.bench_dataflow {{ARGS}}
+    python -m bench.flow {{ARGS}}
 
 # the service under wrk at fixed offered loads and at peak, recommendations vs healthz (100k items/users): just bench-api --rates 500
 bench-api *ARGS:
-    python -m infra.bench_api {{ARGS}}
+    python -m bench.serving {{ARGS}}
 
 # lint and format check (ruff)
 lint:

@@ -28,7 +28,6 @@ from api.impressions import ImpressionLog
 from api.model_watch import check_once, watch
 from api.model_watch import refresh as refresh_catalog
 from api.observability import RequestContext
-from api.producer import EventProducer, ProducerUnavailable
 from api.responses import (
     Categories,
     CategoryCount,
@@ -46,13 +45,14 @@ from api.responses import (
 )
 from api.security import require_key
 from api.service import NoModel, Recommender, UnknownCategory
-from dataflow.events import EVENT_JSON_SCHEMA, InvalidEvent, decode_many, validate
-from dataflow.fold import mass_at
+from core.catalog import CatalogProvider
+from core.events import EVENT_JSON_SCHEMA, InvalidEvent, decode_many, validate
+from core.fold import mass_at
+from core.records import iso
+from core.settings import Settings, get_settings
 from dataflow.runner import DataflowThread
+from eventlog.producer import EventProducer, ProducerUnavailable
 from featurestore.backend import ItemFilter, StoreError
-from featurestore.catalog import CatalogProvider
-from featurestore.schemas import iso
-from featurestore.settings import Settings, get_settings
 from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,10 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         except Exception:
             log.exception("could not load a model at start-up; serving will wait for one")
         flow = None
-        if settings.inprocess_dataflow:
+        if settings.dataflow.inprocess:
             flow = DataflowThread(settings, st, catalogs).start()
         producer = EventProducer(settings)
-        impressions = ImpressionLog(settings).start() if settings.impressions_enabled else None
+        impressions = ImpressionLog(settings).start() if settings.api.impressions_enabled else None
         recommender = Recommender(settings, st, catalogs)
         app.state.ctx = Context(
             settings,
@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         watcher = asyncio.create_task(watch(settings, st, catalogs))
         log.info(
             "serving with %s store, dataflow %s",
-            "embedded" if settings.embedded else f"server {settings.qdrant_url}",
+            "embedded" if settings.embedded else f"server {settings.qdrant.url}",
             "in-process" if flow else "elsewhere",
         )
         try:
@@ -176,9 +176,9 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
 
     app.add_middleware(
         RequestContext,
-        max_body=settings.max_request_bytes,
-        log_mode=settings.access_log,
-        slow_ms=settings.access_log_slow_ms,
+        max_body=settings.api.max_request_bytes,
+        log_mode=settings.api.access_log,
+        slow_ms=settings.api.access_log_slow_ms,
     )
     read_key = [Depends(require_key(settings, "read"))]
     write_key = [Depends(require_key(settings, "write"))]
@@ -201,7 +201,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
     async def producer_down(_: Request, e: ProducerUnavailable) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=503)
 
-    variant_names = sorted(settings.ranking_variants)
+    variant_names = sorted(settings.ranking.variants)
 
     @app.get(
         "/recommendations/{user_id}",
@@ -213,7 +213,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
     async def recommendations(
         request: Request,
         user_id: UserId,
-        k: Annotated[int, Query(ge=1, le=settings.max_k, description="How many items")] = 10,
+        k: Annotated[int, Query(ge=1, le=settings.api.max_k, description="How many items")] = 10,
         category: Annotated[
             list[str] | None,
             Query(description="Only items in at least one of these categories (repeatable)"),
@@ -236,7 +236,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
                 ge=0,
                 le=1,
                 description="Maximal marginal relevance: 0 = pure relevance, higher = fewer "
-                "similar items in one list (default: 1 - RECSYS_MMR_LAMBDA, i.e. 0)",
+                "similar items in one list (default: 1 - RECSYS_RANKING_MMR_LAMBDA, i.e. 0)",
             ),
         ] = None,
         variant: Annotated[
@@ -256,8 +256,8 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         if variant is not None and variant not in c.recommender.variants:
             raise HTTPException(422, f"unknown variant {variant!r}; one of {variant_names}")
         item_filter = ItemFilter(
-            _categories(category, "category", settings.max_filter_categories),
-            _categories(exclude_category, "exclude_category", settings.max_filter_categories),
+            _categories(category, "category", settings.api.max_filter_categories),
+            _categories(exclude_category, "exclude_category", settings.api.max_filter_categories),
             available_only,
         )
         t0 = time.perf_counter()
@@ -327,7 +327,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
             last_event_time=iso(state.last_ts),
             event_count=state.event_count,
             unknown_items=state.unknown_items,
-            realtime_mass=round(mass_at(state, now, c.settings.half_life_seconds), 6),
+            realtime_mass=round(mass_at(state, now, c.settings.fold.half_life_seconds), 6),
             categories={
                 k: round(v / total, 4)
                 for k, v in sorted(state.categories.items(), key=lambda kv: -kv[1])
@@ -385,7 +385,7 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         """Browse or search the live model's items: title search (case and accents
         ignored; every word must occur) ranked by match quality, then popularity."""
         b = ctx(request).browser
-        wanted = _categories(category, "category", settings.max_filter_categories)
+        wanted = _categories(category, "category", settings.api.max_filter_categories)
         catalog, rows, total = b.search(q, wanted, limit, offset)  # unknown category: 422
         return ItemPage(
             model_version=catalog.version,
@@ -472,12 +472,12 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise HTTPException(413, f"at most {MAX_EVENTS_PER_REQUEST} events per request")
         now = time.time()
-        types = c.settings.event_weights.keys()
+        types = c.settings.fold.event_weights.keys()
         valid, errors = [], []
         for i, e in enumerate(events):
             try:
                 valid.append(
-                    validate(e, types, now, c.settings.max_future_seconds, fallback_ts=now)
+                    validate(e, types, now, c.settings.fold.max_future_seconds, fallback_ts=now)
                 )
             except InvalidEvent as err:
                 errors.append({"index": i, "error": str(err)})
@@ -529,8 +529,8 @@ def create_app(settings: Settings | None = None, store: FeatureStore | None = No
         """Write a trained version (default: LATEST in the model directory) to the store
         beside the live one and, unless activate=false, switch serving to it. Requests in
         flight finish on the version they started with."""
-        from training.artifacts import latest_version
-        from training.publish import publish_model_dir
+        from core.artifacts import latest_version
+        from featurestore.publish import publish_model_dir
 
         c = ctx(request)
         body = body or PublishRequest()

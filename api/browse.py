@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from api.service import UnknownCategory
-from featurestore.catalog import Catalog
+from core.catalog import Catalog
 from featurestore.store import FeatureStore
 
 USERS_LISTED = 5000

@@ -17,7 +17,7 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import Counter
 
-from featurestore.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,9 @@ decode_impression = msgspec.json.Decoder(Impression).decode
 
 class ImpressionLog:
     def __init__(self, settings: Settings) -> None:
-        self.topic = settings.impressions_topic
-        self._bootstrap = settings.kafka_bootstrap_servers
-        self._partitions = settings.topic_partitions
+        self.topic = settings.kafka.impressions_topic
+        self._bootstrap = settings.kafka.bootstrap_servers
+        self._partitions = settings.kafka.topic_partitions
         self._producer = Producer(
             {
                 "bootstrap.servers": self._bootstrap,
@@ -71,7 +71,7 @@ class ImpressionLog:
         return self
 
     def _run(self) -> None:
-        from dataflow.kafka_io import ensure_topics
+        from eventlog.admin import ensure_topics
 
         try:
             ensure_topics(self._bootstrap, {self.topic: self._partitions})

@@ -12,8 +12,8 @@ import asyncio
 import gc
 import logging
 
-from featurestore.catalog import CatalogProvider
-from featurestore.settings import Settings
+from core.catalog import CatalogProvider
+from core.settings import Settings
 from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 def publish_latest_if_new(settings: Settings, store: FeatureStore) -> str | None:
     """Publish and activate ``<model_dir>/LATEST`` unless the store already has it."""
-    from training.artifacts import latest_version
-    from training.publish import publish_model_dir
+    from core.artifacts import latest_version
+    from featurestore.publish import publish_model_dir
 
     assert settings.model_dir is not None
     version = latest_version(settings.model_dir)
@@ -46,7 +46,7 @@ def refresh(catalogs: CatalogProvider) -> None:
 
 
 def check_once(settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:
-    if settings.embedded and settings.auto_publish_latest:
+    if settings.embedded and settings.api.auto_publish_latest:
         published = publish_latest_if_new(settings, store)
         if published:
             log.info("published model %s from %s", published, settings.model_dir)
@@ -59,4 +59,4 @@ async def watch(settings: Settings, store: FeatureStore, catalogs: CatalogProvid
             await asyncio.to_thread(check_once, settings, store, catalogs)
         except Exception:  # keep serving the current model; say why loudly
             log.exception("model check failed; still serving the current model")
-        await asyncio.sleep(settings.model_poll_seconds)
+        await asyncio.sleep(settings.api.model_poll_seconds)

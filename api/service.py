@@ -10,20 +10,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from prometheus_client import Counter
 
-from api.recommend import (
-    Ranked,
-    RankParams,
-    build_query,
-    covisit_neighbours,
-    diversify,
-    rerank,
-)
-from api.variants import bucket, variant_params
-from dataflow.fold import FoldParams, rebuild_vector
+from core.catalog import Catalog, CatalogProvider
+from core.fold import FoldParams, rebuild_vector
+from core.ranking import Ranked, RankParams, build_query, covisit_neighbours, diversify, rerank
+from core.settings import Settings
+from core.state import UserState
+from core.variants import bucket, variant_params
 from featurestore.backend import ItemFilter
-from featurestore.catalog import Catalog, CatalogProvider
-from featurestore.schemas import UserState
-from featurestore.settings import Settings
 from featurestore.store import FeatureStore
 
 TRENDING_TOP = 100
@@ -61,22 +54,8 @@ class Recommender:
         self.settings = settings
         self.store = store
         self.catalogs = catalogs
-        self.rank_params = RankParams(
-            ann=settings.weight_ann,
-            category=settings.weight_category,
-            recent=settings.weight_recent,
-            popularity=settings.weight_popularity,
-            recent_half_life=settings.recent_similarity_half_life_seconds,
-            recent_position_decay=settings.recent_position_decay,
-            covisit=settings.weight_covisit,
-            covisit_items=settings.covisit_items,
-            covisit_half_life=settings.covisit_half_life_seconds,
-            covisit_position_decay=settings.covisit_position_decay,
-            new_item=settings.weight_new_item,
-            session=settings.weight_session,
-            session_position_decay=settings.session_position_decay,
-        )
-        self.variants = variant_params(self.rank_params, settings.ranking_variants)
+        self.rank_params = RankParams.from_settings(settings.ranking)
+        self.variants = variant_params(self.rank_params, settings.ranking.variants)
         self._variant_names = sorted(self.variants)
         self._fold = FoldParams.from_settings(settings)
         self._trending: tuple[float, str, dict[int, float]] = (0.0, "", {})
@@ -89,7 +68,7 @@ class Recommender:
         return catalog
 
     def variant(self, user_id: str) -> str:
-        return bucket(user_id, self._variant_names, self.settings.ab_salt)
+        return bucket(user_id, self._variant_names, self.settings.ranking.ab_salt)
 
     def recommend(
         self,
@@ -123,7 +102,9 @@ class Recommender:
             # so the query never mixes two embedding spaces.
             state = rebuild_vector(_copy(state), catalog.vector, self._fold, catalog.version)
         profile = self.store.read_profile(catalog.version, user_id)
-        query = build_query(state, profile, catalog, now, s.half_life_seconds, s.blend_mass)
+        query = build_query(
+            state, profile, catalog, now, s.fold.half_life_seconds, s.ranking.blend_mass
+        )
 
         seen: set[str] = set(exclude_items)
         if exclude_seen:
@@ -135,7 +116,9 @@ class Recommender:
 
         if query.vector is None:
             exclude = [catalog.index[i] for i in seen if i in catalog.index]
-            candidates = _cold_candidates(catalog, trending, exclude, s.candidates, item_filter)
+            candidates = _cold_candidates(
+                catalog, trending, exclude, s.ranking.candidates, item_filter
+            )
             strategy = "cold_start"
         else:
             exclude = sorted(catalog.index[i] for i in seen if i in catalog.index)
@@ -143,22 +126,22 @@ class Recommender:
                 item_filter = replace(item_filter, available_only=False)  # nothing to drop
             if item_filter:
                 candidates = self.store.search_items(
-                    catalog.version, query.vector, s.candidates, exclude, item_filter
+                    catalog.version, query.vector, s.ranking.candidates, exclude, item_filter
                 )
             else:
                 # Without a payload filter, asking for len(exclude) more and dropping the
                 # seen ones afterwards is exact and ~20 % cheaper than a has-id filter.
                 hits = self.store.search_items(
-                    catalog.version, query.vector, s.candidates + len(exclude)
+                    catalog.version, query.vector, s.ranking.candidates + len(exclude)
                 )
                 drop = set(exclude)
-                candidates = [h for h in hits if h[0] not in drop][: s.candidates]
+                candidates = [h for h in hits if h[0] not in drop][: s.ranking.candidates]
             strategy = "personalized"
             candidates = self._with_covisit(
                 candidates, catalog, state, query.vector, now, exclude, params, item_filter
             )
-        mmr = s.mmr_lambda if mmr_lambda is None else mmr_lambda
-        pool = k if mmr >= 1.0 else max(k, s.mmr_pool)
+        mmr = s.ranking.mmr_lambda if mmr_lambda is None else mmr_lambda
+        pool = k if mmr >= 1.0 else max(k, s.ranking.mmr_pool)
         ranked = rerank(
             candidates, catalog, state, trending, params, now, query.realtime_weight, pool
         )
@@ -198,8 +181,8 @@ class Recommender:
         """Add items co-visited with the user's last ones that the ANN did not return,
         scored by the same dot product the ANN uses; the request's filter holds for them
         as it does inside the ANN search."""
-        n = self.settings.covisit_candidates
-        if n <= 0 or not params.covisit:
+        n = self.settings.ranking.covisit_candidates
+        if n <= 0 or not params.weight_covisit:
             return candidates
         have = {r for r, _ in candidates} | set(exclude)
         extra = covisit_neighbours(catalog, state, now, params, have)
@@ -222,7 +205,7 @@ class Recommender:
         _TRENDING_MISS.inc()
         with self._trending_lock:
             trends = self.store.top_trends(
-                TRENDING_TOP, now, self.settings.trending_half_life_seconds
+                TRENDING_TOP, now, self.settings.fold.trending_half_life_seconds
             )
             top = max((t.score for t in trends), default=0.0)
             rows = {

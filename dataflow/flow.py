@@ -27,12 +27,14 @@ import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 
+from core.catalog import CatalogProvider
+from core.settings import Settings, get_settings
 from dataflow import metrics
-from dataflow.kafka_io import Rejected, StoppableKafkaSource, dead_letter_sink, events_log_id
+from dataflow.deadletter import Rejected, dead_letter_sink
 from dataflow.sinks import TrendSink, UserStateSink
+from dataflow.source import StoppableKafkaSource
 from dataflow.steps import Accepted, ExpiringState, Parser, TrendFolder, UserFolder
-from featurestore.catalog import CatalogProvider
-from featurestore.settings import Settings, get_settings
+from eventlog.admin import events_log_id
 from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def build_flow(
 
     # Offsets remembered in stored states count only within this incarnation of the topic.
     log_id = events_log_id(settings)
-    ttl = settings.state_ttl_seconds
+    ttl = settings.dataflow.state_ttl_seconds
     users = UserFolder(settings, store, catalogs, log_id)
     by_user = op.key_on("by_user", accepted.trues, _user_key)
     states = op.stateful_batch("fold_user", by_user, ExpiringState.builder(users, ttl))
@@ -62,7 +64,7 @@ def build_flow(
 
     by_item = op.key_on("by_item", accepted.trues, _item_key)
     items = TrendFolder(settings, store, log_id)
-    every = settings.trend_emit_seconds
+    every = settings.dataflow.trend_emit_seconds
     trends = op.stateful_batch("count_item", by_item, ExpiringState.builder(items, ttl, every))
     op.output("item_trends", trends, TrendSink(store))
     return flow

@@ -1,7 +1,7 @@
 """Bytewax recovery, on by default: state snapshots and Kafka offsets committed together.
 
 At each epoch close Bytewax writes every touched key's snapshot and each partition's
-next offset to SQLite partitions under ``settings.recovery_dir``. A restarted flow
+next offset to SQLite partitions under ``settings.recovery.dir``. A restarted flow
 resumes from the last complete epoch: its state and its input position agree, so each
 event after that point is folded exactly once more into state that had not seen it.
 Store writes made after that epoch are overwritten with the same values, and a user read
@@ -33,8 +33,8 @@ from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
+from core.settings import Settings
 from dataflow.metrics import RECOVERY_PRUNED
-from featurestore.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def recovery_config(
     """The flow's RecoveryConfig, creating this process's partitions the first time; None
     if disabled.
 
-    ``log_id`` is the events topic's id (``kafka_io.events_log_id``): partitions recorded
+    ``log_id`` is the events topic's id (``eventlog.admin.events_log_id``): partitions recorded
     under another id are retired first. None (no id known) keeps them as they are.
 
     Bytewax needs the cluster as a whole to hold every partition once (each records its
@@ -57,14 +57,15 @@ def recovery_config(
     process (compose services, a StatefulSet's claims) and one shared directory both end
     up with exactly one full set.
     """
-    if not settings.recovery:
+    if not settings.recovery.enabled:
         log.warning(
-            "Bytewax recovery is off: a restart begins at start_offset=%s", settings.start_offset
+            "Bytewax recovery is off: a restart begins at start_offset=%s",
+            settings.kafka.start_offset,
         )
         return None
-    db_dir = settings.recovery_dir
+    db_dir = settings.recovery.dir
     assert db_dir is not None
-    mine = own_partitions(process_id, processes, settings.recovery_partitions)
+    mine = own_partitions(process_id, processes, settings.recovery.partitions)
     db_dir.mkdir(parents=True, exist_ok=True)
     # Processes of one cluster may share the directory and start together.
     with open(db_dir / ".init.lock", "a") as lock:
@@ -73,7 +74,7 @@ def recovery_config(
             _retire_other_log(db_dir, log_id)
         if not any((db_dir / _part(k)).exists() for k in mine):
             with tempfile.TemporaryDirectory(dir=db_dir) as tmp:
-                init_db_dir(Path(tmp), settings.recovery_partitions)
+                init_db_dir(Path(tmp), settings.recovery.partitions)
                 for k in mine:
                     shutil.move(Path(tmp) / _part(k), db_dir / _part(k))
             log.info("created recovery partition(s) %s in %s", mine, db_dir)
@@ -131,8 +132,8 @@ class RecoveryPruner:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._dir = settings.recovery_dir if settings.recovery else None
-        self._every = settings.recovery_prune_seconds
+        self._dir = settings.recovery.dir if settings.recovery.enabled else None
+        self._every = settings.recovery.prune_seconds
         self._proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> RecoveryPruner:
@@ -162,4 +163,4 @@ class RecoveryPruner:
 
 
 def epoch_interval(settings: Settings) -> timedelta:
-    return timedelta(seconds=settings.epoch_seconds)
+    return timedelta(seconds=settings.recovery.epoch_seconds)

@@ -2,7 +2,7 @@
 recovery on (``just dataflow``).
 
 ``bytewax.run`` turns recovery on only when given ``-r/-s/-b``; this entry point takes
-them from the settings (``RECSYS_RECOVERY*``, ``RECSYS_EPOCH_SECONDS``) so a restart
+them from the settings (``RECSYS_RECOVERY_ENABLED*``, ``RECSYS_RECOVERY_EPOCH_SECONDS``) so a restart
 resumes where the last one stopped instead of re-reading the topic. SIGTERM ends the
 Kafka partitions, so the last batch is written and the store closed before exit.
 """
@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 from bytewax.run import cli_main
 
+from core.settings import get_settings
 from dataflow.flow import get_flow, tune_gc
-from dataflow.kafka_io import events_log_id
 from dataflow.recovery import RecoveryPruner, epoch_interval, recovery_config
-from featurestore.settings import get_settings
+from eventlog.admin import events_log_id
 
 
 def main(argv: Sequence[str] | None = None) -> None:

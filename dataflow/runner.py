@@ -13,11 +13,11 @@ import time
 
 from bytewax.testing import cluster_main, run_main
 
+from core.catalog import CatalogProvider
+from core.settings import Settings
 from dataflow.flow import build_flow, tune_gc, wait_for_model
-from dataflow.kafka_io import events_log_id, wait_for_broker
 from dataflow.recovery import RecoveryPruner, epoch_interval, recovery_config
-from featurestore.catalog import CatalogProvider
-from featurestore.settings import Settings
+from eventlog.admin import events_log_id, wait_for_broker
 from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class DataflowThread:
                 self.status = "waiting for a published model"
                 if not wait_for_model(self._catalogs, self._stop):
                     return
-                bootstrap = self._settings.kafka_bootstrap_servers
+                bootstrap = self._settings.kafka.bootstrap_servers
                 self.status = f"waiting for Kafka at {bootstrap}"
                 wait_for_broker(bootstrap, BROKER_WAIT_SECONDS)
                 flow = build_flow(self._settings, self._store, self._catalogs, self._stop)

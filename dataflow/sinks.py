@@ -11,9 +11,9 @@ from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from core.state import Trend, UserState
 from dataflow import metrics
-from featurestore.schemas import UserState
-from featurestore.store import FeatureStore, Trend
+from featurestore.store import FeatureStore
 
 
 class _UserStatePartition(StatelessSinkPartition[tuple[str, UserState]]):

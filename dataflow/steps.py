@@ -1,7 +1,7 @@
 """The dataflow's steps as plain callables: parse, fold per user, count per item.
 
-Each is a thin shell around the pure maths in ``dataflow.fold`` and
-``dataflow.events``: it adds the Kafka position, the catalogue lookup and metrics.
+Each is a thin shell around the pure maths in ``core.fold`` and
+``core.events``: it adds the Kafka position, the catalogue lookup and metrics.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import numpy as np
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Message
 
+from core.catalog import CatalogProvider
+from core.events import InvalidEvent, ValidEvent, decode, validate
+from core.fold import FoldParams, decayed_add, fold_event, rebuild_vector
+from core.settings import Settings
+from core.state import RecentItem, Trend, UserState
 from dataflow import metrics
-from dataflow.events import InvalidEvent, ValidEvent, decode, validate
-from dataflow.fold import FoldParams, decayed_add, fold_event, rebuild_vector
-from dataflow.kafka_io import Rejected
-from featurestore.catalog import CatalogProvider
-from featurestore.schemas import RecentItem, UserState
-from featurestore.settings import Settings
-from featurestore.store import FeatureStore, Trend
+from dataflow.deadletter import Rejected
+from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,9 @@ class Parser:
     """Kafka message -> Accepted, or Rejected with the reason a human can act on."""
 
     def __init__(self, settings: Settings) -> None:
-        self._types = frozenset(settings.event_weights)
-        self._max_future = settings.max_future_seconds
-        self._max_bytes = settings.max_event_bytes
+        self._types = frozenset(settings.fold.event_weights)
+        self._max_future = settings.fold.max_future_seconds
+        self._max_bytes = settings.fold.max_event_bytes
 
     def parse_batch(self, msgs: list[Message]) -> list[Accepted | Rejected]:
         """One call per batch the source hands over (up to its batch size)."""
@@ -103,12 +103,12 @@ class UserFolder:
         self._store = store
         self._catalogs = catalogs
         self.log_id = log_id
-        """Id of the events topic being read (``kafka_io.topic_id``); None: not checked."""
+        """Id of the events topic being read (``eventlog.admin.topic_id``); None: not checked."""
         self._params = FoldParams.from_settings(settings)
         self.live = 0
         """Users held in memory by this flow's fold (the TTL bounds it)."""
         self.metrics = metrics.StepMetrics("user")
-        self.check_every: float | None = settings.model_migrate_seconds
+        self.check_every: float | None = settings.dataflow.model_migrate_seconds
         """How often each held user checks for a new model version."""
 
     def load(self, first: Accepted) -> UserState:
@@ -221,8 +221,8 @@ class TrendFolder:
     def __init__(self, settings: Settings, store: FeatureStore, log_id: str | None = None) -> None:
         self._store = store
         self.log_id = log_id
-        self._half_life = settings.trending_half_life_seconds
-        self._weights = dict(settings.event_weights)
+        self._half_life = settings.fold.trending_half_life_seconds
+        self._weights = dict(settings.fold.event_weights)
         self.live = 0
         self.metrics = metrics.StepMetrics("item")
         self.check_every: float | None = None
@@ -276,26 +276,13 @@ _UserTuple = tuple[
     int,
     str | None,
     dict[int, int],
+    str | None,
 ]
-_TrendTuple = tuple[str, float, float, dict[int, int]]
+_TrendTuple = tuple[str, float, float, dict[int, int], str | None]
 
 
-def _decoder(fields: Any) -> Any:
-    """Snapshots with the topic id appended; those taken before it was kept lack it."""
-    current = msgspec.msgpack.Decoder(tuple[(*fields.__args__, str | None)]).decode
-    legacy = msgspec.msgpack.Decoder(fields).decode
-
-    def decode(b: bytes) -> tuple:
-        try:
-            return current(b)
-        except msgspec.ValidationError:
-            return (*legacy(b), None)
-
-    return decode
-
-
-_unpack_user = _decoder(_UserTuple)
-_unpack_trend = _decoder(_TrendTuple)
+_unpack_user = msgspec.msgpack.Decoder(_UserTuple).decode
+_unpack_trend = msgspec.msgpack.Decoder(_TrendTuple).decode
 
 
 def adopt_log(state: UserState | Trend, log_id: str | None) -> bool:

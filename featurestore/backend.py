@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from featurestore.collections import CollectionSpec
+from featurestore.layout import CollectionSpec
 
 
 class StoreError(RuntimeError):

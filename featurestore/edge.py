@@ -20,7 +20,7 @@ import numpy as np
 import qdrant_edge as q
 
 from featurestore.backend import ItemFilter, StoredPoint, StoreError, StoreLocked
-from featurestore.collections import CollectionSpec
+from featurestore.layout import CollectionSpec
 
 
 def _rows(vectors: np.ndarray | Sequence[Sequence[float]]) -> list[list[float]]:

@@ -14,7 +14,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from featurestore.backend import ItemFilter, StoredPoint, StoreError
-from featurestore.collections import CollectionSpec
+from featurestore.layout import CollectionSpec
 
 
 def _filter(exclude_ids: Sequence[int | str], f: ItemFilter | None) -> models.Filter | None:

@@ -2,7 +2,7 @@
 
 Writers: the dataflow (user state, item trends) and training's publish step (items,
 profiles, model registry). Readers: the API and the dataflow (catalogue, returning
-users). All payload shapes live in ``featurestore.schemas``.
+users). All payload shapes live in ``core.records``.
 """
 
 from __future__ import annotations
@@ -11,62 +11,21 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from featurestore import collections as col
+from core.catalog import Catalog, CatalogProvider
+from core.records import ItemRecord, ModelRecord, Profile, iso
+from core.settings import Settings
+from core.state import Trend, UserState
+from featurestore import layout as col
 from featurestore.backend import Backend, ItemFilter, StoreError
-from featurestore.catalog import Catalog, CatalogProvider
-from featurestore.schemas import ItemRecord, ModelRecord, Profile, UserState, iso
-from featurestore.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-
-
-@dataclass(slots=True)
-class Trend:
-    item_id: str
-    score: float
-    """Decayed event weight as of ``ts``."""
-    ts: float
-    offsets: dict[int, int] = field(default_factory=dict)
-    """Last Kafka offset counted per partition, as for user state."""
-    log_id: str | None = None
-    """Events topic incarnation the offsets belong to, as for user state."""
-
-    def to_payload(self) -> dict[str, Any]:
-        """``score`` (indexed: the top trends are read by it) and the rest as one string:
-        each payload field costs a write ~3 us, a nested offsets map ~35 us."""
-        return {"score": self.score, "trend": _encode_trend(self)}
-
-    @classmethod
-    def from_payload(cls, p: dict[str, Any]) -> Trend:
-        if "trend" in p:
-            t = _decode_trend(p["trend"])
-            return cls(t.item_id, float(p["score"]), t.ts, t.offsets, t.log_id)
-        # written before 2026-11-30: every field at the top level
-        offsets = {int(k): int(v) for k, v in (p.get("offsets") or {}).items()}
-        return cls(p["item_id"], float(p["score"]), float(p["ts"]), offsets, p.get("log_id"))
-
-
-class _TrendFields(msgspec.Struct):
-    item_id: str
-    ts: float
-    offsets: dict[int, int]
-    log_id: str | None
-
-
-def _encode_trend(t: Trend) -> str:
-    return _trend_json(_TrendFields(t.item_id, t.ts, t.offsets, t.log_id)).decode()
-
-
-_trend_json = msgspec.json.Encoder().encode
-_decode_trend = msgspec.json.Decoder(_TrendFields).decode
 
 
 class FeatureStore:
@@ -78,14 +37,14 @@ class FeatureStore:
 
     @classmethod
     def open(cls, settings: Settings) -> FeatureStore:
-        if settings.qdrant_url:
+        if settings.qdrant.url:
             from featurestore.server import ServerBackend
 
-            return cls(ServerBackend.connect(settings.qdrant_url, settings.qdrant_api_key))
+            return cls(ServerBackend.connect(settings.qdrant.url, settings.qdrant.api_key))
         from featurestore.edge import EdgeBackend
 
-        assert settings.store_path is not None
-        return cls(EdgeBackend(settings.store_path))
+        assert settings.qdrant.path is not None
+        return cls(EdgeBackend(settings.qdrant.path))
 
     def close(self) -> None:
         self.backend.close()

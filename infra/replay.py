@@ -6,7 +6,7 @@ them, so each user's events keep their order on one partition. They are sent wit
 log's own time gaps divided by ``speed`` (60: an hour of log per minute; 0: as fast as
 possible), optionally capped at ``rate`` events/s.
 
-Every line goes through the event contract the dataflow applies (``dataflow.events``).
+Every line goes through the event contract the dataflow applies (``core.events``).
 A line it rejects is never dropped silently: it goes to the dead-letter topic with the
 headers the dataflow writes (``dlq.reason``, ``dlq.kind``, ``dlq.source`` =
 ``<file>:<line>``), or, with ``strict``, the whole file is checked first and nothing is
@@ -24,9 +24,9 @@ from pathlib import Path
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
-from dataflow.events import Event, InvalidEvent, ValidEvent, decode, encode, validate
-from dataflow.kafka_io import PRODUCER_CONFIG, dlq_headers
-from featurestore.settings import Settings
+from core.events import Event, InvalidEvent, ValidEvent, decode, encode, validate
+from core.settings import Settings
+from eventlog.producer import PRODUCER_CONFIG, dlq_headers
 
 MAX_EXAMPLES = 5
 
@@ -181,7 +181,7 @@ def producer_for(settings: Settings) -> Producer:
     idempotent so a retry never reorders a user's events."""
     return Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
@@ -210,7 +210,7 @@ def replay(
     on_event: Callable[[], None] = lambda: None,
     clock: Callable[[], float] = time.monotonic,
 ) -> ReplayStats:
-    """Send ``records`` to ``settings.events_topic`` on schedule; invalid ones to the
+    """Send ``records`` to ``settings.kafka.events_topic`` on schedule; invalid ones to the
     dead-letter topic. Returns once Kafka acknowledged (or refused) everything."""
     stats = ReplayStats()
     o = options
@@ -232,7 +232,7 @@ def replay(
             if isinstance(rec, BadLine):
                 stats.note_invalid(rec)
                 headers = dlq_headers(rec.reason, rec.kind, f"{o.source_name}:{rec.line}")
-                produce(settings.dead_letter_topic, None, rec.raw, headers)
+                produce(settings.kafka.dead_letter_topic, None, rec.raw, headers)
                 continue
             ts = rec.ts
             if ts is not None and (
@@ -247,7 +247,7 @@ def replay(
     for rec, due in zip_paced(wanted(), o.speed, o.rate) if o.limit != 0 else ():
         while (wait := started + due - clock()) > 0:
             producer.poll(min(wait, 0.5))
-        produce(settings.events_topic, rec.event.user_id.encode(), _wire(rec, o.retime))
+        produce(settings.kafka.events_topic, rec.event.user_id.encode(), _wire(rec, o.retime))
         sent += 1
         if rec.ts is not None:
             stats.first_ts = rec.ts if stats.first_ts is None else min(stats.first_ts, rec.ts)

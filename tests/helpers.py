@@ -10,9 +10,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from dataflow.kafka_io import ensure_app_topics
-from featurestore.schemas import ItemRecord, ModelRecord, Profile, UserHead
-from featurestore.settings import Settings
+from core.records import ItemRecord, ModelRecord, Profile, UserHead
+from core.settings import Settings, nested
+from eventlog.admin import ensure_app_topics
 
 T = TypeVar("T")
 
@@ -77,12 +77,12 @@ def isolated_settings(state_dir: Path, bootstrap: str | None = None, **overrides
     if bootstrap:
         suffix = uuid.uuid4().hex[:8]
         kw |= {
-            "kafka_bootstrap_servers": bootstrap,
+            "bootstrap_servers": bootstrap,
             "events_topic": f"events-{suffix}",
             "dead_letter_topic": f"events-{suffix}.dlq",
             "topic_partitions": 3,
         }
-    settings = Settings(**(kw | overrides))
+    settings = Settings(**nested(kw | overrides))
     if bootstrap:
         ensure_app_topics(settings)
     return settings
@@ -90,7 +90,7 @@ def isolated_settings(state_dir: Path, bootstrap: str | None = None, **overrides
 
 def write_model_dir(model_dir: Path, seed: int, n: int = 60, dim: int = 8) -> str:
     """What `just train` leaves behind: a version directory and LATEST pointing at it."""
-    from training.artifacts import write_artifacts
+    from core.artifacts import write_artifacts
 
     record, items, vecs, profiles = make_model("ignored", n=n, dim=dim, seed=seed)
     path = write_artifacts(

@@ -21,10 +21,10 @@ def api_schema(broker, tmp_path_factory):
     cfg = isolated_settings(
         tmp_path_factory.mktemp("fuzz") / "var",
         broker,
-        admin_api_keys={"admin-key"},
-        inprocess_dataflow=False,
+        admin_keys={"admin-key"},
+        inprocess=False,
         access_log="off",
-        ranking_variants={"control": {}, "fresh": {"recent": 1.5}},
+        variants={"control": {}, "fresh": {"weight_recent": 1.5}},
     )
     store = FeatureStore.open(cfg)
     publish(store, n=120, dim=8, n_profiles=10)

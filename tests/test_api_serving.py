@@ -14,16 +14,19 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.impressions import decode_impression
-from api.variants import bucket
+from core.state import RecentItem, UserState
+from core.variants import bucket
 from featurestore import FeatureStore
-from featurestore.schemas import RecentItem, UserState
 from tests.helpers import isolated_settings, make_model, publish, wait_for, write_model_dir
 
 pytestmark = pytest.mark.integration
 
 ADMIN = {"X-API-Key": "admin-secret"}
 WRITE = {"X-API-Key": "write-secret"}
-VARIANTS = {"control": {}, "recent_only": {"ann": 0.0, "category": 0.0, "popularity": 0.0}}
+VARIANTS = {
+    "control": {},
+    "recent_only": {"weight_ann": 0.0, "weight_category": 0.0, "weight_popularity": 0.0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +34,9 @@ def svc(broker, tmp_path_factory):
     settings = isolated_settings(
         tmp_path_factory.mktemp("serving") / "var",
         broker,
-        write_api_keys={"write-secret"},
-        admin_api_keys={"admin-secret"},
-        ranking_variants=VARIANTS,
+        write_keys={"write-secret"},
+        admin_keys={"admin-secret"},
+        variants=VARIANTS,
         max_request_bytes=4096,
         impressions_topic=f"impressions-{time.time_ns()}",
         auto_publish_latest=False,  # the admin test publishes LATEST itself
@@ -81,7 +84,7 @@ def test_writes_and_admin_need_keys_reads_are_open(svc):
 
 def test_keyed_reads_and_disabled_admin(tmp_path):
     settings = isolated_settings(
-        tmp_path / "var", read_api_keys={"r"}, inprocess_dataflow=False, impressions_enabled=False
+        tmp_path / "var", read_keys={"r"}, inprocess=False, impressions_enabled=False
     )
     store = FeatureStore.open(settings)
     publish(store)
@@ -90,7 +93,7 @@ def test_keyed_reads_and_disabled_admin(tmp_path):
         assert c.get("/recommendations/u1", headers={"X-API-Key": "r"}).status_code == 200
         assert c.get("/healthz").status_code == 200  # ops endpoints stay open
         r = c.post("/admin/reload", headers={"X-API-Key": "r"})
-        assert r.status_code == 403 and "RECSYS_ADMIN_API_KEYS" in r.json()["detail"]
+        assert r.status_code == 403 and "RECSYS_API_ADMIN_KEYS" in r.json()["detail"]
     store.close()
 
 
@@ -182,13 +185,16 @@ def test_request_id_round_trips_and_the_impression_reaches_kafka(svc):
 
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": f"t-{time.time_ns()}",
             "auto.offset.reset": "earliest",
         }
     )
     consumer.assign(
-        [TopicPartition(settings.impressions_topic, p, 0) for p in range(settings.topic_partitions)]
+        [
+            TopicPartition(settings.kafka.impressions_topic, p, 0)
+            for p in range(settings.kafka.topic_partitions)
+        ]
     )
     body = r.json()
     found = None
@@ -256,12 +262,15 @@ def test_hot_model_swap_under_load_fails_no_request_and_never_mixes_versions(svc
 
 
 def test_unknown_variant_parameters_are_refused_at_start():
-    from api.recommend import RankParams
-    from api.variants import variant_params
+    from core.ranking import RankParams
+    from core.settings import RankingSettings
+    from core.variants import variant_params
 
-    with pytest.raises(ValueError, match="unknown parameters \\['recnet'\\]"):
-        variant_params(RankParams(), {"a": {}, "b": {"recnet": 1.0}})
-    assert variant_params(RankParams(), {"b": {"recent": 2.0}})["b"].recent == 2.0
+    base = RankParams.from_settings(RankingSettings())
+
+    with pytest.raises(ValueError, match="unknown parameters \\['weight_recnet'\\]"):
+        variant_params(base, {"a": {}, "b": {"weight_recnet": 1.0}})
+    assert variant_params(base, {"b": {"weight_recent": 2.0}})["b"].weight_recent == 2.0
 
 
 def test_admin_publishes_latest_from_the_model_dir_and_rolls_back(svc):

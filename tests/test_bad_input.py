@@ -11,10 +11,10 @@ import pytest
 from confluent_kafka import KafkaError
 from prometheus_client import REGISTRY
 
+from core.settings import Settings
 from dataflow.runner import DataflowThread
 from dataflow.steps import Accepted, Parser
 from featurestore import FeatureStore
-from featurestore.settings import Settings
 from tests.helpers import publish, wait_for
 from tests.test_dataflow_integration import ev, produce, read_dead_letters
 
@@ -107,6 +107,6 @@ def test_each_kind_of_bad_input_has_an_outcome_and_a_metric(broker, make_setting
     assert metric("recsys_events_unknown_item_total") - unknown0 == 1
     assert metric("recsys_events_late_total") - late0 == 1
     assert s.unknown_items == 1 and s.last_ts == T0 + 1  # the clock never moves back
-    decayed = vecs[1] * 2.0 ** (-1 / settings.half_life_seconds)  # i1, one second old
+    decayed = vecs[1] * 2.0 ** (-1 / settings.fold.half_life_seconds)  # i1, one second old
     np.testing.assert_allclose(s.vector, decayed, rtol=1e-5)  # 1973's view weighs nothing
     assert [r.item_id for r in s.recent] == ["i3", "i1", "no-such-item"]

@@ -12,10 +12,10 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
+from core.settings import Settings, get_settings
 from dataflow.recovery import own_partitions, recovery_config
 from dataflow.run import parse_addresses
 from featurestore import FeatureStore
-from featurestore.settings import Settings, get_settings
 from infra.broker import free_port
 from infra.cli import app
 from tests.helpers import publish, wait_for, write_model_dir
@@ -71,8 +71,8 @@ def test_help_lists_every_command_and_each_explains_itself():
     ("cmd", "usage"),
     [
         ("train", "python -m training.train"),
-        ("evaluate", "python -m training.evaluate"),
-        ("publish", "python -m training.publish"),
+        ("evaluate", "python -m training.holdout"),
+        ("publish", "python -m featurestore.publish"),
         ("demo", "python -m infra.demo"),
     ],
 )
@@ -123,9 +123,7 @@ def live_api(settings: Settings) -> Iterator[str]:
 
 @pytest.mark.integration
 def test_user_and_models_through_the_running_service(broker, make_settings):
-    settings = make_settings(
-        broker, inprocess_dataflow=False, admin_api_keys={"adm"}, impressions_enabled=False
-    )
+    settings = make_settings(broker, inprocess=False, admin_keys={"adm"}, impressions_enabled=False)
     store = FeatureStore.open(settings)
     publish(store, "v1", n=40, dim=8, seed=0)
     publish(store, "v2", n=40, dim=8, seed=1)
@@ -181,9 +179,9 @@ def test_models_fall_back_to_the_store_when_no_service_answers(env, monkeypatch)
 @pytest.mark.integration
 def test_publish_and_init_use_the_model_directory(env, broker, monkeypatch):
     monkeypatch.setenv("RECSYS_KAFKA_BOOTSTRAP_SERVERS", broker)
-    monkeypatch.setenv("RECSYS_EVENTS_TOPIC", "cli-init-events")
-    monkeypatch.setenv("RECSYS_DEAD_LETTER_TOPIC", "cli-init-events.dlq")
-    monkeypatch.setenv("RECSYS_IMPRESSIONS_TOPIC", "cli-init-impressions")
+    monkeypatch.setenv("RECSYS_KAFKA_EVENTS_TOPIC", "cli-init-events")
+    monkeypatch.setenv("RECSYS_KAFKA_DEAD_LETTER_TOPIC", "cli-init-events.dlq")
+    monkeypatch.setenv("RECSYS_KAFKA_IMPRESSIONS_TOPIC", "cli-init-impressions")
     get_settings.cache_clear()
     result = invoke("init", "--no-train-if-missing", "--partitions", "3")
     assert result.exit_code == 1 and "no trained model under" in result.output
@@ -227,7 +225,7 @@ def test_each_process_gets_its_share_of_the_recovery_partitions(tmp_path):
         return sorted(p.name for p in d.glob("part-*"))
 
     def start(d: Path, process_id: int, partitions: int = 4, log_id: str = "A") -> None:
-        cfg = Settings(state_dir=tmp_path / "var", recovery_dir=d, recovery_partitions=partitions)
+        cfg = Settings(state_dir=tmp_path / "var", recovery={"dir": d, "partitions": partitions})
         assert recovery_config(cfg, log_id, process_id, 2) is not None
 
     own = [tmp_path / "p0", tmp_path / "p1"]

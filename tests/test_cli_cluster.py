@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from core.settings import Settings
 from featurestore import FeatureStore
-from featurestore.settings import Settings
 from infra.broker import free_port
 from tests.helpers import isolated_settings, publish
 from tests.test_stream_guarantees import (
@@ -30,7 +30,7 @@ def run_cluster(procs: list[Settings], addresses: str) -> None:
     running = [
         subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "dataflow", "-i", str(i), "-a", addresses],
-            env=proc_env(s, RECSYS_EXIT_AT_END="true", RECSYS_RECOVERY_PARTITIONS="2"),
+            env=proc_env(s, RECSYS_DATAFLOW_EXIT_AT_END="true", RECSYS_RECOVERY_PARTITIONS="2"),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -49,9 +49,9 @@ def test_two_processes_with_own_recovery_volumes_resume_together(broker, make_se
         isolated_settings(
             tmp_path / f"flow-{i}",
             None,
-            kafka_bootstrap_servers=one.kafka_bootstrap_servers,
-            events_topic=one.events_topic,
-            dead_letter_topic=one.dead_letter_topic,
+            bootstrap_servers=one.kafka.bootstrap_servers,
+            events_topic=one.kafka.events_topic,
+            dead_letter_topic=one.kafka.dead_letter_topic,
         )
         for i in range(2)
     ]
@@ -64,8 +64,8 @@ def test_two_processes_with_own_recovery_volumes_resume_together(broker, make_se
 
     # each volume holds only its own partition of the cluster's recovery
     for i, s in enumerate(procs):
-        assert s.recovery_dir is not None
-        assert sorted(p.name for p in s.recovery_dir.glob("part-*.sqlite3")) == [
+        assert s.recovery.dir is not None
+        assert sorted(p.name for p in s.recovery.dir.glob("part-*.sqlite3")) == [
             f"part-{i}.sqlite3"
         ]
 
@@ -73,8 +73,8 @@ def test_two_processes_with_own_recovery_volumes_resume_together(broker, make_se
     run_cluster(procs, addresses)  # a restart: resumes from the snapshots, reads the rest
     runs = []  # Bytewax routes each execution's record to one partition of the cluster
     for i, s in enumerate(procs):
-        assert s.recovery_dir is not None
-        with sqlite3.connect(s.recovery_dir / f"part-{i}.sqlite3") as part:
+        assert s.recovery.dir is not None
+        with sqlite3.connect(s.recovery.dir / f"part-{i}.sqlite3") as part:
             runs += list(part.execute("SELECT ex_num, worker_count, resume_epoch FROM exs"))
     # the restart is execution 1 of the same dataflow, resumed past the first run's epochs
     # (a fresh start resumes at epoch 1), found through both volumes' partitions
@@ -126,7 +126,8 @@ def test_a_standalone_dataflow_serves_its_metrics(broker, make_settings):
         assert folded() == 20
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
         assert (
-            f'recsys_consumer_lag_messages{{partition="0",topic="{settings.events_topic}"}}' in text
+            f'recsys_consumer_lag_messages{{partition="0",topic="{settings.kafka.events_topic}"}}'
+            in text
         )
     finally:
         proc.send_signal(signal.SIGTERM)

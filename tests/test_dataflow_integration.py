@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from dataflow.kafka_io import PRODUCER_CONFIG
 from dataflow.runner import DataflowThread
+from eventlog.producer import PRODUCER_CONFIG
 from featurestore import FeatureStore
 from tests.helpers import publish, wait_for
 
@@ -19,13 +19,13 @@ T0 = 1_700_000_000.0
 
 
 def produce(settings, events: list[dict | bytes]) -> None:
-    p = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, **PRODUCER_CONFIG})
+    p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, **PRODUCER_CONFIG})
     for e in events:
         if isinstance(e, bytes):
-            p.produce(settings.events_topic, key=b"raw", value=e)
+            p.produce(settings.kafka.events_topic, key=b"raw", value=e)
         else:
             p.produce(
-                settings.events_topic, key=e["user_id"].encode(), value=json.dumps(e).encode()
+                settings.kafka.events_topic, key=e["user_id"].encode(), value=json.dumps(e).encode()
             )
     assert p.flush(10) == 0
 
@@ -37,13 +37,16 @@ def ev(user: str, item: str, ts: float, kind: str = "view", **extra) -> dict:
 def read_dead_letters(settings, n: int, timeout: float = 10.0) -> list:
     c = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": "t",
             "enable.auto.commit": False,
         }
     )
     c.assign(
-        [TopicPartition(settings.dead_letter_topic, p, 0) for p in range(settings.topic_partitions)]
+        [
+            TopicPartition(settings.kafka.dead_letter_topic, p, 0)
+            for p in range(settings.kafka.topic_partitions)
+        ]
     )
     got: list = []
     wait_for(
@@ -76,12 +79,12 @@ def pipeline(broker, make_settings):
 def test_events_fold_into_user_state(pipeline):
     settings, store, vecs, start = pipeline
     start()
-    later = T0 + settings.half_life_seconds
+    later = T0 + settings.fold.half_life_seconds
     produce(
         settings, [ev("alice", "i1", T0), ev("alice", "i3", later, "purchase", session_id="s1")]
     )
     state = wait_for(lambda: (s := store.read_user_state("alice")) and s.event_count == 2 and s)
-    w = settings.event_weights
+    w = settings.fold.event_weights
     expected = 0.5 * w["view"] * vecs[1] + w["purchase"] * vecs[3]  # one half-life apart
     np.testing.assert_allclose(state.vector, expected, rtol=1e-5)
     assert state.last_ts == later and state.session_id == "s1"
@@ -114,7 +117,7 @@ def test_bad_messages_go_to_dead_letter_topic_with_reason(pipeline):
         kind, reason = bad[m.value() or b""]
         assert headers["dlq.kind"] == kind
         assert reason in headers["dlq.reason"]
-        assert headers["dlq.source"].startswith(f"{settings.events_topic}:")
+        assert headers["dlq.source"].startswith(f"{settings.kafka.events_topic}:")
     assert store.read_user_state("bob") is None
 
 
@@ -128,8 +131,10 @@ def test_restart_rereads_topic_without_double_counting(pipeline):
     produce(settings, [ev("carol", "i9", T0 + 10)])
     after = wait_for(lambda: (s := store.read_user_state("carol")) and s.event_count >= 6 and s)
     assert after.event_count == 6
-    expected = first.vector * 2.0 ** (-(10 - 4) / settings.half_life_seconds)
-    expected = expected + settings.event_weights["view"] * store.load_catalog("v1").vector("i9")
+    expected = first.vector * 2.0 ** (-(10 - 4) / settings.fold.half_life_seconds)
+    expected = expected + settings.fold.event_weights["view"] * store.load_catalog("v1").vector(
+        "i9"
+    )
     np.testing.assert_allclose(after.vector, expected, rtol=1e-5)
 
 

@@ -23,8 +23,8 @@ import pytest
 import uvicorn
 
 from api.app import create_app
+from core.settings import Settings
 from featurestore import FeatureStore
-from featurestore.settings import Settings
 from infra.broker import free_port
 from tests.helpers import isolated_settings, publish, wait_for
 
@@ -95,7 +95,7 @@ def server(broker, tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def keyed_server(broker, tmp_path_factory) -> Iterator[str]:
     settings = isolated_settings(
-        tmp_path_factory.mktemp("demo-keyed") / "var", broker, write_api_keys={WRITE_KEY}
+        tmp_path_factory.mktemp("demo-keyed") / "var", broker, write_keys={WRITE_KEY}
     )
     with serving(settings) as base:
         yield base

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.demo import STATIC_DIR
+from core.records import ItemRecord
 from featurestore import FeatureStore
-from featurestore.schemas import ItemRecord
 from tests.helpers import isolated_settings, make_model
 
 # Items i0..i39 from make_model (odd: Sci-Fi, even: Drama/War; popularity grows with i),
@@ -32,7 +32,7 @@ TITLES = {
 def client(tmp_path_factory):
     settings = isolated_settings(
         tmp_path_factory.mktemp("demo") / "var",
-        inprocess_dataflow=False,
+        inprocess=False,
         impressions_enabled=False,
     )
     store = FeatureStore.open(settings)
@@ -161,7 +161,7 @@ def test_categories_and_users_to_pick(client):
 
 def test_browse_needs_a_read_key_when_reads_are_keyed(tmp_path):
     settings = isolated_settings(
-        tmp_path / "var", read_api_keys={"r"}, inprocess_dataflow=False, impressions_enabled=False
+        tmp_path / "var", read_keys={"r"}, inprocess=False, impressions_enabled=False
     )
     store = FeatureStore.open(settings)
     record, items, vecs, profiles = make_model("v1", n=20)

@@ -12,11 +12,11 @@ import pytest
 import typer
 import yaml
 
+from core.settings import ENV_NAMES, PROJECT_ROOT, Settings
 from dataflow.run import parse_addresses
-from featurestore.settings import PROJECT_ROOT, Settings
 from infra.cli import app
 
-INFRA = PROJECT_ROOT / "infra"
+INFRA = PROJECT_ROOT / "infra" / "deploy"
 COMPOSE = INFRA / "docker-compose.yml"
 K8S = INFRA / "k8s"
 APP_IMAGE = "recsys"
@@ -32,7 +32,7 @@ def interpolate(value: str) -> str:
 
 def settings_from(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings exactly as a container with this environment builds them."""
-    fields = {f"RECSYS_{name.upper()}" for name in Settings.model_fields}
+    fields = ENV_NAMES
     unknown = sorted(k for k in env if k.startswith("RECSYS_") and k not in fields)
     assert not unknown, f"not settings fields: {unknown}"
     for k in list(os.environ):
@@ -109,9 +109,9 @@ def test_compose_configures_the_app_only_through_valid_settings(compose, monkeyp
         env = service["environment"]
         assert all(k.startswith("RECSYS_") for k in env), name
         s = settings_from(env, monkeypatch)
-        assert s.qdrant_url and not s.embedded and s.inprocess_dataflow is False, name
+        assert s.qdrant.url and not s.embedded and s.dataflow.inprocess is False, name
         assert s.kafka_configured
-        assert s.api_port == 8000
+        assert s.api.port == 8000
 
 
 def test_compose_commands_are_real_cli_commands(compose):
@@ -137,15 +137,15 @@ def test_compose_dataflow_cluster_is_consistent(compose, monkeypatch):
     workers = {p["workers"] for p in params.values()}
     assert len(workers) == 1
     settings = settings_from(services["dataflow-0"]["environment"], monkeypatch)
-    assert settings.topic_partitions >= len(peers) * workers.pop()
-    assert settings.recovery_partitions >= len(peers)
+    assert settings.kafka.topic_partitions >= len(peers) * workers.pop()
+    assert settings.recovery.partitions >= len(peers)
     # each process keeps state + recovery on its own volume, mounted at the state dir
     mounts = [services[n]["volumes"] for n in flows]
     volumes = [m[0].split(":")[0] for m in mounts]
     assert len(set(volumes)) == len(volumes)
     assert all(m[0].split(":")[1] == str(settings.state_dir) for m in mounts)
-    assert settings.recovery_dir is not None
-    assert settings.recovery_dir.is_relative_to(settings.state_dir)
+    assert settings.recovery.dir is not None
+    assert settings.recovery.dir.is_relative_to(settings.state_dir)
 
 
 def test_dockerfile_installs_the_pinned_cpu_torch_and_the_project():
@@ -155,14 +155,14 @@ def test_dockerfile_installs_the_pinned_cpu_torch_and_the_project():
     assert pin is not None
     assert f"pip install torch=={pin.group(1)} --index-url" in text
     assert "/whl/cpu" in text
-    for package in ("api", "dataflow", "featurestore", "training", "infra"):
+    for package in ("core", "featurestore", "eventlog", "api", "dataflow", "training", "infra"):
         assert f"COPY {package} ./{package}" in text
     assert 'ENTRYPOINT ["recsys"]' in text
     for src in re.findall(r"^COPY (\S+)", text, re.M):
         if not src.startswith("--"):
             assert (PROJECT_ROOT / src).exists(), src
     env = dict(re.findall(r"(RECSYS_[A-Z_]+)=(\S+)", text))
-    assert set(env) <= {f"RECSYS_{f.upper()}" for f in Settings.model_fields}
+    assert set(env) <= ENV_NAMES
     assert 'recsys = "infra.cli:main"' in (PROJECT_ROOT / "pyproject.toml").read_text()
 
 
@@ -225,7 +225,7 @@ def test_k8s_configures_the_app_only_through_valid_settings(k8s, monkeypatch):
         extra = {e["name"] for e in c.get("env", [])} - {"POD_INDEX"}
         assert not {k for k in extra if not k.startswith("RECSYS_")}, name
         s = settings_from({k: v for k, v in env.items() if k.startswith("RECSYS_")}, monkeypatch)
-        assert s.qdrant_url and s.inprocess_dataflow is False and s.kafka_configured, name
+        assert s.qdrant.url and s.dataflow.inprocess is False and s.kafka_configured, name
         check_command(_args(c))
 
 
@@ -242,7 +242,7 @@ def test_k8s_api_has_two_replicas_probes_and_a_service(k8s, monkeypatch):
     s = settings_from(
         {k: v for k, v in k8s_env(k8s, c).items() if k.startswith("RECSYS_")}, monkeypatch
     )
-    assert port == s.api_port
+    assert port == s.api.port
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     (svc,) = find(k8s, "Service", "recsys-api")
@@ -276,20 +276,20 @@ def test_k8s_dataflow_statefulset_is_a_consistent_cluster(k8s, monkeypatch):
     workers = params["0"]["workers"]
     env = {k: v for k, v in k8s_env(k8s, c).items() if k.startswith("RECSYS_")}
     s = settings_from(env, monkeypatch)
-    assert s.recovery_partitions >= replicas
+    assert s.recovery.partitions >= replicas
     # state and recovery on the pod's own volumes, where the settings put them
     templates = {t["metadata"]["name"] for t in spec["volumeClaimTemplates"]}
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert set(mounts) == templates == {"state", "recovery"}
-    assert mounts["state"] == str(s.state_dir) and mounts["recovery"] == str(s.recovery_dir)
+    assert mounts["state"] == str(s.state_dir) and mounts["recovery"] == str(s.recovery.dir)
     # enough partitions for every worker of the cluster
     (events,) = [
         t
         for t in find(k8s, "KafkaTopic")
-        if t["spec"].get("topicName", t["metadata"]["name"]) == s.events_topic
+        if t["spec"].get("topicName", t["metadata"]["name"]) == s.kafka.events_topic
     ]
     assert events["spec"]["partitions"] >= replicas * workers
-    assert s.topic_partitions >= replicas * workers
+    assert s.kafka.topic_partitions >= replicas * workers
 
 
 def test_k8s_kafka_is_kraft_with_three_replicas_and_the_engines_topics(k8s, monkeypatch):
@@ -300,6 +300,6 @@ def test_k8s_kafka_is_kraft_with_three_replicas_and_the_engines_topics(k8s, monk
     (cm,) = find(k8s, "ConfigMap", "recsys-config")
     s = settings_from(cm["data"], monkeypatch)
     topics = {t["spec"].get("topicName", t["metadata"]["name"]) for t in find(k8s, "KafkaTopic")}
-    assert {s.events_topic, s.dead_letter_topic, s.impressions_topic} <= topics
-    assert s.kafka_bootstrap_servers.startswith(f"{kafka['metadata']['name']}-kafka-bootstrap:")
+    assert {s.kafka.events_topic, s.kafka.dead_letter_topic, s.kafka.impressions_topic} <= topics
+    assert s.kafka.bootstrap_servers.startswith(f"{kafka['metadata']['name']}-kafka-bootstrap:")
     assert all(t["spec"]["replicas"] == 3 for t in find(k8s, "KafkaTopic"))

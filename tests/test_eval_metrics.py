@@ -8,13 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from api.recommend import RankParams, diversify, rerank
-from featurestore.catalog import Catalog
-from featurestore.schemas import ItemRecord, RecentItem, UserHead, UserState
-from training.covisit import CovisitConfig, covisit_matrix, with_covisit
-from training.data import Interactions
-from training.evaluation.baselines import CovisitKnn, KnnConfig, Popularity, top_k
-from training.evaluation.metrics import (
+from core.catalog import Catalog
+from core.ranking import diversify, rerank
+from core.records import ItemRecord, UserHead
+from core.state import RecentItem, UserState
+from evaluation.baselines import CovisitKnn, KnnConfig, Popularity, top_k
+from evaluation.scoring import (
     coverage,
     intra_list_diversity,
     ndcg,
@@ -22,6 +21,9 @@ from training.evaluation.metrics import (
     reciprocal_rank,
     summarize,
 )
+from tests.test_recommend import rank_params
+from training.covisit import CovisitConfig, covisit_matrix, with_covisit
+from training.data import Interactions
 
 
 def test_rank_based_metrics_by_hand():
@@ -115,7 +117,13 @@ def test_covisit_term_moves_the_item_and_names_it_truthfully():
     cat = _catalog({"a": [["c", 1.0], ["b", 0.25]]})
     now = 10_000.0
     state = UserState("u", last_ts=now - 180, recent=[RecentItem("a", now - 180, "rating")])
-    params = RankParams(ann=0.0, category=0.0, recent=0.0, popularity=0.0, covisit=1.0)
+    params = rank_params(
+        weight_ann=0.0,
+        weight_category=0.0,
+        weight_recent=0.0,
+        weight_popularity=0.0,
+        weight_covisit=1.0,
+    )
     out = rerank([(1, 0.0), (2, 0.0), (3, 0.0)], cat, state, {}, params, now, 1.0, 3)
     assert [cat.items[r.row].item_id for r in out] == ["c", "b", "d"]
     # c's sum is the best (fade * 1.0), so it scores 1; b gets fade * 0.25 / (fade * 1.0)
@@ -123,14 +131,16 @@ def test_covisit_term_moves_the_item_and_names_it_truthfully():
     assert out[1].terms["covisit"] == pytest.approx(0.25)
     assert out[0].reasons[0] == "often picked with Alien, which you rated 3 minutes ago"
     # off by default: no term, the same order as before this feature existed
-    plain = rerank([(1, 0.0), (2, 0.0)], cat, state, {}, RankParams(), now, 1.0, 2)
+    plain = rerank([(1, 0.0), (2, 0.0)], cat, state, {}, rank_params(), now, 1.0, 2)
     assert all("covisit" not in r.terms for r in plain)
 
 
 def test_mmr_trades_relevance_for_a_less_redundant_list():
     cat = _catalog({})
     state = UserState("u")
-    params = RankParams(ann=1.0, category=0.0, recent=0.0, popularity=0.0)
+    params = rank_params(
+        weight_ann=1.0, weight_category=0.0, weight_recent=0.0, weight_popularity=0.0
+    )
     # a, b, d point the same way; c is orthogonal but scores lowest
     ranked = rerank([(0, 0.9), (1, 0.8), (3, 0.7), (2, 0.1)], cat, state, {}, params, 0.0, 1.0, 4)
     ids = lambda rs: [cat.items[r.row].item_id for r in rs]  # noqa: E731

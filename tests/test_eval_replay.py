@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featurestore.settings import Settings
-from infra.synthetic import EVENT_TYPES, World, WorldConfig
+from bench.synthetic import EVENT_TYPES, World, WorldConfig
+from core.settings import Settings
+from evaluation.bundle import assemble
+from evaluation.prequential import SYSTEMS, replay
+from evaluation.report import figures, write
+from evaluation.split import temporal_split
 from training.data import Interactions
-from training.evaluation.bundle import assemble
-from training.evaluation.replay import SYSTEMS, replay
-from training.evaluation.report import figures, write
-from training.evaluation.split import temporal_split
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def world_split():
 
 def _run(world_split, tmp_path, names=SYSTEMS, max_events=400):
     world, items, split = world_split
-    settings = Settings(state_dir=tmp_path, weight_covisit=1.0)
+    settings = Settings(state_dir=tmp_path, ranking={"weight_covisit": 1.0})
     bundle = assemble(split.train, items, world.item_vectors, world.head(), settings)
     test = split.test.take(slice(0, max_events))
     return replay(

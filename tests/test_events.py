@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dataflow.events import InvalidEvent, ValidEvent, decode, decode_many, encode, validate
+from core.events import InvalidEvent, ValidEvent, decode, decode_many, encode, validate
 
 TYPES = {"view", "purchase"}
 NOW = 1_740_000_000.0  # 2025-02-19

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflow.events import ValidEvent
-from dataflow.fold import (
+from core.events import ValidEvent
+from core.fold import (
     FoldParams,
     decay_factor,
     decay_weights,
@@ -19,7 +19,7 @@ from dataflow.fold import (
     mass_at,
     rebuild_vector,
 )
-from featurestore.schemas import UserState
+from core.state import UserState
 
 H = 3600.0
 PARAMS = FoldParams(
@@ -142,9 +142,8 @@ def test_empty_state_has_no_clock():
 
 
 def test_recovery_snapshots_round_trip_user_and_trend_state():
+    from core.state import RecentItem, Trend, UserState
     from dataflow.steps import TrendFolder, UserFolder
-    from featurestore.schemas import RecentItem, UserState
-    from featurestore.store import Trend
 
     s = UserState(
         "u1",

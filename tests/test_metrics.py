@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import aggregate, hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from training.quality import aggregate, hit_rate_at_k, mrr_at_k, ndcg_at_k, recall_at_k
 
 RANKED = ["a", "b", "c", "d", "e"]
 

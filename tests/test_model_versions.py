@@ -39,8 +39,8 @@ def test_serving_picks_up_a_new_model_and_moves_users_to_it(broker, make_setting
 
 
 def test_publish_cli_activates_latest_and_rolls_back(make_settings, monkeypatch, capsys):
-    from featurestore.settings import get_settings
-    from training import publish as publish_cli
+    from core.settings import get_settings
+    from featurestore import publish as publish_cli
 
     settings = make_settings()
     first = write_model_dir(settings.model_dir, seed=1)

@@ -7,9 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from api.recommend import RankParams, ago, build_query, cold_candidates, rerank
-from featurestore.catalog import Catalog
-from featurestore.schemas import ItemRecord, Profile, RecentItem, UserHead, UserState
+from core.catalog import Catalog
+from core.ranking import RankParams, ago, build_query, cold_candidates, rerank
+from core.records import ItemRecord, Profile, UserHead
+from core.settings import RankingSettings
+from core.state import RecentItem, UserState
 
 NOW = 1_000_000.0
 DIM = 4
@@ -47,7 +49,25 @@ def user(recent=(), categories=None, vector=None, mass=0.0) -> UserState:
     )
 
 
-DEFAULT_PARAMS = RankParams()
+# The maths tests' own weights: every term on, so each can be seen to move the order.
+TEST_RANKING = RankingSettings(
+    weight_category=0.3,
+    weight_recent=0.8,
+    weight_popularity=0.15,
+    recent_similarity_half_life_seconds=1800.0,
+    weight_covisit=0.0,
+    covisit_items=10,
+    covisit_half_life_seconds=86400.0,
+    weight_new_item=0.0,
+    weight_session=0.0,
+)
+
+
+def rank_params(**overrides: float) -> RankParams:
+    return RankParams.from_settings(TEST_RANKING, **overrides)
+
+
+DEFAULT_PARAMS = rank_params()
 
 
 def ranked_ids(cands, state, trending=None, params=DEFAULT_PARAMS, k=5):
@@ -151,11 +171,13 @@ def test_a_new_item_is_lifted_over_an_equally_close_known_one_and_says_so():
     cat = catalog()
     cat.popularity[4] = 0.0  # z1 has no training events
     cands = [(2, 0.5), (4, 0.5)]
-    params = RankParams(popularity=0.0, category=0.0, new_item=0.4)
+    params = rank_params(weight_popularity=0.0, weight_category=0.0, weight_new_item=0.4)
     out = rerank(cands, cat, user(), {}, params, NOW, 1.0, 2)
     assert [cat.items[r.row].item_id for r in out] == ["z1", "y0"]
     assert "new: nobody had picked it when the model was trained" in out[0].reasons
-    out = rerank(cands, cat, user(), {}, RankParams(popularity=0.0, category=0.0), NOW, 1.0, 2)
+    out = rerank(
+        cands, cat, user(), {}, rank_params(weight_popularity=0.0, weight_category=0.0), NOW, 1.0, 2
+    )
     assert "new: nobody had picked it when the model was trained" not in out[0].reasons
 
 
@@ -165,10 +187,12 @@ def test_the_session_term_lifts_items_close_to_the_recent_picks_even_after_a_pau
     day_ago = NOW - 86400
     state = user(recent=[("x0", day_ago - 60, "rating"), ("y0", day_ago, "rating")])
     cands = [(3, 0.5), (1, 0.5)]  # Titanic, Aliens: equally close to the query
-    params = RankParams(popularity=0.0, category=0.0, recent=0.0, session=0.8)
+    params = rank_params(
+        weight_popularity=0.0, weight_category=0.0, weight_recent=0.0, weight_session=0.8
+    )
     ids, out = ranked_ids(cands, state, params=params, k=2)
     assert ids == ["x1", "z0"]
     assert "in line with your recent picks, like Alien" in out[0].reasons
-    ids, out = ranked_ids(cands, state, params=replace(params, session=0.0), k=2)
+    ids, out = ranked_ids(cands, state, params=replace(params, weight_session=0.0), k=2)
     assert ids == ["z0", "x1"]  # candidate order on a tie
     assert not any("recent picks" in r for r in out[0].reasons)

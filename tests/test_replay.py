@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from typer.testing import CliRunner
 
-from dataflow.events import decode
-from featurestore.settings import Settings
+from core.events import decode
+from core.settings import Settings
 from infra.cli import app
 from infra.replay import BadLine, LogEvent, _wire, pace, read_jsonl, schedule
 
@@ -116,7 +116,7 @@ def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 15.
     """Every record of ``topic`` (all partitions), in partition order."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
             "group.id": "test-replay",
             "enable.auto.commit": "false",
         }
@@ -137,11 +137,11 @@ def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 15.
 def topic_args(s: Settings) -> list[str]:
     return [
         "--bootstrap-servers",
-        s.kafka_bootstrap_servers,
+        s.kafka.bootstrap_servers,
         "--topic",
-        s.events_topic,
+        s.kafka.events_topic,
         "--dead-letter-topic",
-        s.dead_letter_topic,
+        s.kafka.dead_letter_topic,
         "--quiet",
     ]
 
@@ -168,7 +168,7 @@ def test_jsonl_replay_keys_by_user_keeps_order_and_dead_letters_bad_lines(
     assert "sent 60 event(s)" in result.output
     assert "line 11:" in result.output and "line 31:" in result.output
 
-    records = read_topic(settings, settings.events_topic, 60)
+    records = read_topic(settings, settings.kafka.events_topic, 60)
     assert len(records) == 60
     got = defaultdict(list)
     for m in records:
@@ -182,7 +182,7 @@ def test_jsonl_replay_keys_by_user_keeps_order_and_dead_letters_bad_lines(
         parts[m.key()].add(m.partition())
     assert all(len(p) == 1 for p in parts.values())
 
-    dead = read_topic(settings, settings.dead_letter_topic, 2)
+    dead = read_topic(settings, settings.kafka.dead_letter_topic, 2)
     assert len(dead) == 2
     headers = [dict(m.headers()) for m in dead]
     assert sorted(h["dlq.source"].decode() for h in headers) == [f"{log}:11", f"{log}:31"]
@@ -202,7 +202,7 @@ def test_replay_keeps_the_logs_time_gaps_scaled_by_speed(broker, make_settings, 
     elapsed = time.monotonic() - t0
     assert result.exit_code == 0, result.output
     assert 1.0 <= elapsed < 5.0  # 2 s of log at speed 2
-    records = read_topic(settings, settings.events_topic, 3)
+    records = read_topic(settings, settings.kafka.events_topic, 3)
     stamps = sorted(msgspec.json.decode(m.value())["timestamp"] for m in records)
     assert stamps == ["1970-01-01T00:16:40Z", "1970-01-01T00:16:41Z", "1970-01-01T00:16:42Z"]
 
@@ -242,7 +242,7 @@ def test_movielens_slice_replays_as_rating_events_in_time_order(broker, make_set
     for u, i, t in rows:
         want[u].append((i, t))
     got = defaultdict(list)
-    for m in read_topic(settings, settings.events_topic, 300):
+    for m in read_topic(settings, settings.kafka.events_topic, 300):
         e = decode(m.value())
         assert e.event_type == "rating" and m.key().decode() == e.user_id
         got[e.user_id].append((e.item_id, e.timestamp.timestamp()))
@@ -257,7 +257,7 @@ def test_retime_stamps_events_with_the_time_they_are_sent(broker, make_settings,
         app, ["replay", str(log), "--speed", "0", "--retime", *topic_args(settings)]
     )
     assert result.exit_code == 0, result.output
-    for m in read_topic(settings, settings.events_topic, 2):
+    for m in read_topic(settings, settings.kafka.events_topic, 2):
         assert abs(decode(m.value()).timestamp.timestamp() - time.time()) < 30
 
 
@@ -270,7 +270,7 @@ def test_strict_sends_nothing_when_a_line_is_invalid(broker, make_settings, tmp_
     )
     assert result.exit_code == 1
     assert "--strict: nothing sent" in result.output and "line 2:" in result.output
-    assert read_topic(settings, settings.events_topic, 1, timeout=1.0) == []
+    assert read_topic(settings, settings.kafka.events_topic, 1, timeout=1.0) == []
 
 
 def test_replay_errors_are_one_line_not_a_traceback(tmp_path):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-import api.producer
 import dataflow.runner
+import eventlog.producer
 from api.app import create_app
-from dataflow.kafka_io import ensure_app_topics
+from eventlog.admin import ensure_app_topics
 from featurestore import FeatureStore
 from infra.broker import DevBroker, free_port
 from tests.helpers import publish, wait_for
@@ -19,9 +19,9 @@ pytestmark = pytest.mark.integration
 def test_kafka_down_then_back(make_settings, monkeypatch):
     monkeypatch.setattr(dataflow.runner, "BROKER_WAIT_SECONDS", 0.5)
     monkeypatch.setattr(dataflow.runner, "RESTART_MAX_SECONDS", 1.0)
-    monkeypatch.setattr(api.producer, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(eventlog.producer, "CONNECT_TIMEOUT_SECONDS", 1.0)
     port = free_port()
-    settings = make_settings(kafka_bootstrap_servers=f"127.0.0.1:{port}")
+    settings = make_settings(bootstrap_servers=f"127.0.0.1:{port}")
     store = FeatureStore.open(settings)
     publish(store, n=40, dim=8)
     store.close()

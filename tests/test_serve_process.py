@@ -21,13 +21,13 @@ def start_service(settings, port: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "RECSYS_STATE_DIR": str(settings.state_dir),
-        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "RECSYS_EVENTS_TOPIC": settings.events_topic,
-        "RECSYS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "RECSYS_KAFKA_EVENTS_TOPIC": settings.kafka.events_topic,
+        "RECSYS_KAFKA_DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
         "RECSYS_API_PORT": str(port),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "api.serve"],
+        [sys.executable, "-m", "infra.serve"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

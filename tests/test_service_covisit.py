@@ -4,8 +4,9 @@ candidates, rank first with a reason naming that item, and request exclusions ho
 from __future__ import annotations
 
 from api.service import Recommender
+from core.records import ItemRecord
+from core.state import RecentItem, UserState
 from featurestore.backend import ItemFilter
-from featurestore.schemas import ItemRecord, RecentItem, UserState
 from featurestore.store import FeatureStore
 from tests.helpers import make_model
 

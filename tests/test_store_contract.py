@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
+from core.state import RecentItem, Trend, UserState
 from featurestore import FeatureStore, StoreError, StoreLocked
 from featurestore.edge import EdgeBackend
-from featurestore.schemas import RecentItem, UserState
 from featurestore.server import ServerBackend
-from featurestore.store import Trend
 from tests import helpers
 from tests.helpers import publish
 

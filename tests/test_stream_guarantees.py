@@ -21,13 +21,13 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 
-from dataflow.events import ValidEvent
-from dataflow.fold import FoldParams, fold_event
-from dataflow.kafka_io import PRODUCER_CONFIG
+from core.events import ValidEvent
+from core.fold import FoldParams, fold_event
+from core.settings import Settings
+from core.state import UserState
 from dataflow.runner import DataflowThread
+from eventlog.producer import PRODUCER_CONFIG
 from featurestore import FeatureStore
-from featurestore.schemas import UserState
-from featurestore.settings import Settings
 from infra.broker import free_port
 from tests.helpers import isolated_settings, publish, wait_for
 
@@ -59,14 +59,16 @@ def stream(n: int, users: int, seed: int = 0, unknown_every: int = 0) -> list[di
 
 
 def produce(settings: Settings, events: list[dict], rate: float | None = None) -> None:
-    p = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, **PRODUCER_CONFIG})
+    p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, **PRODUCER_CONFIG})
     start = time.perf_counter()
     for k, e in enumerate(events):
         if rate is not None:
             delay = start + k / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        p.produce(settings.events_topic, key=e["user_id"].encode(), value=json.dumps(e).encode())
+        p.produce(
+            settings.kafka.events_topic, key=e["user_id"].encode(), value=json.dumps(e).encode()
+        )
         p.poll(0)
     assert p.flush(10) == 0
 
@@ -103,12 +105,12 @@ def proc_env(settings: Settings, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
         "RECSYS_STATE_DIR": str(settings.state_dir),
-        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "RECSYS_EVENTS_TOPIC": settings.events_topic,
-        "RECSYS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-        "RECSYS_EPOCH_SECONDS": str(settings.epoch_seconds),
-        "RECSYS_STATE_TTL_SECONDS": str(settings.state_ttl_seconds),
-        "RECSYS_RECOVERY_PRUNE_SECONDS": str(settings.recovery_prune_seconds),
+        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "RECSYS_KAFKA_EVENTS_TOPIC": settings.kafka.events_topic,
+        "RECSYS_KAFKA_DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
+        "RECSYS_RECOVERY_EPOCH_SECONDS": str(settings.recovery.epoch_seconds),
+        "RECSYS_DATAFLOW_STATE_TTL_SECONDS": str(settings.dataflow.state_ttl_seconds),
+        "RECSYS_RECOVERY_PRUNE_SECONDS": str(settings.recovery.prune_seconds),
         **extra,
     }
 
@@ -146,9 +148,7 @@ def test_sigkilled_flow_resumes_exactly_once(broker, make_settings, ttl):
     """Kill -9 the dataflow process three times mid-stream; after the last restart every
     user's state equals an uninterrupted fold: no event lost, none counted twice. Also
     when users keep expiring and their recovery markers are pruned meanwhile."""
-    settings = make_settings(
-        broker, epoch_seconds=0.3, state_ttl_seconds=ttl, recovery_prune_seconds=0.3
-    )
+    settings = make_settings(broker, epoch_seconds=0.3, state_ttl_seconds=ttl, prune_seconds=0.3)
     store = FeatureStore.open(settings)
     publish(store, n=ITEMS, dim=8)
     events = stream(3000, users=60, seed=1, unknown_every=97)
@@ -170,14 +170,14 @@ def test_sigkilled_flow_resumes_exactly_once(broker, make_settings, ttl):
             kills += 1
         producer.join(30)
         assert kills == 3 and not producer.is_alive()
-        final = start_flow(env | {"RECSYS_EXIT_AT_END": "true"})
+        final = start_flow(env | {"RECSYS_DATAFLOW_EXIT_AT_END": "true"})
         out = final.communicate(timeout=60)[0].decode()
         assert final.returncode == 0, out
     finally:
         producer.join(30)
     assert_same_states(read_all(settings, list(want)), want)
     # Each restart resumed from a later committed epoch: recovery, not a re-read, did it.
-    db = sqlite3.connect(Path(settings.recovery_dir) / "part-0.sqlite3")
+    db = sqlite3.connect(Path(settings.recovery.dir) / "part-0.sqlite3")
     resumes = [r for (r,) in db.execute("SELECT resume_epoch FROM exs ORDER BY ex_num")]
     db.close()
     assert len(resumes) >= 2 and resumes == sorted(resumes) and resumes[-1] > 1
@@ -187,7 +187,7 @@ def test_store_writes_are_idempotent_under_replay(broker, make_settings):
     """Without recovery a restart re-reads the topic from the start: the replayed events are
     skipped by the per-partition offsets kept in each stored state, so the stored states
     are unchanged, byte for byte, and only new events count."""
-    settings = make_settings(broker, recovery=False, exit_at_end=True)
+    settings = make_settings(broker, recovery={"enabled": False}, exit_at_end=True)
     store = FeatureStore.open(settings)
     publish(store, n=ITEMS, dim=8)
     events = stream(400, users=10, seed=2)
@@ -210,9 +210,7 @@ def test_idle_users_leave_memory_and_resume_from_the_store(broker, make_settings
     """A long stream of one-time users does not grow the flow's state, in memory or in the
     recovery partitions: each expires after the TTL, its features stay in the store, and a
     returning user continues from them, also after a restart."""
-    settings = make_settings(
-        broker, state_ttl_seconds=0.3, epoch_seconds=0.2, recovery_prune_seconds=0.3
-    )
+    settings = make_settings(broker, state_ttl_seconds=0.3, epoch_seconds=0.2, prune_seconds=0.3)
     store = FeatureStore.open(settings)
     publish(store, n=ITEMS, dim=8)
     flow = DataflowThread(settings, store, store.catalog_provider()).start()
@@ -241,7 +239,7 @@ def test_idle_users_leave_memory_and_resume_from_the_store(broker, make_settings
         [print("ROWS", snapshot_rows(settings)) or time.sleep(0.5) for _ in range(2)]
         wait_for(lambda: snapshot_rows(settings) < 200, timeout=10)
         # consumer lag is exported per partition (librdkafka statistics, every second)
-        lag = {"topic": settings.events_topic, "partition": "0"}
+        lag = {"topic": settings.kafka.events_topic, "partition": "0"}
         assert REGISTRY.get_sample_value("recsys_consumer_lag_messages", lag) is not None
 
         # a returning user resumes from the stored features, after a restart that resumed
@@ -262,7 +260,7 @@ def snapshot_rows(settings: Settings) -> int:
 
     Read by another process: this one hosts the flow, whose SQLite is not Python's.
     """
-    cmd = [sys.executable, "-m", "dataflow.prune", str(settings.recovery_dir), "--count"]
+    cmd = [sys.executable, "-m", "dataflow.prune", str(settings.recovery.dir), "--count"]
     return int(subprocess.run(cmd, capture_output=True, check=True, text=True).stdout)
 
 
@@ -289,9 +287,9 @@ def test_two_workers_and_a_two_process_cluster_match_one_worker(broker, make_set
         return isolated_settings(
             tmp_path / name,
             None,
-            kafka_bootstrap_servers=one.kafka_bootstrap_servers,
-            events_topic=one.events_topic,
-            dead_letter_topic=one.dead_letter_topic,
+            bootstrap_servers=one.kafka.bootstrap_servers,
+            events_topic=one.kafka.events_topic,
+            dead_letter_topic=one.kafka.dead_letter_topic,
             exit_at_end=True,
             **kw,
         )
@@ -303,7 +301,7 @@ def test_two_workers_and_a_two_process_cluster_match_one_worker(broker, make_set
     # Two processes, one worker each. Each process keeps the users routed to its worker
     # and, on the embedded store, writes them to its own store directory (production
     # shares one Qdrant server); together they must hold every user exactly once.
-    procs_settings = [same_topic(f"proc{i}", recovery=False) for i in range(2)]
+    procs_settings = [same_topic(f"proc{i}", recovery={"enabled": False}) for i in range(2)]
     for s in procs_settings:
         store = FeatureStore.open(s)
         publish(store, n=ITEMS, dim=8)
@@ -311,7 +309,7 @@ def test_two_workers_and_a_two_process_cluster_match_one_worker(broker, make_set
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
     procs = [
         start_flow(
-            proc_env(s, RECSYS_EXIT_AT_END="true", RECSYS_RECOVERY="false"),
+            proc_env(s, RECSYS_DATAFLOW_EXIT_AT_END="true", RECSYS_RECOVERY_ENABLED="false"),
             "-i",
             str(i),
             "-a",
@@ -330,10 +328,10 @@ def test_recovery_is_on_by_default_and_initialised(make_settings):
     from dataflow.recovery import recovery_config
 
     settings = make_settings()
-    assert settings.recovery and settings.recovery_dir == settings.state_dir / "recovery"
+    assert settings.recovery.enabled and settings.recovery.dir == settings.state_dir / "recovery"
     config = recovery_config(settings)
     assert config is not None
-    assert sorted(p.name for p in Path(settings.recovery_dir).glob("part-*.sqlite3")) == [
+    assert sorted(p.name for p in Path(settings.recovery.dir).glob("part-*.sqlite3")) == [
         "part-0.sqlite3"
     ]
     assert recovery_config(settings) is not None  # a second start reuses them

@@ -11,16 +11,16 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 
-from dataflow.events import ValidEvent
-from dataflow.kafka_io import PRODUCER_CONFIG, ensure_app_topics, events_log_id
+from core.catalog import CatalogProvider
+from core.events import ValidEvent
+from core.settings import Settings
+from core.state import Trend, UserState
 from dataflow.recovery import TOPIC_ID_FILE, recovery_config
 from dataflow.runner import DataflowThread
 from dataflow.steps import Accepted, TrendFolder, UserFolder, adopt_log
+from eventlog.admin import ensure_app_topics, events_log_id
+from eventlog.producer import PRODUCER_CONFIG
 from featurestore import FeatureStore
-from featurestore.catalog import CatalogProvider
-from featurestore.schemas import UserState
-from featurestore.settings import Settings
-from featurestore.store import Trend
 from infra.broker import DevBroker, free_port
 from tests.helpers import isolated_settings, publish
 
@@ -69,7 +69,7 @@ def test_offsets_without_a_known_incarnation_are_kept():
 
 def test_recovery_of_another_topic_incarnation_is_moved_aside(tmp_path: Path):
     settings = isolated_settings(tmp_path / "var")
-    db = Path(settings.recovery_dir)  # type: ignore[arg-type]
+    db = Path(settings.recovery.dir)  # type: ignore[arg-type]
     assert recovery_config(settings, "A") is not None
     part = db / "part-0.sqlite3"
     stamp = part.stat().st_mtime_ns, part.stat().st_ino
@@ -87,10 +87,10 @@ def test_recovery_of_another_topic_incarnation_is_moved_aside(tmp_path: Path):
 
 
 def produce(settings: Settings, events: list[tuple[str, str, float]]) -> None:
-    p = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, **PRODUCER_CONFIG})
+    p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, **PRODUCER_CONFIG})
     for user, item, ts in events:
         e = {"event_type": "view", "user_id": user, "item_id": item, "timestamp": ts}
-        p.produce(settings.events_topic, key=user.encode(), value=json.dumps(e).encode())
+        p.produce(settings.kafka.events_topic, key=user.encode(), value=json.dumps(e).encode())
     assert p.flush(10) == 0
 
 
@@ -136,42 +136,21 @@ def test_a_restarted_dev_broker_is_read_from_its_start(tmp_path: Path):
         assert trends["i1"].offsets == {0: 5} and trends["i1"].log_id == new_id
         assert trends["i1"].ts == T0 + 21 and trends["i1"].score > before.score
         assert trends["i3"].offsets == {0: 3}
-        retired = list(Path(settings.recovery_dir).glob("retired-*"))  # type: ignore[arg-type]
+        retired = list(Path(settings.recovery.dir).glob("retired-*"))  # type: ignore[arg-type]
         assert len(retired) == 1
     finally:
         store.close()
 
 
-def test_recovery_snapshots_keep_the_topic_id_and_read_older_ones():
-    from dataflow.steps import _pack
-
+def test_recovery_snapshots_keep_the_topic_id():
     s = UserState("u", event_count=3, offsets={0: 2}, log_id="A")
     assert UserFolder.decode(UserFolder.encode(s)) == s
     t = Trend("i1", 1.5, T0, {0: 2}, "A")
     assert TrendFolder.decode(TrendFolder.encode(t)) == t
-    # Snapshots taken before the id was kept (a recovery dir from an older version).
-    old = _pack(("u", None, 0.0, T0, {}, [], None, 0.0, 0, 3, 0, None, {0: 2}))
-    assert UserFolder.decode(old) == UserState("u", last_ts=T0, event_count=3, offsets={0: 2})
-    assert TrendFolder.decode(_pack(("i1", 1.5, T0, {0: 2}))) == Trend("i1", 1.5, T0, {0: 2})
 
 
-def test_store_payloads_keep_the_topic_id_and_read_older_ones():
-    s = UserState("u", event_count=3, offsets={0: 2}, log_id="A")
-    payload = s.to_payload()
-    assert UserState.from_payload(payload, None) == s
-    features = json.loads(payload["features"])
-    del features["log_id"]  # written before the id was kept
-    old = UserState.from_payload(payload | {"features": json.dumps(features)}, None)
-    assert (old.offsets, old.log_id) == ({0: 2}, None)
+def test_store_payloads_keep_the_topic_id():
+    s = UserState("u", event_count=3, offsets={0: 2}, log_id="A", model_version="v1")
+    assert UserState.from_payload(s.to_payload(), None) == s
     t = Trend("i1", 1.5, T0, {0: 2}, "A")
     assert Trend.from_payload(t.to_payload()) == t
-    # the layouts written before the payloads were packed into one string (2026-11-30)
-    top = {"user_id": "u", "model_version": "v1", "event_count": 3}
-    for key in ("event_count", "model_version"):
-        del features[key]
-    old = UserState.from_payload(top | {"features": json.dumps(features)}, None)
-    assert (old.event_count, old.model_version, old.offsets) == (3, "v1", {0: 2})
-    flat = {"item_id": "i1", "score": 1.5, "ts": T0, "offsets": {"0": 2}, "log_id": "A"}
-    assert Trend.from_payload(flat) == t
-    del flat["log_id"]  # written before the id was kept
-    assert Trend.from_payload(flat) == Trend("i1", 1.5, T0, {0: 2})

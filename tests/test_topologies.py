@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
 
 from api.app import create_app
-from dataflow.kafka_io import PRODUCER_CONFIG
 from dataflow.runner import DataflowThread
+from eventlog.producer import PRODUCER_CONFIG
 from featurestore import FeatureStore
 from featurestore.server import ServerBackend
 from tests.helpers import publish, wait_for
@@ -33,8 +33,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_api_and_dataflow_apart_on_the_server_adapter(broker, make_settings):
-    settings = make_settings(broker, qdrant_url="http://qdrant.invalid:6333")
-    assert settings.inprocess_dataflow is False
+    settings = make_settings(broker, url="http://qdrant.invalid:6333")
+    assert settings.dataflow.inprocess is False
     store = FeatureStore(ServerBackend(QdrantClient(":memory:")))
     publish(store, n=80, dim=8)
     flow = DataflowThread(settings, store, store.catalog_provider()).start()
@@ -60,9 +60,9 @@ def test_standalone_dataflow_process_writes_the_store(broker, make_settings):
     env = {
         **os.environ,
         "RECSYS_STATE_DIR": str(settings.state_dir),
-        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "RECSYS_EVENTS_TOPIC": settings.events_topic,
-        "RECSYS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "RECSYS_KAFKA_EVENTS_TOPIC": settings.kafka.events_topic,
+        "RECSYS_KAFKA_DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "bytewax.run", "dataflow.flow:get_flow()"],
@@ -71,7 +71,7 @@ def test_standalone_dataflow_process_writes_the_store(broker, make_settings):
         stderr=subprocess.STDOUT,
     )
     try:
-        p = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, **PRODUCER_CONFIG})
+        p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, **PRODUCER_CONFIG})
         for i in range(30):
             e = {
                 "event_type": "view",
@@ -80,7 +80,7 @@ def test_standalone_dataflow_process_writes_the_store(broker, make_settings):
                 "timestamp": 1e9 + i,
             }
             p.produce(
-                settings.events_topic, key=e["user_id"].encode(), value=json.dumps(e).encode()
+                settings.kafka.events_topic, key=e["user_id"].encode(), value=json.dumps(e).encode()
             )
         p.flush(10)
         assert proc.stdout is not None

@@ -14,12 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataflow.events import ValidEvent
-from dataflow.fold import FoldParams, decay_weights, fold_event
-from featurestore.schemas import ItemRecord, UserState
-from featurestore.settings import get_settings
-from training import text
-from training.artifacts import (
+from core.artifacts import (
     FILES,
     ArtifactError,
     MissingArtifactError,
@@ -27,6 +22,12 @@ from training.artifacts import (
     list_versions,
     load_artifacts,
 )
+from core.events import ValidEvent
+from core.fold import FoldParams, decay_weights, fold_event
+from core.records import ItemRecord
+from core.settings import get_settings
+from core.state import UserState
+from training import text
 from training.data import (
     DataError,
     Interactions,
@@ -197,7 +198,7 @@ def test_jsonl_loader_counts_and_reports_invalid_lines(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n")
     with pytest.warns(InvalidEventsWarning, match="skipped 3 invalid line") as w:
-        inter, items, invalid = load_jsonl_events(path, SETTINGS.event_weights)
+        inter, items, invalid = load_jsonl_events(path, SETTINGS.fold.event_weights)
     assert [n for n, _ in invalid] == [3, 5, 6]
     assert "line 3" in str(w[0].message) and "line 6" in str(w[0].message)
     assert list(inter.item_ids) == ["i2", "i1", "i3"]  # sorted by time; future events pass
@@ -205,7 +206,7 @@ def test_jsonl_loader_counts_and_reports_invalid_lines(tmp_path):
     assert [i.item_id for i in items] == ["i1", "i2", "i3"]
     np.testing.assert_array_equal(inter.weights({"view": 1, "purchase": 8, "click": 2}), [8, 1, 2])
     with pytest.raises(FileNotFoundError):
-        load_jsonl_events(tmp_path / "missing.jsonl", SETTINGS.event_weights)
+        load_jsonl_events(tmp_path / "missing.jsonl", SETTINGS.fold.event_weights)
 
 
 def test_time_helpers():
@@ -343,7 +344,7 @@ def test_profiles_equal_the_dataflow_fold(runs):
     inter, items = load_movielens(DATA)
     inter, _, _ = restrict(before(inter, cutoff), items, 60, 300)
     vec = {i.item_id: v for i, v in zip(art.items, art.item_vectors, strict=False)}
-    params = FoldParams(SETTINGS.half_life_seconds, SETTINGS.event_weights, 20, 1800.0)
+    params = FoldParams(SETTINGS.fold.half_life_seconds, SETTINGS.fold.event_weights, 20, 1800.0)
     for u in art.profile_user_ids[:10]:
         state = UserState(u)
         mask = inter.user_ids == u
@@ -354,10 +355,10 @@ def test_profiles_equal_the_dataflow_fold(runs):
         expected = art.head.apply(state.vector)
         got = art.profile_vectors[art.profile_user_ids.index(u)]
         np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert art.config["fit"]["half_life"] == SETTINGS.half_life_seconds
-    assert decay_weights(np.array([0.0]), SETTINGS.half_life_seconds, SETTINGS.half_life_seconds)[
-        0
-    ] == pytest.approx(0.5)
+    assert art.config["fit"]["half_life"] == SETTINGS.fold.half_life_seconds
+    assert decay_weights(
+        np.array([0.0]), SETTINGS.fold.half_life_seconds, SETTINGS.fold.half_life_seconds
+    )[0] == pytest.approx(0.5)
 
 
 @needs_data

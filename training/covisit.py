@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from featurestore.schemas import ItemRecord
+from core.records import ItemRecord
 from training.data import Interactions, index_of
 
 EXTRA_KEY = "covisit"

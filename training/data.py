@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from dataflow.events import InvalidEvent, decode, validate
-from featurestore.schemas import ItemRecord, iso
+from core.events import InvalidEvent, decode, validate
+from core.records import ItemRecord, iso
 
 HINT = "set RECSYS_DATA_DIR or pass --data-dir (MovieLens 100K in RecBole atomic format)"
 

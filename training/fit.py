@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataflow.fold import decay_weights
+from core.fold import decay_weights
 from training.data import Interactions, index_of
 from training.model import TwoTower, in_batch_softmax_loss
 

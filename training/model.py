@@ -1,8 +1,8 @@
 """The two-tower model: item tower, the dataflow's pooling, the served user head, the loss.
 
 The user tower is split where serving splits it: the decayed pooling of item vectors is
-the dataflow's fold (``dataflow.fold``), and only the small head after it is learned
-here and exported as ``featurestore.schemas.UserHead`` for numpy serving.
+the dataflow's fold (``core.fold``), and only the small head after it is learned
+here and exported as ``core.records.UserHead`` for numpy serving.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from featurestore.schemas import ItemRecord, UserHead
+from core.records import ItemRecord, UserHead
 
 
 @dataclass(frozen=True, slots=True)

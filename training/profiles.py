@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from dataflow.fold import decay_weights
-from featurestore.schemas import UserHead
+from core.fold import decay_weights
+from core.records import UserHead
 from training.data import Interactions, index_of
 
 

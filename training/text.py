@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore.schemas import ItemRecord
+from core.records import ItemRecord
 
 # Before anything can import sentence_transformers / huggingface_hub: they read these once.
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -1,6 +1,6 @@
 """``python -m training.train``: load -> split -> embed text -> train -> evaluate -> export.
 
-One run produces one versioned model directory (see ``training.artifacts``) with item
+One run produces one versioned model directory (see ``core.artifacts``) with item
 vectors, the user head, long-term profiles and held-out metrics, then hands it to the
 publish step unless ``--no-publish``. The same seed on the same data gives the same model.
 """
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from featurestore.schemas import ItemRecord, iso
-from featurestore.settings import Settings, get_settings
-from training.artifacts import write_artifacts
+from core.artifacts import write_artifacts
+from core.records import ItemRecord, iso
+from core.settings import Settings, get_settings
 from training.covisit import covisit_matrix, with_covisit
 from training.data import (
     DataError,
@@ -40,8 +40,8 @@ from training.data import (
     restrict,
     temporal_split,
 )
-from training.evaluate import evaluate
 from training.fit import FitConfig, build_examples, fit, item_log_q
+from training.holdout import evaluate
 from training.model import ModelConfig, TwoTower, category_matrix
 from training.profiles import pooled_histories, seen_items, user_vectors
 from training.text import MODEL_NAME, embed_items
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         history=args.history,
         half_life=args.half_life,
     )
-    weights = settings.event_weights
+    weights = settings.fold.event_weights
     model = TwoTower(text, category_matrix(items)[0], id_index(train, item_ids), model_cfg)
     examples = build_examples(train, item_ids, weights, fit_cfg.history, fit_cfg.half_life)
     if not len(examples):
@@ -142,13 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
-        from training.publish import publish_from_training
+        from featurestore.publish import publish_from_training
     except ImportError:
         publish_from_training = None
     if publish_from_training and not args.no_publish:
         publish_from_training(path, settings)
     elif not args.no_publish:
-        say("not published: training.publish.publish_from_training is not available")
+        say("not published: featurestore.publish.publish_from_training is not available")
 
     print(summary(metrics, split_ts, path, time.perf_counter() - started))
     return 0
@@ -173,7 +173,9 @@ def load_source(args: argparse.Namespace, settings: Settings) -> Source:
     items = load_items(item_file) if item_file else None
     with warnings.catch_warnings():
         warnings.simplefilter("always")  # one summary per run, even when run twice
-        inter, items, invalid = load_jsonl_events(args.events_jsonl, settings.event_weights, items)
+        inter, items, invalid = load_jsonl_events(
+            args.events_jsonl, settings.fold.event_weights, items
+        )
     paths = [args.events_jsonl] + ([item_file] if item_file else [])
     return Source("jsonl", inter, items, paths, len(invalid))
 
@@ -307,7 +309,7 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     tr.add_argument(
         "--half-life",
         type=float,
-        default=settings.half_life_seconds,
+        default=settings.fold.half_life_seconds,
         help="decay half-life in seconds (default: settings, as the dataflow)",
     )
 

@@ -1,0 +1,1 @@
+"""Benchmarks (`just bench`) and the synthetic world they load."""

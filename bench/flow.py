@@ -1,0 +1,1080 @@
+"""`just bench-dataflow`: how fast the dataflow folds a Kafka topic into the store, and how
+fresh a new event is once it has caught up.
+
+    python -m bench.flow [--events 1000000] [--repeat 2] [--workers 1,2]
+                                   [--rate 5000] [--duration 10] [--no-api]
+
+One run, on a dev broker (tansu, in memory) started on a free port and stopped at the end:
+
+1. produces E synthetic events (``bench.synthetic``) to a 4-partition topic;
+2. for each worker count W (one process, ``cluster_main``): (a) ceiling: a no-op flow
+   (the product's ``StoppableKafkaSource`` and ``Parser`` into a counting sink) reads the
+   whole topic; (b) product: ``dataflow.flow.build_flow`` with an embedded store holding
+   the synthetic model and Bytewax recovery on (as it ships) reads the same topic from
+   the beginning, until every user's ``event_count`` in the store equals what was
+   produced. Each is timed from flow start, so both include Kafka start-up; they
+   alternate, ``--repeat`` times, and the medians and their ratio are reported;
+3. (c) freshness: with the last 1-worker flow of each kind caught up, one event per new,
+   distinct user is produced at a steady rate (``--rate`` for ``--duration`` s). Product,
+   twice: produce -> the sink's store write returned (noted by the store, nothing else
+   running), then the same plus a thread polling ``store.read_user_states`` for every
+   10th user (what a reader sees; the poller costs the flow GIL time). Ceiling: produce
+   -> the event reached the counting sink, i.e. what Kafka (here the dev broker) and
+   Bytewax alone cost;
+4. (d) freshness through the API: ``python -m infra.serve`` (API + in-process dataflow on
+   its own embedded store, as ``just serve`` runs) on a fresh topic; the same load, and
+   every 25th user is polled through ``GET /users/{id}`` until it shows the event.
+
+Completion of (b) is detected without extra reads: the store handed to the flow notes when
+each user's write carrying their final count returned (a dict lookup per written state);
+the counts are then verified by reading every user back. Both flows run with the
+product's interpreter settings (``dataflow.flow.tune_gc``) and epoch length.
+
+``--epoch-s`` overrides the epoch interval (``RECSYS_RECOVERY_EPOCH_SECONDS``) for both flows, and
+``--no-recovery`` runs the product without recovery: experiments, not what ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import http.client
+import io
+import json
+import os
+import pstats
+import random
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.recovery import RecoveryConfig
+from bytewax.testing import cluster_main, run_main
+from confluent_kafka import Producer
+from prometheus_client import REGISTRY
+from tqdm import tqdm
+
+from bench.synthetic import Events, World, WorldConfig, produce, producer_config
+from core.records import iso
+from core.settings import Settings, nested
+from core.state import Trend, UserState
+from dataflow.flow import build_flow, tune_gc
+from dataflow.recovery import epoch_interval, recovery_config
+from dataflow.source import StoppableKafkaSource
+from dataflow.steps import Accepted, Parser
+from eventlog.admin import ensure_app_topics
+from featurestore.store import FeatureStore
+from infra.broker import DevBroker, free_port
+
+VERSION = "bench-1"
+POLL_SAMPLE = 50
+"""Freshness through reads: every 50th user is polled (more cost the flow GIL time)."""
+TOPIC = "bench.events"
+
+
+@dataclass(frozen=True)
+class FlowOptions:
+    """How flows are run: defaults are the product's (``DataflowThread``)."""
+
+    epoch: timedelta | None = None
+    workers: int = 1
+    recovery: bool = False
+    """Bytewax recovery (the product runs with it, as it ships; the no-op flow without)."""
+
+
+def cpu_seconds() -> float:
+    """Process CPU, all threads (Bytewax, librdkafka, Qdrant Edge, ours)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuClock:
+    """CPU seconds of this process and of the broker: on 2 cores the broker's share matters."""
+
+    def __init__(self, broker_pid: int) -> None:
+        self._stat = Path(f"/proc/{broker_pid}/stat")
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def broker(self) -> float:
+        fields = self._stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick
+
+    def now(self) -> tuple[float, float, float]:
+        """(wall, own CPU, broker CPU)."""
+        return time.perf_counter(), cpu_seconds(), self.broker()
+
+    def cores(self, since: tuple[float, float, float]) -> tuple[float, float]:
+        """Average cores used since ``since``: (own, broker)."""
+        wall, own, broker = self.now()
+        dt = wall - since[0]
+        return (own - since[1]) / dt, (broker - since[2]) / dt
+
+
+# --- running a flow in a thread -------------------------------------------------------
+
+
+class FlowRunner:
+    """``run_main`` in a thread, stopped through the source's stop event (as in production)."""
+
+    def __init__(
+        self,
+        flow: Dataflow,
+        stop: threading.Event,
+        opts: FlowOptions,
+        profile: cProfile.Profile | None = None,
+        recovery: RecoveryConfig | None = None,
+    ) -> None:
+        self._flow = flow
+        self._epoch = opts.epoch
+        self._workers = opts.workers
+        self._recovery = recovery
+        self.stop_event = stop
+        self._profile = profile
+        self.started = 0.0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bench-flow", daemon=True)
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def start(self) -> FlowRunner:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            if self._profile is not None:
+                self._profile.enable()  # profiles this thread: the flow's Python steps
+            self.started = time.perf_counter()
+            kw = {"epoch_interval": self._epoch, "recovery_config": self._recovery}
+            if self._workers == 1:
+                run_main(self._flow, **kw)
+            else:
+                cluster_main(self._flow, [], 0, worker_count_per_proc=self._workers, **kw)
+        except BaseException as e:  # reported by check()
+            self.error = e
+        finally:
+            if self._profile is not None:
+                self._profile.disable()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"the flow crashed: {self.error!r}") from self.error
+        if not self._thread.is_alive():
+            raise RuntimeError("the flow ended before it was stopped")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stop_event.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            print(f"warning: the flow did not stop within {timeout:.0f}s", file=sys.stderr)
+
+
+@dataclass
+class RunResult:
+    kind: str
+    """ceiling or product, with the worker count: "product w2"."""
+    events: int
+    seconds: float
+    first_output_s: float
+    """Flow start to first output: Kafka connection and partition assignment."""
+    cpu_cores: float
+    """Process CPU during the run, all threads, in cores."""
+    broker_cores: float
+    """The broker's CPU during the run, in cores."""
+    store_write_s: float = 0.0
+    """Time inside FeatureStore.write_user_states + write_trends (product only)."""
+    states_written: int = 0
+    """User-state points upserted (product only): the sink writes a user once per batch."""
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.seconds
+
+
+# --- (a) the ceiling --------------------------------------------------------------------
+
+
+class _CountingPartition(StatelessSinkPartition[Any]):
+    def __init__(self, sink: CountingSink) -> None:
+        self._sink = sink
+
+    def write_batch(self, items: list[Any]) -> None:
+        s = self._sink
+        now = time.perf_counter()
+        accepted = sum(isinstance(x, Accepted) for x in items)
+        if s.watching:
+            for x in items:
+                if isinstance(x, Accepted) and x.event.user_id in s.watching:
+                    s.arrived.setdefault(x.event.user_id, now)
+        with s.lock:  # workers write from their own threads
+            if s.first is None:
+                s.first = now
+            s.count += len(items)
+            s.accepted += accepted
+            if s.count >= s.target and not s.done.is_set():
+                s.done_at = now
+                s.done.set()
+
+
+class CountingSink(DynamicSink[Any]):
+    """Counts what reaches it, notes when ``target`` items had arrived, and when each
+    watched user's first event arrived (for freshness)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.count = 0
+        self.accepted = 0
+        self.first: float | None = None
+        self.done_at = 0.0
+        self.done = threading.Event()
+        self.watching: set[str] = set()
+        self.arrived: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CountingPartition:
+        return _CountingPartition(self)
+
+
+@contextlib.contextmanager
+def ceiling_flow(
+    settings: Settings,
+    n: int,
+    opts: FlowOptions,
+) -> Iterator[tuple[CountingSink, FlowRunner]]:
+    sink = CountingSink(n)
+    stop = threading.Event()
+    flow = Dataflow("bench_ceiling")
+    messages = op.input("events", flow, StoppableKafkaSource(settings, stop))
+    op.output("count", op.flat_map_batch("parse", messages, Parser(settings).parse_batch), sink)
+    tune_gc()  # both flows run as the product does
+    opts = replace(opts, epoch=opts.epoch or epoch_interval(settings))
+    runner = FlowRunner(flow, stop, opts).start()
+    try:
+        yield sink, runner
+    finally:
+        runner.stop()
+
+
+def wait_ceiling(
+    sink: CountingSink,
+    runner: FlowRunner,
+    timeout: float,
+    clock: CpuClock,
+    t0: tuple[float, float, float],
+) -> RunResult:
+    deadline = time.monotonic() + timeout
+    while not sink.done.wait(0.25):
+        runner.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"ceiling flow saw {sink.count}/{sink.target} events in {timeout:.0f}s"
+            )
+    if sink.accepted < sink.target:
+        raise RuntimeError(f"the parser rejected {sink.target - sink.accepted} synthetic events")
+    assert sink.first is not None
+    return RunResult(
+        f"ceiling w{runner.workers}",
+        sink.target,
+        sink.done_at - runner.started,
+        sink.first - runner.started,
+        *clock.cores(t0),
+    )
+
+
+# --- (b) the product flow -----------------------------------------------------------------
+
+
+class TimedStore(FeatureStore):
+    """A FeatureStore that notes when each watched user's state reached a target count.
+
+    The note is taken after the write returned, i.e. when a reader could see it; the cost
+    is a dict lookup per written state, next to a Qdrant upsert of the whole batch.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        super().__init__(backend)
+        self.targets: dict[str, int] = {}
+        self.reached: dict[str, float] = {}
+        self.first_write: float | None = None
+        self.all_reached = threading.Event()
+        self.write_s = 0.0
+        self.states_written = 0
+
+    def watch(self, targets: dict[str, int]) -> None:
+        """Add users to watch; ``all_reached`` is set once every watched user got there."""
+        self.targets.update(targets)
+        self.all_reached = threading.Event()
+
+    def write_user_states(self, states: Sequence[UserState]) -> None:
+        t0 = time.perf_counter()
+        super().write_user_states(states)
+        now = time.perf_counter()
+        self.write_s += now - t0
+        self.states_written += len(states)
+        if self.first_write is None:
+            self.first_write = now
+        targets, reached = self.targets, self.reached
+        for s in states:
+            t = targets.get(s.user_id)
+            if t is not None and s.event_count >= t and s.user_id not in reached:
+                reached[s.user_id] = now
+        if len(reached) >= len(targets):
+            self.all_reached.set()
+
+    def write_trends(self, trends: Sequence[Trend]) -> None:
+        t0 = time.perf_counter()
+        super().write_trends(trends)
+        self.write_s += time.perf_counter() - t0
+
+
+def folded_total() -> float:
+    return REGISTRY.get_sample_value("recsys_events_folded_total") or 0.0
+
+
+def verify_counts(store: FeatureStore, expected: dict[str, int], chunk: int = 2000) -> int:
+    """How many users' stored event_count differs from what was produced."""
+    users = list(expected)
+    wrong = 0
+    for lo in range(0, len(users), chunk):
+        got = store.read_user_states(users[lo : lo + chunk])
+        wrong += sum(
+            1
+            for u in users[lo : lo + chunk]
+            if (s := got.get(u)) is None or s.event_count != expected[u]
+        )
+    return wrong
+
+
+@contextlib.contextmanager
+def product_flow(
+    base: Settings,
+    world: World,
+    expected: dict[str, int],
+    state_dir: Path,
+    opts: FlowOptions,
+    profile: cProfile.Profile | None = None,
+) -> Iterator[tuple[TimedStore, FlowRunner]]:
+    """A product flow on a fresh store with the synthetic model; stopped and cleaned on exit."""
+    settings = base.with_values(
+        state_dir=state_dir, model_dir=None, qdrant={"path": None}, recovery={"dir": None}
+    )
+    store = TimedStore.open(settings)
+    assert isinstance(store, TimedStore)
+    runner: FlowRunner | None = None
+    try:
+        world.publish(store, VERSION, with_profiles=False)
+        catalogs = store.catalog_provider()
+        catalogs.refresh()  # loaded before the clock starts, as wait_for_model does
+        store.watch(expected)
+        stop = threading.Event()
+        flow = build_flow(settings, store, catalogs, stop)
+        tune_gc()  # as DataflowThread and dataflow.run do
+        recovery = recovery_config(settings) if opts.recovery else None
+        opts = replace(opts, epoch=opts.epoch or epoch_interval(settings))  # as the product
+        runner = FlowRunner(flow, stop, opts, profile, recovery).start()
+        yield store, runner
+    finally:
+        if runner is not None:
+            runner.stop()
+        store.close()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def wait_product(
+    store: TimedStore,
+    runner: FlowRunner,
+    n: int,
+    timeout: float,
+    label: str,
+    clock: CpuClock,
+    t0: tuple[float, float, float],
+) -> RunResult:
+    base = folded_total()
+    bar = tqdm(
+        total=n,
+        unit="ev",
+        unit_scale=True,
+        desc=label,
+        leave=False,
+        disable=n < 50_000 or not sys.stderr.isatty(),
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not store.all_reached.wait(0.25):
+            runner.check()
+            bar.update(int(folded_total() - base) - bar.n)
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{label}: {len(store.reached)}/{len(store.targets)} users complete "
+                    f"after {timeout:.0f}s"
+                )
+    finally:
+        bar.close()
+    assert store.first_write is not None
+    done = max(store.reached.values())
+    return RunResult(
+        f"product w{runner.workers}",
+        n,
+        done - runner.started,
+        store.first_write - runner.started,
+        *clock.cores(t0),
+        store.write_s,
+        store.states_written,
+    )
+
+
+# --- (c) freshness ----------------------------------------------------------------------
+
+
+@dataclass
+class Freshness:
+    flow: str
+    offered_rate: float
+    achieved_rate: float
+    events: int
+    arrived: int
+    arrive_ms: dict[str, float]
+    """Produce -> reached the sink (ceiling) / the sink's store write returned (product)."""
+    poll_ms: dict[str, float] | None
+    """Produce -> visible to store.read_user_states (product; polled every ~1 ms)."""
+    poller_cpu_share: float | None
+    """CPU the polling thread used, as a share of one core (it competes with the flow)."""
+    idle_cores: tuple[float, float]
+    """(process, broker) CPU while the caught-up flow had nothing to do (2 s before)."""
+    busy_cores: tuple[float, float]
+    """(process, broker) CPU during the test (process: includes producer and poller)."""
+
+
+def _pcts(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "p50": round(q[49] * 1000, 1),
+        "p99": round(q[98] * 1000, 1),
+        "max": round(max(values) * 1000, 1),
+    }
+
+
+def measure_freshness(
+    flow: str,
+    settings: Settings,
+    runner: FlowRunner,
+    world: World,
+    clock: CpuClock,
+    rate: float,
+    duration: float,
+    first_user: int,
+    seed: int,
+    arrived: dict[str, float],
+    watch: Callable[[list[str]], None],
+    store: FeatureStore | None = None,
+) -> Freshness:
+    """Produce one event per new user at ``rate`` and time how long each takes to land.
+
+    ``arrived`` is filled by the flow's sink (user -> perf_counter); with ``store``, a
+    thread also polls ``read_user_states`` for the users still pending.
+    """
+    c0 = clock.now()
+    time.sleep(2.0)
+    idle = clock.cores(c0)
+
+    n = max(2, int(rate * duration))
+    users = [f"u{first_user + k}" for k in range(n)]
+    rng = random.Random(seed)
+    items = [f"i{rng.randrange(world.cfg.items)}" for _ in range(n)]
+    watch(users)
+    sent = [0.0] * n
+    seen: dict[str, float] = {}
+    pending: dict[str, None] = {}
+    lock = threading.Lock()
+    producing = threading.Event()
+    producing.set()
+    poller_cpu = [0.0]
+
+    def poll() -> None:
+        assert store is not None
+        t0 = time.thread_time()
+        while producing.is_set() or pending:
+            with lock:
+                ids = list(pending)
+            if ids:
+                got = store.read_user_states(ids)
+                now = time.perf_counter()
+                with lock:
+                    for u, s in got.items():
+                        if s.event_count >= 1:
+                            seen[u] = now
+                            pending.pop(u, None)
+            time.sleep(0.002)
+        poller_cpu[0] = time.thread_time() - t0
+
+    poller = threading.Thread(target=poll, name="bench-poll", daemon=True)
+    if store is not None:
+        poller.start()
+    # linger.ms=1 as the API's producer; the bulk settings would add up to 20 ms.
+    producer = Producer(producer_config(settings.kafka.bootstrap_servers, **{"linger.ms": 1}))
+    c1 = clock.now()
+    start = time.perf_counter()
+    last_sent = start
+    try:
+        for k in range(n):
+            due = start + k / rate
+            while (now := time.perf_counter()) < due:
+                time.sleep(min(due - now, 0.002))
+            value = (
+                f'{{"event_type":"view","user_id":"{users[k]}","item_id":"{items[k]}",'
+                f'"timestamp":"{iso(time.time())}","session_id":"fresh-{k}"}}'
+            ).encode()
+            if store is not None and k % POLL_SAMPLE == 0:
+                with lock:
+                    pending[users[k]] = None
+            sent[k] = time.perf_counter()
+            producer.produce(settings.kafka.events_topic, value, users[k].encode())
+            producer.poll(0)
+        last_sent = time.perf_counter()
+        producer.flush(10)
+        deadline = time.monotonic() + 30
+        while (pending or any(u not in arrived for u in users)) and time.monotonic() < deadline:
+            runner.check()
+            time.sleep(0.02)
+    finally:
+        producing.clear()
+        with lock:
+            pending.clear()  # already empty unless we gave up waiting
+        if poller.is_alive():
+            poller.join(5)
+    elapsed = time.perf_counter() - start
+    busy = clock.cores(c1)
+    arrive = [arrived[u] - sent[k] for k, u in enumerate(users) if u in arrived]
+    return Freshness(
+        flow=flow,
+        offered_rate=rate,
+        achieved_rate=round((n - 1) / (last_sent - start), 1),
+        events=n,
+        arrived=len(arrive),
+        arrive_ms=_pcts(arrive),
+        poll_ms=(
+            _pcts([seen[u] - sent[k] for k, u in enumerate(users) if u in seen]) if store else None
+        ),
+        poller_cpu_share=round(poller_cpu[0] / elapsed, 3) if store else None,
+        idle_cores=(round(idle[0], 2), round(idle[1], 2)),
+        busy_cores=(round(busy[0], 2), round(busy[1], 2)),
+    )
+
+
+# --- (d) freshness through the API -------------------------------------------------------
+
+
+API_TOPIC = "bench.api-events"
+API_SAMPLE = 100
+"""Every 100th user is polled through GET /users/{id}, one request in flight at a time:
+sampling more made the poller itself the delay (each pending user waits for the GETs of
+all the others; with 1 in 25, ~100 users were pending and the p50 was ~0.5 s)."""
+
+
+class ApiServer:
+    """``python -m infra.serve`` (API + in-process dataflow on the embedded store), as the
+    product runs, on its own topic so that it starts caught up."""
+
+    def __init__(self, settings: Settings, state_dir: Path, log: Path) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+            "RECSYS_STATE_DIR": str(state_dir),
+            "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "RECSYS_KAFKA_EVENTS_TOPIC": settings.kafka.events_topic,
+            "RECSYS_KAFKA_DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
+            "RECSYS_API_HOST": "127.0.0.1",
+            "RECSYS_API_PORT": str(self.port),
+            "RECSYS_API_AUTO_PUBLISH_LATEST": "false",
+        }
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.serve"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            self.conn.request("GET", path)
+            r = self.conn.getresponse()
+            return r.status, r.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            raise
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"infra.serve exited with {self.proc.returncode}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("infra.serve was not ready in time")
+
+    def event_count(self, user: str) -> int:
+        status, body = self.get(f"/users/{user}")
+        return int(json.loads(body).get("event_count", 0)) if status == 200 else 0
+
+    def stop(self) -> None:
+        self.conn.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def measure_api_freshness(
+    base: Settings, world: World, tmp: Path, rate: float, duration: float, seed: int
+) -> Freshness:
+    """Produce one event per new user at ``rate``; a sample of them is polled through
+    GET /users/{id} of a separate ``infra.serve`` process until it shows the event."""
+    settings = base.with_values(events_topic=API_TOPIC, dead_letter_topic=f"{API_TOPIC}.dlq")
+    ensure_app_topics(settings)
+    state_dir = tmp / "api-state"
+    init = base.with_values(state_dir=state_dir, qdrant={"path": None})
+    store = FeatureStore.open(init)
+    world.publish(store, VERSION, with_profiles=False)
+    store.close()
+    server = ApiServer(settings, state_dir, tmp / "api-serve.log")
+    poll_cpu = [0.0]
+    try:
+        server.wait_ready()
+        producer = Producer(producer_config(settings.kafka.bootstrap_servers, **{"linger.ms": 1}))
+        # warm up: the flow is consuming once a first event shows
+        producer.produce(API_TOPIC, _fresh_event("warm-0", "i0", 0), b"warm-0")
+        producer.flush(10)
+        deadline = time.monotonic() + 60
+        while server.event_count("warm-0") < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the API's dataflow never folded the warm-up event")
+            time.sleep(0.05)
+        time.sleep(1.0)
+
+        n = max(2, int(rate * duration))
+        rng = random.Random(seed)
+        users = [f"api{k}" for k in range(n)]
+        items = [f"i{rng.randrange(world.cfg.items)}" for _ in range(n)]
+        sent: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        pending: list[str] = []
+        lock = threading.Lock()
+        producing = threading.Event()
+        producing.set()
+
+        def poll() -> None:
+            t0 = time.thread_time()
+            while producing.is_set() or pending:
+                with lock:
+                    todo = list(pending)
+                for u in todo:
+                    if server.event_count(u) >= 1:
+                        now = time.perf_counter()
+                        with lock:
+                            seen[u] = now
+                            pending.remove(u)
+                if not todo:
+                    time.sleep(0.0005)
+            poll_cpu[0] = time.thread_time() - t0
+
+        poller = threading.Thread(target=poll, name="bench-api-poll", daemon=True)
+        poller.start()
+        c0 = cpu_seconds(), time.perf_counter(), server_cpu(server.proc.pid)
+        start = time.perf_counter()
+        try:
+            for k in range(n):
+                due = start + k / rate
+                while (now := time.perf_counter()) < due:
+                    time.sleep(min(due - now, 0.002))
+                u = users[k]
+                t = time.perf_counter()
+                if k % API_SAMPLE == 0:
+                    with lock:
+                        sent[u] = t
+                        pending.append(u)
+                producer.produce(API_TOPIC, _fresh_event(u, items[k], k), u.encode())
+                producer.poll(0)
+            last_sent = time.perf_counter()
+            producer.flush(10)
+            deadline = time.monotonic() + 30
+            while pending and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            producing.clear()
+            poller.join(35)
+        elapsed = time.perf_counter() - c0[1]
+        server_cores = (server_cpu(server.proc.pid) - c0[2]) / elapsed
+        ms = _pcts([seen[u] - sent[u] for u in sent if u in seen])
+        return Freshness(
+            flow="api",
+            offered_rate=rate,
+            achieved_rate=round((n - 1) / (last_sent - start), 1),
+            events=n,
+            arrived=len(seen),
+            arrive_ms=ms,
+            poll_ms=ms,
+            poller_cpu_share=round(poll_cpu[0] / elapsed, 3),
+            idle_cores=(0.0, 0.0),
+            busy_cores=(round(server_cores, 2), 0.0),
+        )
+    finally:
+        server.stop()
+
+
+def _fresh_event(user: str, item: str, k: int) -> bytes:
+    return (
+        f'{{"event_type":"view","user_id":"{user}","item_id":"{item}",'
+        f'"timestamp":"{iso(time.time())}","session_id":"fresh-{k}"}}'
+    ).encode()
+
+
+def server_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_all_freshness(
+    base: Settings, world: World, tmp: Path, args: argparse.Namespace, epoch: timedelta | None
+) -> list[Freshness]:
+    """Each freshness round on its own new dev broker, flow and topic.
+
+    The dev broker keeps each partition as a list of record batches, and a fetch costs
+    more the more batches precede it: a topic fed at 5k events/s with ``linger.ms`` 1
+    (thousands of tiny batches) made successive rounds on one broker slower and slower
+    (ceiling p50 10 -> 112 -> 143 ms, broker 0.8 -> 1.3 cores). A Kafka broker finds an
+    offset through its index; a fresh broker per round keeps that artefact out.
+    """
+    out: list[Freshness] = []
+    kinds = ["ceiling", "product", "product+poll"] + (["api"] if args.api else [])
+    for k, kind in enumerate(kinds):
+        with DevBroker(free_port(), log_path=tmp / f"broker-fresh-{k}.log") as fb:
+            b = base.with_values(bootstrap_servers=fb.bootstrap)
+            ensure_app_topics(b)
+            assert fb.proc is not None
+            clock = CpuClock(fb.proc.pid)
+            first_user = args.users + 10 * k * int(args.rate * args.duration)
+            if kind == "api":
+                out.append(
+                    measure_api_freshness(b, world, tmp, args.rate, args.duration, args.seed + k)
+                )
+            elif kind == "ceiling":
+                with ceiling_flow(b, 10**12, FlowOptions(epoch)) as (sink, runner):
+                    out.append(
+                        measure_freshness(
+                            kind,
+                            b,
+                            runner,
+                            world,
+                            clock,
+                            args.rate,
+                            args.duration,
+                            first_user,
+                            args.seed + k,
+                            sink.arrived,
+                            sink.watching.update,
+                        )
+                    )
+            else:
+                popts = FlowOptions(epoch, 1, recovery=not args.no_recovery)
+                with product_flow(b, world, {}, tmp / f"fresh-{k}", popts) as (store, runner):
+                    out.append(
+                        measure_freshness(
+                            "product",
+                            b,
+                            runner,
+                            world,
+                            clock,
+                            args.rate,
+                            args.duration,
+                            first_user,
+                            args.seed + k,
+                            store.reached,
+                            lambda us, st=store: st.watch({u: 1 for u in us}),
+                            store if kind == "product+poll" else None,
+                        )
+                    )
+    return out
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+
+def print_table(results: list[RunResult]) -> dict[str, float]:
+    print(
+        f"\n{'run':<12}{'events':>9}{'seconds':>9}{'events/s':>10}{'1st out s':>10}"
+        f"{'CPU':>6}{'broker':>7}{'store s':>9}{'states/ev':>10}"
+    )
+    for r in results:
+        extra = (
+            f"{r.store_write_s:>9.2f}{r.states_written / r.events:>10.2f}"
+            if r.kind.startswith("product")
+            else ""
+        )
+        print(
+            f"{r.kind:<12}{r.events:>9}{r.seconds:>9.2f}"
+            f"{r.per_s:>10.0f}{r.first_output_s:>10.2f}{r.cpu_cores:>6.2f}"
+            f"{r.broker_cores:>7.2f}{extra}"
+        )
+    kinds = list(dict.fromkeys(r.kind for r in results))
+    med = {k: statistics.median(r.per_s for r in results if r.kind == k) for k in kinds}
+    sec = {k: statistics.median(r.seconds for r in results if r.kind == k) for k in kinds}
+    for k in kinds:
+        print(f"{'median':<12}{'':>9}{sec[k]:>9.2f}{med[k]:>10.0f}   {k}")
+    summary: dict[str, float] = {}
+    for k in kinds:
+        summary[k.replace(" ", "_") + "_per_s"] = round(med[k])
+        if not k.startswith("product"):
+            continue
+        w = k.split()[1]
+        ratio = med[k] / med[f"ceiling {w}"]
+        ratio1 = med[k] / med["ceiling w1"]
+        share = statistics.median(r.store_write_s / r.seconds for r in results if r.kind == k)
+        print(
+            f"{k}/ceiling {w} (median events/s): {ratio:.3f}; vs ceiling w1: {ratio1:.3f}; "
+            f"{share:.0%} of the run inside store writes"
+        )
+        summary[f"ratio_{w}"] = round(ratio, 4)
+        summary[f"ratio_{w}_vs_ceiling_w1"] = round(ratio1, 4)
+        summary[f"store_write_share_{w}"] = round(share, 3)
+    return summary
+
+
+def print_freshness(f: Freshness) -> None:
+    if f.flow == "api":
+        a = f.arrive_ms
+        print(
+            f"\nfreshness through the API (infra.serve: API + in-process dataflow): {f.events:,} "
+            f"events for new users, offered {f.offered_rate:,.0f}/s, sent "
+            f"{f.achieved_rate:,.0f}/s; 1 in {API_SAMPLE} polled, {f.arrived:,} seen"
+        )
+        print(
+            f"  produce -> {'GET /users/{id} shows it:':<34} p50 {a['p50']:>7} ms  "
+            f"p99 {a['p99']:>7} ms  max {a['max']:>7} ms"
+        )
+        print(
+            f"  server CPU {f.busy_cores[0]:.2f} cores; polling thread "
+            f"{f.poller_cpu_share:.0%} of a core"
+        )
+        return
+    how = " (with the polling reader)" if f.poll_ms is not None else ""
+    print(
+        f"\nfreshness, {f.flow} flow{how}: {f.events:,} events for distinct new users, offered "
+        f"{f.offered_rate:,.0f}/s, sent {f.achieved_rate:,.0f}/s; {f.arrived:,} arrived"
+    )
+    what = "reached the counting sink" if f.flow == "ceiling" else "sink's store write returned"
+    a = f.arrive_ms
+    print(
+        f"  produce -> {what + ':':<34} p50 {a['p50']:>7} ms  p99 {a['p99']:>7} ms  "
+        f"max {a['max']:>7} ms"
+    )
+    if f.poll_ms is not None:
+        p = f.poll_ms
+        print(
+            f"  produce -> {'visible via read_user_states:':<34} p50 {p['p50']:>7} ms  "
+            f"p99 {p['p99']:>7} ms  max {p['max']:>7} ms"
+        )
+        print(f"  polling thread CPU: {f.poller_cpu_share:.0%} of a core")
+    print(
+        f"  CPU cores, this process / broker: {f.idle_cores[0]:.2f} / {f.idle_cores[1]:.2f} idle "
+        f"(caught up), {f.busy_cores[0]:.2f} / {f.busy_cores[1]:.2f} under this load"
+    )
+
+
+def print_profile(profile: cProfile.Profile, path: Path | None, top: int = 25) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out).strip_dirs()
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    text = out.getvalue()
+    if path is not None:
+        path.write_text(text)
+        stats.dump_stats(str(path.with_suffix(".pstats")))
+        print(f"profile of the product flow's thread written to {path} (+ .pstats)")
+    print("\n".join(text.splitlines()[: top + 12]))
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def _interrupt(*_: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the flows and the broker."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.flow", description=__doc__.split("\n")[0])
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--users", type=int, default=20_000)
+    p.add_argument("--items", type=int, default=2_000)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--rate", type=float, default=5_000.0, help="freshness: offered events/s")
+    p.add_argument(
+        "--duration", type=float, default=10.0, help="freshness: seconds of load (0: skip)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=600.0, help="per run")
+    p.add_argument(
+        "--epoch-s",
+        type=float,
+        help="experiment: Bytewax epoch interval (default: RECSYS_RECOVERY_EPOCH_SECONDS, 1 s)",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        nargs="?",
+        const=Path("bench-dataflow.prof.txt"),
+        help="after the measured runs, profile one product run (cProfile; slower)",
+    )
+    p.add_argument(
+        "--workers", default="1,2", help="worker counts to measure (one process), e.g. 1,2"
+    )
+    p.add_argument(
+        "--no-api",
+        dest="api",
+        action="store_false",
+        help="skip the freshness run through GET /users/{id} of infra.serve",
+    )
+    p.add_argument(
+        "--no-recovery", action="store_true", help="experiment: product without Bytewax recovery"
+    )
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    epoch = timedelta(seconds=args.epoch_s) if args.epoch_s else None
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    opts = FlowOptions(epoch)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-dataflow-"))
+    broker = DevBroker(free_port(), log_path=tmp / "broker.log")
+    try:
+        broker.start()
+        base = Settings(
+            **nested(
+                dict(
+                    bootstrap_servers=broker.bootstrap,
+                    events_topic=TOPIC,
+                    dead_letter_topic=f"{TOPIC}.dlq",
+                    topic_partitions=args.partitions,
+                    state_dir=tmp,
+                    url=None,
+                    start_offset="earliest",
+                )
+            )
+        )
+        ensure_app_topics(base)
+        assert broker.proc is not None
+        clock = CpuClock(broker.proc.pid)
+        world = World(WorldConfig(users=args.users, items=args.items, seed=args.seed))
+        events: Events = world.events(args.events)
+        n = len(events)
+        expected = {f"u{u}": int(c) for u, c in enumerate(events.per_user(args.users)) if c}
+        t0 = time.perf_counter()
+        produce(events.records(), broker.bootstrap, TOPIC, total=n)
+        dt = time.perf_counter() - t0
+        print(
+            f"dev broker {broker.bootstrap}; produced {n:,} events for {len(expected):,} users "
+            f"over {world.cfg.items:,} items to {args.partitions} partitions in {dt:.2f}s "
+            f"({n / dt:,.0f} msg/s, JSON encoding included)"
+        )
+        if opts.epoch:
+            print(f"experiment: epoch {opts.epoch}")
+
+        results: list[RunResult] = []
+        fresh: list[Freshness] = []
+        n_fresh = max(2, int(args.rate * args.duration)) if args.duration > 0 else 0
+        for i in range(args.repeat):
+            for w in worker_counts:
+                copts = FlowOptions(epoch, w)
+                popts = FlowOptions(epoch, w, recovery=not args.no_recovery)
+                t0 = clock.now()
+                with ceiling_flow(base, n, copts) as (sink, runner):
+                    results.append(wait_ceiling(sink, runner, args.timeout, clock, t0))
+                t0 = clock.now()
+                store_dir = tmp / f"store-{i}-{w}"
+                with product_flow(base, world, expected, store_dir, popts) as (store, runner):
+                    res = wait_product(store, runner, n, args.timeout, f"product w{w}", clock, t0)
+                    results.append(res)
+                    wrong = verify_counts(store, expected)
+                    if wrong:
+                        raise RuntimeError(f"{wrong} users' event_count in the store is wrong")
+                    print(
+                        f"  #{i + 1} w{w}: ceiling {results[-2].per_s:,.0f} ev/s, product "
+                        f"{res.per_s:,.0f} ev/s; all {len(expected):,} users' counts verified "
+                        "in the store",
+                        flush=True,
+                    )
+        if n_fresh:
+            fresh = measure_all_freshness(base, world, tmp, args, epoch)
+        summary = print_table(results)
+        for f in fresh:
+            print_freshness(f)
+
+        if args.profile:
+            prof = cProfile.Profile()
+            t0 = clock.now()
+            prof_dir = tmp / "store-prof"
+            popts = FlowOptions(epoch, 1, recovery=not args.no_recovery)
+            with product_flow(base, world, expected, prof_dir, popts, prof) as (store, runner):
+                res = wait_product(store, runner, n, args.timeout, "profiled", clock, t0)
+            print(
+                f"\nprofiled product run (not in the medians): {res.per_s:,.0f} ev/s under cProfile"
+            )
+            print_profile(prof, args.profile)
+
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "date": time.strftime("%Y-%m-%d"),
+                        "events": n,
+                        "users": len(expected),
+                        "items": world.cfg.items,
+                        "partitions": args.partitions,
+                        "epoch_s": args.epoch_s,
+                        "summary": summary,
+                        "runs": [asdict(r) | {"per_s": r.per_s} for r in results],
+                        "freshness": [asdict(f) for f in fresh],
+                    },
+                    indent=2,
+                )
+            )
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,857 @@
+"""`just bench-api`: throughput and latency of the service as production starts it.
+
+    python -m bench.serving [--rates 250,500,1000] [--peak-connections 8]
+        [--concurrency 1,8,32] [--duration 8] [--repeat 3] [--users N] [--items N] [--profile]
+
+1. starts a dev broker (tansu) on a free port;
+2. prepares an embedded store in a temp dir: a synthetic model (``bench.synthetic``) of
+   100,000 items with long-term profiles for 100,000 users, and each user's real-time
+   state folded from ~10 recent events (ending a minute ago) and written directly with
+   ``FeatureStore.write_user_states``; then closes it (one process may open it);
+3. starts ``python -m infra.serve`` on a free port with ``RECSYS_STATE_DIR`` (that store),
+   ``RECSYS_KAFKA_BOOTSTRAP_SERVERS`` (the broker), ``RECSYS_API_AUTO_PUBLISH_LATEST=false``,
+   so it also runs the in-process dataflow and the impression producer as production
+   does on the embedded store (other ``RECSYS_*`` variables pass through);
+4. with ``wrk`` (one thread; a Lua script picks a random known user per request): at
+   each fixed offered load of ``--rates`` each connection waits in ``delay()`` before
+   each request (a 2 s calibration run measures the latency and shortens the delay by
+   it, so achieved ~= offered while the server keeps up), then unpaced with
+   ``--peak-connections`` (the peak), for ``GET /healthz`` (the ceiling: a trivial
+   JSON endpoint on the same server) and ``GET /recommendations/u<user>?k=10``;
+   optionally (``--concurrency``) the closed-loop levels of the built-in generator
+   (asyncio on raw keep-alive connections, ~17 us of client CPU per request);
+5. reports medians over ``--repeat`` rounds of throughput and p50/p99 latency, the peak
+   recommendations/healthz ratio and the server's CPU; stops everything it started.
+
+``python -m bench.serving load ...`` is the load generator process itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import http.client
+import io
+import json
+import os
+import pstats
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.synthetic import World, WorldConfig
+from core.settings import Settings
+from eventlog.admin import ensure_app_topics
+from infra.broker import DevBroker, free_port
+
+VERSION = "bench-api-1"
+HOST = "127.0.0.1"
+ENDPOINTS = {"healthz": "/healthz", "recommendations": "/recommendations/u{user}?k=10"}
+
+
+# --- the load generator (runs in its own process) ------------------------------------------
+
+
+async def _client(
+    port: int,
+    requests: list[bytes],
+    rng: random.Random,
+    start_at: float,
+    stop_at: float,
+    latencies: list[float],
+    errors: list[str],
+) -> None:
+    """One connection, one request at a time (closed loop); records completions in the window."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        while True:
+            req = requests[rng.randrange(len(requests))]
+            t0 = time.perf_counter()
+            writer.write(req)
+            status = await reader.readline()
+            length = -1
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length < 0:
+                raise RuntimeError(f"response without Content-Length: {status!r}")
+            await reader.readexactly(length)
+            t1 = time.perf_counter()
+            if t1 >= stop_at:
+                return
+            if t0 >= start_at:
+                latencies.append(t1 - t0)
+                if not status.startswith(b"HTTP/1.1 200"):
+                    errors.append(status.decode(errors="replace").strip())
+    finally:
+        writer.close()
+
+
+async def _load(
+    port: int, paths: list[str], concurrency: int, warmup: float, duration: float, seed: int
+) -> dict[str, object]:
+    requests = [f"GET {p} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode() for p in paths]
+    start_at = time.perf_counter() + warmup
+    stop_at = start_at + duration
+    latencies: list[float] = []
+    errors: list[str] = []
+    cpu0 = time.process_time()
+    await asyncio.gather(
+        *(
+            _client(
+                port, requests, random.Random(seed * 1000 + i), start_at, stop_at, latencies, errors
+            )
+            for i in range(concurrency)
+        )
+    )
+    cpu = time.process_time() - cpu0
+    xs = sorted(latencies)
+    q = statistics.quantiles(xs, n=100, method="inclusive") if len(xs) > 1 else [float("nan")] * 99
+    return {
+        "requests": len(xs),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "rps": len(xs) / duration,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "max_ms": (xs[-1] * 1000) if xs else float("nan"),
+        "client_cpu_cores": cpu / (warmup + duration),
+    }
+
+
+def load_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.serving load")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--path", required=True, help="may contain {user}")
+    p.add_argument("--users", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    paths = (
+        [args.path.format(user=u) for u in range(args.users)]
+        if "{user}" in args.path
+        else [args.path]
+    )
+    result = asyncio.run(
+        _load(args.port, paths, args.concurrency, args.warmup, args.duration, args.seed)
+    )
+    print(json.dumps(result))
+    return 0
+
+
+# --- the store, the server ------------------------------------------------------------------
+
+
+def prepare_store(settings: Settings, world: World, events_per_user: int) -> dict[str, float]:
+    """Model + profiles + real-time state for every user, written as the dataflow would."""
+    from featurestore.store import FeatureStore
+
+    times: dict[str, float] = {}
+    store = FeatureStore.open(settings)
+    try:
+        t0 = time.perf_counter()
+        world.publish(store, VERSION, with_profiles=True)
+        times["publish_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        events = world.events(world.cfg.users * events_per_user, end=time.time() - 60.0)
+        states = world.fold(events, settings, VERSION)
+        times["fold_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for lo in range(0, len(states), 1000):
+            store.write_user_states(states[lo : lo + 1000])
+        times["write_states_s"] = time.perf_counter() - t0
+        times["users_with_state"] = len(states)
+    finally:
+        store.close()
+    return times
+
+
+class Server:
+    """``python -m infra.serve`` as a child process: started, awaited, always stopped."""
+
+    def __init__(self, state_dir: Path, bootstrap: str, port: int, log_path: Path) -> None:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("RECSYS_QDRANT_URL", "RECSYS_QDRANT_PATH", "RECSYS_MODEL_DIR")
+        }
+        env |= {
+            "RECSYS_STATE_DIR": str(state_dir),
+            "RECSYS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "RECSYS_API_HOST": HOST,
+            "RECSYS_API_PORT": str(port),
+            "RECSYS_API_AUTO_PUBLISH_LATEST": "false",
+        }
+        self.port = port
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.serve"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited with {self.proc.returncode}; log:\n{self.tail()}"
+                )
+            try:
+                if self.get("/readyz", 2.0)[0] == 200:
+                    return time.monotonic() - t0
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the server was not ready within {timeout:.0f}s; log:\n{self.tail()}")
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process, all threads (from /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# --- the benchmark -------------------------------------------------------------------------
+
+
+@dataclass
+class Level:
+    endpoint: str
+    concurrency: int
+    round: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    server_cpu_cores: float
+    client_cpu_cores: float
+
+
+def run_level(
+    server: Server,
+    endpoint: str,
+    users: int,
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    seed: int,
+    rnd: int,
+) -> Level:
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.serving",
+        "load",
+        "--port",
+        str(server.port),
+        "--path",
+        ENDPOINTS[endpoint],
+        "--users",
+        str(users),
+        "--concurrency",
+        str(concurrency),
+        "--warmup",
+        str(warmup),
+        "--duration",
+        str(duration),
+        "--seed",
+        str(seed),
+    ]
+    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=warmup + duration + 120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    server_cpu = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
+    r = json.loads(out)
+    if r["errors"]:
+        print(
+            f"  warning: {r['errors']} non-200 responses, e.g. {r['first_error']}", file=sys.stderr
+        )
+    return Level(
+        endpoint,
+        concurrency,
+        rnd,
+        r["rps"],
+        r["p50_ms"],
+        r["p99_ms"],
+        r["max_ms"],
+        r["errors"],
+        server_cpu,
+        r["client_cpu_cores"],
+    )
+
+
+# --- fixed offered load with wrk ---------------------------------------------------------
+
+_WRK_LUA = """
+local users, path, delay_ms = %(users)d, "%(path)s", %(delay)f
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("seed", %(seed)d + counter) end
+function init(args) math.randomseed(seed or 1) end
+function request()
+  return wrk.format("GET", (path:gsub("{user}", tostring(math.random(0, users - 1)))))
+end
+%(delay_fn)s
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, "
+    .. "\\"p99_us\\": %%d, \\"max_us\\": %%d, \\"mean_us\\": %%f, \\"errors\\": %%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, latency.mean, e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+@dataclass
+class WrkRun:
+    endpoint: str
+    offered: float | None
+    """Nominal offered load (connections x 1000 / delay_ms); None: unpaced (peak)."""
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    server_cpu_cores: float
+    mean_ms: float = 0.0
+
+
+def run_wrk(
+    server: Server,
+    endpoint: str,
+    users: int,
+    rate: float | None,
+    connections: int,
+    duration: float,
+    seed: int,
+    workdir: Path,
+    delay_ms: float | None = None,
+) -> WrkRun:
+    """One wrk run. With ``rate``, each connection waits ``delay_ms`` (default
+    connections x 1000 / rate) before each request, which fixes the offered load."""
+    if rate is not None and delay_ms is None:
+        delay_ms = connections * 1000.0 / rate
+    script = workdir / f"wrk-{endpoint}.lua"
+    script.write_text(
+        _WRK_LUA
+        % {
+            "users": users,
+            "path": ENDPOINTS[endpoint],
+            "delay": delay_ms or 0.0,
+            "seed": seed,
+            "delay_fn": "function delay() return delay_ms end" if rate is not None else "",
+        }
+    )
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        f"http://{HOST}:{server.port}",
+    ]
+    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    cpu = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {out.stdout[-1000:]} {out.stderr[-1000:]}")
+    r = json.loads(line[8:])
+    return WrkRun(
+        endpoint,
+        rate,
+        connections,
+        r["requests"] / (r["duration_us"] / 1e6),
+        r["p50_us"] / 1000,
+        r["p99_us"] / 1000,
+        r["max_us"] / 1000,
+        r["errors"],
+        cpu,
+        r["mean_us"] / 1000,
+    )
+
+
+def run_fixed_rate(
+    server: Server,
+    endpoint: str,
+    users: int,
+    rate: float,
+    duration: float,
+    seed: int,
+    workdir: Path,
+) -> WrkRun:
+    """wrk's delay() runs after each answer, so a connection's period is delay + latency:
+    a short calibration run measures the mean latency and the delay is shortened by it
+    (by at most half), so the achieved rate lands on the offered one while the server
+    keeps up."""
+    connections = max(2, min(64, round(rate / 25)))  # ~40 ms between a connection's requests
+    period = connections * 1000.0 / rate
+    probe = run_wrk(server, endpoint, users, rate, connections, 2, seed, workdir, period)
+    delay = max(period / 2, period - probe.mean_ms)
+    return run_wrk(server, endpoint, users, rate, connections, duration, seed, workdir, delay)
+
+
+def check_answers(server: Server, world: World, sample: int, seed: int) -> dict[str, float]:
+    """The served top-10 should follow the planted tastes: a sanity check, not a metric."""
+    rng = random.Random(seed)
+    personalized = hits = total = 0
+    for _ in range(sample):
+        u = rng.randrange(world.cfg.users)
+        status, body = server.get(f"/recommendations/u{u}?k=10")
+        if status != 200:
+            raise RuntimeError(f"GET /recommendations/u{u} -> {status}: {body[:300]!r}")
+        rec = json.loads(body)
+        personalized += rec["strategy"] == "personalized"
+        taste = {world.category_name(c) for c in world.taste[u].tolist()}
+        for it in rec["items"]:
+            total += 1
+            hits += bool(taste.intersection(it["categories"]))
+    return {
+        "personalized": personalized / sample,
+        "in_taste": hits / max(total, 1),
+        "chance": world.cfg.tastes / world.cfg.categories,
+    }
+
+
+def summarize(levels: list[Level]) -> list[dict[str, float | int | str]]:
+    rows: list[dict[str, float | int | str]] = []
+    for c in sorted({lv.concurrency for lv in levels}):
+        for ep in ENDPOINTS:
+            xs = [lv for lv in levels if lv.endpoint == ep and lv.concurrency == c]
+            rows.append(
+                {
+                    "endpoint": ep,
+                    "concurrency": c,
+                    "rounds": len(xs),
+                    "rps": statistics.median(x.rps for x in xs),
+                    "p50_ms": statistics.median(x.p50_ms for x in xs),
+                    "p99_ms": statistics.median(x.p99_ms for x in xs),
+                    "server_cpu_cores": statistics.median(x.server_cpu_cores for x in xs),
+                    "client_cpu_cores": statistics.median(x.client_cpu_cores for x in xs),
+                }
+            )
+    return rows
+
+
+def print_summary(rows: list[dict[str, float | int | str]]) -> dict[int, float]:
+    print(
+        f"\n{'endpoint':<17}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'server CPU':>12}{'loadgen CPU':>13}   (medians of {rows[0]['rounds']} rounds)"
+    )
+    ratios: dict[int, float] = {}
+    by = {(r["endpoint"], r["concurrency"]): r for r in rows}
+    for r in rows:
+        print(
+            f"{r['endpoint']:<17}{r['concurrency']:>5}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}"
+            f"{r['p99_ms']:>9.2f}{r['server_cpu_cores']:>12.2f}{r['client_cpu_cores']:>13.2f}"
+        )
+        if r["endpoint"] == "recommendations":
+            c = int(r["concurrency"])
+            ratios[c] = float(r["rps"]) / float(by[("healthz", c)]["rps"])
+    print(
+        "recommendations/healthz throughput: "
+        + ", ".join(f"{ratios[c]:.3f} at {c}" for c in sorted(ratios))
+    )
+    return ratios
+
+
+def profile_recommend(
+    settings: Settings, world: World, n: int, seed: int, out: Path | None
+) -> None:
+    """Where a recommendation's time goes, in-process (no HTTP): each stage timed alone on
+    the same users, then cProfile of ``Recommender.recommend``."""
+    from api.responses import Recommendations
+    from api.service import Recommender
+    from core.ranking import build_query, rerank
+    from featurestore.backend import ItemFilter
+    from featurestore.store import FeatureStore
+
+    store = FeatureStore.open(settings)
+    try:
+        catalogs = store.catalog_provider()
+        catalog = catalogs.refresh()
+        assert catalog is not None
+        rec = Recommender(settings, store, catalogs)
+        rng = random.Random(seed)
+        users = [f"u{rng.randrange(world.cfg.users)}" for _ in range(n)]
+        for u in users[:50]:
+            rec.recommend(u, 10)  # warm caches and the HNSW graph
+        now = time.time()
+        s = settings
+        states = {u: store.read_user_state(u) for u in users}
+        profiles = {u: store.read_profile(catalog.version, u) for u in users}
+        queries = {
+            u: build_query(
+                states[u], profiles[u], catalog, now, s.fold.half_life_seconds, s.ranking.blend_mass
+            )
+            for u in users
+        }
+        seen = {
+            u: sorted(catalog.index[r.item_id] for r in st.recent if r.item_id in catalog.index)
+            if (st := states[u])
+            else []
+            for u in users
+        }
+        cands = {
+            u: store.search_items(catalog.version, queries[u].vector, s.ranking.candidates, seen[u])
+            for u in users
+        }
+        trending = rec.trending(catalog, now)
+        results = {u: rec.recommend(u, 10, now) for u in users}
+
+        def respond(u: str) -> bytes:
+            return Recommendations.from_result(results[u], "r").model_dump_json().encode()
+
+        stages: list[tuple[str, Callable[[str], object]]] = [
+            ("Recommender.recommend (all of it)", lambda u: rec.recommend(u, 10, now)),
+            ("  store.read_user_state", store.read_user_state),
+            ("  store.read_profile", lambda u: store.read_profile(catalog.version, u)),
+            (
+                "  build_query",
+                lambda u: build_query(
+                    states[u],
+                    profiles[u],
+                    catalog,
+                    now,
+                    s.fold.half_life_seconds,
+                    s.ranking.blend_mass,
+                ),
+            ),
+            (
+                f"  store.search_items ({s.ranking.candidates}, seen excluded)",
+                lambda u: store.search_items(
+                    catalog.version, queries[u].vector, s.ranking.candidates, seen[u]
+                ),
+            ),
+            (
+                f"  store.search_items ({s.ranking.candidates}, seen excluded, available_only)",
+                lambda u: store.search_items(
+                    catalog.version,
+                    queries[u].vector,
+                    s.ranking.candidates,
+                    seen[u],
+                    ItemFilter(available_only=True),
+                ),
+            ),
+            (
+                f"  store.search_items ({s.ranking.candidates}, no filter)",
+                lambda u: store.search_items(
+                    catalog.version, queries[u].vector, s.ranking.candidates
+                ),
+            ),
+            (
+                "  store.search_items (100, seen excluded)",
+                lambda u: store.search_items(catalog.version, queries[u].vector, 100, seen[u]),
+            ),
+            (
+                "  rerank (candidates -> 10)",
+                lambda u: rerank(
+                    cands[u],
+                    catalog,
+                    states[u],
+                    trending,
+                    rec.rank_params,
+                    now,
+                    queries[u].realtime_weight,
+                    10,
+                ),
+            ),
+            ("response model -> JSON (in the app)", respond),
+        ]
+        print(
+            f"\nin-process stage timings, {n} random users, median of 3 passes "
+            "(no HTTP, no profiler):"
+        )
+        for name, fn in stages:
+            passes = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for u in users:
+                    fn(u)
+                passes.append((time.perf_counter() - t0) / n)
+            print(f"  {name:<46}{statistics.median(passes) * 1e6:9.0f} us")
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for u in users:
+            rec.recommend(u, 10)
+        prof.disable()
+    finally:
+        store.close()
+    buf = io.StringIO()
+    stats = pstats.Stats(prof, stream=buf).strip_dirs()
+    stats.sort_stats("tottime").print_stats(20)
+    stats.sort_stats("cumulative").print_stats(25)
+    if out is not None:
+        out.write_text(buf.getvalue())
+        print(f"cProfile of Recommender.recommend written to {out}")
+
+
+def _print_wrk(w: WrkRun, rnd: int) -> None:
+    offered = f"{w.offered:6.0f}/s" if w.offered else "  peak  "
+    print(
+        f"  round {rnd + 1} {w.endpoint:<16} offered {offered} c={w.connections:<3} "
+        f"{w.rps:7.0f} req/s  p50 {w.p50_ms:6.2f} ms  p99 {w.p99_ms:7.2f} ms  "
+        f"max {w.max_ms:7.1f} ms  errors {w.errors}  server {w.server_cpu_cores:.2f} cores",
+        flush=True,
+    )
+
+
+def summarize_wrk(runs: list[WrkRun]) -> list[dict[str, float | int | str | None]]:
+    """Medians per (endpoint, offered load), then the peak ratio recommendations/healthz."""
+    keys = sorted({(w.endpoint, w.offered) for w in runs}, key=lambda k: (k[0], k[1] or 1e12))
+    rows: list[dict[str, float | int | str | None]] = []
+    print("\nwrk medians (req/s, ms):")
+    print(
+        "| endpoint | offered req/s | achieved req/s | p50 ms | p99 ms | max ms | errors | server CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for ep, offered in keys:
+        rs = [w for w in runs if w.endpoint == ep and w.offered == offered]
+        row = {
+            "endpoint": ep,
+            "offered": offered,
+            "rps": statistics.median(w.rps for w in rs),
+            "p50_ms": statistics.median(w.p50_ms for w in rs),
+            "p99_ms": statistics.median(w.p99_ms for w in rs),
+            "max_ms": max(w.max_ms for w in rs),
+            "errors": sum(w.errors for w in rs),
+            "server_cpu": statistics.median(w.server_cpu_cores for w in rs),
+        }
+        rows.append(row)
+        print(
+            f"| {ep} | {f'peak (c={rs[0].connections})' if offered is None else f'{offered:,.0f}'} "
+            f"| {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['max_ms']:.1f} "
+            f"| {row['errors']} | {row['server_cpu']:.2f} |"
+        )
+    peak = {r["endpoint"]: r["rps"] for r in rows if r["offered"] is None}
+    if "healthz" in peak and "recommendations" in peak:
+        ratio = float(peak["recommendations"]) / float(peak["healthz"])  # type: ignore[arg-type]
+        print(f"\npeak recommendations/healthz = {ratio:.3f} (target >= 0.40)")
+        rows.append({"endpoint": "ratio", "offered": None, "rps": ratio})
+    return rows
+
+
+def _interrupt(*_: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server and the broker."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["load"]:
+        return load_main(argv[1:])
+    p = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.split("\n")[0])
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--items", type=int, default=100_000)
+    p.add_argument("--categories", type=int, default=40)
+    p.add_argument("--dim", type=int, default=64, help="the trained model's dimension")
+    p.add_argument("--events-per-user", type=int, default=10)
+    p.add_argument(
+        "--concurrency",
+        default="",
+        help="closed-loop levels with the built-in generator (comma-separated; default none)",
+    )
+    p.add_argument(
+        "--rates",
+        default="250,500,1000",
+        help="fixed offered loads (req/s) driven by wrk, comma-separated; empty: none",
+    )
+    p.add_argument(
+        "--peak-connections", type=int, default=8, help="wrk connections for the peak runs"
+    )
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per level")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
+    p.add_argument("--repeat", type=int, default=3, help="rounds over all levels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--profile",
+        type=Path,
+        nargs="?",
+        const=Path("bench-api.prof.txt"),
+        help="afterwards, cProfile Recommender.recommend in-process",
+    )
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    levels_c = [int(c) for c in args.concurrency.split(",") if c]
+    rates = [float(r) for r in args.rates.split(",") if r]
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    broker = DevBroker(free_port(), log_path=tmp / "broker.log")
+    server: Server | None = None
+    try:
+        broker.start()
+        state_dir = tmp / "state"
+        settings = Settings(
+            state_dir=state_dir, kafka={"bootstrap_servers": broker.bootstrap}, qdrant={"url": None}
+        )
+        ensure_app_topics(settings)
+        world = World(
+            WorldConfig(
+                users=args.users,
+                items=args.items,
+                categories=args.categories,
+                dim=args.dim,
+                seed=args.seed,
+            )
+        )
+        prep = prepare_store(settings, world, args.events_per_user)
+        print(
+            f"store: {args.items:,} items (dim {args.dim}, {args.categories} categories), "
+            f"{args.users:,} profiles, {prep['users_with_state']:,} users' real-time state; "
+            f"publish {prep['publish_s']:.1f}s, fold {prep['fold_s']:.1f}s, "
+            f"write states {prep['write_states_s']:.1f}s"
+        )
+
+        server = Server(state_dir, broker.bootstrap, free_port(), tmp / "server.log")
+        ready_s = server.wait_ready()
+        sanity = check_answers(server, world, 200, args.seed)
+        c0, t0 = server.cpu_seconds(), time.perf_counter()
+        time.sleep(3.0)
+        idle = (server.cpu_seconds() - c0) / (time.perf_counter() - t0)
+        print(
+            f"server ready in {ready_s:.1f}s; idle it uses {idle:.2f} cores; "
+            f"{sanity['personalized']:.0%} of answers personalized, "
+            f"{sanity['in_taste']:.0%} of top-10 items in the user's planted tastes "
+            f"(chance {sanity['chance']:.0%})"
+        )
+
+        levels: list[Level] = []
+        for rnd in range(args.repeat):
+            for c in levels_c:
+                for ep in ENDPOINTS:
+                    lv = run_level(
+                        server, ep, args.users, c, args.warmup, args.duration, args.seed + rnd, rnd
+                    )
+                    levels.append(lv)
+                    print(
+                        f"  round {rnd + 1} {ep:<16} c={c:<3} {lv.rps:8.0f} req/s  "
+                        f"p50 {lv.p50_ms:7.2f} ms  p99 {lv.p99_ms:7.2f} ms",
+                        flush=True,
+                    )
+        rows = summarize(levels) if levels else []
+        ratios = print_summary(rows) if rows else {}
+        wrk_runs: list[WrkRun] = []
+        if shutil.which("wrk") and (rates or args.peak_connections):
+            print(
+                f"wrk: fixed offered loads {rates} req/s, then peak with "
+                f"{args.peak_connections} connections; {args.duration:.0f}s each, "
+                f"{args.repeat} rounds"
+            )
+            for rnd in range(args.repeat):
+                for ep in ENDPOINTS:
+                    for rate in rates:
+                        wr = run_fixed_rate(
+                            server, ep, args.users, rate, args.duration, args.seed + rnd, tmp
+                        )
+                        wrk_runs.append(wr)
+                        _print_wrk(wr, rnd)
+                    if args.peak_connections:
+                        wr = run_wrk(
+                            server,
+                            ep,
+                            args.users,
+                            None,
+                            args.peak_connections,
+                            args.duration,
+                            args.seed + rnd,
+                            tmp,
+                        )
+                        wrk_runs.append(wr)
+                        _print_wrk(wr, rnd)
+            wrk_summary = summarize_wrk(wrk_runs)
+        elif rates:
+            print("wrk is not installed (apt-get install wrk): skipping the fixed-rate runs")
+            wrk_summary = []
+        server.stop()
+        server = None
+        if args.profile:
+            profile_recommend(settings, world, 500, args.seed, args.profile)
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "date": time.strftime("%Y-%m-%d"),
+                        "users": args.users,
+                        "items": args.items,
+                        "dim": args.dim,
+                        "prepare": prep,
+                        "server_idle_cpu_cores": idle,
+                        "sanity": sanity,
+                        "summary": rows,
+                        "ratios": ratios,
+                        "levels": [asdict(lv) for lv in levels],
+                        "wrk": wrk_summary,
+                        "wrk_runs": [asdict(w) for w in wrk_runs],
+                    },
+                    indent=2,
+                )
+            )
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        if server is not None:
+            server.stop()
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

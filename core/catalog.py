@@ -1,0 +1,116 @@
+"""The item catalogue of one model version, held in memory by each process.
+
+Item vectors and metadata never change within a version, so the dataflow (folding
+events) and the API (re-ranking) read them from numpy arrays instead of asking the
+store per event or per candidate. Qdrant stays the source of truth and does the ANN.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.records import ItemRecord, UserHead
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Catalog:
+    version: str
+    items: list[ItemRecord]
+    vectors: np.ndarray
+    """(n_items, dim) float32, L2-normalised."""
+    head: UserHead
+    index: dict[str, int] = field(init=False)
+    popularity: np.ndarray = field(init=False)
+    category_names: list[str] = field(init=False)
+    category_matrix: np.ndarray = field(init=False)
+    """(n_items, n_categories) multi-hot, for vectorised category features."""
+    available: np.ndarray = field(init=False)
+    """(n_items,) bool: the ``available`` payload flag at load time (missing: True)."""
+    covisit: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False)
+    """Row -> (neighbour rows, weights in (0, 1]): items picked right before/after it in
+    training, published by training in each item's ``extra["covisit"]``."""
+
+    def __post_init__(self) -> None:
+        self.index = {it.item_id: i for i, it in enumerate(self.items)}
+        self.popularity = np.array([it.popularity for it in self.items], dtype=np.float32)
+        self.category_names = sorted({c for it in self.items for c in it.categories})
+        col = {c: j for j, c in enumerate(self.category_names)}
+        self.category_matrix = np.zeros((len(self.items), len(col)), dtype=np.float32)
+        for i, it in enumerate(self.items):
+            for c in it.categories:
+                self.category_matrix[i, col[c]] = 1.0
+        self.available = np.array(
+            [it.extra.get("available", True) is not False for it in self.items], dtype=bool
+        )
+        self.covisit = {}
+        for i, it in enumerate(self.items):
+            pairs = [
+                (self.index[j], w) for j, w in it.extra.get("covisit") or () if j in self.index
+            ]
+            if pairs:
+                self.covisit[i] = (
+                    np.array([r for r, _ in pairs], dtype=np.int64),
+                    np.array([w for _, w in pairs], dtype=np.float32),
+                )
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        i = self.index.get(item_id)
+        return None if i is None else self.vectors[i]
+
+    def categories(self, item_id: str) -> list[str]:
+        i = self.index.get(item_id)
+        return [] if i is None else self.items[i].categories
+
+    def title(self, item_id: str) -> str:
+        i = self.index.get(item_id)
+        return item_id if i is None else self.items[i].title
+
+
+class CatalogProvider:
+    """Follows the store's active model version; ``current`` is a plain attribute read.
+
+    ``refresh`` is cheap when nothing changed (one point lookup), so callers may call
+    it often; a new version is loaded fully before it replaces the old one, so readers
+    never see a half-loaded catalogue.
+    """
+
+    def __init__(self, load_active: Callable[[], str | None], load: Callable[[str], Catalog]):
+        self._load_active = load_active
+        self._load = load
+        self._lock = threading.Lock()
+        self.current: Catalog | None = None
+        self._next_check = 0.0
+
+    def refresh(self) -> Catalog | None:
+        with self._lock:
+            version = self._load_active()
+            if version is not None and (self.current is None or self.current.version != version):
+                t0 = time.perf_counter()
+                self.current = self._load(version)
+                log.info(
+                    "model %s loaded: %d items in %.2fs",
+                    version,
+                    len(self.current.items),
+                    time.perf_counter() - t0,
+                )
+            return self.current
+
+    def maybe_refresh(self, every: float) -> Catalog | None:
+        """Refresh at most once per ``every`` seconds; for hot loops."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + every
+            return self.refresh()
+        return self.current

@@ -1,0 +1,174 @@
+"""The real-time user fold: pure maths, no Kafka, no store.
+
+State is kept *as of* ``last_ts``, the latest event time folded so far:
+
+    u(T) = sum_i w(type_i) * 2^(-(T - t_i) / half_life) * v(item_i)
+
+An event newer than T first decays the state forward to its time; an older (late)
+event is added with the weight it would have had at T. Both branches compute the same
+sum, so the result does not depend on arrival order: late events cannot corrupt state,
+and a replay in any order converges to the same vector. The clock is event time, never
+the wall clock, so replays and back-tests reproduce what happened live.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.events import ValidEvent
+from core.settings import Settings
+from core.state import RecentItem, UserState
+
+# Affinities that decayed below this share of one event are dropped to bound state size.
+_PRUNE = 1e-4
+
+
+def decay_factor(dt: float, half_life: float) -> float:
+    """2^(-dt/half_life): the weight left after ``dt`` seconds."""
+    return 2.0 ** (-dt / half_life)
+
+
+def decayed_add(
+    value: float, ref_ts: float, weight: float, ts: float, half_life: float
+) -> tuple[float, float]:
+    """The fold's rule for one decayed scalar kept as of ``ref_ts``: add ``weight`` seen at
+    ``ts`` and return (value, new ref_ts). Same sum whatever the arrival order."""
+    if ts >= ref_ts:
+        return value * decay_factor(ts - ref_ts, half_life) + weight, ts
+    return value + weight * decay_factor(ref_ts - ts, half_life), ref_ts
+
+
+def decay_weights(ts: np.ndarray, ref_ts: float | np.ndarray, half_life: float) -> np.ndarray:
+    """Vectorised ``decay_factor(ref_ts - ts)``; training pools histories with it."""
+    return np.exp2(-(np.asarray(ref_ts) - ts) / half_life)
+
+
+@dataclass(frozen=True, slots=True)
+class FoldParams:
+    half_life: float
+    weights: Mapping[str, float]
+    recent_items: int
+    session_gap: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FoldParams:
+        return cls(
+            half_life=settings.fold.half_life_seconds,
+            weights=dict(settings.fold.event_weights),
+            recent_items=settings.fold.recent_items,
+            session_gap=settings.fold.session_gap_seconds,
+        )
+
+
+def fold_event(
+    state: UserState,
+    event: ValidEvent,
+    item_vector: np.ndarray | None,
+    item_categories: Sequence[str],
+    params: FoldParams,
+) -> UserState:
+    """Apply one validated event to ``state`` (in place, for speed) and return it."""
+    w = params.weights[event.event_type]
+    t = event.ts
+    if t >= state.last_ts:
+        if state.last_ts > -math.inf and t > state.last_ts:
+            d = decay_factor(t - state.last_ts, params.half_life)
+            if state.vector is not None:
+                state.vector *= d
+            state.mass *= d
+            cats = state.categories
+            for c in list(cats):
+                v = cats[c] * d
+                if v < _PRUNE:
+                    del cats[c]
+                else:
+                    cats[c] = v
+        gap = t - state.last_ts
+        state.last_ts = t
+        _advance_session(state, event, gap, params.session_gap)
+        w_eff = w
+    else:
+        # Late event: weigh it as it would weigh now, never move the clock back.
+        w_eff = w * decay_factor(state.last_ts - t, params.half_life)
+        if event.session_id == state.session_id or (
+            event.session_id is None and t >= state.session_start
+        ):
+            state.session_events += 1
+            state.session_start = min(state.session_start, t)
+
+    if item_vector is None:
+        state.unknown_items += 1
+    else:
+        if state.vector is None:
+            state.vector = np.zeros_like(item_vector, dtype=np.float32)
+        state.vector += np.float32(w_eff) * item_vector
+        state.mass += w_eff
+    for c in item_categories:
+        state.categories[c] = state.categories.get(c, 0.0) + w_eff
+
+    _remember(state.recent, RecentItem(event.item_id, t, event.event_type), params.recent_items)
+    state.event_count += 1
+    return state
+
+
+def _advance_session(state: UserState, event: ValidEvent, gap: float, session_gap: float) -> None:
+    if event.session_id is not None:
+        new = event.session_id != state.session_id
+        sid = event.session_id
+    else:
+        new = state.session_id is None or gap > session_gap
+        sid = f"{state.user_id}@{int(event.ts)}" if new else state.session_id
+    if new:
+        state.session_id = sid
+        state.session_start = event.ts
+        state.session_events = 0
+    state.session_events += 1
+
+
+def _remember(recent: list[RecentItem], item: RecentItem, cap: int) -> None:
+    if not recent or item.ts >= recent[-1].ts:
+        recent.append(item)
+    else:
+        bisect.insort(recent, item, key=lambda r: r.ts)
+    if len(recent) > cap:
+        del recent[: len(recent) - cap]
+
+
+def rebuild_vector(
+    state: UserState,
+    lookup: Callable[[str], np.ndarray | None],
+    params: FoldParams,
+    model_version: str,
+) -> UserState:
+    """Move a user into a new model's item space from the recent items kept in state.
+
+    Older history beyond ``recent_items`` has decayed to a negligible weight for any
+    sensible half-life; what it contributed is dropped rather than mixed across spaces.
+    """
+    vec: np.ndarray | None = None
+    mass = 0.0
+    for r in state.recent:
+        v = lookup(r.item_id)
+        if v is None:
+            continue
+        w = params.weights.get(r.event_type, 0.0) * decay_factor(
+            state.last_ts - r.ts, params.half_life
+        )
+        vec = (np.zeros_like(v, dtype=np.float32) if vec is None else vec) + np.float32(w) * v
+        mass += w
+    state.vector = vec
+    state.mass = mass
+    state.model_version = model_version
+    return state
+
+
+def mass_at(state: UserState, now: float, half_life: float) -> float:
+    """The real-time evidence left at ``now``: decides how much the query trusts it."""
+    if state.mass <= 0.0:
+        return 0.0
+    return state.mass * decay_factor(max(0.0, now - state.last_ts), half_life)

@@ -1,0 +1,305 @@
+"""The prequential replay: before each test event, every system recommends top-k for its
+user from what happened before it; then the event is fed to every system.
+
+The product is driven through its own code: events go through the dataflow's steps
+(``dataflow.steps.UserFolder``/``TrendFolder``, i.e. ``core.fold``) into an embedded
+``FeatureStore`` in a temporary directory, and recommendations come from
+``api.service.Recommender.recommend`` -- what ``GET /recommendations`` calls. The
+two-tower variants are that same Recommender with other settings or a frozen store.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from api.service import Recommender
+from core.events import ValidEvent
+from core.settings import Settings
+from dataflow.steps import Accepted, TrendFolder, UserFolder
+from evaluation.baselines import Als, AlsConfig, CovisitKnn, KnnConfig, Popularity
+from evaluation.bundle import Bundle
+from evaluation.scoring import intra_list_diversity, rank_of
+from featurestore.store import FeatureStore
+from training.data import Interactions, index_of
+
+K = 10
+MMR_LAMBDA = 0.8
+"""The diversity variant's lambda when the settings leave MMR off."""
+
+
+class System(Protocol):
+    name: str
+
+    def recommend(self, user: str, k: int, now: float, exclude: set[int], fresh: int) -> list[int]:
+        """Top-k catalogue rows, none of ``exclude``; ``fresh`` = how many of ``exclude``
+        the user picked after the cutoff (the store-backed systems may not know them)."""
+        ...
+
+
+class Baseline:
+    """Adapts a baseline (rows in, rows out) to the replay."""
+
+    def __init__(self, impl: Popularity | CovisitKnn | Als) -> None:
+        self.impl = impl
+        self.name = impl.name
+
+    def recommend(self, user: str, k: int, now: float, exclude: set[int], fresh: int) -> list[int]:
+        return self.impl.recommend(user, k, list(exclude))
+
+
+class Features:
+    """An embedded feature store fed by the dataflow's own steps, one event at a time."""
+
+    def __init__(self, root: Path, settings: Settings, bundle: Bundle) -> None:
+        self.settings = with_state_dir(settings, root)
+        self.store = FeatureStore.open(self.settings)
+        self.store.publish_model(bundle.record(), bundle.items, bundle.vectors, bundle.profiles)
+        self.store.activate(bundle.version)
+        self.catalogs = self.store.catalog_provider()
+        self.catalogs.refresh()
+        self._users = UserFolder(self.settings, self.store, self.catalogs)
+        self._trends = TrendFolder(self.settings, self.store)
+        self._states: dict = {}
+        self._trend_states: dict = {}
+        self._offset = 0
+
+    def feed(self, events: Iterable[ValidEvent], write_each: bool = True) -> None:
+        """Fold events as the dataflow does, writing state as its sinks do (per event when
+        ``write_each``, else once at the end: the same final state, faster)."""
+        touched_u: dict = {}
+        touched_t: dict = {}
+        for ev in events:
+            acc = Accepted(ev, 0, self._offset, ev.ts)
+            self._offset += 1
+            state = self._states.get(ev.user_id) or self._users.load(acc)
+            self._users.fold(state, [acc])
+            self._states[ev.user_id] = state
+            trend = self._trend_states.get(ev.item_id) or self._trends.load(acc)
+            self._trends.fold(trend, [acc])
+            self._trend_states[ev.item_id] = trend
+            if write_each:
+                self.store.write_user_states([state])
+                self.store.write_trends([trend])
+            else:
+                touched_u[ev.user_id] = state
+                touched_t[ev.item_id] = trend
+        if not write_each:
+            self.store.write_user_states(list(touched_u.values()))
+            self.store.write_trends(list(touched_t.values()))
+
+    def recommender(self, settings: Settings) -> Recommender:
+        return Recommender(
+            with_state_dir(settings, self.settings.state_dir), self.store, self.catalogs
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def with_state_dir(settings: Settings, root: Path) -> Settings:
+    return settings.with_values(
+        state_dir=root,
+        model_dir=None,
+        qdrant={"url": None, "path": None},
+        recovery={"dir": None},
+    )
+
+
+class Served:
+    """A system answered by ``Recommender.recommend`` (the API's code path)."""
+
+    def __init__(self, name: str, recommender: Recommender) -> None:
+        self.name = name
+        self.recommender = recommender
+        self.index = None
+
+    def recommend(self, user: str, k: int, now: float, exclude: set[int], fresh: int) -> list[int]:
+        # The service excludes the recent items and the profile's seen list itself; the
+        # rest of what the user picked since the cutoff is passed as a request exclusion.
+        catalog = self.recommender.catalog()
+        res = self.recommender.recommend(
+            user, k, now=now, exclude_items=[catalog.items[r].item_id for r in exclude]
+        )
+        return [r.row for r in res.items]
+
+
+def events_of(inter: Interactions) -> Iterator[ValidEvent]:
+    for u, i, t, e in zip(
+        inter.user_ids.tolist(),
+        inter.item_ids.tolist(),
+        inter.ts.tolist(),
+        inter.event_types.tolist(),
+        strict=True,
+    ):
+        yield ValidEvent(e, u, i, t, None)
+
+
+# --- the systems of one run ---------------------------------------------------------
+
+
+def variant(settings: Settings, name: str) -> Settings:
+    """The product's settings with the named part switched off."""
+    if name == "realtime":  # real-time decayed embedding, no re-rank: ANN order only
+        return settings.with_values(
+            weight_category=0.0,
+            weight_recent=0.0,
+            weight_popularity=0.0,
+            weight_covisit=0.0,
+            weight_new_item=0.0,
+            weight_session=0.0,
+            mmr_lambda=1.0,
+        )
+    if name == "mmr":
+        mmr = settings.ranking.mmr_lambda
+        return settings.with_values(mmr_lambda=mmr if mmr < 1 else MMR_LAMBDA)
+    return settings
+
+
+SYSTEMS = ("popularity", "cooc_knn", "als", "batch_two_tower", "realtime_no_rerank", "product")
+
+
+@dataclass(slots=True)
+class Run:
+    """Per-event facts and per-system ranks of one replay."""
+
+    systems: list[str]
+    ranks: dict[str, np.ndarray]
+    lists: dict[str, list[list[int]]]
+    diversity: dict[str, np.ndarray]
+    user_cold: np.ndarray
+    since_cutoff: np.ndarray
+    train_events: np.ndarray
+    item_cold: np.ndarray
+    n_items: int
+    extra: dict = field(default_factory=dict)
+
+
+@contextmanager
+def systems_for(
+    train: Interactions,
+    bundle: Bundle,
+    settings: Settings,
+    seed: int,
+    names: Sequence[str] = SYSTEMS,
+    knn: KnnConfig | None = None,
+    mmr: bool = False,
+    als: AlsConfig | None = None,
+) -> Iterator[tuple[list, list]]:
+    """(systems, feeders): feeders get every test event after all systems recommended."""
+    item_ids = [i.item_id for i in bundle.items]
+    with ExitStack() as stack:
+        systems: list = []
+        feeders: list = []
+        pop = Popularity(train, item_ids)
+        feeders.append(lambda ev, row: pop.observe(ev.user_id, row, ev.ts))
+        if "popularity" in names:
+            systems.append(Baseline(pop))
+        if "cooc_knn" in names:
+            kn = CovisitKnn(train, item_ids, pop, knn)
+            systems.append(Baseline(kn))
+            feeders.append(lambda ev, row: kn.observe(ev.user_id, row, ev.ts))
+        if "als" in names:
+            systems.append(Baseline(Als(train, item_ids, pop, seed, als)))
+        store_systems = [
+            n for n in names if n in ("batch_two_tower", "realtime_no_rerank", "product")
+        ]
+        if store_systems:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recsys-eval-")))
+            events = list(events_of(train))
+            if "batch_two_tower" in names:
+                frozen = Features(tmp / "frozen", settings, bundle)
+                stack.callback(frozen.close)
+                frozen.feed(events, write_each=False)  # and nothing after the cutoff
+                systems.append(Served("batch_two_tower", frozen.recommender(settings)))
+            if "realtime_no_rerank" in names or "product" in names:
+                live = Features(tmp / "live", settings, bundle)
+                stack.callback(live.close)
+                live.feed(events, write_each=False)
+                feeders.append(lambda ev, row: live.feed([ev]))
+                if "realtime_no_rerank" in names:
+                    systems.append(
+                        Served(
+                            "realtime_no_rerank", live.recommender(variant(settings, "realtime"))
+                        )
+                    )
+                if "product" in names:
+                    systems.append(Served("product", live.recommender(settings)))
+                if mmr:
+                    systems.append(
+                        Served("product_mmr", live.recommender(variant(settings, "mmr")))
+                    )
+        yield systems, feeders
+
+
+def replay(
+    train: Interactions,
+    test: Interactions,
+    bundle: Bundle,
+    settings: Settings,
+    seed: int,
+    names: Sequence[str] = SYSTEMS,
+    cold_items: frozenset[str] = frozenset(),
+    knn: KnnConfig | None = None,
+    mmr: bool = False,
+    als: AlsConfig | None = None,
+    k: int = K,
+    quiet: bool = False,
+    desc: str = "replay",
+) -> Run:
+    item_ids = [i.item_id for i in bundle.items]
+    cats = [set(i.categories) for i in bundle.items]
+    train_rows = index_of(train.item_ids, item_ids)
+    test_rows = index_of(test.item_ids, item_ids)
+    if (test_rows < 0).any():
+        raise ValueError("test events reference items outside the catalogue")
+    seen: dict[str, set[int]] = {}
+    for u, r in zip(train.user_ids.tolist(), train_rows.tolist(), strict=True):
+        if r >= 0:
+            seen.setdefault(u, set()).add(r)
+    train_count = {u: len(s) for u, s in seen.items()}
+    fresh: dict[str, int] = {}
+
+    n = len(test)
+    with systems_for(train, bundle, settings, seed, names, knn, mmr, als) as (systems, feeders):
+        sys_names = [s.name for s in systems]
+        ranks = {s: np.zeros(n, dtype=np.int64) for s in sys_names}
+        lists: dict[str, list[list[int]]] = {s: [] for s in sys_names}
+        div = {s: np.zeros(n) for s in sys_names}
+        user_cold = np.zeros(n, dtype=bool)
+        since = np.zeros(n, dtype=np.int64)
+        activity = np.zeros(n, dtype=np.int64)
+        item_cold = np.zeros(n, dtype=bool)
+        for e, (ev, row) in enumerate(
+            tqdm(
+                zip(events_of(test), test_rows.tolist(), strict=True),
+                total=n,
+                desc=desc,
+                unit="ev",
+                disable=quiet,
+                mininterval=1.0,
+            )
+        ):
+            u = ev.user_id
+            user_cold[e] = u not in train_count
+            since[e] = fresh.get(u, 0)
+            activity[e] = train_count.get(u, 0)
+            item_cold[e] = ev.item_id in cold_items
+            exclude = seen.get(u, set())
+            for s in systems:
+                top = s.recommend(u, k, ev.ts, exclude, fresh.get(u, 0))
+                ranks[s.name][e] = rank_of(top, row, k)
+                lists[s.name].append(top)
+                div[s.name][e] = intra_list_diversity([cats[r] for r in top])
+            for f in feeders:
+                f(ev, row)
+            seen.setdefault(u, set()).add(row)
+            fresh[u] = fresh.get(u, 0) + 1
+    return Run(sys_names, ranks, lists, div, user_cold, since, activity, item_cold, len(item_ids))

@@ -1,0 +1,5 @@
+"""`python -m infra.cli`: the operator CLI."""
+
+from infra.cli import main
+
+main()

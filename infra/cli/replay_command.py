@@ -1,0 +1,183 @@
+"""`recsys replay` from the operator's side: choose the source, check it, show progress,
+print the summary. The sending and pacing live in ``infra.replay``."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
+
+from core.settings import Settings, get_settings
+from infra.cli.remote import CliError
+from infra.replay import (
+    BadLine,
+    Record,
+    ReplayOptions,
+    ReplayStats,
+    count_lines,
+    movielens_events,
+    producer_for,
+    read_jsonl,
+    replay,
+)
+
+
+@dataclass(frozen=True)
+class Request:
+    log: Path | None
+    movielens: bool = False
+    data_dir: Path | None = None
+    speed: float = 1.0
+    rate: float | None = None
+    retime: bool = False
+    limit: int | None = None
+    since: str | None = None
+    until: str | None = None
+    strict: bool = False
+    dry_run: bool = False
+    bootstrap_servers: str | None = None
+    topic: str | None = None
+    dead_letter_topic: str | None = None
+    quiet: bool = False
+
+
+def effective_settings(req: Request, base: Settings | None = None) -> Settings:
+    base = base or get_settings()
+    update = {
+        k: v
+        for k, v in {
+            "bootstrap_servers": req.bootstrap_servers,
+            "events_topic": req.topic,
+            "dead_letter_topic": req.dead_letter_topic,
+        }.items()
+        if v
+    }
+    return base.with_values(**update)
+
+
+def _time(value: str | None, name: str) -> float | None:
+    if value is None:
+        return None
+    from training.data import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise CliError(f"--{name}: {e}") from None
+
+
+def source(req: Request, settings: Settings) -> tuple[str, int, Iterator[Record]]:
+    """(name for dlq.source, records for the progress bar, records)."""
+    if req.movielens == (req.log is not None):
+        raise CliError("give a JSON-lines log file or --movielens (one of them)")
+    if req.movielens:
+        data_dir = req.data_dir or settings.data_dir
+        from training.data import DataError
+
+        try:
+            total, records = movielens_events(data_dir)
+        except (FileNotFoundError, DataError) as e:
+            raise CliError(str(e)) from None
+        return f"movielens:{data_dir}", total, records
+    assert req.log is not None
+    if not req.log.is_file():
+        raise CliError(f"event log {req.log} does not exist")
+    future = math.inf if req.retime else settings.fold.max_future_seconds
+    return (
+        str(req.log),
+        count_lines(req.log),
+        read_jsonl(req.log, settings.fold.event_weights, future),
+    )
+
+
+def describe_invalid(examples: list[BadLine], total: int) -> str:
+    lines = [f"{total} invalid line(s); first ones:"]
+    lines += [f"  line {b.line}: {b.reason}" for b in examples]
+    return "\n".join(lines)
+
+
+def check_all(req: Request, settings: Settings) -> ReplayStats:
+    """Validate every record without sending (--strict's first pass, --dry-run)."""
+    stats = ReplayStats()
+    _, _, records = source(req, settings)
+    for rec in records:
+        if isinstance(rec, BadLine):
+            stats.note_invalid(rec)
+        else:
+            stats.sent += 1
+    return stats
+
+
+def run(req: Request, out: TextIO | None = None) -> ReplayStats:
+    out = out or sys.stdout
+    settings = effective_settings(req)
+    if req.strict or req.dry_run:
+        checked = check_all(req, settings)
+        if req.dry_run:
+            print(f"{checked.sent} valid event(s); nothing sent (--dry-run)", file=out)
+            if checked.invalid:
+                print(describe_invalid(checked.examples, checked.invalid), file=out)
+            return checked
+        if checked.invalid:
+            raise CliError(
+                "--strict: nothing sent. " + describe_invalid(checked.examples, checked.invalid)
+            )
+
+    from eventlog.admin import broker_answers, ensure_topics
+
+    name, total, records = source(req, settings)
+    since, until = _time(req.since, "since"), _time(req.until, "until")
+    bootstrap = settings.kafka.bootstrap_servers
+    if not broker_answers(bootstrap, timeout=5):
+        raise CliError(
+            f"no Kafka broker answers at {bootstrap} (--bootstrap-servers or "
+            "RECSYS_KAFKA_BOOTSTRAP_SERVERS)"
+        )
+    ensure_topics(
+        bootstrap,
+        {
+            settings.kafka.events_topic: settings.kafka.topic_partitions,
+            settings.kafka.dead_letter_topic: settings.kafka.topic_partitions,
+        },
+    )
+    options = ReplayOptions(
+        speed=req.speed,
+        rate=req.rate,
+        retime=req.retime,
+        limit=req.limit,
+        since=since,
+        until=until,
+        source_name=name,
+    )
+    producer = producer_for(settings)
+    bar_total = min(total, req.limit) if req.limit is not None else total
+    with tqdm(total=bar_total, unit="ev", desc="replay", disable=req.quiet, file=sys.stderr) as bar:
+        stats = replay(records, settings, options, producer, on_event=lambda: bar.update())
+    print(summary(stats, settings), file=out)
+    if stats.failed:
+        raise CliError(f"Kafka did not acknowledge {stats.failed} record(s) within 60 s")
+    return stats
+
+
+def summary(stats: ReplayStats, settings: Settings) -> str:
+    def when(ts: float | None) -> str:
+        return datetime.fromtimestamp(ts, tz=UTC).isoformat() if ts is not None else "-"
+
+    lines = [
+        f"sent {stats.sent} event(s) to {settings.kafka.events_topic} in {stats.seconds:.1f} s "
+        f"({stats.rate:,.0f} events/s); log time {when(stats.first_ts)} .. {when(stats.last_ts)}"
+    ]
+    if stats.skipped:
+        lines.append(f"skipped {stats.skipped} event(s) outside --since/--until")
+    if stats.invalid:
+        lines.append(
+            f"dead-lettered to {settings.kafka.dead_letter_topic}: "
+            + describe_invalid(stats.examples, stats.invalid)
+        )
+    return "\n".join(lines)

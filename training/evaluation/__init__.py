@@ -1,1 +1,0 @@
-"""Streaming (prequential) evaluation of the product against baselines: ``python -m training.evaluate``."""
