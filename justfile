@@ -85,7 +85,8 @@ bench-dataflow *ARGS:
 bench-api *ARGS:
     python -m bench.serving {{ARGS}}
 
-# lint and format check (ruff)
+# lint, format check and the import layers (ruff, import-linter)
 lint:
     ruff check .
     ruff format --check .
+    lint-imports

@@ -1,7 +1,7 @@
-"""Feature store: Qdrant collections, payload schemas, and the embedded/server adapters."""
+"""The feature store: Qdrant collections, and the embedded (Qdrant Edge) and server
+(qdrant-client) adapters behind one interface. Imports only ``core``."""
 
-from core.settings import Settings, get_settings
 from featurestore.backend import StoreError, StoreLocked
 from featurestore.store import FeatureStore
 
-__all__ = ["FeatureStore", "Settings", "StoreError", "StoreLocked", "get_settings"]
+__all__ = ["FeatureStore", "StoreError", "StoreLocked"]

@@ -3,6 +3,9 @@
 The API replicas and the dataflow processes all talk to one Qdrant server, so any
 number of them may run at once. ``QdrantClient(":memory:")`` speaks the same API and
 runs the contract tests without a server.
+
+Delivery: upserts are sent with ``wait=True``, so a write has been applied (and is in the
+server's WAL) when the call returns; a failed call raises and the caller retries.
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 
 Writers: the dataflow (user state, item trends) and training's publish step (items,
 profiles, model registry). Readers: the API and the dataflow (catalogue, returning
-users). All payload shapes live in ``core.records``.
+users). The payload shapes live in ``core.records`` (items, models, profiles) and
+``core.state`` (user state, trends).
+
+Delivery: every write is an idempotent whole-point upsert (a replayed write stores the
+same value), durable once the adapter returns (see each adapter).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class FeatureStore:
 
     @classmethod
     def open(cls, settings: Settings) -> FeatureStore:
+        # Each adapter imports its own Qdrant library: a process loads only the one it uses.
         if settings.qdrant.url:
             from featurestore.server import ServerBackend
 
