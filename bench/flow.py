@@ -7,10 +7,11 @@ fresh a new event is once it has caught up.
 One run, on a dev broker (tansu, in memory) started on a free port and stopped at the end:
 
 1. produces E synthetic events (``bench.synthetic``) to a 4-partition topic;
-2. for each worker count W (one process, ``cluster_main``): (a) ceiling: a no-op flow
-   (the product's ``StoppableKafkaSource`` and ``Parser`` into a counting sink) reads the
-   whole topic; (b) product: ``dataflow.flow.build_flow`` with an embedded store holding
-   the synthetic model and Bytewax recovery on (as it ships) reads the same topic from
+2. for each worker count W (one process, run by the product's ``dataflow.runner.run_flow``):
+   (a) ceiling: a no-op flow (the product's ``StoppableKafkaSource`` and ``Parser`` into a
+   counting sink) reads the whole topic; (b) product: ``dataflow.flow.kafka_flow`` (the
+   production flow) with an embedded store holding the synthetic model and Bytewax
+   recovery on (as it ships) reads the same topic from
    the beginning, until every user's ``event_count`` in the store equals what was
    produced. Each is timed from flow start, so both include Kafka start-up; they
    alternate, ``--repeat`` times, and the medians and their ratio are reported;

@@ -192,6 +192,21 @@ def test_offsets_of_another_topic_incarnation_do_not_skip_events():
     assert (s.event_count, s.offsets, s.log_id) == (6, {0: 0}, "B")
 
 
+def test_a_new_topic_incarnation_is_logged_once_per_flow(caplog: pytest.LogCaptureFixture):
+    def stored() -> Stored:
+        old = {u: UserState(u, offsets={0: 9}, log_id="A") for u in ("ann", "bob")}
+        return Stored(old, {"i1": Trend("i1", 1.0, T0, {0: 9}, "A")})
+
+    msgs = [message(ev(u, "i1", T0 + k), k) for k, u in enumerate(("ann", "bob"))]
+    resets = metric("recsys_offsets_reset_total", step="user")
+    with caplog.at_level("WARNING", logger="dataflow.incarnation"):
+        run(msgs, stored(), log_id="B")
+        run(msgs, stored(), log_id="C")  # another flow
+    assert metric("recsys_offsets_reset_total", step="user") - resets == 4  # every key
+    warnings = [r.getMessage() for r in caplog.records if "new id" in r.getMessage()]
+    assert len(warnings) == 2 and "new id B" in warnings[0] and "new id C" in warnings[1]
+
+
 def test_a_resumed_flow_continues_from_its_recovery_snapshot(tmp_path: Path):
     init_db_dir(tmp_path, 1)
     recovery = RecoveryConfig(tmp_path)
