@@ -7,10 +7,11 @@ fresh a new event is once it has caught up.
 One run, on a dev broker (tansu, in memory) started on a free port and stopped at the end:
 
 1. produces E synthetic events (``bench.synthetic``) to a 4-partition topic;
-2. for each worker count W (one process, ``cluster_main``): (a) ceiling: a no-op flow
-   (the product's ``StoppableKafkaSource`` and ``Parser`` into a counting sink) reads the
-   whole topic; (b) product: ``dataflow.flow.build_flow`` with an embedded store holding
-   the synthetic model and Bytewax recovery on (as it ships) reads the same topic from
+2. for each worker count W (one process, run by the product's ``dataflow.runner.run_flow``):
+   (a) ceiling: a no-op flow (the product's ``StoppableKafkaSource`` and ``Parser`` into a
+   counting sink) reads the whole topic; (b) product: ``dataflow.flow.kafka_flow`` (the
+   production flow) with an embedded store holding the synthetic model and Bytewax
+   recovery on (as it ships) reads the same topic from
    the beginning, until every user's ``event_count`` in the store equals what was
    produced. Each is timed from flow start, so both include Kafka start-up; they
    alternate, ``--repeat`` times, and the medians and their ratio are reported;
@@ -55,7 +56,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,6 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig
-from bytewax.testing import cluster_main, run_main
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 from tqdm import tqdm
@@ -73,10 +73,11 @@ from bench.synthetic import Events, World, WorldConfig, produce, producer_config
 from core.records import iso
 from core.settings import Settings, nested
 from core.state import Trend, UserState
-from dataflow.flow import build_flow, tune_gc
-from dataflow.recovery import epoch_interval, recovery_config
+from dataflow.flow import kafka_flow, tune_gc
+from dataflow.parsing import Accepted, Parser
+from dataflow.recovery import recovery_config
+from dataflow.runner import run_flow
 from dataflow.source import StoppableKafkaSource
-from dataflow.steps import Accepted, Parser
 from eventlog.admin import ensure_app_topics
 from featurestore.store import FeatureStore
 from infra.broker import DevBroker, free_port
@@ -129,17 +130,20 @@ class CpuClock:
 
 
 class FlowRunner:
-    """``run_main`` in a thread, stopped through the source's stop event (as in production)."""
+    """The product's ``dataflow.runner.run_flow`` in a thread, stopped through the source's
+    stop event (as in production)."""
 
     def __init__(
         self,
         flow: Dataflow,
+        settings: Settings,
         stop: threading.Event,
         opts: FlowOptions,
         profile: cProfile.Profile | None = None,
         recovery: RecoveryConfig | None = None,
     ) -> None:
         self._flow = flow
+        self._settings = settings
         self._epoch = opts.epoch
         self._workers = opts.workers
         self._recovery = recovery
@@ -162,11 +166,7 @@ class FlowRunner:
             if self._profile is not None:
                 self._profile.enable()  # profiles this thread: the flow's Python steps
             self.started = time.perf_counter()
-            kw = {"epoch_interval": self._epoch, "recovery_config": self._recovery}
-            if self._workers == 1:
-                run_main(self._flow, **kw)
-            else:
-                cluster_main(self._flow, [], 0, worker_count_per_proc=self._workers, **kw)
+            run_flow(self._flow, self._settings, self._recovery, self._workers, epoch=self._epoch)
         except BaseException as e:  # reported by check()
             self.error = e
         finally:
@@ -263,9 +263,8 @@ def ceiling_flow(
     flow = Dataflow("bench_ceiling")
     messages = op.input("events", flow, StoppableKafkaSource(settings, stop))
     op.output("count", op.flat_map_batch("parse", messages, Parser(settings).parse_batch), sink)
-    tune_gc()  # both flows run as the product does
-    opts = replace(opts, epoch=opts.epoch or epoch_interval(settings))
-    runner = FlowRunner(flow, stop, opts).start()
+    tune_gc()  # before the clock starts: run_flow's own call then finds little to collect
+    runner = FlowRunner(flow, settings, stop, opts).start()
     try:
         yield sink, runner
     finally:
@@ -384,11 +383,10 @@ def product_flow(
         catalogs.refresh()  # loaded before the clock starts, as wait_for_model does
         store.watch(expected)
         stop = threading.Event()
-        flow = build_flow(settings, store, catalogs, stop)
-        tune_gc()  # as DataflowThread and dataflow.run do
+        flow = kafka_flow(settings, store, catalogs, stop)
+        tune_gc()  # before the clock starts: run_flow's own call then finds little to collect
         recovery = recovery_config(settings) if opts.recovery else None
-        opts = replace(opts, epoch=opts.epoch or epoch_interval(settings))  # as the product
-        runner = FlowRunner(flow, stop, opts, profile, recovery).start()
+        runner = FlowRunner(flow, settings, stop, opts, profile, recovery).start()
         yield store, runner
     finally:
         if runner is not None:

@@ -1,5 +1,13 @@
 """The real-time shapes the dataflow keeps and the store holds: a user's decayed state and
-an item's decayed count, each with its one payload codec.
+an item's decayed count, each with its two encodings.
+
+- the store payload (``to_payload``/``from_payload``): JSON, shaped for Qdrant's per-field
+  write cost;
+- the recovery snapshot (``to_snapshot``/``from_snapshot``): a msgpack tuple Bytewax
+  writes for every key touched in an epoch. A snapshot built from the payload string plus
+  the vector's bytes would be one encoding less, but costs 1.7-2.5x as much to write
+  (user with 5 recent items: 1.7 us vs 3.0-3.8 us; trend: 0.6 us vs 1.4 us) and is ~40 %
+  larger, on the path that stalls the worker at each epoch close.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import msgspec
 import numpy as np
 
 _json = msgspec.json.Encoder().encode
+_pack = msgspec.msgpack.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -103,6 +112,70 @@ class UserState:
             log_id=f.log_id,
         )
 
+    def to_snapshot(self) -> bytes:
+        """The recovery snapshot: every field, the vector as raw float32 bytes."""
+        v = self.vector
+        return _pack(
+            (
+                self.user_id,
+                None if v is None else v.tobytes(),
+                self.mass,
+                self.last_ts,
+                self.categories,
+                [(r.item_id, r.ts, r.event_type) for r in self.recent],
+                self.session_id,
+                self.session_start,
+                self.session_events,
+                self.event_count,
+                self.unknown_items,
+                self.model_version,
+                self.offsets,
+                self.log_id,
+            )
+        )
+
+    @classmethod
+    def from_snapshot(cls, b: bytes) -> UserState:
+        u, vec, mass, last, cats, recent, sid, sstart, sev, n, unknown, version, offs, log_id = (
+            _unpack_user(b)
+        )
+        return cls(
+            u,
+            None if vec is None else np.frombuffer(vec, dtype=np.float32).copy(),
+            mass,
+            last,
+            cats,
+            [RecentItem(i, t, e) for i, t, e in recent],
+            sid,
+            sstart,
+            sev,
+            n,
+            unknown,
+            version,
+            offs,
+            log_id,
+        )
+
+
+_unpack_user = msgspec.msgpack.Decoder(
+    tuple[
+        str,
+        bytes | None,
+        float,
+        float,
+        dict[str, float],
+        list[tuple[str, float, str]],
+        str | None,
+        float,
+        int,
+        int,
+        int,
+        str | None,
+        dict[int, int],
+        str | None,
+    ]
+).decode
+
 
 class _Features(msgspec.Struct):
     mass: float
@@ -141,6 +214,17 @@ class Trend:
     def from_payload(cls, p: dict[str, Any]) -> Trend:
         t = _decode_trend(p["trend"])
         return cls(t.item_id, float(p["score"]), t.ts, t.offsets, t.log_id)
+
+    def to_snapshot(self) -> bytes:
+        """The recovery snapshot."""
+        return _pack((self.item_id, self.score, self.ts, self.offsets, self.log_id))
+
+    @classmethod
+    def from_snapshot(cls, b: bytes) -> Trend:
+        return cls(*_unpack_trend(b))
+
+
+_unpack_trend = msgspec.msgpack.Decoder(tuple[str, float, float, dict[int, int], str | None]).decode
 
 
 class _TrendFields(msgspec.Struct):

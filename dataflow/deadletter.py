@@ -7,12 +7,19 @@ crash the epoch being written is produced again, so a dead letter may appear twi
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 
 from core.settings import Settings
+from dataflow import metrics
 from eventlog.producer import PRODUCER_CONFIG, dlq_headers
+
+log = logging.getLogger(__name__)
+
+DeadLetter = KafkaSinkMessage[bytes | None, bytes | None]
+"""What the dead-letter sink receives: the original key and bytes, the reason in headers."""
 
 
 @dataclass(slots=True)
@@ -28,13 +35,21 @@ class Rejected:
     partition: int | None = None
     offset: int | None = None
 
-    def to_sink(self) -> KafkaSinkMessage[bytes | None, bytes | None]:
+    def to_sink(self) -> DeadLetter:
         source = f"{self.topic}:{self.partition}:{self.offset}"
         headers = dlq_headers(self.reason, self.kind, source)
         return KafkaSinkMessage(key=self.key, value=self.value, headers=headers)
 
 
+def dead_letter(r: Rejected) -> DeadLetter:
+    """Count and log a rejected message; return what the dead-letter sink writes."""
+    metrics.EVENTS_DEAD_LETTERED.labels(r.kind).inc()
+    log.warning("dead-lettered %s:%s:%s: %s", r.topic, r.partition, r.offset, r.reason)
+    return r.to_sink()
+
+
 def dead_letter_sink(settings: Settings) -> KafkaSink:
+    """The dead-letter topic (delivery: at-least-once, as the module says)."""
     return KafkaSink(
         settings.kafka.bootstrap_servers.split(","),
         settings.kafka.dead_letter_topic,

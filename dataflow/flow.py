@@ -5,7 +5,10 @@
                         +-- key by user --> fold (decayed vector, session) --> user_state
                         +-- key by item --> decayed counts (trending)       --> item_trends
 
-Run it alone against a Qdrant server (the production topology), with recovery on:
+``build_flow`` wires the steps between a source and three sinks it is given;
+``kafka_flow`` gives it the production edges (the events topic, the dead-letter topic,
+the feature store). Run it alone against a Qdrant server (the production topology), with
+recovery on:
 
     RECSYS_QDRANT_URL=http://qdrant:6333 python -m dataflow.run
 
@@ -22,51 +25,93 @@ import gc
 import logging
 import threading
 import time
+from dataclasses import dataclass
+from typing import Protocol
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+from confluent_kafka import Message
 
 from core.catalog import CatalogProvider
 from core.settings import Settings, get_settings
-from dataflow import metrics
-from dataflow.deadletter import Rejected, dead_letter_sink
+from core.state import Trend, UserState
+from dataflow.deadletter import DeadLetter, dead_letter, dead_letter_sink
+from dataflow.expiring import ExpiringState
+from dataflow.incarnation import Incarnation
+from dataflow.parsing import Accepted, Parser
 from dataflow.sinks import TrendSink, UserStateSink
 from dataflow.source import StoppableKafkaSource
-from dataflow.steps import Accepted, ExpiringState, Parser, TrendFolder, UserFolder
+from dataflow.trends import StoredTrends, TrendFolder
+from dataflow.users import StoredUsers, UserFolder
 from eventlog.admin import events_log_id
 from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Sinks:
+    """Where the flow's three outputs go."""
+
+    dead_letter: Sink[DeadLetter]
+    user_state: Sink[tuple[str, UserState]]
+    """Each user's latest state, once per micro-batch that changed it."""
+    item_trends: Sink[tuple[str, Trend]]
+    """Each item's decayed count, at most once per ``trend_emit_seconds``."""
+
+
+class StoredState(StoredUsers, StoredTrends, Protocol):
+    """Where the folds read back a key the flow does not hold (the feature store)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Folders:
+    """The logic of the two stateful steps."""
+
+    users: UserFolder
+    items: TrendFolder
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        store: StoredState,
+        catalogs: CatalogProvider,
+        log_id: str | None = None,
+    ) -> Folders:
+        """``log_id``: the events topic incarnation read (``eventlog.admin.events_log_id``);
+        offsets remembered in stored states count only within it. None: not checked."""
+        incarnation = Incarnation(log_id)
+        return cls(
+            UserFolder(settings, store, catalogs, incarnation),
+            TrendFolder(settings, store, incarnation),
+        )
+
+
 def build_flow(
-    settings: Settings,
-    store: FeatureStore,
-    catalogs: CatalogProvider,
-    stop: threading.Event | None = None,
+    settings: Settings, source: Source[Message], sinks: Sinks, folders: Folders
 ) -> Dataflow:
+    """The dataflow from ``source`` (Kafka messages) to ``sinks``."""
     flow = Dataflow("recsys")
-    messages = op.input("events", flow, StoppableKafkaSource(settings, stop))
+    messages = op.input("events", flow, source)
     parsed = op.flat_map_batch("parse", messages, Parser(settings).parse_batch)
     accepted = op.branch("accepted", parsed, lambda x: isinstance(x, Accepted))
 
-    rejected = op.map("count_rejected", accepted.falses, _count_rejected)
-    op.output("dead_letter", rejected, dead_letter_sink(settings))
+    rejected = op.map("count_rejected", accepted.falses, dead_letter)
+    op.output("dead_letter", rejected, sinks.dead_letter)
 
-    # Offsets remembered in stored states count only within this incarnation of the topic.
-    log_id = events_log_id(settings)
     ttl = settings.dataflow.state_ttl_seconds
-    users = UserFolder(settings, store, catalogs, log_id)
     by_user = op.key_on("by_user", accepted.trues, _user_key)
-    states = op.stateful_batch("fold_user", by_user, ExpiringState.builder(users, ttl))
-    op.output("user_state", states, UserStateSink(store))
+    states = op.stateful_batch("fold_user", by_user, ExpiringState.builder(folders.users, ttl))
+    op.output("user_state", states, sinks.user_state)
 
     by_item = op.key_on("by_item", accepted.trues, _item_key)
-    items = TrendFolder(settings, store, log_id)
     every = settings.dataflow.trend_emit_seconds
-    trends = op.stateful_batch("count_item", by_item, ExpiringState.builder(items, ttl, every))
-    op.output("item_trends", trends, TrendSink(store))
+    counts = ExpiringState.builder(folders.items, ttl, every)
+    trends = op.stateful_batch("count_item", by_item, counts)
+    op.output("item_trends", trends, sinks.item_trends)
     return flow
 
 
@@ -78,10 +123,17 @@ def _item_key(a: Accepted) -> str:
     return a.event.item_id
 
 
-def _count_rejected(r: Rejected) -> KafkaSinkMessage[bytes | None, bytes | None]:
-    metrics.EVENTS_DEAD_LETTERED.labels(r.kind).inc()
-    log.warning("dead-lettered %s:%s:%s: %s", r.topic, r.partition, r.offset, r.reason)
-    return r.to_sink()
+def kafka_flow(
+    settings: Settings,
+    store: FeatureStore,
+    catalogs: CatalogProvider,
+    stop: threading.Event | None = None,
+) -> Dataflow:
+    """The production flow: the events topic in, dead letters to their topic, features to
+    ``store``. Setting ``stop`` ends the source's partitions, and so the flow."""
+    sinks = Sinks(dead_letter_sink(settings), UserStateSink(store), TrendSink(store))
+    folders = Folders.create(settings, store, catalogs, events_log_id(settings))
+    return build_flow(settings, StoppableKafkaSource(settings, stop), sinks, folders)
 
 
 def tune_gc() -> None:
@@ -122,4 +174,4 @@ def get_flow(stop: threading.Event | None = None) -> Dataflow:
     atexit.register(store.close)
     catalogs = store.catalog_provider()
     wait_for_model(catalogs, stop)
-    return build_flow(settings, store, catalogs, stop)
+    return kafka_flow(settings, store, catalogs, stop)

@@ -28,7 +28,7 @@ STORE_BATCH_SIZE = Histogram(
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
 )
 
-# --- issue 4: micro-batches, bounded state ---------------------------------------------
+# --- micro-batches, bounded state ------------------------------------------------------
 FOLD_SECONDS = Histogram(
     "recsys_fold_batch_seconds",
     "Time to fold one key's micro-batch (sampled: 1 batch in 8)",

@@ -11,6 +11,10 @@ of SQLite, and two SQLite libraries in one process break each other's POSIX lock
 see stale pages (measured here: an in-process reader saw no commit past the second
 epoch), so the flow's process never opens the partitions itself. Prints the rows deleted
 after each pass; ends when its stdin closes, i.e. with the process that started it.
+
+The partitions' tables are Bytewax's, not a public API: this module is the one place that
+reads them, ``BYTEWAX_SCHEMA`` names what it relies on, and it stops with a clear message
+(and ``tests/test_bytewax_contract.py`` fails) when a Bytewax upgrade changes them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,32 @@ from pathlib import Path
 
 MARGIN_EPOCHS = 2
 """Markers younger than the committed epoch minus this stay: a resume might be near."""
+
+BYTEWAX_SCHEMA = {
+    "snaps": {"step_id", "state_key", "snap_epoch", "ser_change"},
+    "commits": {"commit_epoch"},
+}
+"""The columns of Bytewax's (0.21) recovery partitions read here: a snapshot row per key
+and epoch, ``ser_change`` NULL for a discarded key; each partition's committed epoch."""
+
+
+def schema_mismatch(db_dir: Path) -> str | None:
+    """Why the partitions in ``db_dir`` are not the tables this module knows; None if
+    they are (or there are none yet)."""
+    for part in sorted(db_dir.glob("part-*.sqlite3")):
+        con = sqlite3.connect(part, timeout=5.0)
+        try:
+            for table, needed in BYTEWAX_SCHEMA.items():
+                have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+                if missing := needed - have:
+                    return (
+                        f"{part}: Bytewax's recovery table {table!r} has no column(s) "
+                        f"{sorted(missing)}; this Bytewax version stores recovery differently "
+                        "and dataflow/prune.py must be adapted to it"
+                    )
+        finally:
+            con.close()
+    return None
 
 
 def prune_deleted(db_dir: Path) -> int:
@@ -63,13 +93,14 @@ def prune_deleted(db_dir: Path) -> int:
     return deleted
 
 
-def snapshot_rows(db_dir: Path) -> int:
-    """Rows in all partitions' snapshot tables (markers included)."""
+def snapshot_rows(db_dir: Path, markers_only: bool = False) -> int:
+    """Rows in all partitions' snapshot tables (markers included), or only the markers."""
+    query = "SELECT COUNT(*) FROM snaps" + (" WHERE ser_change IS NULL" if markers_only else "")
     rows = 0
     for part in sorted(db_dir.glob("part-*.sqlite3")):
         con = sqlite3.connect(part, timeout=5.0)
         try:
-            rows += con.execute("SELECT COUNT(*) FROM snaps").fetchone()[0]
+            rows += con.execute(query).fetchone()[0]
         finally:
             con.close()
     return rows
@@ -80,9 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("db_dir", type=Path, help="the flow's recovery directory")
     p.add_argument("--every", type=float, default=30.0, help="seconds between passes")
     p.add_argument("--count", action="store_true", help="print the snapshot rows and exit")
+    p.add_argument(
+        "--markers", action="store_true", help="print the deletion markers held and exit"
+    )
     args = p.parse_args(argv)
-    if args.count:
-        print(snapshot_rows(args.db_dir))
+    if mismatch := schema_mismatch(args.db_dir):
+        print(f"not pruning: {mismatch}", file=sys.stderr, flush=True)
+        return 2
+    if args.count or args.markers:
+        print(snapshot_rows(args.db_dir, markers_only=args.markers))
         return 0
     while True:
         try:

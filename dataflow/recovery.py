@@ -124,21 +124,19 @@ def _retire_other_log(db_dir: Path, log_id: str) -> None:
 
 
 class RecoveryPruner:
-    """Runs ``dataflow.prune`` every ``recovery_prune_seconds`` beside a running flow.
+    """Runs ``dataflow.prune`` on ``db_dir`` every ``every`` seconds beside a running flow.
 
     A child process, never a thread: Bytewax's copy of SQLite and Python's must not share
     a process (``dataflow/prune.py``). The child ends when this process closes its stdin
     or dies; the rows it deletes are counted in ``recsys_recovery_pruned_total``.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._dir = settings.recovery.dir if settings.recovery.enabled else None
-        self._every = settings.recovery.prune_seconds
+    def __init__(self, db_dir: Path, every: float) -> None:
+        self._dir = db_dir
+        self._every = every
         self._proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> RecoveryPruner:
-        if self._dir is None:
-            return self
         cmd = [sys.executable, "-m", "dataflow.prune", str(self._dir), "--every", str(self._every)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         threading.Thread(target=self._count, args=(self._proc,), daemon=True).start()

@@ -14,11 +14,10 @@ import signal
 import threading
 from collections.abc import Sequence
 
-from bytewax.run import cli_main
-
 from core.settings import get_settings
-from dataflow.flow import get_flow, tune_gc
-from dataflow.recovery import RecoveryPruner, epoch_interval, recovery_config
+from dataflow.flow import get_flow
+from dataflow.recovery import recovery_config
+from dataflow.runner import run_flow
 from eventlog.admin import events_log_id
 
 
@@ -42,16 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     flow = get_flow(stop)
-    tune_gc()
-    with RecoveryPruner(settings):
-        cli_main(
-            flow,
-            workers_per_process=args.workers_per_process,
-            process_id=args.process_id,
-            addresses=peers,
-            epoch_interval=epoch_interval(settings),
-            recovery_config=recovery,
-        )
+    run_flow(flow, settings, recovery, args.workers_per_process, args.process_id, peers)
 
 
 def parse_addresses(addresses: str) -> list[str]:

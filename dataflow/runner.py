@@ -1,4 +1,6 @@
-"""Run the dataflow in a background thread of another process (the embedded default).
+"""Running a dataflow: ``run_flow``, the one way every flow of this project is executed
+(``dataflow.run``, the API's in-process flow, the benchmark), and ``DataflowThread``, the
+flow in a background thread of another process (the embedded default).
 
 The embedded Qdrant Edge store can be opened by one process only, so the API hosts
 the dataflow. ``stop()`` ends the Kafka source's partitions, which lets Bytewax finish
@@ -7,15 +9,20 @@ its last batch and return; nothing is cut mid-write.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from datetime import timedelta
 
-from bytewax.testing import cluster_main, run_main
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
+from bytewax.run import cli_main
 
 from core.catalog import CatalogProvider
 from core.settings import Settings
-from dataflow.flow import build_flow, tune_gc, wait_for_model
+from dataflow.flow import kafka_flow, tune_gc, wait_for_model
 from dataflow.recovery import RecoveryPruner, epoch_interval, recovery_config
 from eventlog.admin import events_log_id, wait_for_broker
 from featurestore.store import FeatureStore
@@ -26,7 +33,43 @@ RESTART_MAX_SECONDS = 30.0
 BROKER_WAIT_SECONDS = 10.0
 
 
+def run_flow(
+    flow: Dataflow,
+    settings: Settings,
+    recovery: RecoveryConfig | None,
+    workers: int = 1,
+    process_id: int | None = None,
+    addresses: Sequence[str] | None = None,
+    epoch: timedelta | None = None,
+) -> None:
+    """Execute ``flow`` until its source ends, in this thread.
+
+    Bytewax's public entry point (``bytewax.run.cli_main``, what ``python -m bytewax.run``
+    calls): one process runs its first worker in the calling thread and any others in
+    threads of its own; ``process_id``/``addresses`` make it one process of a cluster.
+    The interpreter is tuned for a long flow (``tune_gc``) and, with ``recovery``, the
+    recovery pruner runs beside it. ``epoch`` defaults to the settings'.
+    """
+    tune_gc()
+    pruner = (
+        RecoveryPruner(recovery.db_dir, settings.recovery.prune_seconds)
+        if recovery is not None
+        else contextlib.nullcontext()
+    )
+    with pruner:
+        cli_main(
+            flow,
+            workers_per_process=workers,
+            process_id=process_id,
+            addresses=None if addresses is None else list(addresses),
+            epoch_interval=epoch or epoch_interval(settings),
+            recovery_config=recovery,
+        )
+
+
 class DataflowThread:
+    """The production flow (``kafka_flow``) in a thread, restarted if it fails."""
+
     def __init__(
         self,
         settings: Settings,
@@ -60,29 +103,8 @@ class DataflowThread:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self.status = "waiting for a published model"
-                if not wait_for_model(self._catalogs, self._stop):
-                    return
-                bootstrap = self._settings.kafka.bootstrap_servers
-                self.status = f"waiting for Kafka at {bootstrap}"
-                wait_for_broker(bootstrap, BROKER_WAIT_SECONDS)
-                flow = build_flow(self._settings, self._store, self._catalogs, self._stop)
-                tune_gc()
-                self.running.set()
-                self.status = "running"
-                log.info("dataflow started (%d worker(s))", self._workers)
-                run_kw = {
-                    "epoch_interval": epoch_interval(self._settings),
-                    "recovery_config": recovery_config(
-                        self._settings, events_log_id(self._settings)
-                    ),
-                }
-                with RecoveryPruner(self._settings):
-                    if self._workers == 1:
-                        run_main(flow, **run_kw)
-                    else:
-                        cluster_main(flow, [], 0, worker_count_per_proc=self._workers, **run_kw)
-                return  # the source ended: we were asked to stop
+                self._run_once()
+                return  # the model wait was stopped, or the source ended: asked to stop
             except Exception as e:
                 failures = 1 if time.monotonic() - started > RESTART_MAX_SECONDS else failures + 1
                 pause = min(RESTART_MAX_SECONDS, 2.0**failures)
@@ -91,6 +113,20 @@ class DataflowThread:
             finally:
                 self.running.clear()
             self._stop.wait(pause)
+
+    def _run_once(self) -> None:
+        self.status = "waiting for a published model"
+        if not wait_for_model(self._catalogs, self._stop):
+            return
+        bootstrap = self._settings.kafka.bootstrap_servers
+        self.status = f"waiting for Kafka at {bootstrap}"
+        wait_for_broker(bootstrap, BROKER_WAIT_SECONDS)
+        flow = kafka_flow(self._settings, self._store, self._catalogs, self._stop)
+        recovery = recovery_config(self._settings, events_log_id(self._settings))
+        self.running.set()
+        self.status = "running"
+        log.info("dataflow started (%d worker(s))", self._workers)
+        run_flow(flow, self._settings, recovery, self._workers)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the flow to end by itself (``exit_at_end``); True if it did."""

@@ -2,6 +2,10 @@
 
 Bytewax hands each sink partition whatever arrived since the last activation; a user
 who produced several events in that window is written once, with their latest state.
+
+Delivery: at-least-once, idempotent. A write is an upsert of the whole state by its key;
+after a crash the resumed flow writes the same states again (the fold skips offsets a
+state already applied), so the store converges to exactly-once state.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class _UserStatePartition(StatelessSinkPartition[tuple[str, UserState]]):
 
 
 class UserStateSink(DynamicSink[tuple[str, UserState]]):
+    """Users' states to the store's user collection: at-least-once, idempotent upserts."""
+
     def __init__(self, store: FeatureStore) -> None:
         self._store = store
 
@@ -47,6 +53,8 @@ class _TrendPartition(StatelessSinkPartition[tuple[str, Trend]]):
 
 
 class TrendSink(DynamicSink[tuple[str, Trend]]):
+    """Items' trending counts to the store: at-least-once, idempotent upserts."""
+
     def __init__(self, store: FeatureStore) -> None:
         self._store = store
 

@@ -1,8 +1,8 @@
 """The events topic as a Bytewax source.
 
-Delivery: each partition's next offset is its recovery state, so with Bytewax recovery
-on, a resumed flow re-reads from the last committed epoch (at-least-once input, made
-exactly-once by the fold skipping offsets a state already applied).
+Delivery: at-least-once. Each partition's next offset is its recovery state, so with
+Bytewax recovery on, a resumed flow re-reads from the last committed epoch; the fold
+makes that exactly-once by skipping offsets a state already applied.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 import threading
 from typing import Any
 
-from bytewax.connectors.kafka import _list_parts
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
@@ -86,7 +85,10 @@ def _is_eof(m: Message) -> bool:
 class StoppableKafkaSource(FixedPartitionedSource[Message, int]):
     """The events topic as a Bytewax source: partitions are the unit of parallelism,
     each partition's next offset is its recovery state, and the partitions end when
-    ``stop`` is set, so an in-process flow (beside the API) shuts down cleanly."""
+    ``stop`` is set, so an in-process flow (beside the API) shuts down cleanly.
+
+    Delivery: at-least-once (see the module); with ``exit_at_end`` each partition ends
+    at the end of the topic as it was read."""
 
     def __init__(
         self, settings: Settings, stop: threading.Event | None = None, batch_size: int = 1000
@@ -100,8 +102,15 @@ class StoppableKafkaSource(FixedPartitionedSource[Message, int]):
         self._stop = stop or threading.Event()
 
     def list_parts(self) -> list[str]:
+        """``"<partition>-<topic>"``: the names Bytewax's own Kafka source gives them,
+        under which recovery keeps each partition's offset."""
         admin = AdminClient({"bootstrap.servers": self._brokers})
-        return list(_list_parts(admin, [self._topic]))
+        meta = admin.list_topics(self._topic).topics[self._topic]
+        if meta.error is not None:
+            raise RuntimeError(
+                f"cannot list the partitions of Kafka topic {self._topic!r}: {meta.error.str()}"
+            )
+        return [f"{i}-{self._topic}" for i in meta.partitions]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         part = int(for_part.split("-", 1)[0])

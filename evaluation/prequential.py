@@ -2,7 +2,7 @@
 user from what happened before it; then the event is fed to every system.
 
 The product is driven through its own code: events go through the dataflow's steps
-(``dataflow.steps.UserFolder``/``TrendFolder``, i.e. ``core.fold``) into an embedded
+(``dataflow.users.UserFolder``/``dataflow.trends.TrendFolder``, i.e. ``core.fold``) into an embedded
 ``FeatureStore`` in a temporary directory, and recommendations come from
 ``api.service.Recommender.recommend`` -- what ``GET /recommendations`` calls. The
 two-tower variants are that same Recommender with other settings or a frozen store.
@@ -23,7 +23,9 @@ from tqdm import tqdm
 from api.service import Recommender
 from core.events import ValidEvent
 from core.settings import Settings
-from dataflow.steps import Accepted, TrendFolder, UserFolder
+from dataflow.parsing import Accepted
+from dataflow.trends import TrendFolder
+from dataflow.users import UserFolder
 from evaluation.baselines import Als, AlsConfig, CovisitKnn, KnnConfig, Popularity
 from evaluation.bundle import Bundle
 from evaluation.scoring import intra_list_diversity, rank_of

@@ -12,8 +12,8 @@ from confluent_kafka import KafkaError
 from prometheus_client import REGISTRY
 
 from core.settings import Settings
+from dataflow.parsing import Accepted, Parser
 from dataflow.runner import DataflowThread
-from dataflow.steps import Accepted, Parser
 from featurestore import FeatureStore
 from tests.helpers import publish, wait_for
 from tests.test_dataflow_integration import ev, produce, read_dead_letters

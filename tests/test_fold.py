@@ -143,7 +143,6 @@ def test_empty_state_has_no_clock():
 
 def test_recovery_snapshots_round_trip_user_and_trend_state():
     from core.state import RecentItem, Trend, UserState
-    from dataflow.steps import TrendFolder, UserFolder
 
     s = UserState(
         "u1",
@@ -160,10 +159,10 @@ def test_recovery_snapshots_round_trip_user_and_trend_state():
         "v3",
         {0: 5, 2: 9},
     )
-    back = UserFolder.decode(UserFolder.encode(s))
+    back = UserState.from_snapshot(s.to_snapshot())
     np.testing.assert_array_equal(back.vector, s.vector)
     back.vector = s.vector
     assert back == s
-    assert UserFolder.decode(UserFolder.encode(UserState("u2"))) == UserState("u2")
+    assert UserState.from_snapshot(UserState("u2").to_snapshot()) == UserState("u2")
     t = Trend("i1", 3.5, 10.0, {1: 4})
-    assert TrendFolder.decode(TrendFolder.encode(t)) == t
+    assert Trend.from_snapshot(t.to_snapshot()) == t

@@ -15,9 +15,12 @@ from core.catalog import CatalogProvider
 from core.events import ValidEvent
 from core.settings import Settings
 from core.state import Trend, UserState
+from dataflow.incarnation import Incarnation, adopt_log
+from dataflow.parsing import Accepted
 from dataflow.recovery import TOPIC_ID_FILE, recovery_config
 from dataflow.runner import DataflowThread
-from dataflow.steps import Accepted, TrendFolder, UserFolder, adopt_log
+from dataflow.trends import TrendFolder
+from dataflow.users import UserFolder
 from eventlog.admin import ensure_app_topics, events_log_id
 from eventlog.producer import PRODUCER_CONFIG
 from featurestore import FeatureStore
@@ -38,7 +41,8 @@ def resets(step: str) -> float:
 def test_offsets_of_another_topic_incarnation_are_dropped_before_folding(tmp_path: Path):
     settings = isolated_settings(tmp_path / "var")
     no_model = CatalogProvider(lambda: None, lambda v: None)  # type: ignore[arg-type,return-value]
-    users = UserFolder(settings, None, no_model, log_id="new")  # type: ignore[arg-type]
+    incarnation = Incarnation("new")
+    users = UserFolder(settings, None, no_model, incarnation)  # type: ignore[arg-type]
     before = resets("user")
 
     old = UserState("u", event_count=5, offsets={0: 4}, log_id="old")
@@ -49,7 +53,7 @@ def test_offsets_of_another_topic_incarnation_are_dropped_before_folding(tmp_pat
     assert not users.fold(old, [accepted("u", "i1", 1, T0 + 1)])
     assert old.event_count == 7 and resets("user") == before + 1
 
-    items = TrendFolder(settings, None, log_id="new")  # type: ignore[arg-type]
+    items = TrendFolder(settings, None, incarnation)  # type: ignore[arg-type]
     t = Trend("i1", 2.0, T0, {0: 4}, "old")
     assert items.fold(t, [accepted("u", "i1", 0, T0 + 1)])
     assert (t.offsets, t.log_id) == ({0: 0}, "new") and t.score > 2.0
@@ -144,9 +148,9 @@ def test_a_restarted_dev_broker_is_read_from_its_start(tmp_path: Path):
 
 def test_recovery_snapshots_keep_the_topic_id():
     s = UserState("u", event_count=3, offsets={0: 2}, log_id="A")
-    assert UserFolder.decode(UserFolder.encode(s)) == s
+    assert UserState.from_snapshot(s.to_snapshot()) == s
     t = Trend("i1", 1.5, T0, {0: 2}, "A")
-    assert TrendFolder.decode(TrendFolder.encode(t)) == t
+    assert Trend.from_snapshot(t.to_snapshot()) == t
 
 
 def test_store_payloads_keep_the_topic_id():

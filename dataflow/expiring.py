@@ -1,0 +1,125 @@
+"""The Bytewax logic of one key of a stateful step: fold its micro-batches with a folder
+(``UserFolder``, ``TrendFolder``), emit the new state, forget the key when idle."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+from bytewax.operators import StatefulBatchLogic
+
+from core.state import Trend, UserState
+from dataflow.metrics import StepMetrics
+from dataflow.parsing import Accepted
+
+S = TypeVar("S", UserState, Trend)
+
+
+class Folder(Protocol[S]):
+    """What a stateful step does with one key's state."""
+
+    metrics: StepMetrics
+    check_every: float | None
+    """Seconds between ``migrate`` calls on each held key; None: never."""
+
+    def load(self, first: Accepted) -> S:
+        """The state of a key the flow does not hold (``first`` is its first event)."""
+
+    def resume(self, snapshot: bytes) -> S:
+        """The state a recovery snapshot (``S.to_snapshot``) holds."""
+
+    def fold(self, state: S, batch: list[Accepted]) -> bool:
+        """Apply ``batch`` to ``state`` in place; True if anything changed."""
+
+    def migrate(self, state: S) -> bool:
+        """Bring a held state up to date without an event; True if it changed."""
+
+
+class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
+    """Bytewax logic for one key: fold each micro-batch, emit the new state, forget the
+    key after ``ttl`` seconds without events.
+
+    Emitting once per batch coalesces a user's burst into one store write; with
+    ``emit_every`` > 0 (trends) a key is emitted at most that often, the last change
+    then by a timer, so a hot item is not rewritten on every batch. The snapshot Bytewax
+    takes at each epoch close (for recovery) is the state's ``to_snapshot()`` bytes:
+    immutable, and ~80x cheaper than the deep copy ``stateful_flat_map`` makes. Each held
+    key also wakes every ``folder.check_every`` seconds (users: to follow a model
+    switch). A forgotten key's features stay in the store; its next event reads them
+    back (``folder.load``).
+    """
+
+    def __init__(
+        self, folder: Folder[S], ttl: float, emit_every: float, resume: bytes | None
+    ) -> None:
+        self._folder = folder
+        self._ttl = ttl
+        self._emit_every = emit_every
+        self._state: S | None = None if resume is None else folder.resume(resume)
+        self._expires = time.time() + ttl
+        self._next_emit = 0.0
+        self._pending = False
+        every = folder.check_every
+        self._check_at = math.inf if every is None else time.time() + every
+        folder.metrics.keys.inc()
+
+    @classmethod
+    def builder(
+        cls, folder: Folder[S], ttl: float, emit_every: float = 0.0
+    ) -> Callable[[bytes | None], ExpiringState[S]]:
+        """The ``builder`` ``op.stateful_batch`` calls for each new or resumed key."""
+        return lambda resume: cls(folder, ttl, emit_every, resume)
+
+    def on_batch(self, values: list[Accepted]) -> tuple[list[S], bool]:
+        state = self._state
+        if state is None:
+            state = self._state = self._folder.load(values[0])
+        now = time.time()
+        self._expires = now + self._ttl
+        m = self._folder.metrics
+        m.batches += 1
+        if m.batches % m.SAMPLE:
+            changed = self._folder.fold(state, values)
+        else:  # timings and sizes of one batch in SAMPLE: the histograms cost ~5 % each
+            t0 = time.perf_counter()
+            changed = self._folder.fold(state, values)
+            m.fold_seconds.observe(time.perf_counter() - t0)
+            m.batch_events.observe(len(values))
+        if not changed:
+            return [], StatefulBatchLogic.RETAIN
+        if now < self._next_emit:
+            self._pending = True
+            return [], StatefulBatchLogic.RETAIN
+        self._next_emit = now + self._emit_every
+        return [state], StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[S], bool]:
+        now = time.time()
+        every = self._folder.check_every
+        if every is not None and now >= self._check_at:
+            self._check_at = now + every
+            if self._state is not None and self._folder.migrate(self._state):
+                self._pending = True
+                self._next_emit = 0.0
+        if self._pending and now >= self._next_emit:
+            self._pending = False
+            self._next_emit = now + self._emit_every
+            return [self._state], StatefulBatchLogic.RETAIN  # type: ignore[list-item]
+        if self._pending or now < self._expires:
+            return [], StatefulBatchLogic.RETAIN
+        m = self._folder.metrics
+        m.keys.dec()
+        m.expired.inc()
+        return [], StatefulBatchLogic.DISCARD
+
+    def notify_at(self) -> datetime:
+        at = min(self._expires, self._check_at)
+        if self._pending:
+            at = min(at, self._next_emit)
+        return datetime.fromtimestamp(at, tz=UTC)
+
+    def snapshot(self) -> bytes:
+        return self._state.to_snapshot()  # type: ignore[union-attr]

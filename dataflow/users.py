@@ -1,0 +1,110 @@
+"""The per-user fold of a micro-batch: load, dedupe, fold, one new state per batch.
+
+The maths is ``core.fold``; this adds the Kafka offsets (exactly-once), the catalogue
+lookup, model switches and metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from core.catalog import CatalogProvider
+from core.fold import FoldParams, fold_event, rebuild_vector
+from core.settings import Settings
+from core.state import UserState
+from dataflow import metrics
+from dataflow.incarnation import Incarnation
+from dataflow.parsing import Accepted
+
+MODEL_CHECK_SECONDS = 2.0
+"""How often the fold checks whether a new model version became active."""
+
+
+class StoredUsers(Protocol):
+    """Where a user's state is read back from when the flow does not hold it."""
+
+    def read_user_state(self, user_id: str) -> UserState | None: ...
+
+
+class UserFolder:
+    """Per-user fold of a micro-batch (the ``fold_user`` step's logic)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StoredUsers,
+        catalogs: CatalogProvider,
+        incarnation: Incarnation | None = None,
+    ) -> None:
+        self._store = store
+        self._catalogs = catalogs
+        self._incarnation = incarnation or Incarnation()
+        self.log_id = self._incarnation.log_id
+        self._params = FoldParams.from_settings(settings)
+        self.metrics = metrics.StepMetrics("user")
+        self.check_every: float | None = settings.dataflow.model_migrate_seconds
+        """How often each held user checks for a new model version."""
+
+    def load(self, first: Accepted) -> UserState:
+        """A user first seen in this run (or after its state expired) continues from the
+        stored features, so restarts and replays neither reset it nor count events twice."""
+        user_id = first.event.user_id
+        return self._store.read_user_state(user_id) or UserState(user_id)
+
+    @staticmethod
+    def resume(snapshot: bytes) -> UserState:
+        return UserState.from_snapshot(snapshot)
+
+    def migrate(self, state: UserState) -> bool:
+        """Move a user to the active model's item space if it changed; True if it did.
+
+        Called on a timer for every user held in memory, so a model switch reaches them
+        without waiting for their next event."""
+        catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
+        if catalog is None or state.model_version == catalog.version:
+            return False
+        rebuild_vector(state, catalog.vector, self._params, catalog.version)
+        metrics.USERS_MIGRATED.inc()
+        return True
+
+    def fold(self, state: UserState, batch: list[Accepted]) -> bool:
+        """Apply ``batch`` (one user's events, in partition order) to ``state`` in place.
+
+        Returns whether anything was applied (replayed offsets are skipped).
+        """
+        if state.log_id != self.log_id:
+            self._incarnation.adopt(state, state.user_id, self.metrics.offsets_reset)
+        catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
+        if catalog is not None and state.model_version != catalog.version:
+            rebuild_vector(state, catalog.vector, self._params, catalog.version)
+        params = self._params
+        offsets = state.offsets
+        applied = 0
+        now = time.time()
+        for acc in batch:
+            last = offsets.get(acc.partition, -1)
+            if acc.offset <= last:
+                metrics.EVENTS_DUPLICATE.inc()
+                continue
+            ev = acc.event
+            if catalog is None:
+                vector, categories = None, ()
+            else:
+                i = catalog.index.get(ev.item_id)
+                if i is None:
+                    vector, categories = None, ()
+                else:
+                    vector, categories = catalog.vectors[i], catalog.items[i].categories
+            if vector is None:
+                metrics.UNKNOWN_ITEMS.inc()
+            if ev.ts < state.last_ts:
+                metrics.EVENTS_LATE.inc()
+            fold_event(state, ev, vector, categories, params)
+            offsets[acc.partition] = acc.offset
+            applied += 1
+        if applied:
+            metrics.EVENTS_FOLDED.inc(applied)
+            # per user batch, its oldest event (a histogram per event cost ~3 % of the flow)
+            metrics.FOLD_LAG.observe(max(0.0, now - batch[0].kafka_ts))
+        return applied > 0
