@@ -4,6 +4,9 @@ Layout: ``model_dir/<version>/`` holds one complete model; ``model_dir/LATEST`` 
 newest. A version directory appears only when complete (written to a temporary sibling,
 then renamed), and LATEST is replaced atomically after it, so a reader never sees half a
 model.
+
+Everything here is numpy and JSON, so serving reads a model without an ML framework; the
+one framework file, ``weights.pt``, is written by a function the trainer passes in.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,15 +85,16 @@ def write_artifacts(
     items: list[ItemRecord],
     item_vectors: np.ndarray,
     head: UserHead,
-    state_dict: dict[str, Any],
+    weights: Callable[[Path], None],
     profile_user_ids: list[str],
     profile_vectors: np.ndarray,
     seen: dict[str, list[str]],
     now: datetime | None = None,
 ) -> Path:
-    """Write a complete version directory, then point LATEST at it; returns its path."""
-    import torch  # only the writer needs torch; readers (serving) stay numpy-only
+    """Write a complete version directory, then point LATEST at it; returns its path.
 
+    ``weights(path)`` writes the trainer's own weights file (``weights.pt``) at ``path``.
+    """
     now = now or datetime.now(UTC)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +114,7 @@ def write_artifacts(
         }
         _write_json(tmp / "metrics.json", metrics)
         _write_json(tmp / "fingerprint.json", fingerprint)
-        torch.save(state_dict, tmp / "weights.pt")
+        weights(tmp / "weights.pt")
         np.save(tmp / "item_vectors.npy", np.ascontiguousarray(item_vectors, dtype=np.float32))
         with (tmp / "items.jsonl").open("w", encoding="utf-8") as f:
             for item in items:

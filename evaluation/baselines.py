@@ -117,6 +117,7 @@ class Als:
         seed: int,
         cfg: AlsConfig | None = None,
     ) -> None:
+        # Lazy: implicit is heavy and only the ALS baseline needs it.
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 

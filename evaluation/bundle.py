@@ -6,16 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from core.records import ItemRecord, ModelRecord, Profile, UserHead
 from core.settings import Settings
 from training.covisit import CovisitConfig, covisit_matrix, with_covisit
 from training.data import Interactions
-from training.fit import FitConfig, build_examples, fit, item_log_q
-from training.model import ModelConfig, TwoTower, category_matrix
-from training.profiles import pooled_histories, seen_items, user_vectors
-from training.train import SEEN_CAP, THREADS, id_index, with_popularity
+from training.fit import FitConfig, build_examples, fit, item_log_q, seed_everything
+from training.model import ModelConfig, TwoTower, category_matrix, id_index
+from training.popularity import with_popularity
+from training.profiles import SEEN_CAP, pooled_histories, seen_items, user_vectors
 
 
 @dataclass(slots=True)
@@ -46,8 +45,7 @@ def train_bundle(
 ) -> Bundle:
     """Train on ``train`` only; items absent from it keep the shared id row (cold items
     placed by their text and categories alone)."""
-    torch.manual_seed(seed)
-    torch.set_num_threads(THREADS)
+    seed_everything(seed)
     rng = np.random.default_rng(seed)
     item_ids = [i.item_id for i in items]
     weights = settings.fold.event_weights

@@ -72,6 +72,7 @@ def _breakdown(run: Run, values: np.ndarray, buckets: Sequence[tuple[int, int]])
 
 
 def plot(fig: dict[str, Any], out_dir: Path) -> list[Path]:
+    # Lazy: matplotlib is heavy and only the report's plots need it.
     import matplotlib
 
     matplotlib.use("Agg")

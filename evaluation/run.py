@@ -1,8 +1,8 @@
-"""``python -m training.holdout``: prequential replay of MovieLens 100K, product vs baselines.
+"""``python -m evaluation.run``: prequential replay of MovieLens 100K, product vs baselines.
 
-python -m training.holdout                 # full run, report under reports/eval
-python -m training.holdout --tune          # choose the ranking knobs on the validation slice
-python -m training.holdout --max-events 2000 --epochs 2   # a quick look
+python -m evaluation.run                  # full run, report under reports/eval
+python -m evaluation.run --tune           # choose the ranking knobs on the validation slice
+python -m evaluation.run --max-events 2000 --epochs 2   # a quick look
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     fig = figures(run)
     meta: dict[str, Any] = {
         "command": " ".join(
-            ["python -m training.holdout", shlex.join(argv if argv is not None else sys.argv[1:])]
+            ["python -m evaluation.run", shlex.join(argv if argv is not None else sys.argv[1:])]
         ).strip(),
         "seed": args.seed,
         "cutoff_quantile": args.cutoff,
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             "replay": t_replay,
             "total": time.perf_counter() - started,
         },
-        "settings": {k: getattr(settings, k) for k in RANKING_SETTINGS},
+        "settings": {k: settings.value(k) for k in RANKING_SETTINGS},
         "knn": f"last {KNN.last_items} items, position decay {KNN.position_decay}, co-visitation {KNN.covisit}",
         "als": str(ALS),
         "tuning": _tuning_summary(args.out / "tuning.json"),
@@ -157,7 +157,7 @@ def _tuning_summary(path: Path) -> str | None:
         return None
     t = json.loads(path.read_text())
     return (
-        f"`python -m training.holdout --tune` replayed the last {t['validation_events']:,} "
+        f"`python -m evaluation.run --tune` replayed the last {t['validation_events']:,} "
         f"training events (from {t['validation_start']}) with a model trained on the events "
         f"before them. Product HR@10 there: {t['product']['hr']:.4f} with "
         f"`{t['product']['values']}`; kNN baseline: {t['knn']['hr']:.4f} with last_items="
@@ -195,7 +195,7 @@ def summary(fig: dict[str, Any], meta: dict[str, Any], path: Path) -> str:
 
 def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m training.holdout",
+        prog="python -m evaluation.run",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -217,3 +217,7 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     if not 0 < args.cutoff < 1 or not 0 <= args.cold_items < 1 or not 0 < args.validation < 1:
         p.error("--cutoff and --validation must be in (0, 1), --cold-items in [0, 1)")
     return args
+
+
+if __name__ == "__main__":
+    sys.exit(main())

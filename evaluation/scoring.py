@@ -1,4 +1,5 @@
-"""Next-item metrics for a prequential replay: one target per evaluated event. Pure numpy.
+"""Next-item ranking quality for the prequential replay: one target per evaluated event.
+Pure numpy.
 
 ``rank`` is the 1-based position of the target in a system's top-k, or 0 when it is not
 there. Averaging over events gives HR@k, NDCG@k (one relevant item, so IDCG = 1) and MRR@k.

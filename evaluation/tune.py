@@ -56,7 +56,7 @@ def coordinate_ascent(
     cache: dict[tuple, float] = {}
     tried: list[tuple[dict[str, Any], float]] = []
 
-    def evaluate(values: dict[str, Any]) -> float:
+    def scored(values: dict[str, Any]) -> float:
         key = tuple(sorted(values.items()))
         if key not in cache:
             cache[key] = score(values)
@@ -64,12 +64,12 @@ def coordinate_ascent(
             log(f"  {values} -> HR@10 {cache[key]:.4f}")
         return cache[key]
 
-    best_score = evaluate(best)
+    best_score = scored(best)
     for _ in range(rounds):
         for knob, values in grid.items():
             for v in values:
                 cand = {**best, knob: v}
-                s = evaluate(cand)
+                s = scored(cand)
                 if s > best_score + 1e-9:
                     best, best_score = cand, s
     return best, best_score, tried

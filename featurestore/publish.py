@@ -5,6 +5,10 @@
 
 Items and profiles go into collections of their own version, beside the live ones; the
 switch is one write of the active pointer, which serving and the dataflow follow.
+
+Idempotent: the store writes a version's model record last, so a version whose record is
+there is complete and is not written again; a publish interrupted before that is redone
+from scratch by the next run.
 """
 
 from __future__ import annotations

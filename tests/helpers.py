@@ -102,7 +102,7 @@ def write_model_dir(model_dir: Path, seed: int, n: int = 60, dim: int = 8) -> st
         items=items,
         item_vectors=vecs,
         head=record.head,
-        state_dict={},
+        weights=lambda path: path.write_bytes(b""),  # serving never reads weights.pt
         profile_user_ids=[p.user_id for p in profiles],
         profile_vectors=np.stack([p.vector for p in profiles]),
         seen={p.user_id: p.seen for p in profiles},

@@ -71,7 +71,7 @@ def test_help_lists_every_command_and_each_explains_itself():
     ("cmd", "usage"),
     [
         ("train", "python -m training.train"),
-        ("evaluate", "python -m training.holdout"),
+        ("evaluate", "python -m evaluation.run"),
         ("publish", "python -m featurestore.publish"),
         ("demo", "python -m infra.demo"),
     ],

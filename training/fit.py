@@ -17,6 +17,14 @@ from core.fold import decay_weights
 from training.data import Interactions, index_of
 from training.model import TwoTower, in_batch_softmax_loss
 
+THREADS = 2  # fixed, so float reductions (and so results) repeat from run to run
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and fix its thread count: the same seed then gives the same model."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(THREADS)
+
 
 @dataclass(frozen=True, slots=True)
 class FitConfig:

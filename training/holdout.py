@@ -1,4 +1,5 @@
-"""Held-out evaluation: does the model rank what users did next, after the split?
+"""The held-out check at the end of training: does the model rank what users did next,
+after the split?
 
 Protocol, the same for the model and the popularity baseline: a user counts if they have
 held-out events and at least one training event; their vector is the served profile of
@@ -19,7 +20,7 @@ from training.profiles import pooled_histories, user_vectors
 from training.quality import aggregate
 
 
-def evaluate(
+def holdout_check(
     train: Interactions,
     test: Interactions,
     item_ids: list[str],
@@ -30,7 +31,7 @@ def evaluate(
     ks: tuple[int, ...] = (10, 20),
     recent_days: float = 30.0,
 ) -> dict[str, Any]:
-    """Metrics of the model and of popularity, plus who was (not) evaluated."""
+    """Ranking quality of the model and of popularity, plus who was (not) evaluated."""
     test_rows, train_rows = index_of(test.item_ids, item_ids), index_of(train.item_ids, item_ids)
     test_users = np.unique(test.user_ids)
     users, pooled = pooled_histories(train, item_ids, item_vectors, event_weights, half_life)
@@ -83,16 +84,3 @@ def _top_k(scores: np.ndarray, exclude: np.ndarray, k: int) -> list[np.ndarray]:
     masked = np.where(exclude, -np.inf, scores)
     order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
     return [row[~exclude[u, row]] for u, row in enumerate(order)]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.holdout``: the streaming evaluation (evaluation)."""
-    from evaluation.run import main as run
-
-    return run(argv)
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

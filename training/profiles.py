@@ -15,6 +15,9 @@ from core.fold import decay_weights
 from core.records import UserHead
 from training.data import Interactions, index_of
 
+SEEN_CAP = 500
+"""Most recent distinct items kept per user in a published seen list."""
+
 
 def pooled_histories(
     inter: Interactions,
@@ -49,7 +52,7 @@ def user_vectors(head: UserHead, pooled: np.ndarray) -> np.ndarray:
     return out
 
 
-def seen_items(inter: Interactions, cap: int = 500) -> dict[str, list[str]]:
+def seen_items(inter: Interactions, cap: int = SEEN_CAP) -> dict[str, list[str]]:
     """Each user's distinct items, most recent last, keeping the newest ``cap``."""
     seen: dict[str, dict[str, None]] = {}
     for u, i in zip(inter.user_ids.tolist(), inter.item_ids.tolist(), strict=False):

@@ -1,4 +1,4 @@
-"""Top-k ranking metrics in plain numpy, so any ranker (model or baseline) is scored alike.
+"""Top-k ranking quality in plain numpy, so any ranker (model or baseline) is scored alike.
 
 ``ranked`` is a user's ranking, best first; ``relevant`` the items they went on to use.
 Each function scores one user; ``aggregate`` averages over users.
@@ -53,7 +53,7 @@ def ndcg_at_k(ranked: Sequence[Any] | np.ndarray, relevant: Collection[Any], k: 
     return dcg / idcg
 
 
-METRICS = {
+MEASURES = {
     "recall": recall_at_k,
     "ndcg": ndcg_at_k,
     "hit_rate": hit_rate_at_k,
@@ -66,14 +66,14 @@ def aggregate(
     relevants: Sequence[Collection[Any]],
     ks: Sequence[int] = (10,),
 ) -> dict[str, float]:
-    """Mean of every metric at every k, keyed like ``recall_at_10``; users with no relevant
+    """Mean of every measure at every k, keyed like ``recall_at_10``; users with no relevant
     items are skipped, and ``users`` says how many were averaged."""
     if len(rankings) != len(relevants):
         raise ValueError(f"{len(rankings)} rankings for {len(relevants)} relevant sets")
     pairs = [(r, rel) for r, rel in zip(rankings, relevants, strict=False) if rel]
     out: dict[str, float] = {}
     for k in ks:
-        for name, fn in METRICS.items():
+        for name, fn in MEASURES.items():
             scores = [fn(r, rel, k) for r, rel in pairs]
             out[f"{name}_at_{k}"] = float(np.mean(scores)) if scores else 0.0
     out["users"] = len(pairs)

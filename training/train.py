@@ -1,13 +1,16 @@
-"""``python -m training.train``: load -> split -> embed text -> train -> evaluate -> export.
+"""``python -m training.train``: load -> split -> embed text -> fit -> held-out check ->
+write the model version -> publish.
 
 One run produces one versioned model directory (see ``core.artifacts``) with item
-vectors, the user head, long-term profiles and held-out metrics, then hands it to the
-publish step unless ``--no-publish``. The same seed on the same data gives the same model.
+vectors, the user head, long-term profiles and the held-out ranking quality, then
+publishes it to the feature store unless ``--no-publish``. The same seed on the same data
+gives the same model.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -23,6 +26,7 @@ import torch
 from core.artifacts import write_artifacts
 from core.records import ItemRecord, iso
 from core.settings import Settings, get_settings
+from featurestore.publish import publish_from_training
 from training.covisit import covisit_matrix, with_covisit
 from training.data import (
     DataError,
@@ -31,7 +35,6 @@ from training.data import (
     describe,
     find_file,
     fingerprint,
-    index_of,
     load_items,
     load_jsonl_events,
     load_movielens,
@@ -40,24 +43,114 @@ from training.data import (
     restrict,
     temporal_split,
 )
-from training.fit import FitConfig, build_examples, fit, item_log_q
-from training.holdout import evaluate
-from training.model import ModelConfig, TwoTower, category_matrix
-from training.profiles import pooled_histories, seen_items, user_vectors
+from training.fit import THREADS, FitConfig, build_examples, fit, item_log_q, seed_everything
+from training.holdout import holdout_check
+from training.model import ModelConfig, TwoTower, category_matrix, id_index
+from training.popularity import with_popularity
+from training.profiles import SEEN_CAP, pooled_histories, seen_items, user_vectors
 from training.text import MODEL_NAME, embed_items
 
-THREADS = 2  # fixed, so float reductions (and so results) repeat from run to run
-SEEN_CAP = 500
+# -----------------------------------------------------------------------------
+# config: every option, its default from the settings or the model/fit configs
+
+_FIT, _MODEL = FitConfig(), ModelConfig()
+
+
+def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("input")
+    src.add_argument(
+        "--data-dir",
+        type=Path,
+        default=settings.data_dir,
+        help="MovieLens dir with *.inter and *.item (default: %(default)s)",
+    )
+    src.add_argument("--events-jsonl", type=Path, help="train on a JSON-lines event log instead")
+    src.add_argument("--items", type=Path, help="MovieLens-style .item file for --events-jsonl")
+    src.add_argument(
+        "--until",
+        type=_time_arg,
+        help="use only events strictly before this time (ISO-8601 with zone, or unix seconds)",
+    )
+    src.add_argument("--max-users", type=int, help="deterministic slice: first N user ids")
+    src.add_argument("--max-items", type=int, help="deterministic slice: N most used items")
+
+    tr = p.add_argument_group("training")
+    tr.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="share of the latest events held out for the held-out check (0: none)",
+    )
+    tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--epochs", type=int, default=_FIT.epochs)
+    tr.add_argument("--batch-size", type=int, default=_FIT.batch_size)
+    tr.add_argument("--dim", type=int, default=_MODEL.dim)
+    tr.add_argument("--lr", type=float, default=_FIT.lr)
+    tr.add_argument("--weight-decay", type=float, default=_FIT.weight_decay)
+    tr.add_argument("--temperature", type=float, default=_MODEL.temperature)
+    tr.add_argument(
+        "--history", type=int, default=_FIT.history, help="events pooled per training example (H)"
+    )
+    tr.add_argument(
+        "--half-life",
+        type=float,
+        default=settings.fold.half_life_seconds,
+        help="decay half-life in seconds (default: settings, as the dataflow)",
+    )
+
+    out = p.add_argument_group("output")
+    out.add_argument("--model-dir", type=Path, default=settings.model_dir)
+    out.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=settings.state_dir / "cache",
+        help="text-embedding cache (default: %(default)s)",
+    )
+    out.add_argument("--no-publish", action="store_true", help="write the model dir only")
+    out.add_argument("--quiet", action="store_true", help="no progress output")
+    return _checked(p, p.parse_args(argv))
+
+
+def _checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    if not 0.0 <= args.holdout < 1.0:
+        p.error("--holdout must be in [0, 1)")
+    for name in ("epochs", "batch_size", "dim", "history", "max_users", "max_items"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not (args.half_life > 0 and args.temperature > 0):
+        p.error("--half-life and --temperature must be > 0")
+    return args
+
+
+# -----------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
+    # config ------------------------------------------------------------------
     settings = get_settings()
     args = parse_args(argv, settings)
     started = time.perf_counter()
     say = _printer(args.quiet)
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
+    weights = settings.fold.event_weights
+    model_cfg = ModelConfig(dim=args.dim, temperature=args.temperature)
+    fit_cfg = FitConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        history=args.history,
+        half_life=args.half_life,
+    )
 
+    # data: events and catalogue, the slice, the temporal split, text vectors ---
     try:
         source = load_source(args, settings)
     except (FileNotFoundError, DataError) as e:
@@ -82,17 +175,11 @@ def main(argv: list[str] | None = None) -> int:
 
     item_ids = [i.item_id for i in items]
     text = embed_items(items, args.cache_dir, quiet=args.quiet)
-    model_cfg = ModelConfig(dim=args.dim, temperature=args.temperature)
-    fit_cfg = FitConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        history=args.history,
-        half_life=args.half_life,
-    )
-    weights = settings.fold.event_weights
+
+    # model -------------------------------------------------------------------
     model = TwoTower(text, category_matrix(items)[0], id_index(train, item_ids), model_cfg)
+
+    # fit ---------------------------------------------------------------------
     examples = build_examples(train, item_ids, weights, fit_cfg.history, fit_cfg.half_life)
     if not len(examples):
         print("error: no user has two training events; nothing to learn from", file=sys.stderr)
@@ -101,12 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     losses = fit(model, examples, item_log_q(train, item_ids), fit_cfg, rng, quiet=args.quiet)
     item_vectors, head = model.item_vectors(), model.head.export()
 
-    metrics: dict[str, Any] = {"train_loss": losses, "train_examples": len(examples)}
+    # held-out check ----------------------------------------------------------
+    results: dict[str, Any] = {"train_loss": losses, "train_examples": len(examples)}
     if len(test):
-        metrics |= evaluate(train, test, item_ids, item_vectors, head, weights, fit_cfg.half_life)
+        results |= holdout_check(
+            train, test, item_ids, item_vectors, head, weights, fit_cfg.half_life
+        )
     else:
-        metrics |= {"recall_at_10": None, "ndcg_at_10": None, "users_evaluated": 0}
+        results |= {"recall_at_10": None, "ndcg_at_10": None, "users_evaluated": 0}
 
+    # model version: profiles and seen lists from every event used -------------
     profile_users, pooled = pooled_histories(
         inter, item_ids, item_vectors, weights, fit_cfg.half_life
     )
@@ -130,28 +221,27 @@ def main(argv: list[str] | None = None) -> int:
         fingerprint=fp,
         seed=args.seed,
         config=config,
-        metrics=metrics,
+        metrics=results,
         # Co-visitation from every event used, like the profiles: serving re-ranks with it.
         items=with_covisit(with_popularity(items, train), covisit_matrix(inter, item_ids)),
         item_vectors=item_vectors,
         head=head,
-        state_dict=model.state_dict(),
+        weights=functools.partial(torch.save, model.state_dict()),
         profile_user_ids=profile_users.tolist(),
         profile_vectors=user_vectors(head, pooled),
         seen=seen_items(inter, SEEN_CAP),
     )
 
-    try:
-        from featurestore.publish import publish_from_training
-    except ImportError:
-        publish_from_training = None
-    if publish_from_training and not args.no_publish:
+    # publish -----------------------------------------------------------------
+    if not args.no_publish:
         publish_from_training(path, settings)
-    elif not args.no_publish:
-        say("not published: featurestore.publish.publish_from_training is not available")
 
-    print(summary(metrics, split_ts, path, time.perf_counter() - started))
+    print(summary(results, split_ts, path, time.perf_counter() - started))
     return 0
+
+
+# -----------------------------------------------------------------------------
+# helpers of main
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,42 +306,18 @@ def run_config(
     }
 
 
-def id_index(train: Interactions, item_ids: list[str]) -> np.ndarray:
-    """Id-embedding row per item: 1.. for items seen in training, 0 (shared) otherwise."""
-    seen = np.zeros(len(item_ids), dtype=bool)
-    seen[index_of(train.item_ids, item_ids)] = True
-    index = np.zeros(len(item_ids), dtype=np.int64)
-    index[seen] = np.arange(1, seen.sum() + 1)
-    return index
-
-
-def with_popularity(items: list[ItemRecord], train: Interactions) -> list[ItemRecord]:
-    """Copies with popularity = log(1 + count) / log(1 + max count) over training events."""
-    counts = np.bincount(index_of(train.item_ids, [i.item_id for i in items]), minlength=len(items))
-    top = math.log1p(counts.max()) if len(counts) and counts.max() > 0 else 1.0
-    return [
-        ItemRecord(i.item_id, i.title, list(i.categories), math.log1p(c) / top, dict(i.extra))
-        for i, c in zip(items, counts.tolist(), strict=False)
-    ]
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    torch.set_num_threads(THREADS)
-
-
-def summary(metrics: dict[str, Any], split_ts: float, path: Path, seconds: float) -> str:
-    pop = metrics.get("popularity", {})
-    if metrics.get("recall_at_10") is None:
+def summary(results: dict[str, Any], split_ts: float, path: Path, seconds: float) -> str:
+    pop = results.get("popularity", {})
+    if results.get("recall_at_10") is None:
         result = "Recall@10 = n/a  NDCG@10 = n/a  (no held-out events)"
     else:
         result = (
-            f"Recall@10 = {metrics['recall_at_10']:.4f}  NDCG@10 = {metrics['ndcg_at_10']:.4f}  "
-            f"({metrics['users_evaluated']} users, held-out after {iso(split_ts)[:10]})"
+            f"Recall@10 = {results['recall_at_10']:.4f}  NDCG@10 = {results['ndcg_at_10']:.4f}  "
+            f"({results['users_evaluated']} users, held-out after {iso(split_ts)[:10]})"
         )
     lines = [
-        f"trained in {seconds:.1f}s; final loss {metrics['train_loss'][-1]:.4f}"
-        if metrics["train_loss"]
+        f"trained in {seconds:.1f}s; final loss {results['train_loss'][-1]:.4f}"
+        if results["train_loss"]
         else f"trained in {seconds:.1f}s",
     ]
     if pop:
@@ -261,78 +327,6 @@ def summary(metrics: dict[str, Any], split_ts: float, path: Path, seconds: float
         )
     lines += [f"model: {path}", result]
     return "\n".join(lines)
-
-
-_FIT, _MODEL = FitConfig(), ModelConfig()
-
-
-def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m training.train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    src = p.add_argument_group("input")
-    src.add_argument(
-        "--data-dir",
-        type=Path,
-        default=settings.data_dir,
-        help="MovieLens dir with *.inter and *.item (default: %(default)s)",
-    )
-    src.add_argument("--events-jsonl", type=Path, help="train on a JSON-lines event log instead")
-    src.add_argument("--items", type=Path, help="MovieLens-style .item file for --events-jsonl")
-    src.add_argument(
-        "--until",
-        type=_time_arg,
-        help="use only events strictly before this time (ISO-8601 with zone, or unix seconds)",
-    )
-    src.add_argument("--max-users", type=int, help="deterministic slice: first N user ids")
-    src.add_argument("--max-items", type=int, help="deterministic slice: N most used items")
-
-    tr = p.add_argument_group("training")
-    tr.add_argument(
-        "--holdout",
-        type=float,
-        default=0.2,
-        help="share of the latest events held out for evaluation (0: none)",
-    )
-    tr.add_argument("--seed", type=int, default=42)
-    tr.add_argument("--epochs", type=int, default=_FIT.epochs)
-    tr.add_argument("--batch-size", type=int, default=_FIT.batch_size)
-    tr.add_argument("--dim", type=int, default=_MODEL.dim)
-    tr.add_argument("--lr", type=float, default=_FIT.lr)
-    tr.add_argument("--weight-decay", type=float, default=_FIT.weight_decay)
-    tr.add_argument("--temperature", type=float, default=_MODEL.temperature)
-    tr.add_argument(
-        "--history", type=int, default=_FIT.history, help="events pooled per training example (H)"
-    )
-    tr.add_argument(
-        "--half-life",
-        type=float,
-        default=settings.fold.half_life_seconds,
-        help="decay half-life in seconds (default: settings, as the dataflow)",
-    )
-
-    out = p.add_argument_group("output")
-    out.add_argument("--model-dir", type=Path, default=settings.model_dir)
-    out.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=settings.state_dir / "cache",
-        help="text-embedding cache (default: %(default)s)",
-    )
-    out.add_argument("--no-publish", action="store_true", help="write the model dir only")
-    out.add_argument("--quiet", action="store_true", help="no progress output")
-    args = p.parse_args(argv)
-    if not 0.0 <= args.holdout < 1.0:
-        p.error("--holdout must be in [0, 1)")
-    for name in ("epochs", "batch_size", "dim", "history", "max_users", "max_items"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not (args.half_life > 0 and args.temperature > 0):
-        p.error("--half-life and --temperature must be > 0")
-    return args
 
 
 def _time_arg(value: str) -> float:

@@ -205,7 +205,7 @@ def evaluate(ctx: typer.Context) -> None:
 
     Example: recsys evaluate --tune
     """
-    from training.holdout import main as run
+    from evaluation.run import main as run
 
     _exit(run(ctx.args))
 

@@ -1,4 +1,4 @@
-"""Evaluation maths against hand-computed cases: metrics, baselines' ranking, the
+"""Evaluation maths against hand-computed cases: ranking quality, baselines' ranking, the
 co-visitation statistic, its re-rank term with its reason, and MMR diversity."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from training.covisit import CovisitConfig, covisit_matrix, with_covisit
 from training.data import Interactions
 
 
-def test_rank_based_metrics_by_hand():
+def test_rank_based_scores_by_hand():
     assert rank_of(["a", "b", "c"], "c", 10) == 3
     assert rank_of(["a", "b", "c"], "c", 2) == 0
     assert ndcg(1) == 1.0 and ndcg(3) == pytest.approx(0.5) and ndcg(0) == 0.0
