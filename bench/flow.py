@@ -19,9 +19,8 @@ One run, on a dev broker (tansu, in memory) started on a free port and stopped a
    ``--duration`` s). Product, twice: produce -> the sink's store write returned (noted by
    the store, nothing else running), then the same plus a thread polling
    ``store.read_user_states`` for every 50th user (what a reader sees; the poller costs
-   the flow GIL time). Ceiling: produce
-   -> the event reached the counting sink, i.e. what Kafka (here the dev broker) and
-   Bytewax alone cost;
+   the flow GIL time). Ceiling: produce -> the event reached the counting sink, i.e. what
+   Kafka (here the dev broker) and Bytewax alone cost;
 4. (d) freshness through the API: ``python -m infra.serve`` (API + in-process dataflow on
    its own embedded store, as ``just serve`` runs) on a fresh topic; the same load, and
    every 100th user is polled through ``GET /users/{id}`` until it shows the event.
@@ -584,9 +583,9 @@ def measure_freshness(
 
 API_TOPIC = "bench.api-events"
 API_SAMPLE = 100
-"""Every 100th user is polled through GET /users/{id}, one request in flight at a time:
-sampling more made the poller itself the delay (each pending user waits for the GETs of
-all the others; with 1 in 25, ~100 users were pending and the p50 was ~0.5 s)."""
+"""Every 100th user is polled through GET /users/{id}, one request in flight at a time.
+Each pending user waits for the GETs of all the others, so sampling more makes the poller
+itself the delay (1 in 25 keeps ~100 users pending and puts the p50 near 0.5 s)."""
 
 
 def api_server(settings: Settings, state_dir: Path, log: Path) -> ServeProcess:
@@ -737,7 +736,7 @@ def measure_all_freshness(
 
     The dev broker keeps each partition as a list of record batches, and a fetch costs
     more the more batches precede it: a topic fed at 5k events/s with ``linger.ms`` 1
-    (thousands of tiny batches) made successive rounds on one broker slower and slower
+    (thousands of tiny batches) makes successive rounds on one broker slower and slower
     (ceiling p50 10 -> 112 -> 143 ms, broker 0.8 -> 1.3 cores). A Kafka broker finds an
     offset through its index; a fresh broker per round keeps that artefact out.
     """

@@ -47,9 +47,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from api.responses import Recommendations
+from api.service import Recommender
 from bench.synthetic import World, WorldConfig
+from core.ranking import build_query, rerank
 from core.settings import Settings
 from eventlog.admin import ensure_app_topics
+from featurestore.backend import ItemFilter
+from featurestore.store import FeatureStore
 from infra.broker import DevBroker, free_port
 from infra.process import ServeProcess
 
@@ -139,7 +144,7 @@ def load_main(argv: Sequence[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:
-        import uvloop
+        import uvloop  # optional: a faster event loop for the load generator
 
         uvloop.install()
     except ImportError:
@@ -161,8 +166,6 @@ def load_main(argv: Sequence[str]) -> int:
 
 def prepare_store(settings: Settings, world: World, events_per_user: int) -> dict[str, float]:
     """Model + profiles + real-time state for every user, written as the dataflow would."""
-    from featurestore.store import FeatureStore
-
     times: dict[str, float] = {}
     store = FeatureStore.open(settings)
     try:
@@ -469,12 +472,6 @@ def profile_recommend(
 ) -> None:
     """Where a recommendation's time goes, in-process (no HTTP): each stage timed alone on
     the same users, then cProfile of ``Recommender.recommend``."""
-    from api.responses import Recommendations
-    from api.service import Recommender
-    from core.ranking import build_query, rerank
-    from featurestore.backend import ItemFilter
-    from featurestore.store import FeatureStore
-
     store = FeatureStore.open(settings)
     try:
         catalogs = store.catalog_provider()

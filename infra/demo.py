@@ -27,10 +27,14 @@ from pathlib import Path
 
 import httpx
 
+from core.artifacts import list_versions
 from core.settings import Settings, get_settings
 from eventlog.admin import ensure_app_topics
+from featurestore.publish import publish_model_dir
+from featurestore.store import FeatureStore
 from infra.broker import DevBroker, free_port
 from infra.process import ServeProcess, ServiceNotReady
+from training.data import load_movielens, quantile_time
 
 CUTOFF_QUANTILE = 0.85
 MIN_HISTORY = 20
@@ -59,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=8, help="events to replay")
     p.add_argument("--pause", type=float, default=0.3, help="seconds between events")
     args = p.parse_args(argv)
-
-    from training.data import load_movielens, quantile_time
 
     inter, items = load_movielens(args.data_dir)
     titles = {it.item_id: it for it in items}
@@ -120,8 +122,6 @@ def choose_replay(inter, titles, cutoff: float, genre: str, n: int, user: str | 
 
 def ensure_model(settings: Settings, data_dir: Path, cutoff: float) -> str:
     """A model trained up to the cutoff; trains one (with its progress bar) if missing."""
-    from core.artifacts import list_versions
-
     assert settings.model_dir is not None
     for version in reversed(list_versions(settings.model_dir)):
         config = json.loads((settings.model_dir / version / "config.json").read_text())
@@ -146,9 +146,6 @@ def ensure_model(settings: Settings, data_dir: Path, cutoff: float) -> str:
 
 
 def publish(settings: Settings, version: str) -> None:
-    from featurestore.publish import publish_model_dir
-    from featurestore.store import FeatureStore
-
     assert settings.model_dir is not None
     store = FeatureStore.open(settings)
     try:

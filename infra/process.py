@@ -10,6 +10,7 @@ uvicorn in a thread of this process instead, for tests that hand it their own se
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -21,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import httpx
 import uvicorn
 
 from infra.broker import free_port
@@ -36,12 +36,16 @@ class ServiceNotReady(RuntimeError):
     """The service exited, or did not answer /readyz in time; the message ends with its log."""
 
 
-def answers_ready(base_url: str) -> bool:
+def answers_ready(host: str, port: int) -> bool:
     """True once ``GET /readyz`` answers 200 (model loaded, in-process dataflow running)."""
+    conn = http.client.HTTPConnection(host, port, timeout=2.0)
     try:
-        return httpx.get(f"{base_url}/readyz", timeout=2.0).status_code == 200
-    except httpx.TransportError:
+        conn.request("GET", "/readyz")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        conn.close()
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -70,7 +74,8 @@ class ServeProcess:
         ready_timeout: float = 60.0,
     ) -> None:
         self.port = port or free_port()
-        self.url = f"http://{LOOPBACK if host in (None, '', '0.0.0.0') else host}:{self.port}"
+        self.host = LOOPBACK if host in (None, "", "0.0.0.0") else host
+        self.url = f"http://{self.host}:{self.port}"
         self.log_path = log_path
         self.ready_timeout = ready_timeout
         self.env = {k: v for k, v in os.environ.items() if k not in unset} | dict(env)
@@ -101,7 +106,7 @@ class ServeProcess:
                     f"`python -m infra.serve` exited with code {self.proc.returncode} before "
                     f"it was ready; {self._log_end()}"
                 )
-            if answers_ready(self.url):
+            if answers_ready(self.host, self.port):
                 return time.monotonic() - t0
             time.sleep(0.2)
         raise ServiceNotReady(
@@ -164,7 +169,7 @@ def serve_in_thread(app: FastAPI, timeout: float = 60.0) -> Iterator[str]:
     url = f"http://{LOOPBACK}:{port}"
     try:
         deadline = time.monotonic() + timeout
-        while not answers_ready(url):
+        while not answers_ready(LOOPBACK, port):
             if not thread.is_alive():
                 raise ServiceNotReady(f"the server at {url} stopped before it was ready")
             if time.monotonic() > deadline:
