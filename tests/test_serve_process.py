@@ -9,7 +9,7 @@ import pytest
 
 from featurestore import FeatureStore
 from infra.broker import free_port
-from infra.process import ServeProcess
+from infra.process import ServeProcess, ServiceNotReady
 from tests.helpers import publish, wait_for
 
 pytestmark = pytest.mark.integration
@@ -48,3 +48,14 @@ def test_service_stops_cleanly_and_its_state_survives_a_restart(
     with service(settings, port, tmp_path / "serve-2.log") as server:
         user = httpx.get(f"{server.url}/users/ann", timeout=5).json()
         assert user["event_count"] == 1 and user["recent"][0]["item_id"] == "i3"
+
+
+def test_a_service_that_cannot_start_fails_with_the_end_of_its_log(tmp_path):
+    env = {"RECSYS_STATE_DIR": str(tmp_path / "var"), "RECSYS_FOLD_HALF_LIFE_SECONDS": "soon"}
+    server = ServeProcess(env, tmp_path / "serve.log", ready_timeout=60)
+    with pytest.raises(ServiceNotReady, match="exited with code 1 before it was ready") as e:
+        with server:
+            pass
+    assert str(tmp_path / "serve.log") in str(e.value)
+    assert "half_life_seconds" in str(e.value)  # the settings error, from the log's tail
+    assert server.returncode == 1
