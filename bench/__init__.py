@@ -1,1 +1,3 @@
-"""Benchmarks (`just bench`) and the synthetic world they load."""
+"""Benchmarks (`just bench`): ``bench.flow`` (dataflow throughput and freshness),
+``bench.serving`` (the service under load), and ``bench.synthetic``, the synthetic world
+they load."""

@@ -15,16 +15,16 @@ One run, on a dev broker (tansu, in memory) started on a free port and stopped a
    the beginning, until every user's ``event_count`` in the store equals what was
    produced. Each is timed from flow start, so both include Kafka start-up; they
    alternate, ``--repeat`` times, and the medians and their ratio are reported;
-3. (c) freshness: with the last 1-worker flow of each kind caught up, one event per new,
-   distinct user is produced at a steady rate (``--rate`` for ``--duration`` s). Product,
-   twice: produce -> the sink's store write returned (noted by the store, nothing else
-   running), then the same plus a thread polling ``store.read_user_states`` for every
-   10th user (what a reader sees; the poller costs the flow GIL time). Ceiling: produce
-   -> the event reached the counting sink, i.e. what Kafka (here the dev broker) and
-   Bytewax alone cost;
+3. (c) freshness: each round on its own new dev broker, with a caught-up 1-worker flow,
+   one event per new, distinct user is produced at a steady rate (``--rate`` for
+   ``--duration`` s). Product, twice: produce -> the sink's store write returned (noted by
+   the store, nothing else running), then the same plus a thread polling
+   ``store.read_user_states`` for every 50th user (what a reader sees; the poller costs
+   the flow GIL time). Ceiling: produce -> the event reached the counting sink, i.e. what
+   Kafka (here the dev broker) and Bytewax alone cost;
 4. (d) freshness through the API: ``python -m infra.serve`` (API + in-process dataflow on
    its own embedded store, as ``just serve`` runs) on a fresh topic; the same load, and
-   every 25th user is polled through ``GET /users/{id}`` until it shows the event.
+   every 100th user is polled through ``GET /users/{id}`` until it shows the event.
 
 Completion of (b) is detected without extra reads: the store handed to the flow notes when
 each user's write carrying their final count returned (a dict lookup per written state);
@@ -50,7 +50,6 @@ import resource
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -81,6 +80,7 @@ from dataflow.source import StoppableKafkaSource
 from eventlog.admin import ensure_app_topics
 from featurestore.store import FeatureStore
 from infra.broker import DevBroker, free_port
+from infra.process import ServeProcess, process_cpu_seconds
 
 VERSION = "bench-1"
 POLL_SAMPLE = 50
@@ -108,12 +108,10 @@ class CpuClock:
     """CPU seconds of this process and of the broker: on 2 cores the broker's share matters."""
 
     def __init__(self, broker_pid: int) -> None:
-        self._stat = Path(f"/proc/{broker_pid}/stat")
-        self._tick = os.sysconf("SC_CLK_TCK")
+        self._broker_pid = broker_pid
 
     def broker(self) -> float:
-        fields = self._stat.read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self._tick
+        return process_cpu_seconds(self._broker_pid)
 
     def now(self) -> tuple[float, float, float]:
         """(wall, own CPU, broker CPU)."""
@@ -583,71 +581,44 @@ def measure_freshness(
 
 API_TOPIC = "bench.api-events"
 API_SAMPLE = 100
-"""Every 100th user is polled through GET /users/{id}, one request in flight at a time:
-sampling more made the poller itself the delay (each pending user waits for the GETs of
-all the others; with 1 in 25, ~100 users were pending and the p50 was ~0.5 s)."""
+"""Every 100th user is polled through GET /users/{id}, one request in flight at a time.
+Each pending user waits for the GETs of all the others, so sampling more makes the poller
+itself the delay (1 in 25 keeps ~100 users pending and puts the p50 near 0.5 s)."""
 
 
-class ApiServer:
+def api_server(settings: Settings, state_dir: Path, log: Path) -> ServeProcess:
     """``python -m infra.serve`` (API + in-process dataflow on the embedded store), as the
-    product runs, on its own topic so that it starts caught up."""
-
-    def __init__(self, settings: Settings, state_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
+    product runs, on its own topic so that it starts caught up; no inherited RECSYS_*."""
+    return ServeProcess(
+        {
             "RECSYS_STATE_DIR": str(state_dir),
             "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
             "RECSYS_KAFKA_EVENTS_TOPIC": settings.kafka.events_topic,
             "RECSYS_KAFKA_DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
-            "RECSYS_API_HOST": "127.0.0.1",
-            "RECSYS_API_PORT": str(self.port),
             "RECSYS_API_AUTO_PUBLISH_LATEST": "false",
-        }
-        self._log = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.serve"],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        },
+        log,
+        host="127.0.0.1",
+        unset=[k for k in os.environ if k.startswith("RECSYS_")],
+        ready_timeout=120.0,
+    )
 
-    def get(self, path: str) -> tuple[int, bytes]:
+
+class UserCounts:
+    """``GET /users/{id}`` on one keep-alive connection: how many events a user has folded."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def event_count(self, user: str) -> int:
         try:
-            self.conn.request("GET", path)
+            self.conn.request("GET", f"/users/{user}")
             r = self.conn.getresponse()
-            return r.status, r.read()
+            status, body = r.status, r.read()
         except (OSError, http.client.HTTPException):
             self.conn.close()
             raise
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"infra.serve exited with {self.proc.returncode}")
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return
-            except (OSError, http.client.HTTPException):
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("infra.serve was not ready in time")
-
-    def event_count(self, user: str) -> int:
-        status, body = self.get(f"/users/{user}")
         return int(json.loads(body).get("event_count", 0)) if status == 200 else 0
-
-    def stop(self) -> None:
-        self.conn.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 def measure_api_freshness(
@@ -662,7 +633,8 @@ def measure_api_freshness(
     store = FeatureStore.open(init)
     world.publish(store, VERSION, with_profiles=False)
     store.close()
-    server = ApiServer(settings, state_dir, tmp / "api-serve.log")
+    server = api_server(settings, state_dir, tmp / "api-serve.log").start()
+    counts = UserCounts(server.port)
     poll_cpu = [0.0]
     try:
         server.wait_ready()
@@ -671,7 +643,7 @@ def measure_api_freshness(
         producer.produce(API_TOPIC, _fresh_event("warm-0", "i0", 0), b"warm-0")
         producer.flush(10)
         deadline = time.monotonic() + 60
-        while server.event_count("warm-0") < 1:
+        while counts.event_count("warm-0") < 1:
             if time.monotonic() > deadline:
                 raise TimeoutError("the API's dataflow never folded the warm-up event")
             time.sleep(0.05)
@@ -694,7 +666,7 @@ def measure_api_freshness(
                 with lock:
                     todo = list(pending)
                 for u in todo:
-                    if server.event_count(u) >= 1:
+                    if counts.event_count(u) >= 1:
                         now = time.perf_counter()
                         with lock:
                             seen[u] = now
@@ -705,7 +677,7 @@ def measure_api_freshness(
 
         poller = threading.Thread(target=poll, name="bench-api-poll", daemon=True)
         poller.start()
-        c0 = cpu_seconds(), time.perf_counter(), server_cpu(server.proc.pid)
+        c0 = cpu_seconds(), time.perf_counter(), server.cpu_seconds()
         start = time.perf_counter()
         try:
             for k in range(n):
@@ -729,7 +701,7 @@ def measure_api_freshness(
             producing.clear()
             poller.join(35)
         elapsed = time.perf_counter() - c0[1]
-        server_cores = (server_cpu(server.proc.pid) - c0[2]) / elapsed
+        server_cores = (server.cpu_seconds() - c0[2]) / elapsed
         ms = _pcts([seen[u] - sent[u] for u in sent if u in seen])
         return Freshness(
             flow="api",
@@ -744,6 +716,7 @@ def measure_api_freshness(
             busy_cores=(round(server_cores, 2), 0.0),
         )
     finally:
+        counts.conn.close()
         server.stop()
 
 
@@ -754,11 +727,6 @@ def _fresh_event(user: str, item: str, k: int) -> bytes:
     ).encode()
 
 
-def server_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure_all_freshness(
     base: Settings, world: World, tmp: Path, args: argparse.Namespace, epoch: timedelta | None
 ) -> list[Freshness]:
@@ -766,7 +734,7 @@ def measure_all_freshness(
 
     The dev broker keeps each partition as a list of record batches, and a fetch costs
     more the more batches precede it: a topic fed at 5k events/s with ``linger.ms`` 1
-    (thousands of tiny batches) made successive rounds on one broker slower and slower
+    (thousands of tiny batches) makes successive rounds on one broker slower and slower
     (ceiling p50 10 -> 112 -> 143 ms, broker 0.8 -> 1.3 cores). A Kafka broker finds an
     offset through its index; a fresh broker per round keeps that artefact out.
     """

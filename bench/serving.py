@@ -34,7 +34,6 @@ import cProfile
 import http.client
 import io
 import json
-import os
 import pstats
 import random
 import shutil
@@ -48,10 +47,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from api.responses import Recommendations
+from api.service import Recommender
 from bench.synthetic import World, WorldConfig
+from core.ranking import build_query, rerank
 from core.settings import Settings
 from eventlog.admin import ensure_app_topics
+from featurestore.backend import ItemFilter
+from featurestore.store import FeatureStore
 from infra.broker import DevBroker, free_port
+from infra.process import ServeProcess
 
 VERSION = "bench-api-1"
 HOST = "127.0.0.1"
@@ -139,7 +144,7 @@ def load_main(argv: Sequence[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:
-        import uvloop
+        import uvloop  # optional: a faster event loop for the load generator
 
         uvloop.install()
     except ImportError:
@@ -161,8 +166,6 @@ def load_main(argv: Sequence[str]) -> int:
 
 def prepare_store(settings: Settings, world: World, events_per_user: int) -> dict[str, float]:
     """Model + profiles + real-time state for every user, written as the dataflow would."""
-    from featurestore.store import FeatureStore
-
     times: dict[str, float] = {}
     store = FeatureStore.open(settings)
     try:
@@ -183,74 +186,29 @@ def prepare_store(settings: Settings, world: World, events_per_user: int) -> dic
     return times
 
 
-class Server:
-    """``python -m infra.serve`` as a child process: started, awaited, always stopped."""
-
-    def __init__(self, state_dir: Path, bootstrap: str, port: int, log_path: Path) -> None:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("RECSYS_QDRANT_URL", "RECSYS_QDRANT_PATH", "RECSYS_MODEL_DIR")
-        }
-        env |= {
+def start_server(state_dir: Path, bootstrap: str, log_path: Path) -> ServeProcess:
+    """``python -m infra.serve`` on the prepared store; other RECSYS_* variables pass through."""
+    return ServeProcess(
+        {
             "RECSYS_STATE_DIR": str(state_dir),
             "RECSYS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "RECSYS_API_HOST": HOST,
-            "RECSYS_API_PORT": str(port),
             "RECSYS_API_AUTO_PUBLISH_LATEST": "false",
-        }
-        self.port = port
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.serve"],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        },
+        log_path,
+        host=HOST,
+        unset=("RECSYS_QDRANT_URL", "RECSYS_QDRANT_PATH", "RECSYS_MODEL_DIR"),
+        ready_timeout=120.0,
+    ).start()
 
-    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
-        try:
-            conn.request("GET", path)
-            r = conn.getresponse()
-            return r.status, r.read()
-        finally:
-            conn.close()
 
-    def wait_ready(self, timeout: float = 120.0) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited with {self.proc.returncode}; log:\n{self.tail()}"
-                )
-            try:
-                if self.get("/readyz", 2.0)[0] == 200:
-                    return time.monotonic() - t0
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"the server was not ready within {timeout:.0f}s; log:\n{self.tail()}")
-
-    def cpu_seconds(self) -> float:
-        """utime + stime of the server process, all threads (from /proc)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
 
 
 # --- the benchmark -------------------------------------------------------------------------
@@ -271,7 +229,7 @@ class Level:
 
 
 def run_level(
-    server: Server,
+    server: ServeProcess,
     endpoint: str,
     users: int,
     concurrency: int,
@@ -368,7 +326,7 @@ class WrkRun:
 
 
 def run_wrk(
-    server: Server,
+    server: ServeProcess,
     endpoint: str,
     users: int,
     rate: float | None,
@@ -426,7 +384,7 @@ def run_wrk(
 
 
 def run_fixed_rate(
-    server: Server,
+    server: ServeProcess,
     endpoint: str,
     users: int,
     rate: float,
@@ -445,13 +403,13 @@ def run_fixed_rate(
     return run_wrk(server, endpoint, users, rate, connections, duration, seed, workdir, delay)
 
 
-def check_answers(server: Server, world: World, sample: int, seed: int) -> dict[str, float]:
+def check_answers(server: ServeProcess, world: World, sample: int, seed: int) -> dict[str, float]:
     """The served top-10 should follow the planted tastes: a sanity check, not a metric."""
     rng = random.Random(seed)
     personalized = hits = total = 0
     for _ in range(sample):
         u = rng.randrange(world.cfg.users)
-        status, body = server.get(f"/recommendations/u{u}?k=10")
+        status, body = http_get(server.port, f"/recommendations/u{u}?k=10")
         if status != 200:
             raise RuntimeError(f"GET /recommendations/u{u} -> {status}: {body[:300]!r}")
         rec = json.loads(body)
@@ -514,12 +472,6 @@ def profile_recommend(
 ) -> None:
     """Where a recommendation's time goes, in-process (no HTTP): each stage timed alone on
     the same users, then cProfile of ``Recommender.recommend``."""
-    from api.responses import Recommendations
-    from api.service import Recommender
-    from core.ranking import build_query, rerank
-    from featurestore.backend import ItemFilter
-    from featurestore.store import FeatureStore
-
     store = FeatureStore.open(settings)
     try:
         catalogs = store.catalog_provider()
@@ -733,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
     broker = DevBroker(free_port(), log_path=tmp / "broker.log")
-    server: Server | None = None
+    server: ServeProcess | None = None
     try:
         broker.start()
         state_dir = tmp / "state"
@@ -758,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"write states {prep['write_states_s']:.1f}s"
         )
 
-        server = Server(state_dir, broker.bootstrap, free_port(), tmp / "server.log")
+        server = start_server(state_dir, broker.bootstrap, tmp / "server.log")
         ready_s = server.wait_ready()
         sanity = check_answers(server, world, 200, args.seed)
         c0, t0 = server.cpu_seconds(), time.perf_counter()
@@ -818,7 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif rates:
             print("wrk is not installed (apt-get install wrk): skipping the fixed-rate runs")
             wrk_summary = []
-        server.stop()
+        server.stop(timeout=20)
         server = None
         if args.profile:
             profile_recommend(settings, world, 500, args.seed, args.profile)
@@ -847,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         if server is not None:
-            server.stop()
+            server.stop(timeout=20)
         broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

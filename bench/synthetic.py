@@ -28,12 +28,16 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from confluent_kafka import KafkaException, Producer
+from tqdm import tqdm
 
 from core.events import ValidEvent
 from core.fold import FoldParams, fold_event
 from core.records import ItemRecord, ModelRecord, Profile, UserHead, iso
 from core.settings import Settings
 from core.state import UserState
+from eventlog.admin import ensure_app_topics
+from eventlog.producer import PRODUCER_CONFIG
 from featurestore.store import FeatureStore
 
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
@@ -339,8 +343,6 @@ class World:
 
 def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
     """The product's producer settings (murmur2) tuned for bulk throughput."""
-    from eventlog.producer import PRODUCER_CONFIG
-
     return {
         "bootstrap.servers": bootstrap,
         **PRODUCER_CONFIG,
@@ -364,9 +366,6 @@ def produce(
 
     Raises if any delivery failed: a benchmark on a partial topic would lie.
     """
-    from confluent_kafka import KafkaException, Producer
-    from tqdm import tqdm
-
     failed: list[str] = []
 
     def on_delivery(err, _msg) -> None:  # type: ignore[no-untyped-def]
@@ -478,8 +477,6 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         n = write_jsonl(events.records(), args.out)
         where = str(args.out)
     else:
-        from eventlog.admin import ensure_app_topics
-
         ensure_app_topics(settings)
         n = produce(
             events.records(),

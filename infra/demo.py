@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -28,9 +27,14 @@ from pathlib import Path
 
 import httpx
 
+from core.artifacts import list_versions
 from core.settings import Settings, get_settings
 from eventlog.admin import ensure_app_topics
+from featurestore.publish import publish_model_dir
+from featurestore.store import FeatureStore
 from infra.broker import DevBroker, free_port
+from infra.process import ServeProcess, ServiceNotReady
+from training.data import load_movielens, quantile_time
 
 CUTOFF_QUANTILE = 0.85
 MIN_HISTORY = 20
@@ -60,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pause", type=float, default=0.3, help="seconds between events")
     args = p.parse_args(argv)
 
-    from training.data import load_movielens, quantile_time
-
     inter, items = load_movielens(args.data_dir)
     titles = {it.item_id: it for it in items}
     cutoff = quantile_time(inter, CUTOFF_QUANTILE)
@@ -73,13 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     version = ensure_model(base, args.data_dir, cutoff)
 
     with DevBroker(free_port(), log_path=demo_dir / "broker.log") as broker:
-        port = free_port()
         env = {
-            **os.environ,
             "RECSYS_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "RECSYS_STATE_DIR": str(demo_dir),
             "RECSYS_MODEL_DIR": str(base.model_dir),
-            "RECSYS_API_PORT": str(port),
             "RECSYS_API_AUTO_PUBLISH_LATEST": "false",
         }
         settings = Settings(
@@ -89,23 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         ensure_app_topics(settings)
         publish(settings, version)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "infra.serve"],
-            env=env,
-            stdout=open(demo_dir / "server.log", "wb"),
-            stderr=subprocess.STDOUT,
-        )
+        server = ServeProcess(env, demo_dir / "server.log")
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
-                wait_ready(api, server)
+            with server, httpx.Client(base_url=server.url, timeout=10) as api:
                 run_replay(api, replay, titles, args.genre, args.pause)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-    print(f"\nDone. Server log: {demo_dir / 'server.log'}")
+        except ServiceNotReady as e:
+            raise SystemExit(str(e)) from None
+    print(f"\nDone. Server log: {server.log_path}")
     return 0 if server.returncode in (0, -signal.SIGTERM) else 1
 
 
@@ -133,8 +122,6 @@ def choose_replay(inter, titles, cutoff: float, genre: str, n: int, user: str | 
 
 def ensure_model(settings: Settings, data_dir: Path, cutoff: float) -> str:
     """A model trained up to the cutoff; trains one (with its progress bar) if missing."""
-    from core.artifacts import list_versions
-
     assert settings.model_dir is not None
     for version in reversed(list_versions(settings.model_dir)):
         config = json.loads((settings.model_dir / version / "config.json").read_text())
@@ -159,29 +146,12 @@ def ensure_model(settings: Settings, data_dir: Path, cutoff: float) -> str:
 
 
 def publish(settings: Settings, version: str) -> None:
-    from featurestore.publish import publish_model_dir
-    from featurestore.store import FeatureStore
-
     assert settings.model_dir is not None
     store = FeatureStore.open(settings)
     try:
         publish_model_dir(store, settings.model_dir / version, activate=True, show_progress=True)
     finally:
         store.close()
-
-
-def wait_ready(api: httpx.Client, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the service exited with code {server.returncode}; see its log")
-        try:
-            if api.get("/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the service did not become ready in time")
 
 
 def run_replay(api: httpx.Client, replay: Replay, titles, genre: str, pause: float) -> None:

@@ -27,6 +27,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from core.events import Event, InvalidEvent, ValidEvent, decode, encode, validate
 from core.settings import Settings
 from eventlog.producer import PRODUCER_CONFIG, dlq_headers
+from training.data import load_movielens
 
 MAX_EXAMPLES = 5
 
@@ -88,8 +89,6 @@ def count_lines(path: Path) -> int:
 def movielens_events(data_dir: Path) -> tuple[int, Iterator[Record]]:
     """MovieLens ratings as ``rating`` events in time order (the loader the training and
     the demo use), with how many there are."""
-    from training.data import load_movielens
-
     inter, _ = load_movielens(data_dir)
 
     def events() -> Iterator[Record]:

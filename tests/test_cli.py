@@ -3,22 +3,21 @@ API, the direct-store fallback, topics and init, and cluster recovery partitions
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
+from api.app import create_app
 from core.settings import Settings, get_settings
 from dataflow.recovery import own_partitions, recovery_config
 from dataflow.run import parse_addresses
 from featurestore import FeatureStore
 from infra.broker import free_port
 from infra.cli import app
-from tests.helpers import publish, wait_for, write_model_dir
+from infra.process import serve_in_thread
+from tests.helpers import publish, write_model_dir
 
 runner = CliRunner()
 
@@ -103,24 +102,6 @@ def test_unreachable_api_is_one_line_and_non_zero(env):
 # --- through a live service -----------------------------------------------------------
 
 
-@contextmanager
-def live_api(settings: Settings) -> Iterator[str]:
-    from api.app import create_app
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, timeout=30)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-
-
 @pytest.mark.integration
 def test_user_and_models_through_the_running_service(broker, make_settings):
     settings = make_settings(broker, inprocess=False, admin_keys={"adm"}, impressions_enabled=False)
@@ -128,7 +109,7 @@ def test_user_and_models_through_the_running_service(broker, make_settings):
     publish(store, "v1", n=40, dim=8, seed=0)
     publish(store, "v2", n=40, dim=8, seed=1)
     store.close()
-    with live_api(settings) as url:
+    with serve_in_thread(create_app(settings)) as url:
         result = invoke("user", "u1", "--recs", "-k", "3", "--api-url", url)
         assert result.exit_code == 0, result.output
         assert "user u1: 0 events folded" in result.output

@@ -12,21 +12,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
 from core.settings import Settings
 from featurestore import FeatureStore
-from infra.broker import free_port
-from tests.helpers import isolated_settings, publish, wait_for
+from infra.process import serve_in_thread
+from tests.helpers import isolated_settings, publish
 
 pytestmark = pytest.mark.integration
 
@@ -63,27 +60,8 @@ def serving(settings: Settings) -> Iterator[str]:
     store = FeatureStore.open(settings)
     publish(store, n=80, dim=16, n_profiles=10)
     store.close()
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, name="demo-uvicorn", daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(ready, timeout=60, interval=0.1)
+    with serve_in_thread(create_app(settings)) as base:
         yield base
-    finally:
-        srv.should_exit = True
-        thread.join(30)
 
 
 @pytest.fixture(scope="module")

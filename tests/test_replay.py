@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 
 from core.events import decode
 from core.settings import Settings
+from infra.broker import free_port
 from infra.cli import app
+from infra.cli.system import replay_speed
 from infra.replay import BadLine, LogEvent, _wire, pace, read_jsonl, schedule
 
 runner = CliRunner()
@@ -274,8 +276,6 @@ def test_strict_sends_nothing_when_a_line_is_invalid(broker, make_settings, tmp_
 
 
 def test_replay_errors_are_one_line_not_a_traceback(tmp_path):
-    from infra.broker import free_port
-
     log = write_log(tmp_path / "e.jsonl", [ev("u1", "i1", 1000.0)])
     dead = f"127.0.0.1:{free_port()}"
     result = runner.invoke(app, ["replay", str(log), "--bootstrap-servers", dead])
@@ -301,9 +301,7 @@ def test_dry_run_reports_invalid_lines_without_kafka(tmp_path):
 
 
 def test_rate_alone_paces_by_rate_only():
-    from infra.cli import _replay_speed
-
-    assert _replay_speed(None, False, None) == 1.0
-    assert _replay_speed(None, False, 500.0) == 0.0
-    assert _replay_speed(60.0, False, 500.0) == 60.0
-    assert _replay_speed(60.0, True, None) == 0.0
+    assert replay_speed(None, False, None) == 1.0
+    assert replay_speed(None, False, 500.0) == 0.0
+    assert replay_speed(60.0, False, 500.0) == 60.0
+    assert replay_speed(60.0, True, None) == 0.0

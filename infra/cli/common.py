@@ -39,6 +39,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def exit_with(code: int | None) -> None:
+    """Exit with an entry point's non-zero return code; return on 0 or None."""
+    if code:
+        raise typer.Exit(code)
+
+
 def url_path(segment: str) -> str:
     """An id as one URL path segment."""
     return quote(segment, safe="")

@@ -11,8 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from core.artifacts import latest_version
 from core.settings import Settings
+from eventlog.admin import broker_answers
 from featurestore.backend import StoreError, StoreLocked
+from featurestore.publish import publish_model_dir
 from featurestore.store import FeatureStore
 from infra.cli.remote import CliError
 
@@ -49,9 +55,6 @@ def activate(store: FeatureStore, version: str) -> dict[str, Any]:
 def publish(
     store: FeatureStore, settings: Settings, version: str | None, activate: bool
 ) -> dict[str, Any]:
-    from core.artifacts import latest_version
-    from featurestore.publish import publish_model_dir
-
     assert settings.model_dir is not None
     version = version or latest_version(settings.model_dir)
     if version is None or not (settings.model_dir / version).is_dir():
@@ -64,9 +67,6 @@ def publish(
 
 def ensure_live_model(settings: Settings, train_if_missing: bool) -> str:
     """What ``recsys init`` does after the topics: a model is active when it returns."""
-    from core.artifacts import latest_version
-    from featurestore.publish import publish_model_dir
-
     assert settings.model_dir is not None
     with open_store_creating(settings) as store:
         active = store.active_version()
@@ -78,7 +78,7 @@ def ensure_live_model(settings: Settings, train_if_missing: bool) -> str:
             return f"published and activated model {version}"
     if not train_if_missing:
         raise CliError(f"no trained model under {settings.model_dir}; run `recsys train`")
-    from training.train import main as train
+    from training.train import main as train  # torch: loaded only when init must train
 
     code = train([])  # publishes and activates at its end (featurestore.publish)
     if code:
@@ -100,11 +100,6 @@ def create_topics(
     settings: Settings, partitions: int | None, replication_factor: int
 ) -> dict[str, int]:
     """Create the engine's topics if missing: name -> partitions created (0: existed)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    from eventlog.admin import broker_answers
-
     bootstrap = settings.kafka.bootstrap_servers
     if not broker_answers(bootstrap, timeout=5):
         raise CliError(f"no Kafka broker answers at {bootstrap} (RECSYS_KAFKA_BOOTSTRAP_SERVERS)")

@@ -14,6 +14,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from core.settings import Settings, get_settings
+from eventlog.admin import broker_answers, ensure_topics
 from infra.cli.remote import CliError
 from infra.replay import (
     BadLine,
@@ -26,6 +27,7 @@ from infra.replay import (
     read_jsonl,
     replay,
 )
+from training.data import DataError, parse_time
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,6 @@ def effective_settings(req: Request, base: Settings | None = None) -> Settings:
 def _time(value: str | None, name: str) -> float | None:
     if value is None:
         return None
-    from training.data import parse_time
-
     try:
         return parse_time(value)
     except ValueError as e:
@@ -78,8 +78,6 @@ def source(req: Request, settings: Settings) -> tuple[str, int, Iterator[Record]
         raise CliError("give a JSON-lines log file or --movielens (one of them)")
     if req.movielens:
         data_dir = req.data_dir or settings.data_dir
-        from training.data import DataError
-
         try:
             total, records = movielens_events(data_dir)
         except (FileNotFoundError, DataError) as e:
@@ -128,8 +126,6 @@ def run(req: Request, out: TextIO | None = None) -> ReplayStats:
             raise CliError(
                 "--strict: nothing sent. " + describe_invalid(checked.examples, checked.invalid)
             )
-
-    from eventlog.admin import broker_answers, ensure_topics
 
     name, total, records = source(req, settings)
     since, until = _time(req.since, "since"), _time(req.until, "until")

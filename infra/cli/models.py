@@ -1,0 +1,185 @@
+"""`recsys train`, `evaluate`, `publish` and `recsys models ...`: making a model and putting
+it live, through the running service's API or, when none answers, on the store directly.
+
+The entry points and the store are imported inside the commands (CLI start-up time, see
+``infra.cli``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from infra.cli.common import ApiKey, ApiUrl, exit_with, fail, settings, url_path
+from infra.cli.remote import ApiClient, ApiUnreachable, CliError, default_api_url, format_models
+
+models_app = typer.Typer(
+    help="Published model versions: list, publish, activate (roll back).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+
+# --- the entry points, with their own options ---------------------------------------------
+
+
+def train(ctx: typer.Context) -> None:
+    """Train the two-tower and publish it (`recsys train --help` lists every option).
+
+    Example: recsys train --until 1998-03-01T00:00:00Z --seed 7
+    """
+    from training.train import main as run
+
+    exit_with(run(ctx.args))
+
+
+def evaluate(ctx: typer.Context) -> None:
+    """Streaming evaluation against baselines on MovieLens (`--help` for options).
+
+    Example: recsys evaluate --tune
+    """
+    from evaluation.run import main as run
+
+    exit_with(run(ctx.args))
+
+
+def publish(ctx: typer.Context) -> None:
+    """Publish a trained version from the model directory to the store (`--help`).
+
+    Needs the store itself: with a running service on the embedded store use
+    `recsys models publish` (through the API) instead.
+
+    Example: recsys publish --version 20240101T000000Z-abc123
+    """
+    from featurestore.backend import StoreLocked
+    from featurestore.publish import main as run
+
+    try:
+        exit_with(run(ctx.args))
+    except StoreLocked as e:
+        raise fail(f"{e}; a running service holds it: use `recsys models publish`") from None
+
+
+# --- the model registry -------------------------------------------------------------------
+
+
+StoreOpt = Annotated[
+    bool,
+    typer.Option(
+        "--store",
+        help="Use the store directly instead of the API (no service may hold an embedded store).",
+    ),
+]
+
+
+def _models_call(
+    api_url: str | None,
+    api_key: str | None,
+    direct: bool,
+    via_api: Any,
+    via_store: Any,
+) -> dict[str, Any]:
+    """Through the API; when nothing answers at the default URL, the store directly."""
+    if not direct:
+        try:
+            with ApiClient(api_url or default_api_url(settings()), api_key) as client:
+                return via_api(client)
+        except ApiUnreachable as e:
+            if api_url is not None:
+                raise
+            typer.secho(f"{e}\nReading the store directly.", err=True, fg=typer.colors.YELLOW)
+    from infra.cli import registry
+
+    with registry.open_store(settings()) as store:
+        return via_store(store)
+
+
+@models_app.command("list")
+def models_list(
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    store: StoreOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Published versions and the active one (* marks it).
+
+    Example: RECSYS_API_KEY=... recsys models list
+    """
+    try:
+        overview = _models_call(
+            api_url, api_key, store, lambda c: c.get("/admin/models"), lambda s: s.models_overview()
+        )
+    except CliError as e:
+        raise fail(str(e)) from None
+    typer.echo(json.dumps(overview, indent=2) if as_json else format_models(overview))
+
+
+@models_app.command("activate")
+def models_activate(
+    version: Annotated[str, typer.Argument(help="A published version (see `recsys models list`).")],
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    store: StoreOpt = False,
+) -> None:
+    """Make a published version live; serving and the dataflow follow within seconds.
+
+    Example: recsys models activate 20240101T000000Z-abc123
+    """
+    from infra.cli import registry
+
+    try:
+        overview = _models_call(
+            api_url,
+            api_key,
+            store,
+            lambda c: c.post(f"/admin/models/{url_path(version)}/activate"),
+            lambda s: registry.activate(s, version),
+        )
+    except CliError as e:
+        raise fail(str(e)) from None
+    typer.echo(format_models(overview))
+
+
+@models_app.command("rollback")
+def models_rollback(
+    version: Annotated[str, typer.Argument(help="The older published version to go back to.")],
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    store: StoreOpt = False,
+) -> None:
+    """Roll back: activate an older published version (same as `models activate`).
+
+    Example: recsys models rollback 20231201T000000Z-def456
+    """
+    models_activate(version, api_url, api_key, store)
+
+
+@models_app.command("publish")
+def models_publish(
+    version: Annotated[
+        str | None, typer.Option(help="Version directory (default: LATEST).", show_default=False)
+    ] = None,
+    activate: Annotated[bool, typer.Option(help="Switch serving to it.")] = True,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    store: StoreOpt = False,
+) -> None:
+    """Publish a trained version from the model directory (through the running service).
+
+    Example: recsys models publish --no-activate
+    """
+    from infra.cli import registry
+
+    try:
+        overview = _models_call(
+            api_url,
+            api_key,
+            store,
+            lambda c: c.post("/admin/models/publish", {"version": version, "activate": activate}),
+            lambda s: registry.publish(s, settings(), version, activate),
+        )
+    except CliError as e:
+        raise fail(str(e)) from None
+    typer.echo(format_models(overview))
