@@ -339,18 +339,9 @@ class World:
 
 def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
     """The product's producer settings (murmur2) tuned for bulk throughput."""
-    from eventlog.producer import PRODUCER_CONFIG
+    from eventlog.producer import bulk_config
 
-    return {
-        "bootstrap.servers": bootstrap,
-        **PRODUCER_CONFIG,
-        "linger.ms": 20,
-        "batch.num.messages": 10_000,
-        "batch.size": 1_000_000,
-        "queue.buffering.max.messages": 500_000,
-        "queue.buffering.max.kbytes": 1_048_576,
-        **extra,
-    }
+    return bulk_config(bootstrap, **extra)
 
 
 def produce(
@@ -364,8 +355,10 @@ def produce(
 
     Raises if any delivery failed: a benchmark on a partial topic would lie.
     """
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaException
     from tqdm import tqdm
+
+    from eventlog.producer import bulk_producer
 
     failed: list[str] = []
 
@@ -373,7 +366,7 @@ def produce(
         if err is not None and len(failed) < 10:
             failed.append(str(err))
 
-    producer = Producer(producer_config(bootstrap, on_delivery=on_delivery))
+    producer = bulk_producer(bootstrap, on_delivery=on_delivery)
     bar = tqdm(
         total=total,
         unit="msg",

@@ -100,10 +100,7 @@ def create_topics(
     settings: Settings, partitions: int | None, replication_factor: int
 ) -> dict[str, int]:
     """Create the engine's topics if missing: name -> partitions created (0: existed)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    from eventlog.admin import broker_answers
+    from eventlog.admin import TopicNotCreated, broker_answers, create_topics
 
     bootstrap = settings.kafka.bootstrap_servers
     if not broker_answers(bootstrap, timeout=5):
@@ -114,16 +111,7 @@ def create_topics(
         settings.kafka.dead_letter_topic,
         settings.kafka.impressions_topic,
     ]
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
-    result = {t: 0 for t in names if t in existing}
-    missing = [NewTopic(t, n, replication_factor) for t in names if t not in existing]
-    for topic, fut in admin.create_topics(missing).items() if missing else ():
-        try:
-            fut.result(timeout=30)
-            result[topic] = n
-        except KafkaException as e:
-            if "TOPIC_ALREADY_EXISTS" not in str(e):
-                raise CliError(f"cannot create topic {topic}: {e}") from None
-            result[topic] = 0
-    return {t: result[t] for t in names}
+    try:
+        return create_topics(bootstrap, dict.fromkeys(names, n), replication_factor, timeout=30)
+    except TopicNotCreated as e:
+        raise CliError(str(e)) from None
