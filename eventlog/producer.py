@@ -92,9 +92,14 @@ class _Acks:
         return self._done.wait(timeout)
 
 
-def _fatal(err: KafkaError) -> bool:
-    """The idempotent producer is unusable after this error (it refuses every message)."""
-    return err.fatal() or err.code() in (KafkaError._FATAL, KafkaError.UNKNOWN_PRODUCER_ID)
+_STUCK = (KafkaError._FATAL, KafkaError.UNKNOWN_PRODUCER_ID, KafkaError._MSG_TIMED_OUT)
+
+
+def _stuck(err: KafkaError) -> bool:
+    """After this error the producer may never deliver again: a fatal error makes it
+    refuse every message, and a broker that forgot its producer id (a restarted
+    in-memory broker) leaves it retrying until every message times out."""
+    return err.fatal() or err.code() in _STUCK
 
 
 class EventProducer:
@@ -111,8 +116,8 @@ class EventProducer:
     user's events. The librdkafka producer is made on the first ``send`` that finds a
     broker answering, and kept; until then each ``send`` tries again with a new one, so
     the first request after a broker comes up succeeds without waiting out a reconnection
-    back-off. After a fatal error (the broker forgot the producer's id: a restarted
-    in-memory broker, say) it refuses every message, so the next ``send`` makes a new one.
+    back-off. A ``send`` that timed out or hit a fatal error leaves its producer behind
+    (``_stuck``): the next ``send`` starts a new one.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -143,10 +148,14 @@ class EventProducer:
         return polled
 
     def _discard(self, polled: _Polled) -> None:
+        """The next ``send`` makes a new producer; this one reports what other requests
+        still wait for (or fails it) on a thread of its own, then goes."""
         with self._lock:
             if self._polled is polled:
                 self._polled = None
-        polled.close(timeout=0)
+        threading.Thread(
+            target=polled.close, args=(SEND_TIMEOUT_SECONDS,), name="producer-close", daemon=True
+        ).start()
 
     def _connect(self) -> _Polled:
         producer = Producer(self._config())
@@ -169,16 +178,17 @@ class EventProducer:
                     self._topic, encode(e), e.user_id.encode(), on_delivery=acks.delivered
                 )
         except (BufferError, KafkaException) as e:
-            if isinstance(e, KafkaException) and _fatal(e.args[0]):
+            if isinstance(e, KafkaException) and _stuck(e.args[0]):
                 self._discard(polled)
             raise ProducerUnavailable(f"Kafka did not acknowledge the events: {e}") from e
         # librdkafka reports every message by message.timeout.ms; the second is slack.
         if not acks.wait(SEND_TIMEOUT_SECONDS + 1.0):
+            self._discard(polled)
             raise ProducerUnavailable(
                 f"Kafka did not acknowledge the events within {SEND_TIMEOUT_SECONDS:.0f}s"
             )
         if acks.error is not None:
-            if _fatal(acks.error):
+            if _stuck(acks.error):
                 self._discard(polled)
             raise ProducerUnavailable(f"Kafka did not acknowledge the events: {acks.error}")
 
