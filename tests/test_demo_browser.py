@@ -22,10 +22,10 @@ import httpx
 import pytest
 import uvicorn
 
-from api.app import create_app
 from core.settings import Settings
 from featurestore import FeatureStore
 from infra.broker import free_port
+from infra.serve import build_app
 from tests.helpers import isolated_settings, publish, wait_for
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ def serving(settings: Settings) -> Iterator[str]:
     store.close()
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+        build_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
     )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, name="demo-uvicorn", daemon=True)
