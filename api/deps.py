@@ -1,8 +1,10 @@
 """What routes depend on, as ``Annotated`` aliases for FastAPI's dependency injection.
 
 ``create_app`` puts the settings and API keys on ``app.state``; the lifespan puts the
-``Resources`` it built there. The look-ups are ``async``: FastAPI runs a plain ``def``
-dependency in its threadpool, a hop a look-up does not need.
+``Resources`` it built there. Each look-up reads ``app.state`` itself rather than
+depending on ``ResourcesDep``: every level of dependency costs FastAPI work on every
+request. They are ``async``: FastAPI runs a plain ``def`` dependency in its threadpool,
+a hop a look-up does not need.
 """
 
 from __future__ import annotations
@@ -34,28 +36,28 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_store(r: ResourcesDep) -> FeatureStore:
-    return r.store
+async def get_store(request: Request) -> FeatureStore:
+    return request.app.state.resources.store  # type: ignore[no-any-return]
 
 
-async def get_catalogs(r: ResourcesDep) -> CatalogProvider:
-    return r.catalogs
+async def get_catalogs(request: Request) -> CatalogProvider:
+    return request.app.state.resources.catalogs  # type: ignore[no-any-return]
 
 
-async def get_recommender(r: ResourcesDep) -> Recommender:
-    return r.recommender
+async def get_recommender(request: Request) -> Recommender:
+    return request.app.state.resources.recommender  # type: ignore[no-any-return]
 
 
-async def get_browser(r: ResourcesDep) -> Browser:
-    return r.browser
+async def get_browser(request: Request) -> Browser:
+    return request.app.state.resources.browser  # type: ignore[no-any-return]
 
 
-async def get_producer(r: ResourcesDep) -> EventProducer:
-    return r.producer
+async def get_producer(request: Request) -> EventProducer:
+    return request.app.state.resources.producer  # type: ignore[no-any-return]
 
 
-async def get_flow(r: ResourcesDep) -> FlowHealth | None:
-    return r.flow
+async def get_flow(request: Request) -> FlowHealth | None:
+    return request.app.state.resources.flow  # type: ignore[no-any-return]
 
 
 StoreDep = Annotated[FeatureStore, Depends(get_store)]
