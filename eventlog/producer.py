@@ -43,9 +43,11 @@ class ProducerUnavailable(RuntimeError):
 
 class _Polled:
     """A producer and the daemon thread that serves its delivery reports (and logs), so
-    callers only ever queue messages. ``before_polling`` runs first on that thread."""
+    callers only ever queue messages. ``before_polling``, if any, runs first on that thread."""
 
-    def __init__(self, producer: Producer, name: str, before_polling: Callable[[], None]) -> None:
+    def __init__(
+        self, producer: Producer, name: str, before_polling: Callable[[], None] | None = None
+    ) -> None:
         self.producer = producer
         self._before = before_polling
         self._stop = threading.Event()
@@ -55,12 +57,14 @@ class _Polled:
         self._thread.start()
 
     def _run(self) -> None:
-        self._before()
+        if self._before is not None:
+            self._before()
         while not self._stop.is_set():
             try:
                 self.producer.poll(POLL_SECONDS)
             except KafkaException as e:  # keep serving reports: they carry the error too
                 log.error("Kafka producer error: %s", e)
+                self._stop.wait(POLL_SECONDS)
 
     def close(self, timeout: float) -> None:
         self._stop.set()
@@ -109,8 +113,8 @@ class EventProducer:
     replicas (``acks=all``), so a 202 means the events are in the log. Otherwise it
     raises ``ProducerUnavailable`` (the API answers 503): within ``CONNECT_TIMEOUT_SECONDS``
     until the producer first reached a broker, then within ``SEND_TIMEOUT_SECONDS``
-    (librdkafka's retries included). After a 503 some events may be in the log all the same, so a
-    client that retries gets at-least-once.
+    (librdkafka's retries included). After a 503 some events may be in the log all the
+    same, so a client that retries gets at-least-once.
 
     Idempotent: librdkafka's own retries never write an event twice nor reorder a
     user's events. The librdkafka producer is made on the first ``send`` that finds a
@@ -164,7 +168,7 @@ class EventProducer:
             producer.list_topics(timeout=CONNECT_TIMEOUT_SECONDS)
         except KafkaException as e:
             raise ProducerUnavailable(f"cannot reach Kafka at {self._servers}: {e}") from e
-        polled = _Polled(producer, "events-producer", lambda: None)
+        polled = _Polled(producer, "events-producer")
         polled.start()
         return polled
 

@@ -19,6 +19,9 @@ from featurestore.store import FeatureStore
 
 router = APIRouter(tags=["admin"], dependencies=[require_admin])
 
+# FeatureStore.models_overview(): the published versions, the active one, the one served.
+Overview = dict  # type: ignore[type-arg]
+
 
 class PublishRequest(BaseModel):
     version: str | None = Field(
@@ -29,13 +32,13 @@ class PublishRequest(BaseModel):
     activate: bool = Field(True, description="Make it live once written")
 
 
-def _models(store: FeatureStore, catalogs: CatalogProvider) -> dict:  # type: ignore[type-arg]
+def _models(store: FeatureStore, catalogs: CatalogProvider) -> Overview:
     serving = catalogs.current
     return store.models_overview(serving.version if serving else None)
 
 
 @router.get("/admin/models")
-def admin_models(store: StoreDep, catalogs: CatalogsDep) -> dict:  # type: ignore[type-arg]
+def admin_models(store: StoreDep, catalogs: CatalogsDep) -> Overview:
     """Published versions, the active one, and the one this process serves."""
     return _models(store, catalogs)
 
@@ -46,7 +49,7 @@ def admin_publish(
     store: StoreDep,
     catalogs: CatalogsDep,
     body: Annotated[PublishRequest | None, Body()] = None,
-) -> dict:  # type: ignore[type-arg]
+) -> Overview:
     """Write a trained version (default: LATEST in the model directory) to the store
     beside the live one and, unless activate=false, switch serving to it. Requests in
     flight finish on the version they started with."""
@@ -64,7 +67,7 @@ def admin_publish(
 
 
 @router.post("/admin/models/{version}/activate")
-def admin_activate(version: Version, store: StoreDep, catalogs: CatalogsDep) -> dict:  # type: ignore[type-arg]
+def admin_activate(version: Version, store: StoreDep, catalogs: CatalogsDep) -> Overview:
     """Make a published version live (a rollback is activating an older one)."""
     if store.model(version) is None:
         raise HTTPException(404, f"model {version!r} is not published")
@@ -74,7 +77,7 @@ def admin_activate(version: Version, store: StoreDep, catalogs: CatalogsDep) -> 
 
 
 @router.post("/admin/reload")
-def admin_reload(settings: SettingsDep, store: StoreDep, catalogs: CatalogsDep) -> dict:  # type: ignore[type-arg]
+def admin_reload(settings: SettingsDep, store: StoreDep, catalogs: CatalogsDep) -> Overview:
     """Check for a new model now instead of at the next poll."""
     check_once(settings, store, catalogs)
     return _models(store, catalogs)

@@ -70,7 +70,8 @@ def build_router(settings: Settings) -> APIRouter:
     Variant = Annotated[
         str | None,
         Query(
-            description=f"Force a ranking variant (default: the user's bucket); one of {variant_names}"
+            description="Force a ranking variant (default: the user's bucket); "
+            f"one of {variant_names}"
         ),
     ]
     router = APIRouter(tags=["recommend"], dependencies=[require_read])
