@@ -8,18 +8,14 @@ delivery reports. A full queue or a broker that is away loses impressions, count
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Sequence
 
 import msgspec
-from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import Counter
 
 from core.settings import Settings
-
-log = logging.getLogger(__name__)
+from eventlog.producer import BackgroundProducer
 
 IMPRESSIONS = Counter(
     "recsys_impressions_total",
@@ -46,42 +42,24 @@ decode_impression = msgspec.json.Decoder(Impression).decode
 
 
 class ImpressionLog:
+    """The impressions topic: one message per response, keyed by user, produced by a
+    ``BackgroundProducer`` (at-most-once: a lost impression never fails a request)."""
+
     def __init__(self, settings: Settings) -> None:
-        self.topic = settings.kafka.impressions_topic
-        self._bootstrap = settings.kafka.bootstrap_servers
-        self._partitions = settings.kafka.topic_partitions
-        self._producer = Producer(
-            {
-                "bootstrap.servers": self._bootstrap,
-                "partitioner": "murmur2_random",
-                "linger.ms": 20,
-                "queue.buffering.max.messages": 100_000,
-                "message.timeout.ms": 30_000,
-                "acks": 1,
-            }
+        self._producer = BackgroundProducer(
+            settings, settings.kafka.impressions_topic, self._delivered, "impressions"
         )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
+        self.topic = self._producer.topic
         self._sent = IMPRESSIONS.labels("sent")
         self._failed = IMPRESSIONS.labels("failed")
         self._dropped = IMPRESSIONS.labels("dropped")
 
     def start(self) -> ImpressionLog:
-        self._thread.start()
+        self._producer.start()
         return self
 
-    def _run(self) -> None:
-        from eventlog.admin import ensure_topics
-
-        try:
-            ensure_topics(self._bootstrap, {self.topic: self._partitions})
-        except Exception as e:  # the broker may come later; produce() will retry
-            log.warning("could not create topic %s: %s", self.topic, e)
-        while not self._stop.is_set():
-            self._producer.poll(0.2)
-
-    def _delivered(self, err: KafkaError | None, _msg: object) -> None:
-        if err is None:
+    def _delivered(self, ok: bool) -> None:
+        if ok:
             self._sent.inc()
         else:
             self._failed.inc()
@@ -107,15 +85,8 @@ class ImpressionLog:
             strategy,
             time.time(),
         )
-        try:
-            self._producer.produce(
-                self.topic, _encode(msg), user_id.encode(), on_delivery=self._delivered
-            )
-        except (BufferError, KafkaException):
+        if not self._producer.send(user_id.encode(), _encode(msg)):
             self._dropped.inc()
 
     def close(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        self._producer.flush(timeout)
+        self._producer.close(timeout)

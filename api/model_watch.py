@@ -12,8 +12,10 @@ import asyncio
 import gc
 import logging
 
+from core.artifacts import latest_version
 from core.catalog import CatalogProvider
 from core.settings import Settings
+from featurestore.publish import publish_model_dir
 from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -21,9 +23,6 @@ log = logging.getLogger(__name__)
 
 def publish_latest_if_new(settings: Settings, store: FeatureStore) -> str | None:
     """Publish and activate ``<model_dir>/LATEST`` unless the store already has it."""
-    from core.artifacts import latest_version
-    from featurestore.publish import publish_model_dir
-
     assert settings.model_dir is not None
     version = latest_version(settings.model_dir)
     if version is None or store.model(version) is not None:

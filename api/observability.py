@@ -36,6 +36,52 @@ class _TooLarge(Exception):
     pass
 
 
+def _request_id_and_length(headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes | None]:
+    """The request's id (the client's X-Request-ID if valid, else a new one) and its
+    Content-Length header (raw), if any."""
+    rid = None
+    length = None
+    for k, v in headers:
+        if k == b"x-request-id":
+            rid = v.decode("latin-1")
+        elif k == b"content-length":
+            length = v
+    if rid is None or not _VALID_ID.match(rid):
+        rid = uuid.uuid4().hex
+    return rid, length
+
+
+class _Exchange:
+    """One request's ASGI channels: the response gets the X-Request-ID header and its
+    status noted; reading the body beyond ``max_body`` raises ``_TooLarge``."""
+
+    __slots__ = ("_receive", "_send", "max_body", "received", "rid_header", "started", "status")
+
+    def __init__(self, receive: Receive, send: Send, max_body: int, rid: str) -> None:
+        self._receive = receive
+        self._send = send
+        self.max_body = max_body
+        self.rid_header = (b"x-request-id", rid.encode())
+        self.status = 500
+        self.started = False
+        self.received = 0
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.started = True
+            message["headers"] = [*message.get("headers", ()), self.rid_header]
+        await self._send(message)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.max_body:
+                raise _TooLarge
+        return message
+
+
 class RequestContext:
     """Gives every request an id (X-Request-ID in, or a new one; echoed back), refuses
     bodies over ``max_body`` with 413, times the request per route template and writes
@@ -55,72 +101,49 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        rid = None
-        length = None
-        for k, v in scope["headers"]:
-            if k == b"x-request-id":
-                rid = v.decode("latin-1")
-            elif k == b"content-length":
-                length = v
-        if rid is None or not _VALID_ID.match(rid):
-            rid = uuid.uuid4().hex
+        rid, length = _request_id_and_length(scope["headers"])
         scope.setdefault("state", {})["request_id"] = rid
         token = REQUEST_ID.set(rid)
-        rid_header = (b"x-request-id", rid.encode())
-        status = 500
-        started = False
+        exchange = _Exchange(receive, send, self.max_body, rid)
+        try:
+            await self._serve(scope, exchange, length)
+        finally:
+            REQUEST_ID.reset(token)
+            self._observe(scope, rid, exchange.status, time.perf_counter() - t0)
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                started = True
-                message["headers"] = [*message.get("headers", ()), rid_header]
-            await send(message)
-
-        received = 0
-
-        async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _TooLarge
-            return message
-
+    async def _serve(self, scope: Scope, exchange: _Exchange, length: bytes | None) -> None:
         try:
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
                 raise _TooLarge
-            await self.app(scope, receive_limited, send_with_id)
+            await self.app(scope, exchange.receive, exchange.send)
         except _TooLarge:
             REQUESTS_TOO_LARGE.inc()
-            if started:
+            if exchange.started:
                 raise
             await _send_json(
-                send_with_id, 413, {"detail": f"request body larger than {self.max_body} bytes"}
+                exchange.send, 413, {"detail": f"request body larger than {self.max_body} bytes"}
             )
-        finally:
-            REQUEST_ID.reset(token)
-            elapsed = time.perf_counter() - t0
-            route = getattr(scope.get("route"), "path", "unmatched")
-            REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
-            if (
-                self.log_all or (self.log_some and (status >= 400 or elapsed >= self.slow_s))
-            ) and access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "request",
-                    extra={
-                        "fields": {
-                            "request_id": rid,
-                            "method": scope["method"],
-                            "path": scope["path"],
-                            "route": route,
-                            "status": status,
-                            "ms": round(elapsed * 1000, 3),
-                        }
-                    },
-                )
+
+    def _observe(self, scope: Scope, rid: str, status: int, elapsed: float) -> None:
+        """The latency histogram, and the access-log line when the log mode wants it."""
+        route = getattr(scope.get("route"), "path", "unmatched")
+        REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
+        if (
+            self.log_all or (self.log_some and (status >= 400 or elapsed >= self.slow_s))
+        ) and access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": rid,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 3),
+                    }
+                },
+            )
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:

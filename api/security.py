@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from fastapi import HTTPException, Security
+from fastapi import HTTPException
 from fastapi.security import APIKeyHeader
 
-from core.settings import Settings
+from core.settings import ApiSettings
 
-_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
 
 
 def _matches(key: str, keys: Iterable[str]) -> bool:
@@ -18,29 +18,32 @@ def _matches(key: str, keys: Iterable[str]) -> bool:
     return any([hmac.compare_digest(key.encode(), k.encode()) for k in keys])
 
 
-def require_key(settings: Settings, scope: str) -> Callable[[str | None], None]:
-    """A FastAPI dependency: ``scope`` is "read", "write" or "admin"; a wider key passes a
-    narrower check (admin > write > read)."""
-    admin = settings.api.admin_keys
-    accepted = {
-        "admin": admin,
-        "write": settings.api.write_keys | admin,
-        "read": settings.api.read_keys | settings.api.write_keys | admin,
-    }[scope]
-    required = {
-        "admin": True,
-        "write": bool(settings.api.write_keys),
-        "read": bool(settings.api.read_keys),
-    }[scope]
+class ApiKeys:
+    """The keys each scope ("read", "write", "admin") accepts: a wider key passes a
+    narrower check (admin > write > read). Reads and writes are open until keys are
+    configured for them; admin endpoints are disabled until admin keys are."""
 
-    def check(key: str | None = Security(_header)) -> None:
-        if not required:
+    def __init__(self, api: ApiSettings) -> None:
+        admin = api.admin_keys
+        self._admin_enabled = bool(admin)
+        self._accepted = {
+            "admin": admin,
+            "write": api.write_keys | admin,
+            "read": api.read_keys | api.write_keys | admin,
+        }
+        self._required = {
+            "admin": True,
+            "write": bool(api.write_keys),
+            "read": bool(api.read_keys),
+        }
+
+    def check(self, scope: str, key: str | None) -> None:
+        """Pass, or raise the 401/403 that says what is missing."""
+        if not self._required[scope]:
             return
-        if scope == "admin" and not admin:
+        if scope == "admin" and not self._admin_enabled:
             raise HTTPException(403, "admin endpoints are disabled: set RECSYS_API_ADMIN_KEYS")
         if key is None:
             raise HTTPException(401, f"this endpoint needs a {scope} API key in X-API-Key")
-        if not _matches(key, accepted):
+        if not _matches(key, self._accepted[scope]):
             raise HTTPException(401, f"the X-API-Key given is not a {scope} key")
-
-    return check

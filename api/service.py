@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -13,6 +13,7 @@ from prometheus_client import Counter
 from core.catalog import Catalog, CatalogProvider
 from core.fold import FoldParams, rebuild_vector
 from core.ranking import Ranked, RankParams, build_query, covisit_neighbours, diversify, rerank
+from core.records import Profile
 from core.settings import Settings
 from core.state import UserState
 from core.variants import bucket, variant_params
@@ -96,56 +97,28 @@ class Recommender:
         params = self.variants[variant]
         if item_filter:
             self._check_categories(catalog, item_filter)
-        state = self.store.read_user_state(user_id)
-        if state is not None and state.model_version != catalog.version:
-            # The dataflow has not moved this user to the new model yet: do it on a copy,
-            # so the query never mixes two embedding spaces.
-            state = rebuild_vector(_copy(state), catalog.vector, self._fold, catalog.version)
+        state = self._user_state(user_id, catalog)
         profile = self.store.read_profile(catalog.version, user_id)
         query = build_query(
             state, profile, catalog, now, s.fold.half_life_seconds, s.ranking.blend_mass
         )
-
         seen: set[str] = set(exclude_items)
         if exclude_seen:
-            if state is not None:
-                seen.update(r.item_id for r in state.recent)
-            if profile is not None:
-                seen.update(profile.seen)
+            seen.update(_seen(state, profile))
         trending = self.trending(catalog, now)
-
         if query.vector is None:
-            exclude = [catalog.index[i] for i in seen if i in catalog.index]
             candidates = _cold_candidates(
-                catalog, trending, exclude, s.ranking.candidates, item_filter
+                catalog, trending, seen, s.ranking.candidates, item_filter
             )
             strategy = "cold_start"
         else:
-            exclude = sorted(catalog.index[i] for i in seen if i in catalog.index)
-            if item_filter and item_filter.available_only and catalog.available.all():
-                item_filter = replace(item_filter, available_only=False)  # nothing to drop
-            if item_filter:
-                candidates = self.store.search_items(
-                    catalog.version, query.vector, s.ranking.candidates, exclude, item_filter
-                )
-            else:
-                # Without a payload filter, asking for len(exclude) more and dropping the
-                # seen ones afterwards is exact and ~20 % cheaper than a has-id filter.
-                hits = self.store.search_items(
-                    catalog.version, query.vector, s.ranking.candidates + len(exclude)
-                )
-                drop = set(exclude)
-                candidates = [h for h in hits if h[0] not in drop][: s.ranking.candidates]
-            strategy = "personalized"
-            candidates = self._with_covisit(
-                candidates, catalog, state, query.vector, now, exclude, params, item_filter
+            candidates = self._personal_candidates(
+                catalog, state, query.vector, now, seen, params, item_filter
             )
-        mmr = s.ranking.mmr_lambda if mmr_lambda is None else mmr_lambda
-        pool = k if mmr >= 1.0 else max(k, s.ranking.mmr_pool)
-        ranked = rerank(
-            candidates, catalog, state, trending, params, now, query.realtime_weight, pool
+            strategy = "personalized"
+        ranked = self._rank(
+            candidates, catalog, state, trending, params, now, query.realtime_weight, k, mmr_lambda
         )
-        ranked = diversify(ranked, catalog, mmr, k)
         return Result(
             user_id,
             catalog,
@@ -155,6 +128,62 @@ class Recommender:
             len(candidates),
             variant,
             dict(candidates),
+        )
+
+    def _rank(
+        self,
+        candidates: list[tuple[int, float]],
+        catalog: Catalog,
+        state: UserState | None,
+        trending: dict[int, float],
+        params: RankParams,
+        now: float,
+        realtime_weight: float,
+        k: int,
+        mmr_lambda: float | None,
+    ) -> list[Ranked]:
+        """The candidates re-ranked; then the top ``k``, diversified by maximal marginal
+        relevance from a larger pool unless ``mmr_lambda`` (default: the setting) is 1."""
+        mmr = self.settings.ranking.mmr_lambda if mmr_lambda is None else mmr_lambda
+        pool = k if mmr >= 1.0 else max(k, self.settings.ranking.mmr_pool)
+        ranked = rerank(candidates, catalog, state, trending, params, now, realtime_weight, pool)
+        return diversify(ranked, catalog, mmr, k)
+
+    def _user_state(self, user_id: str, catalog: Catalog) -> UserState | None:
+        """The user's real-time state, with its vector in ``catalog``'s item space."""
+        state = self.store.read_user_state(user_id)
+        if state is not None and state.model_version != catalog.version:
+            # The dataflow has not moved this user to the new model yet: do it on a copy,
+            # so the query never mixes two embedding spaces.
+            state = rebuild_vector(_copy(state), catalog.vector, self._fold, catalog.version)
+        return state
+
+    def _personal_candidates(
+        self,
+        catalog: Catalog,
+        state: UserState | None,
+        query: np.ndarray,
+        now: float,
+        seen: set[str],
+        params: RankParams,
+        item_filter: ItemFilter | None,
+    ) -> list[tuple[int, float]]:
+        """The ANN's nearest items to ``query`` that the filter allows, never ``seen``,
+        plus the items co-visited with the user's last ones."""
+        n = self.settings.ranking.candidates
+        exclude = sorted(catalog.index[i] for i in seen if i in catalog.index)
+        if item_filter and item_filter.available_only and catalog.available.all():
+            item_filter = replace(item_filter, available_only=False)  # nothing to drop
+        if item_filter:
+            candidates = self.store.search_items(catalog.version, query, n, exclude, item_filter)
+        else:
+            # Without a payload filter, asking for len(exclude) more and dropping the
+            # seen ones afterwards is exact and ~20 % cheaper than a has-id filter.
+            hits = self.store.search_items(catalog.version, query, n + len(exclude))
+            drop = set(exclude)
+            candidates = [h for h in hits if h[0] not in drop][:n]
+        return self._with_covisit(
+            candidates, catalog, state, query, now, exclude, params, item_filter
         )
 
     @staticmethod
@@ -220,12 +249,14 @@ class Recommender:
 def _cold_candidates(
     catalog: Catalog,
     trending: dict[int, float],
-    exclude: list[int],
+    seen: set[str],
     limit: int,
     item_filter: ItemFilter | None,
 ) -> list[tuple[int, float]]:
     """For users with nothing to go on: trending now, then all-time popular, among the
-    items the filter allows (in memory: the catalogue holds categories and availability)."""
+    items the filter allows and not ``seen`` (in memory: the catalogue holds categories
+    and availability)."""
+    exclude = [catalog.index[i] for i in seen if i in catalog.index]
     score = catalog.popularity.copy()
     if trending:
         rows = np.fromiter(trending.keys(), np.int64, len(trending))
@@ -257,6 +288,14 @@ def _allowed(catalog: Catalog, item_filter: ItemFilter | None) -> np.ndarray:
         if item_filter.available_only:
             allowed &= catalog.available
     return allowed
+
+
+def _seen(state: UserState | None, profile: Profile | None) -> Iterator[str]:
+    """The items a user interacted with: their recent ones and their training history."""
+    if state is not None:
+        yield from (r.item_id for r in state.recent)
+    if profile is not None:
+        yield from profile.seen
 
 
 def _copy(state: UserState) -> UserState:

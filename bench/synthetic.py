@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 from tqdm import tqdm
 
 from core.events import ValidEvent
@@ -37,7 +37,7 @@ from core.records import ItemRecord, ModelRecord, Profile, UserHead, iso
 from core.settings import Settings
 from core.state import UserState
 from eventlog.admin import ensure_app_topics
-from eventlog.producer import PRODUCER_CONFIG
+from eventlog.producer import bulk_config, bulk_producer
 from featurestore.store import FeatureStore
 
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
@@ -343,16 +343,7 @@ class World:
 
 def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
     """The product's producer settings (murmur2) tuned for bulk throughput."""
-    return {
-        "bootstrap.servers": bootstrap,
-        **PRODUCER_CONFIG,
-        "linger.ms": 20,
-        "batch.num.messages": 10_000,
-        "batch.size": 1_000_000,
-        "queue.buffering.max.messages": 500_000,
-        "queue.buffering.max.kbytes": 1_048_576,
-        **extra,
-    }
+    return bulk_config(bootstrap, **extra)
 
 
 def produce(
@@ -372,7 +363,7 @@ def produce(
         if err is not None and len(failed) < 10:
             failed.append(str(err))
 
-    producer = Producer(producer_config(bootstrap, on_delivery=on_delivery))
+    producer = bulk_producer(bootstrap, on_delivery=on_delivery)
     bar = tqdm(
         total=total,
         unit="msg",

@@ -51,18 +51,41 @@ def wait_for_broker(bootstrap: str, timeout: float = 20.0) -> None:
     raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s")
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create missing topics (name -> partitions); existing ones are left as they are."""
+class TopicNotCreated(RuntimeError):
+    """The broker refused to create a topic (other than because it exists already)."""
+
+    def __init__(self, topic: str, error: KafkaException) -> None:
+        super().__init__(f"cannot create topic {topic}: {error}")
+        self.topic = topic
+        self.error = error
+
+
+def create_topics(
+    bootstrap: str, topics: dict[str, int], replication_factor: int = 1, timeout: float = 10.0
+) -> dict[str, int]:
+    """Create the topics missing (name -> partitions); existing ones are left as they are.
+
+    Returns name -> partitions created (0: it existed), in the order given. Raises
+    ``TopicNotCreated`` for the first topic the broker would not create."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)
-    missing = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
+    created = {t: 0 for t in topics if t in existing}
+    missing = [NewTopic(t, n, replication_factor) for t, n in topics.items() if t not in existing]
     for topic, fut in admin.create_topics(missing).items() if missing else ():
         try:
-            fut.result(timeout=10)
+            fut.result(timeout=timeout)
+            created[topic] = topics[topic]
         except KafkaException as e:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
-                raise
+                raise TopicNotCreated(topic, e) from e
+            created[topic] = 0
         log.info("created topic %s", topic)
+    return {t: created[t] for t in topics}
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    """Create missing topics (name -> partitions), one replica each."""
+    create_topics(bootstrap, topics)
 
 
 # The id a broker reports for a topic it does not give ids to (Kafka < 2.8).

@@ -1,80 +1,304 @@
-"""Producing to Kafka: accepted events keyed by user, and the dead-letter headers every
-writer of a dead letter uses.
+"""Every producer of the project, one per role, all confluent-kafka (librdkafka):
 
-Keying by user keeps each user's events in order on one partition; kafka-python's
-murmur2 partitioner matches the Java client's, and ``PRODUCER_CONFIG`` makes
-librdkafka (confluent-kafka) producers use it too.
+- ``EventProducer``: ``POST /events``; blocks until the broker acknowledged every event.
+- ``BackgroundProducer``: the API's impression log; never blocks nor fails a request.
+- ``replay_producer``: ``recsys replay``; acknowledged, idempotent, paced by the caller.
+- ``bulk_config`` / ``bulk_producer``: benchmarks; tuned for throughput.
+
+Plus the dead-letter headers every writer of a dead letter uses (``dlq_headers``).
+
+Events are keyed by user, so each user's events stay in order on one partition.
+``PRODUCER_CONFIG`` makes every producer hash keys with murmur2, as the Java client does
+(librdkafka's default hash differs): one user lands on one partition whichever client
+produced, the dataflow's dead-letter sink included.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from core.events import ValidEvent, encode
 from core.records import iso
 from core.settings import Settings
+from eventlog.admin import ensure_topics
 
-# kafka-python and the Java client hash keys with murmur2; librdkafka's default differs.
-# Using murmur2 everywhere keeps one user on one partition whichever client produced.
+log = logging.getLogger(__name__)
+
 PRODUCER_CONFIG = {"partitioner": "murmur2_random"}
 
 SEND_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5.0
+POLL_SECONDS = 0.2
+"""How long the delivery-report thread waits for a report before checking for stop."""
 
 
 class ProducerUnavailable(RuntimeError):
     """Kafka could not take the events; the API answers 503 and the client may retry."""
 
 
+class _Polled:
+    """A producer and the daemon thread that serves its delivery reports (and logs), so
+    callers only ever queue messages. ``before_polling``, if any, runs first on that thread."""
+
+    def __init__(
+        self, producer: Producer, name: str, before_polling: Callable[[], None] | None = None
+    ) -> None:
+        self.producer = producer
+        self._before = before_polling
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        if self._before is not None:
+            self._before()
+        while not self._stop.is_set():
+            try:
+                self.producer.poll(POLL_SECONDS)
+            except KafkaException as e:  # keep serving reports: they carry the error too
+                log.error("Kafka producer error: %s", e)
+                self._stop.wait(POLL_SECONDS)
+
+    def close(self, timeout: float) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self.producer.flush(timeout)
+
+
+class _Acks:
+    """Delivery reports of one request's messages; ``wait`` returns once all are in."""
+
+    def __init__(self, expected: int) -> None:
+        self._pending = expected
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if expected <= 0:
+            self._done.set()
+        self.error: KafkaError | None = None
+
+    def delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        with self._lock:
+            if err is not None and self.error is None:
+                self.error = err
+            self._pending -= 1
+            if self._pending <= 0:
+                self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+
+_STUCK = (KafkaError._FATAL, KafkaError.UNKNOWN_PRODUCER_ID, KafkaError._MSG_TIMED_OUT)
+
+
+def _stuck(err: KafkaError) -> bool:
+    """After this error the producer may never deliver again: a fatal error makes it
+    refuse every message, and a broker that forgot its producer id (a restarted
+    in-memory broker) leaves it retrying until every message times out."""
+    return err.fatal() or err.code() in _STUCK
+
+
 class EventProducer:
+    """Produces the events ``POST /events`` accepted, keyed by user, to the events topic.
+
+    Delivery: ``send`` returns only once every event is acknowledged by all in-sync
+    replicas (``acks=all``), so a 202 means the events are in the log. Otherwise it
+    raises ``ProducerUnavailable`` (the API answers 503): within ``CONNECT_TIMEOUT_SECONDS``
+    until the producer first reached a broker, then within ``SEND_TIMEOUT_SECONDS``
+    (librdkafka's retries included). After a 503 some events may be in the log all the
+    same, so a client that retries gets at-least-once.
+
+    Idempotent: librdkafka's own retries never write an event twice nor reorder a
+    user's events. The librdkafka producer is made on the first ``send`` that finds a
+    broker answering, and kept; until then each ``send`` tries again with a new one, so
+    the first request after a broker comes up succeeds without waiting out a reconnection
+    back-off. A ``send`` that timed out or hit a fatal error leaves its producer behind
+    (``_stuck``): the next ``send`` starts a new one.
+    """
+
     def __init__(self, settings: Settings) -> None:
-        self._servers = settings.kafka.bootstrap_servers.split(",")
+        self._bootstrap = settings.kafka.bootstrap_servers
+        self._servers = self._bootstrap.split(",")
         self._topic = settings.kafka.events_topic
-        self._producer: KafkaProducer | None = None
+        self._polled: _Polled | None = None
         self._lock = threading.Lock()
 
-    def _get(self) -> KafkaProducer:
-        if self._producer is None:
+    def _config(self) -> dict[str, object]:
+        return {
+            "bootstrap.servers": self._bootstrap,
+            **PRODUCER_CONFIG,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 1,
+            "message.timeout.ms": int(SEND_TIMEOUT_SECONDS * 1000),
+            "logger": log,  # librdkafka's log lines into the service's (JSON) logs
+        }
+
+    def _get(self) -> _Polled:
+        polled = self._polled
+        if polled is None:
             with self._lock:
-                if self._producer is None:
-                    try:
-                        self._producer = KafkaProducer(
-                            bootstrap_servers=self._servers,
-                            acks="all",
-                            linger_ms=1,
-                            retries=5,
-                            request_timeout_ms=int(SEND_TIMEOUT_SECONDS * 1000),
-                            # Fail a request in seconds, not minutes, when Kafka is away.
-                            bootstrap_timeout_ms=int(CONNECT_TIMEOUT_SECONDS * 1000),
-                            max_block_ms=int(CONNECT_TIMEOUT_SECONDS * 1000),
-                        )
-                    except KafkaError as e:
-                        raise ProducerUnavailable(
-                            f"cannot reach Kafka at {self._servers}: {e}"
-                        ) from e
-        return self._producer
+                if self._polled is None:
+                    self._polled = self._connect()
+                polled = self._polled
+        return polled
+
+    def _discard(self, polled: _Polled) -> None:
+        """The next ``send`` makes a new producer; this one reports what other requests
+        still wait for (or fails it) on a thread of its own, then goes."""
+        with self._lock:
+            if self._polled is polled:
+                self._polled = None
+        threading.Thread(
+            target=polled.close, args=(SEND_TIMEOUT_SECONDS,), name="producer-close", daemon=True
+        ).start()
+
+    def _connect(self) -> _Polled:
+        producer = Producer(self._config())
+        try:
+            # A metadata round trip: fail a request in seconds, not minutes, when Kafka is away.
+            producer.list_topics(timeout=CONNECT_TIMEOUT_SECONDS)
+        except KafkaException as e:
+            raise ProducerUnavailable(f"cannot reach Kafka at {self._servers}: {e}") from e
+        polled = _Polled(producer, "events-producer")
+        polled.start()
+        return polled
 
     def send(self, events: Sequence[ValidEvent]) -> None:
         """Blocks until the broker acknowledged every event, so 202 means durable."""
-        producer = self._get()
+        polled = self._get()
+        acks = _Acks(len(events))
         try:
-            futures = [
-                producer.send(self._topic, key=e.user_id.encode(), value=encode(e)) for e in events
-            ]
-            producer.flush(SEND_TIMEOUT_SECONDS)
-            for f in futures:
-                f.get(timeout=SEND_TIMEOUT_SECONDS)
-        except KafkaError as e:
+            for e in events:
+                polled.producer.produce(
+                    self._topic, encode(e), e.user_id.encode(), on_delivery=acks.delivered
+                )
+        except (BufferError, KafkaException) as e:
+            if isinstance(e, KafkaException) and _stuck(e.args[0]):
+                self._discard(polled)
             raise ProducerUnavailable(f"Kafka did not acknowledge the events: {e}") from e
+        # librdkafka reports every message by message.timeout.ms; the second is slack.
+        if not acks.wait(SEND_TIMEOUT_SECONDS + 1.0):
+            self._discard(polled)
+            raise ProducerUnavailable(
+                f"Kafka did not acknowledge the events within {SEND_TIMEOUT_SECONDS:.0f}s"
+            )
+        if acks.error is not None:
+            if _stuck(acks.error):
+                self._discard(polled)
+            raise ProducerUnavailable(f"Kafka did not acknowledge the events: {acks.error}")
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=5)
+        if self._polled is not None:
+            self._polled.close(timeout=5)
+
+
+class BackgroundProducer:
+    """Fire-and-forget messages to one topic: ``send`` hands a message to librdkafka's
+    queue (a few microseconds) and returns; a background thread serves the delivery
+    reports and passes each outcome (True: acknowledged) to ``on_delivery``.
+
+    Delivery: at-most-once. Acknowledged by the partition leader only (``acks=1``); a
+    full local queue drops the message (``send`` returns False); a message librdkafka
+    could not deliver within 30 s is reported failed and not sent again.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        on_delivery: Callable[[bool], None],
+        thread_name: str = "background-producer",
+    ) -> None:
+        self.topic = topic
+        self._bootstrap = settings.kafka.bootstrap_servers
+        self._partitions = settings.kafka.topic_partitions
+        self._on_delivery = on_delivery
+        producer = Producer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                **PRODUCER_CONFIG,
+                "linger.ms": 20,
+                "queue.buffering.max.messages": 100_000,
+                "message.timeout.ms": 30_000,
+                "acks": 1,
+            }
+        )
+        self._polled = _Polled(producer, thread_name, self._create_topic)
+
+    def start(self) -> BackgroundProducer:
+        self._polled.start()
+        return self
+
+    def _create_topic(self) -> None:
+        try:
+            ensure_topics(self._bootstrap, {self.topic: self._partitions})
+        except Exception as e:  # the broker may come later; produce() will retry
+            log.warning("could not create topic %s: %s", self.topic, e)
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        self._on_delivery(err is None)
+
+    def send(self, key: bytes, value: bytes) -> bool:
+        """Queue one message; False if it was dropped (the local queue is full)."""
+        try:
+            self._polled.producer.produce(self.topic, value, key, on_delivery=self._delivered)
+        except (BufferError, KafkaException):
+            return False
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._polled.close(timeout)
+
+
+def replay_producer(bootstrap: str) -> Producer:
+    """For replaying a log: the caller produces, paces, polls and flushes.
+
+    Delivery: acknowledged by all in-sync replicas (``acks=all``) and idempotent, so a
+    retry never duplicates nor reorders a user's events; a message librdkafka could not
+    deliver within 30 s is reported to the caller's ``on_delivery`` and not sent again.
+    """
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "message.timeout.ms": 30_000,
+            **PRODUCER_CONFIG,
+        }
+    )
+
+
+def bulk_config(bootstrap: str, **extra: object) -> dict[str, object]:
+    """The producer settings (murmur2) tuned for bulk throughput; ``extra`` overrides."""
+    return {
+        "bootstrap.servers": bootstrap,
+        **PRODUCER_CONFIG,
+        "linger.ms": 20,
+        "batch.num.messages": 10_000,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        **extra,
+    }
+
+
+def bulk_producer(bootstrap: str, **extra: object) -> Producer:
+    """For loading a topic fast (benchmarks): the caller produces, polls and flushes.
+
+    Delivery: librdkafka's defaults (``acks=all``, retries within 300 s), not
+    idempotent; failures go to an ``on_delivery`` callback given in ``extra``.
+    """
+    return Producer(bulk_config(bootstrap, **extra))
 
 
 def dlq_headers(reason: str, kind: str, source: str) -> list[tuple[str, bytes]]:

@@ -26,7 +26,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from core.events import Event, InvalidEvent, ValidEvent, decode, encode, validate
 from core.settings import Settings
-from eventlog.producer import PRODUCER_CONFIG, dlq_headers
+from eventlog.producer import dlq_headers, replay_producer
 from training.data import load_movielens
 
 MAX_EXAMPLES = 5
@@ -176,18 +176,8 @@ class ReplayOptions:
 
 
 def producer_for(settings: Settings) -> Producer:
-    """Acknowledged by all in-sync replicas, murmur2-partitioned like the API's producer,
-    idempotent so a retry never reorders a user's events."""
-    return Producer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "message.timeout.ms": 30_000,
-            **PRODUCER_CONFIG,
-        }
-    )
+    """The replay producer (``eventlog.producer.replay_producer``) for the configured broker."""
+    return replay_producer(settings.kafka.bootstrap_servers)
 
 
 def _wire(rec: LogEvent, retime: bool) -> bytes:

@@ -7,8 +7,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from featurestore import FeatureStore
+from infra.serve import build_app
 from tests.helpers import isolated_settings, publish, wait_for
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ def client(broker, tmp_path_factory):
     store = FeatureStore.open(settings)
     publish(store, n=200, dim=16, n_profiles=20)
     store.close()
-    with TestClient(create_app(settings)) as c:
+    with TestClient(build_app(settings)) as c:
         wait_for(lambda: c.get("/readyz").status_code == 200)
         yield c
 

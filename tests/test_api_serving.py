@@ -17,6 +17,7 @@ from api.impressions import decode_impression
 from core.state import RecentItem, UserState
 from core.variants import bucket
 from featurestore import FeatureStore
+from infra.serve import build_app
 from tests.helpers import isolated_settings, make_model, publish, wait_for, write_model_dir
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,7 @@ def svc(broker, tmp_path_factory):
         model_version="v1",
     )
     store.write_user_states([state])
-    app = create_app(settings, store=store)
+    app = build_app(settings, store=store)  # the dataflow in-process, on this store
     with TestClient(app) as c:
         wait_for(lambda: c.get("/readyz").status_code == 200)
         yield c, settings, store

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from api.app import create_app
 from core.settings import Settings
 from featurestore import FeatureStore
 from infra.process import serve_in_thread
+from infra.serve import build_app
 from tests.helpers import isolated_settings, publish
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ def serving(settings: Settings) -> Iterator[str]:
     store = FeatureStore.open(settings)
     publish(store, n=80, dim=16, n_profiles=10)
     store.close()
-    with serve_in_thread(create_app(settings)) as base:
+    with serve_in_thread(build_app(settings)) as base:
         yield base
 
 

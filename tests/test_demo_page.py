@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.demo import STATIC_DIR
+from api.routes.demo import STATIC_DIR
 from core.records import ItemRecord
 from featurestore import FeatureStore
 from tests.helpers import isolated_settings, make_model

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from featurestore import FeatureStore
+from infra.serve import build_app
 from tests.helpers import publish, wait_for, write_model_dir
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ def test_serving_picks_up_a_new_model_and_moves_users_to_it(broker, make_setting
     publish(store, "v1", n=60, dim=8)
     store.close()
 
-    with TestClient(create_app(settings)) as client:
+    with TestClient(build_app(settings)) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200)
         client.post("/events", json={"event_type": "view", "user_id": "u1", "item_id": "i5"})
         wait_for(lambda: client.get("/users/u1").json().get("model_version") == "v1")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
 import dataflow.runner
 import eventlog.producer
-from api.app import create_app
+from core.events import ValidEvent
 from eventlog.admin import ensure_app_topics
 from featurestore import FeatureStore
 from infra.broker import DevBroker, free_port
+from infra.serve import build_app
 from tests.helpers import publish, wait_for
 
 pytestmark = pytest.mark.integration
@@ -26,7 +29,7 @@ def test_kafka_down_then_back(make_settings, monkeypatch):
     publish(store, n=40, dim=8)
     store.close()
 
-    with TestClient(create_app(settings)) as client:
+    with TestClient(build_app(settings)) as client:
         ready = wait_for(
             lambda: "failed" in (r := client.get("/readyz")).json()["checks"]["dataflow"] and r
         )
@@ -44,3 +47,29 @@ def test_kafka_down_then_back(make_settings, monkeypatch):
             )
             assert r.status_code == 202
             wait_for(lambda: client.get("/users/zoe").status_code == 200, timeout=5)
+
+
+def test_events_are_accepted_again_after_the_broker_forgot_the_producer(make_settings):
+    """The in-memory dev broker restarted: it no longer knows the idempotent producer's id,
+    so that producer could never deliver again. The request that finds out gets 503 (within
+    the send timeout); the next one goes through on a new producer."""
+    port = free_port()
+    settings = make_settings(bootstrap_servers=f"127.0.0.1:{port}")
+    producer = eventlog.producer.EventProducer(settings)
+    event = ValidEvent("view", "zoe", "i1", time.time(), None)
+    try:
+        with DevBroker(port):
+            ensure_app_topics(settings)
+            producer.send([event])
+        with DevBroker(port):
+            ensure_app_topics(settings)
+            failures = 0
+            while True:
+                try:
+                    producer.send([event])
+                    break
+                except eventlog.producer.ProducerUnavailable:
+                    failures += 1
+                    assert failures <= 1
+    finally:
+        producer.close()

@@ -52,22 +52,12 @@ def api(
     Example: RECSYS_QDRANT_URL=http://qdrant:6333 recsys api --host 0.0.0.0
     """
     _override(API_HOST=host, API_PORT=port)
-    import uvicorn
-
-    from api.app import create_app
     from api.observability import configure_logging
+    from infra.serve import run_api
 
     cfg = settings()
     configure_logging(cfg.api.log_json)
-    uvicorn.run(
-        create_app(cfg),
-        host=cfg.api.host,
-        port=cfg.api.port,
-        log_level="info",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    run_api(cfg)
 
 
 def dataflow(

@@ -11,12 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
-
 from core.artifacts import latest_version
 from core.settings import Settings
-from eventlog.admin import broker_answers
+from eventlog import admin
 from featurestore.backend import StoreError, StoreLocked
 from featurestore.publish import publish_model_dir
 from featurestore.store import FeatureStore
@@ -101,7 +98,7 @@ def create_topics(
 ) -> dict[str, int]:
     """Create the engine's topics if missing: name -> partitions created (0: existed)."""
     bootstrap = settings.kafka.bootstrap_servers
-    if not broker_answers(bootstrap, timeout=5):
+    if not admin.broker_answers(bootstrap, timeout=5):
         raise CliError(f"no Kafka broker answers at {bootstrap} (RECSYS_KAFKA_BOOTSTRAP_SERVERS)")
     n = partitions or settings.kafka.topic_partitions
     names = [
@@ -109,16 +106,9 @@ def create_topics(
         settings.kafka.dead_letter_topic,
         settings.kafka.impressions_topic,
     ]
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
-    result = {t: 0 for t in names if t in existing}
-    missing = [NewTopic(t, n, replication_factor) for t in names if t not in existing]
-    for topic, fut in admin.create_topics(missing).items() if missing else ():
-        try:
-            fut.result(timeout=30)
-            result[topic] = n
-        except KafkaException as e:
-            if "TOPIC_ALREADY_EXISTS" not in str(e):
-                raise CliError(f"cannot create topic {topic}: {e}") from None
-            result[topic] = 0
-    return {t: result[t] for t in names}
+    try:
+        return admin.create_topics(
+            bootstrap, dict.fromkeys(names, n), replication_factor, timeout=30
+        )
+    except admin.TopicNotCreated as e:
+        raise CliError(str(e)) from None

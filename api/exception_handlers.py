@@ -1,0 +1,40 @@
+"""Domain errors as HTTP answers: what the client did wrong (422) or what is not there
+yet or not reachable now (503, worth a retry)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from api.service import NoModel, UnknownCategory
+from eventlog.producer import ProducerUnavailable
+from featurestore.backend import StoreError
+
+log = logging.getLogger(__name__)
+
+
+async def no_model(_: Request, e: NoModel) -> JSONResponse:
+    return JSONResponse({"detail": str(e)}, status_code=503)
+
+
+async def store_error(_: Request, e: StoreError) -> JSONResponse:
+    log.error("feature store error: %s", e)
+    return JSONResponse({"detail": f"feature store unavailable: {e}"}, status_code=503)
+
+
+async def unknown_category(_: Request, e: UnknownCategory) -> JSONResponse:
+    return JSONResponse({"detail": str(e)}, status_code=422)
+
+
+async def producer_down(_: Request, e: ProducerUnavailable) -> JSONResponse:
+    return JSONResponse({"detail": str(e)}, status_code=503)
+
+
+EXCEPTION_HANDLERS = {
+    NoModel: no_model,
+    StoreError: store_error,
+    UnknownCategory: unknown_category,
+    ProducerUnavailable: producer_down,
+}
