@@ -7,6 +7,8 @@ model.
 
 Everything here is numpy and JSON, so serving reads a model without an ML framework; the
 one framework file, ``weights.pt``, is written by a function the trainer passes in.
+``session.npz``, the learned session model (``core.session``), is optional: versions
+trained before it existed, or without it, load with ``session`` None.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.records import ItemRecord, UserHead
+from core.session import SessionModel, from_arrays, to_arrays
 
 FILES = (
     "config.json",
@@ -38,6 +41,7 @@ FILES = (
     "seen.json",
 )
 LATEST = "LATEST"
+SESSION_FILE = "session.npz"
 
 
 class ArtifactError(Exception):
@@ -63,6 +67,7 @@ class ModelArtifacts:
     config: dict[str, Any]
     fingerprint: dict[str, Any]
     created_at: str  # ISO-8601 UTC
+    session: SessionModel | None = None
 
 
 def make_version(
@@ -89,6 +94,7 @@ def write_artifacts(
     profile_user_ids: list[str],
     profile_vectors: np.ndarray,
     seen: dict[str, list[str]],
+    session: SessionModel | None = None,
     now: datetime | None = None,
 ) -> Path:
     """Write a complete version directory, then point LATEST at it; returns its path.
@@ -126,6 +132,12 @@ def write_artifacts(
             vectors=np.asarray(profile_vectors, dtype=np.float32),
         )
         _write_json(tmp / "seen.json", seen)
+        if session is not None:
+            if session.item_emb.shape[0] != len(items):
+                raise ArtifactError(
+                    f"session model has {session.item_emb.shape[0]} item rows, catalogue {len(items)}"
+                )
+            save_session(tmp, session)
         version = _claim(tmp, model_dir, base, meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -204,7 +216,34 @@ def load_artifacts(path: Path) -> ModelArtifacts:
         config=config,
         fingerprint=fp,
         created_at=str(config.get("created_at", "")),
+        session=_checked_session(path, len(items)),
     )
+
+
+def _checked_session(path: Path, n_items: int) -> SessionModel | None:
+    session = load_session(path)
+    if session is not None and session.item_emb.shape[0] != n_items:
+        raise ArtifactError(
+            f"{path}: session model has {session.item_emb.shape[0]} item rows, catalogue {n_items}"
+        )
+    return session
+
+
+def save_session(version_dir: Path, session: SessionModel) -> None:
+    """Write ``session.npz`` (numpy arrays only) into a version directory."""
+    np.savez(Path(version_dir) / SESSION_FILE, **to_arrays(session))
+
+
+def load_session(version_dir: Path) -> SessionModel | None:
+    """A version's session model, or None when it has none; ArtifactError if unreadable."""
+    path = Path(version_dir) / SESSION_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            return from_arrays({k: z[k] for k in z.files})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{path} is unreadable: {e}") from e
 
 
 def list_versions(model_dir: Path) -> list[str]:

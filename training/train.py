@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 
 from core.artifacts import write_artifacts
 from core.records import ItemRecord, iso
+from core.session import SessionModel
 from core.settings import Settings, get_settings
 from featurestore.publish import publish_from_training
 from training.covisit import covisit_matrix, with_covisit
@@ -48,6 +49,7 @@ from training.holdout import holdout_check
 from training.model import ModelConfig, TwoTower, category_matrix, id_index
 from training.popularity import with_popularity
 from training.profiles import SEEN_CAP, pooled_histories, seen_items, user_vectors
+from training.sequence import SESSION, session_holdout_hr, train_session_model
 from training.text import MODEL_NAME, embed_items
 
 # -----------------------------------------------------------------------------
@@ -97,6 +99,13 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
         "--history", type=int, default=_FIT.history, help="events pooled per training example (H)"
     )
     tr.add_argument(
+        "--session-epochs",
+        type=int,
+        default=SESSION.epochs,
+        help="epochs of the session model (self-attention over recent items and their time "
+        "gaps, exported to session.npz); 0: none",
+    )
+    tr.add_argument(
         "--half-life",
         type=float,
         default=settings.fold.half_life_seconds,
@@ -119,6 +128,8 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
 def _checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     if not 0.0 <= args.holdout < 1.0:
         p.error("--holdout must be in [0, 1)")
+    if args.session_epochs < 0:
+        p.error("--session-epochs must be >= 0")
     for name in ("epochs", "batch_size", "dim", "history", "max_users", "max_items"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -187,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"training on {len(examples):,} examples ({THREADS} threads)")
     losses = fit(model, examples, item_log_q(train, item_ids), fit_cfg, rng, quiet=args.quiet)
     item_vectors, head = model.item_vectors(), model.head.export()
+    session, session_metrics = fit_session(args, train, test, item_ids, item_vectors, say)
 
     # held-out check ----------------------------------------------------------
     results: dict[str, Any] = {"train_loss": losses, "train_examples": len(examples)}
@@ -196,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         results |= {"recall_at_10": None, "ndcg_at_10": None, "users_evaluated": 0}
+    results |= session_metrics
 
     # model version: profiles and seen lists from every event used -------------
     profile_users, pooled = pooled_histories(
@@ -230,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_user_ids=profile_users.tolist(),
         profile_vectors=user_vectors(head, pooled),
         seen=seen_items(inter, SEEN_CAP),
+        session=session,
     )
 
     # publish -----------------------------------------------------------------
@@ -242,6 +256,27 @@ def main(argv: list[str] | None = None) -> int:
 
 # -----------------------------------------------------------------------------
 # helpers of main
+
+
+def fit_session(
+    args: argparse.Namespace,
+    train: Interactions,
+    test: Interactions,
+    item_ids: list[str],
+    item_vectors: np.ndarray,
+    say,
+) -> tuple[SessionModel | None, dict[str, Any]]:
+    """The session model on the training split (two-tower vectors as its content input),
+    and its held-out next-item HR@10 over the training split's users' later events."""
+    if args.session_epochs == 0:
+        return None, {}
+    cfg = replace(SESSION, epochs=args.session_epochs)
+    say(f"session model: {cfg.blocks} self-attention block(s), {cfg.epochs} epochs")
+    session, losses = train_session_model(train, item_ids, cfg, args.seed, item_vectors)
+    out: dict[str, Any] = {"session_train_loss": losses}
+    if len(test):
+        out["session_hr_at_10"] = session_holdout_hr(session, train, test, item_ids)
+    return session, out
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +338,9 @@ def run_config(
         "seen_cap": SEEN_CAP,
         "popularity_from": "training split",
         "threads": THREADS,
+        "session": replace(SESSION, epochs=args.session_epochs).to_dict()
+        if args.session_epochs
+        else None,
     }
 
 
