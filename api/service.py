@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -10,10 +11,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from prometheus_client import Counter
 
+from core.artifacts import ArtifactError, load_session
 from core.catalog import Catalog, CatalogProvider
 from core.fold import FoldParams, rebuild_vector
 from core.ranking import Ranked, RankParams, build_query, covisit_neighbours, diversify, rerank
 from core.records import Profile
+from core.session import SessionModel
 from core.settings import Settings
 from core.state import UserState
 from core.variants import bucket, variant_params
@@ -22,6 +25,8 @@ from featurestore.store import FeatureStore
 
 TRENDING_TOP = 100
 TRENDING_CACHE_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 
 CACHE = Counter("recsys_cache_total", "Serving caches: hits and misses", ["cache", "result"])
@@ -50,6 +55,45 @@ class UnknownCategory(ValueError):
     """A filter names a category the live model does not know."""
 
 
+class SessionModels:
+    """Each model version's learned session model, read once from
+    ``<model_dir>/<version>/session.npz`` when a request first uses that version (so a
+    new version's model arrives with its catalogue). A version without one, or with an
+    unreadable one (logged), ranks without the sequence term."""
+
+    KEEP = 2
+    """Versions held: the live one and the one before it (requests still on it)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._dir = settings.model_dir
+        self._models: dict[str, SessionModel | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, version: str) -> SessionModel | None:
+        try:
+            return self._models[version]
+        except KeyError:
+            pass
+        with self._lock:
+            if version not in self._models:
+                self._models[version] = self._load(version)
+                for old in list(self._models)[: -self.KEEP]:
+                    del self._models[old]
+            return self._models[version]
+
+    def _load(self, version: str) -> SessionModel | None:
+        if self._dir is None:
+            return None
+        try:
+            model = load_session(self._dir / version)
+        except ArtifactError as e:
+            log.error("session model of %s not used: %s", version, e)
+            return None
+        if model is None:
+            log.info("model %s has no session model in %s", version, self._dir / version)
+        return model
+
+
 class Recommender:
     def __init__(self, settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:
         self.settings = settings
@@ -61,6 +105,7 @@ class Recommender:
         self._fold = FoldParams.from_settings(settings)
         self._trending: tuple[float, str, dict[int, float]] = (0.0, "", {})
         self._trending_lock = threading.Lock()
+        self.sessions = SessionModels(settings)
 
     def catalog(self) -> Catalog:
         catalog = self.catalogs.current
@@ -146,7 +191,12 @@ class Recommender:
         relevance from a larger pool unless ``mmr_lambda`` (default: the setting) is 1."""
         mmr = self.settings.ranking.mmr_lambda if mmr_lambda is None else mmr_lambda
         pool = k if mmr >= 1.0 else max(k, self.settings.ranking.mmr_pool)
-        ranked = rerank(candidates, catalog, state, trending, params, now, realtime_weight, pool)
+        sequence = self.sessions.get(catalog.version) if params.weight_sequence else None
+        if sequence is not None and sequence.item_emb.shape[0] != len(catalog.items):
+            sequence = None  # not this catalogue's rows (checked at training; never mix)
+        ranked = rerank(
+            candidates, catalog, state, trending, params, now, realtime_weight, pool, sequence
+        )
         return diversify(ranked, catalog, mmr, k)
 
     def _user_state(self, user_id: str, catalog: Catalog) -> UserState | None:

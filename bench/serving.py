@@ -44,19 +44,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from api.responses import Recommendations
 from api.service import Recommender
 from bench.synthetic import World, WorldConfig
-from core.ranking import build_query, rerank
+from core.artifacts import save_session
+from core.ranking import build_query, rerank, sequence_scores
+from core.session import SessionModel
 from core.settings import Settings
 from eventlog.admin import ensure_app_topics
 from featurestore.backend import ItemFilter
 from featurestore.store import FeatureStore
 from infra.broker import DevBroker, free_port
 from infra.process import ServeProcess
+from training.sequence import SESSION, new_model
 
 VERSION = "bench-api-1"
 HOST = "127.0.0.1"
@@ -183,7 +188,17 @@ def prepare_store(settings: Settings, world: World, events_per_user: int) -> dic
         times["users_with_state"] = len(states)
     finally:
         store.close()
+    # The version's session model, where serving looks for it (random weights: the cost
+    # does not depend on their values).
+    assert settings.model_dir is not None
+    (settings.model_dir / VERSION).mkdir(parents=True, exist_ok=True)
+    save_session(settings.model_dir / VERSION, session_model(world))
     return times
+
+
+def session_model(world: World) -> SessionModel:
+    cfg = replace(SESSION, dim=world.cfg.dim)
+    return new_model(world.cfg.items, cfg, world.cfg.seed).export()
 
 
 def start_server(state_dir: Path, bootstrap: str, log_path: Path) -> ServeProcess:
@@ -504,6 +519,8 @@ def profile_recommend(
         }
         trending = rec.trending(catalog, now)
         results = {u: rec.recommend(u, 10, now) for u in users}
+        session = rec.sessions.get(catalog.version)
+        assert session is not None, "prepare_store writes the version's session model"
 
         def respond(u: str) -> bytes:
             return Recommendations.from_result(results[u], "r").model_dump_json().encode()
@@ -562,6 +579,16 @@ def profile_recommend(
                     10,
                 ),
             ),
+            (
+                "  sequence term (session model over recent items)",
+                lambda u: sequence_scores(
+                    np.array([r for r, _ in cands[u]], dtype=np.int64),
+                    catalog,
+                    states[u],
+                    session,
+                    now,
+                ),
+            ),
             ("response model -> JSON (in the app)", respond),
         ]
         print(
@@ -576,6 +603,18 @@ def profile_recommend(
                     fn(u)
                 passes.append((time.perf_counter() - t0) / n)
             print(f"  {name:<46}{statistics.median(passes) * 1e6:9.0f} us")
+        per_call = []
+        for u in users:
+            t0 = time.perf_counter()
+            sequence_scores(
+                np.array([r for r, _ in cands[u]], dtype=np.int64), catalog, states[u], session, now
+            )
+            per_call.append(time.perf_counter() - t0)
+        q = statistics.quantiles(per_call, n=100)
+        print(
+            f"  sequence term per request: p50 {q[49] * 1e6:.0f} us, p99 {q[98] * 1e6:.0f} us "
+            f"({session.max_len}-item model, dim {session.dim}, {len(catalog.items):,} items)"
+        )
 
         prof = cProfile.Profile()
         prof.enable()

@@ -19,6 +19,9 @@ then scores each candidate on what the user did in the last minutes:
     session     dot(item, head(sum_j g^(n-1-j) * v_j)) over the user's recent items j: the
                 user tower applied to the session pooled by position, not time, so the
                 session still counts after a pause that has faded the real-time query
+    sequence    the learned session model (``core.session``) over the recent items and their
+                time gaps: p(item next) / p(best candidate next), in (0, 1]; items with no
+                training events, which the model never saw, get the candidates' median
 
 Each reason names a term that lifted the item above a typical candidate, ordered by
 how much it lifted it, so explanations stay truthful.
@@ -35,6 +38,7 @@ import numpy as np
 from core.catalog import Catalog
 from core.fold import mass_at
 from core.records import Profile, normalize
+from core.session import SessionModel
 from core.settings import RankingSettings
 from core.state import UserState
 
@@ -71,6 +75,7 @@ class RankParams:
     weight_new_item: float
     weight_session: float
     session_position_decay: float
+    weight_sequence: float
 
     @classmethod
     def from_settings(cls, ranking: RankingSettings, **overrides: float) -> RankParams:
@@ -129,8 +134,10 @@ def rerank(
     now: float,
     realtime_weight: float,
     k: int,
+    sequence_model: SessionModel | None = None,
 ) -> list[Ranked]:
-    """Score candidates (catalogue row, ann score) and return the best ``k``, explained."""
+    """Score candidates (catalogue row, ann score) and return the best ``k``, explained.
+    ``sequence_model``: the model version's learned session model, if it has one."""
     if not candidates:
         return []
     rows = np.fromiter((r for r, _ in candidates), dtype=np.int64, count=len(candidates))
@@ -143,6 +150,11 @@ def rerank(
     session, session_src = (
         session_scores(vecs, catalog, state, params)
         if params.weight_session
+        else (None, [None] * len(rows))
+    )
+    sequence, sequence_src = (
+        sequence_scores(rows, catalog, state, sequence_model, now)
+        if params.weight_sequence and sequence_model is not None
         else (None, [None] * len(rows))
     )
     trend = _lookup(trending, rows)
@@ -160,6 +172,8 @@ def rerank(
         contrib["new"] = params.weight_new_item * (catalog.popularity[rows] <= 0).astype(np.float32)
     if session is not None:
         contrib["session"] = params.weight_session * session
+    if sequence is not None:
+        contrib["sequence"] = params.weight_sequence * sequence
     total = sum(contrib.values())
     top = np.argsort(-total, kind="stable")[:k]
     # A reason names what lifted this item above a typical candidate, not what every
@@ -184,6 +198,7 @@ def rerank(
             realtime_weight,
             covisit_src[i],
             session_src[i],
+            sequence_src[i],
         )
         out.append(r)
     return out
@@ -266,6 +281,40 @@ def session_scores(
     return (vecs @ user).astype(np.float32), src
 
 
+def sequence_scores(
+    rows: np.ndarray,
+    catalog: Catalog,
+    state: UserState | None,
+    model: SessionModel,
+    now: float,
+) -> tuple[np.ndarray, list[int | None]]:
+    """Per candidate: the session model's p(next = item) over that of the likeliest
+    candidate, in (0, 1]; and the recent item (index into ``state.recent``) that pulls it
+    most (attention of the newest position x similarity in the model's item table), for
+    the reason. Items with no training events get the candidates' median: the model never
+    saw them, so it neither lifts nor buries them."""
+    n = len(rows)
+    if state is None or not state.recent:
+        return np.zeros(n, dtype=np.float32), [None] * n
+    known = [j for j, r in enumerate(state.recent) if r.item_id in catalog.index]
+    known = known[-model.max_len :]
+    if not known:
+        return np.zeros(n, dtype=np.float32), [None] * n
+    recent_rows = np.fromiter(
+        (catalog.index[state.recent[j].item_id] for j in known), np.int64, len(known)
+    )
+    ts = np.fromiter((state.recent[j].ts for j in known), np.float64, len(known))
+    h, attn = model.encode(recent_rows, ts, now)
+    logits = model.scores(h, rows)
+    value = np.exp(logits - logits.max()).astype(np.float32)
+    unseen = catalog.popularity[rows] <= 0
+    if unseen.any() and not unseen.all():
+        value[unseen] = np.median(value[~unseen])
+    pull = (model.item_emb[rows] @ model.item_emb[recent_rows].T) * attn
+    src: list[int | None] = [known[b] for b in pull.argmax(axis=1)]
+    return value, src
+
+
 def _fades(state: UserState, now: float, params: RankParams) -> list[tuple[int, float]]:
     """(index in state.recent, fade) of the newest ``covisit_items`` recent items, faded
     by age (``covisit_half_life``) and by position (``covisit_position_decay``)."""
@@ -342,6 +391,7 @@ def _reasons(
     realtime_weight: float,
     covisit_src: int | None = None,
     session_src: int | None = None,
+    sequence_src: int | None = None,
 ) -> list[str]:
     reasons: list[tuple[float, float, str]] = []
     for name, value in terms.items():
@@ -360,6 +410,9 @@ def _reasons(
         elif name == "session" and state is not None and session_src is not None:
             r = state.recent[session_src]
             text = f"in line with your recent picks, like {catalog.title(r.item_id)}"
+        elif name == "sequence" and state is not None and sequence_src is not None:
+            r = state.recent[sequence_src]
+            text = f"likely next after your recent picks, like {catalog.title(r.item_id)}"
         elif name == "category" and state is not None:
             text = _category_reason(row, catalog, state)
         elif name == "ann":

@@ -173,7 +173,7 @@ class RecoverySettings(_Group):
 
 
 class RankingSettings(_Group):
-    """Retrieval and re-ranking. The ``weight_*`` to ``session_position_decay`` fields are
+    """Retrieval and re-ranking. The ``weight_*`` to ``weight_sequence`` fields are
     the per-request ranking parameters (``core.ranking.RankParams``); A/B ``variants``
     override them by these same names."""
 
@@ -236,6 +236,14 @@ class RankingSettings(_Group):
         gt=0,
         le=1,
         description="Each older recent item counts this much less in the session term.",
+    )
+    weight_sequence: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the learned session model's term: how likely the item is to "
+        "come next after the user's recent items and the time gaps between them (a "
+        "self-attention encoder trained with each model version, session.npz in its model "
+        "directory). 0, or a version without one, turns it off.",
     )
     mmr_lambda: float = Field(
         1.0,
