@@ -1,5 +1,6 @@
 """The model a replay serves: a two-tower trained on the events before the cutoff, the
-way ``training.train`` trains it, plus the co-visitation published with it."""
+way ``training.train`` trains it, plus the co-visitation published with it and the
+session model trained after it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.records import ItemRecord, ModelRecord, Profile, UserHead
+from core.session import SessionModel
 from core.settings import Settings
 from training.covisit import CovisitConfig, covisit_matrix, with_covisit
 from training.data import Interactions
@@ -15,6 +17,7 @@ from training.fit import FitConfig, build_examples, fit, item_log_q, seed_everyt
 from training.model import ModelConfig, TwoTower, category_matrix, id_index
 from training.popularity import with_popularity
 from training.profiles import SEEN_CAP, pooled_histories, seen_items, user_vectors
+from training.sequence import SESSION, SeqConfig, train_session_model
 
 
 @dataclass(slots=True)
@@ -26,6 +29,7 @@ class Bundle:
     vectors: np.ndarray
     head: UserHead
     profiles: list[Profile]
+    session: SessionModel | None = None
 
     def record(self) -> ModelRecord:
         return ModelRecord(self.version, self.vectors.shape[1], "1970-01-01T00:00:00Z", self.head)
@@ -42,9 +46,10 @@ def train_bundle(
     covisit: CovisitConfig | None = None,
     version: str = "eval",
     quiet: bool = False,
+    session: SeqConfig | None = SESSION,
 ) -> Bundle:
     """Train on ``train`` only; items absent from it keep the shared id row (cold items
-    placed by their text and categories alone)."""
+    placed by their text and categories alone). ``session`` None: no session model."""
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     item_ids = [i.item_id for i in items]
@@ -55,7 +60,10 @@ def train_bundle(
     examples = build_examples(train, item_ids, weights, fit_cfg.history, fit_cfg.half_life)
     fit(model, examples, item_log_q(train, item_ids), fit_cfg, rng, quiet=quiet)
     vectors, head = model.item_vectors(), model.head.export()
-    return assemble(train, items, vectors, head, settings, covisit, version)
+    bundle = assemble(train, items, vectors, head, settings, covisit, version)
+    if session is not None:
+        bundle.session, _ = train_session_model(train, item_ids, session, seed, vectors)
+    return bundle
 
 
 def assemble(

@@ -11,7 +11,7 @@ two-tower variants are that same Recommender with other settings or a frozen sto
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from api.service import Recommender
+from core.artifacts import save_session
 from core.events import ValidEvent
 from core.settings import Settings
 from dataflow.parsing import Accepted
@@ -29,8 +30,10 @@ from dataflow.users import UserFolder
 from evaluation.baselines import Als, AlsConfig, CovisitKnn, KnnConfig, Popularity
 from evaluation.bundle import Bundle
 from evaluation.scoring import intra_list_diversity, rank_of
+from evaluation.sequential import SEEDS, SequenceBaseline
 from featurestore.store import FeatureStore
 from training.data import Interactions, index_of
+from training.sequence import SeqConfig
 
 K = 10
 MMR_LAMBDA = 0.8
@@ -65,6 +68,10 @@ class Features:
         self.store = FeatureStore.open(self.settings)
         self.store.publish_model(bundle.record(), bundle.items, bundle.vectors, bundle.profiles)
         self.store.activate(bundle.version)
+        if bundle.session is not None:  # where the service reads it, as from training
+            assert self.settings.model_dir is not None
+            (self.settings.model_dir / bundle.version).mkdir(parents=True, exist_ok=True)
+            save_session(self.settings.model_dir / bundle.version, bundle.session)
         self.catalogs = self.store.catalog_provider()
         self.catalogs.refresh()
         self._users = UserFolder(self.settings, self.store, self.catalogs)
@@ -165,7 +172,22 @@ def variant(settings: Settings, name: str) -> Settings:
     return settings
 
 
-SYSTEMS = ("popularity", "cooc_knn", "als", "batch_two_tower", "realtime_no_rerank", "product")
+SYSTEMS = (
+    "popularity",
+    "cooc_knn",
+    "als",
+    "sasrec",
+    "gru4rec",
+    "batch_two_tower",
+    "realtime_no_rerank",
+    "product",
+)
+SEQUENCE_MODELS = ("sasrec", "gru4rec")
+"""Trained once per seed; their systems are named ``<model>_seed<N>``."""
+
+
+def seeded_name(model: str, seed: int) -> str:
+    return f"{model}_seed{seed}"
 
 
 @dataclass(slots=True)
@@ -181,6 +203,11 @@ class Run:
     train_events: np.ndarray
     item_cold: np.ndarray
     n_items: int
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """The user's events before this one, before and after the cutoff."""
+    session_position: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """1-based position of this event in the user's session (a new session after
+    ``session_gap_seconds`` without events, as the fold counts sessions)."""
     extra: dict = field(default_factory=dict)
 
 
@@ -194,6 +221,8 @@ def systems_for(
     knn: KnnConfig | None = None,
     mmr: bool = False,
     als: AlsConfig | None = None,
+    sequence: Mapping[str, SeqConfig] | None = None,
+    seeds: Sequence[int] = SEEDS,
 ) -> Iterator[tuple[list, list]]:
     """(systems, feeders): feeders get every test event after all systems recommended."""
     item_ids = [i.item_id for i in bundle.items]
@@ -210,6 +239,15 @@ def systems_for(
             feeders.append(lambda ev, row: kn.observe(ev.user_id, row, ev.ts))
         if "als" in names:
             systems.append(Baseline(Als(train, item_ids, pop, seed, als)))
+        for model in SEQUENCE_MODELS:
+            if model in names:
+                cfg = (sequence or {}).get(model) or SeqConfig(kind=model)
+                for sd in seeds:
+                    sq = SequenceBaseline.trained(
+                        seeded_name(model, sd), train, item_ids, pop, cfg, sd
+                    )
+                    systems.append(sq)
+                    feeders.append(lambda ev, row, sq=sq: sq.observe(ev.user_id, row, ev.ts))
         store_systems = [
             n for n in names if n in ("batch_two_tower", "realtime_no_rerank", "product")
         ]
@@ -255,6 +293,8 @@ def replay(
     k: int = K,
     quiet: bool = False,
     desc: str = "replay",
+    sequence: Mapping[str, SeqConfig] | None = None,
+    seeds: Sequence[int] = SEEDS,
 ) -> Run:
     item_ids = [i.item_id for i in bundle.items]
     cats = [set(i.categories) for i in bundle.items]
@@ -268,9 +308,16 @@ def replay(
             seen.setdefault(u, set()).add(r)
     train_count = {u: len(s) for u, s in seen.items()}
     fresh: dict[str, int] = {}
+    events = dict(zip(*np.unique(train.user_ids, return_counts=True), strict=True))
+    last_ts: dict[str, float] = {}
+    for u, t in zip(train.user_ids.tolist(), train.ts.tolist(), strict=True):
+        last_ts[u] = t
+    session: dict[str, int] = {}
+    gap = settings.fold.session_gap_seconds
 
     n = len(test)
-    with systems_for(train, bundle, settings, seed, names, knn, mmr, als) as (systems, feeders):
+    built = systems_for(train, bundle, settings, seed, names, knn, mmr, als, sequence, seeds)
+    with built as (systems, feeders):
         sys_names = [s.name for s in systems]
         ranks = {s: np.zeros(n, dtype=np.int64) for s in sys_names}
         lists: dict[str, list[list[int]]] = {s: [] for s in sys_names}
@@ -279,6 +326,11 @@ def replay(
         since = np.zeros(n, dtype=np.int64)
         activity = np.zeros(n, dtype=np.int64)
         item_cold = np.zeros(n, dtype=bool)
+        history = np.zeros(n, dtype=np.int64)
+        position = np.zeros(n, dtype=np.int64)
+        for s in systems:
+            if isinstance(s, SequenceBaseline):
+                s.prepare(test.user_ids.tolist(), test_rows.tolist(), test.ts.tolist(), k)
         for e, (ev, row) in enumerate(
             tqdm(
                 zip(events_of(test), test_rows.tolist(), strict=True),
@@ -294,6 +346,11 @@ def replay(
             since[e] = fresh.get(u, 0)
             activity[e] = train_count.get(u, 0)
             item_cold[e] = ev.item_id in cold_items
+            history[e] = events.get(u, 0) + fresh.get(u, 0)
+            same = u in last_ts and ev.ts - last_ts[u] <= gap
+            session[u] = session.get(u, 0) + 1 if same else 1
+            position[e] = session[u]
+            last_ts[u] = ev.ts
             exclude = seen.get(u, set())
             for s in systems:
                 top = s.recommend(u, k, ev.ts, exclude, fresh.get(u, 0))
@@ -304,4 +361,16 @@ def replay(
                 f(ev, row)
             seen.setdefault(u, set()).add(row)
             fresh[u] = fresh.get(u, 0) + 1
-    return Run(sys_names, ranks, lists, div, user_cold, since, activity, item_cold, len(item_ids))
+    return Run(
+        sys_names,
+        ranks,
+        lists,
+        div,
+        user_cold,
+        since,
+        activity,
+        item_cold,
+        len(item_ids),
+        history,
+        position,
+    )

@@ -12,13 +12,17 @@ import numpy as np
 from evaluation.prequential import Run
 from evaluation.scoring import coverage, summarize
 
-BASELINES = ("popularity", "cooc_knn", "als", "batch_two_tower")
+BASELINES = ("popularity", "cooc_knn", "als", "sasrec", "gru4rec", "batch_two_tower")
 SINCE_BUCKETS = ((0, 0), (1, 1), (2, 4), (5, 9), (10, 19), (20, 49), (50, 10**9))
 ACTIVITY_BUCKETS = ((0, 0), (1, 19), (20, 49), (50, 99), (100, 199), (200, 10**9))
+HISTORY_BUCKETS = ((0, 0), (1, 4), (5, 19), (20, 49), (50, 99), (100, 199), (200, 10**9))
+POSITION_BUCKETS = ((1, 1), (2, 2), (3, 5), (6, 10), (11, 20), (21, 50), (51, 10**9))
 LABELS = {
     "popularity": "popularity",
     "cooc_knn": "co-occurrence kNN",
     "als": "ALS (implicit)",
+    "sasrec": "SASRec",
+    "gru4rec": "GRU4Rec",
     "batch_two_tower": "batch two-tower",
     "realtime_no_rerank": "real-time, no re-rank",
     "product": "product",
@@ -32,21 +36,52 @@ def _label(lo: int, hi: int) -> str:
     return f"{lo}+" if hi >= 10**9 else f"{lo}-{hi}"
 
 
+def groups(systems: Sequence[str]) -> dict[str, list[str]]:
+    """Reported system -> the replayed systems it averages: ``<model>_seed<N>`` are one
+    model trained with N seeds; every other system stands for itself."""
+    out: dict[str, list[str]] = {}
+    for s in systems:
+        base, _, seed = s.rpartition("_seed")
+        out.setdefault(base if base and seed.isdigit() else s, []).append(s)
+    return out
+
+
+def _system_metrics(run: Run, s: str) -> dict[str, float]:
+    m = summarize(run.ranks[s])
+    m["coverage"] = coverage(run.lists[s], run.n_items)
+    m["diversity"] = float(run.diversity[s].mean()) if len(run.diversity[s]) else 0.0
+    m["hr_cold_items"] = summarize(run.ranks[s][run.item_cold])["hr"]
+    m["hr_cold_users"] = summarize(run.ranks[s][run.user_cold])["hr"]
+    m["hr_warm_users"] = summarize(run.ranks[s][~run.user_cold])["hr"]
+    return m
+
+
 def figures(run: Run) -> dict[str, Any]:
+    """Per reported system its metrics; a seeded model's are the mean over its seeds, with
+    ``<metric>_std`` (sample standard deviation) and ``seeds`` (each seed's HR/NDCG)."""
     out: dict[str, Any] = {"systems": {}, "events": len(run.user_cold)}
-    for s in run.systems:
-        m = summarize(run.ranks[s])
-        m["coverage"] = coverage(run.lists[s], run.n_items)
-        m["diversity"] = float(run.diversity[s].mean()) if len(run.diversity[s]) else 0.0
-        m["hr_cold_items"] = summarize(run.ranks[s][run.item_cold])["hr"]
-        m["hr_cold_users"] = summarize(run.ranks[s][run.user_cold])["hr"]
-        m["hr_warm_users"] = summarize(run.ranks[s][~run.user_cold])["hr"]
-        out["systems"][s] = m
+    for name, members in groups(run.systems).items():
+        per = [_system_metrics(run, s) for s in members]
+        m = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+        m["events"] = int(per[0]["events"])
+        if len(members) > 1 or members[0] != name:
+            for key in ("hr", "ndcg", "mrr", "hr_cold_users", "hr_warm_users"):
+                m[f"{key}_std"] = (
+                    float(np.std([p[key] for p in per], ddof=1)) if len(per) > 1 else 0.0
+                )
+            m["seeds"] = {
+                s.rpartition("_seed")[2]: {"hr": p["hr"], "ndcg": p["ndcg"]}
+                for s, p in zip(members, per, strict=True)
+            }
+        out["systems"][name] = m
     out["cold_user_share"] = float(run.user_cold.mean()) if len(run.user_cold) else 0.0
     out["cold_item_events"] = int(run.item_cold.sum())
     out["since_cutoff"] = _breakdown(run, run.since_cutoff, SINCE_BUCKETS)
     out["activity"] = _breakdown(run, run.train_events, ACTIVITY_BUCKETS)
-    hr = {s: out["systems"][s]["hr"] for s in run.systems}
+    if len(run.history):
+        out["history"] = _breakdown(run, run.history, HISTORY_BUCKETS)
+        out["session_position"] = _breakdown(run, run.session_position, POSITION_BUCKETS)
+    hr = {s: out["systems"][s]["hr"] for s in out["systems"]}
     base = {s: hr[s] for s in BASELINES if s in hr}
     if "product" in hr and base:
         best = max(base, key=base.get)
@@ -58,14 +93,20 @@ def figures(run: Run) -> dict[str, Any]:
 
 
 def _breakdown(run: Run, values: np.ndarray, buckets: Sequence[tuple[int, int]]) -> list[dict]:
+    """HR@10 and NDCG@10 per bucket of ``values`` (seeded models: mean over seeds)."""
     rows = []
+    grouped = groups(run.systems)
     for lo, hi in buckets:
         mask = (values >= lo) & (values <= hi)
+        per = {s: summarize(run.ranks[s][mask]) for s in run.systems}
         rows.append(
             {
                 "bucket": _label(lo, hi),
                 "events": int(mask.sum()),
-                "hr": {s: summarize(run.ranks[s][mask])["hr"] for s in run.systems},
+                "hr": {g: float(np.mean([per[s]["hr"] for s in m])) for g, m in grouped.items()},
+                "ndcg": {
+                    g: float(np.mean([per[s]["ndcg"] for s in m])) for g, m in grouped.items()
+                },
             }
         )
     return rows
@@ -102,7 +143,10 @@ def plot(fig: dict[str, Any], out_dir: Path) -> list[Path]:
             "hr_vs_events_since_cutoff.png",
         ),
         ("activity", "user's events before the cutoff (0 = cold user)", "hr_by_user_activity.png"),
+        *BY_SEQUENCE,
     ):
+        if key not in fig:
+            continue
         rows = fig[key]
         f, ax = plt.subplots(figsize=(10, 4))
         x = np.arange(len(rows))
@@ -124,6 +168,45 @@ def plot(fig: dict[str, Any], out_dir: Path) -> list[Path]:
         f.savefig(paths[-1], dpi=110)
         plt.close(f)
     return paths
+
+
+BY_SEQUENCE = (
+    (
+        "history",
+        "user's events before this one (before and after the cutoff)",
+        "hr_by_history_length.png",
+    ),
+    (
+        "session_position",
+        "position of the event in the user's session (30-min gap)",
+        "hr_by_session_position.png",
+    ),
+)
+
+
+def _cell(m: dict[str, Any], key: str) -> str:
+    if f"{key}_std" in m:
+        return f"{m[key]:.4f} ± {m[f'{key}_std']:.4f}"
+    return f"{m[key]:.4f}"
+
+
+def _hr_ndcg_table(fig: dict[str, Any], key: str, title: str, png: str) -> list[str]:
+    names = list(fig["systems"])
+    lines = [
+        f"## HR@10 / NDCG@10 by the {title}",
+        "",
+        f"![HR@10 by the {title}]({png})",
+        "",
+        "| bucket | events | " + " | ".join(LABELS.get(s, s) for s in names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for r in fig[key]:
+        lines.append(
+            f"| {r['bucket']} | {r['events']} | "
+            + " | ".join(f"{r['hr'][s]:.4f} / {r['ndcg'][s]:.4f}" for s in names)
+            + " |"
+        )
+    return [*lines, ""]
 
 
 def markdown(fig: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -149,11 +232,28 @@ def markdown(fig: dict[str, Any], meta: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for s, m in sysm.items():
+        seeds = f" ({len(m['seeds'])} seeds)" if "seeds" in m else ""
         lines.append(
-            f"| {LABELS.get(s, s)} | {m['hr']:.4f} | {m['ndcg']:.4f} | {m['mrr']:.4f} | "
-            f"{m['coverage']:.3f} | {m['diversity']:.3f} | {m['hr_cold_items']:.4f} | "
-            f"{m['hr_cold_users']:.4f} | {m['hr_warm_users']:.4f} |"
+            f"| {LABELS.get(s, s)}{seeds} | {_cell(m, 'hr')} | {_cell(m, 'ndcg')} | "
+            f"{_cell(m, 'mrr')} | {m['coverage']:.3f} | {m['diversity']:.3f} | "
+            f"{m['hr_cold_items']:.4f} | {_cell(m, 'hr_cold_users')} | "
+            f"{_cell(m, 'hr_warm_users')} |"
         )
+    if any("seeds" in m for m in sysm.values()):
+        lines += [
+            "",
+            "Sequence models: mean ± sample standard deviation over seeds; each seed's "
+            "HR@10 / NDCG@10: "
+            + "; ".join(
+                f"{LABELS.get(s, s)} "
+                + ", ".join(
+                    f"seed {sd}: {v['hr']:.4f} / {v['ndcg']:.4f}" for sd, v in m["seeds"].items()
+                )
+                for s, m in sysm.items()
+                if "seeds" in m
+            )
+            + ".",
+        ]
     lines += [
         "",
         f"Share of evaluated events whose user was cold at the cutoff: {fig['cold_user_share']:.1%}. "
@@ -190,10 +290,27 @@ def markdown(fig: dict[str, Any], meta: dict[str, Any]) -> str:
                 + " |"
             )
         lines.append("")
+    for key, title, png in BY_SEQUENCE:
+        if key in fig:
+            lines += _hr_ndcg_table(fig, key, title, png)
     lines += ["## Settings used (the defaults)", "", "| setting | value |", "|---|---|"]
     for k, v in meta["settings"].items():
         lines.append(f"| `{k}` | {v} |")
     lines += ["", f"kNN baseline: {meta['knn']}; ALS: {meta['als']}.", ""]
+    if meta.get("sequence"):
+        lines += [
+            "Sequence baselines (full-softmax cross-entropy over all items, trained on the "
+            "events before the cutoff, frozen, fed each user's live history; seeds "
+            f"{meta.get('sequence_seeds')}): "
+            + "; ".join(f"{LABELS.get(k, k)} `{v}`" for k, v in meta["sequence"].items())
+            + ".",
+            "",
+        ]
+    if meta.get("session_model"):
+        lines += [
+            f"The product's session model (trained with the two-tower): `{meta['session_model']}`.",
+            "",
+        ]
     if meta.get("tuning"):
         lines += ["## Tuning (validation slice only)", "", meta["tuning"], ""]
     return "\n".join(lines) + "\n"

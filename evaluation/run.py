@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,20 @@ from evaluation.baselines import AlsConfig, KnnConfig
 from evaluation.bundle import train_bundle
 from evaluation.prequential import SYSTEMS, replay
 from evaluation.report import figures, write
+from evaluation.sequential import GRU4REC, SASREC, SEEDS
 from evaluation.split import temporal_split
-from evaluation.tune import PRODUCT_GRID, tune_knn, tune_product
+from evaluation.tune import (
+    PRODUCT_GRID,
+    SEQUENCE_PARTS,
+    tune_knn,
+    tune_product,
+    tune_sequences,
+    update_tuning,
+)
 from training.covisit import CovisitConfig
 from training.data import DataError, load_movielens
 from training.fit import FitConfig
+from training.sequence import SESSION
 from training.text import embed_items
 
 RANKING_SETTINGS = (
@@ -42,6 +52,7 @@ RANKING_SETTINGS = (
     "weight_new_item",
     "weight_session",
     "session_position_decay",
+    "weight_sequence",
     "recent_similarity_half_life_seconds",
     "recent_position_decay",
     "covisit_items",
@@ -73,6 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     text = embed_items(items, settings.state_dir / "cache", quiet=args.quiet)
     fit_cfg = FitConfig(epochs=args.epochs, half_life=settings.fold.half_life_seconds)
 
+    if args.tune_sequence:
+        val = split.validation(args.validation)
+        say(f"validation: train {len(val.train):,} events, tune on {len(val.test):,}")
+        out = tune_sequences(
+            args.tune_sequence, val, items, text, settings, args.seed, fit_cfg, say
+        )
+        update_tuning(args.out / "tuning.json", {"sequence": out})
+        print(json.dumps(out, indent=1, default=str)[:4000])
+        return 0
+
     if args.tune:
         val = split.validation(args.validation)
         say(f"validation: train {len(val.train):,} events, tune on {len(val.test):,}")
@@ -99,15 +120,18 @@ def main(argv: list[str] | None = None) -> int:
             "grid": {k: list(v) for k, v in PRODUCT_GRID.items()},
             "tried": tried,
         }
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "tuning.json").write_text(json.dumps(out, indent=2, default=str))
+        update_tuning(args.out / "tuning.json", out)
         print(json.dumps({k: out[k] for k in ("knn", "product")}, indent=2, default=str))
         return 0
 
     t0 = time.perf_counter()
     say(f"train {len(split.train):,} events before {iso(split.cutoff)}; test {len(split.test):,}")
-    bundle = train_bundle(split.train, items, text, settings, args.seed, fit_cfg, quiet=args.quiet)
+    session = replace(SESSION, epochs=args.seq_epochs or SESSION.epochs)
+    bundle = train_bundle(
+        split.train, items, text, settings, args.seed, fit_cfg, quiet=args.quiet, session=session
+    )
     t_train = time.perf_counter() - t0
+    sequence = {c.kind: replace(c, epochs=args.seq_epochs or c.epochs) for c in (SASREC, GRU4REC)}
     test = split.test.take(slice(0, args.max_events)) if args.max_events else split.test
     t0 = time.perf_counter()
     run = replay(
@@ -122,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         als=ALS,
         mmr=not args.no_mmr,
         quiet=args.quiet,
+        sequence=sequence,
+        seeds=args.seeds,
     )
     t_replay = time.perf_counter() - t0
     fig = figures(run)
@@ -145,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: settings.value(k) for k in RANKING_SETTINGS},
         "knn": f"last {KNN.last_items} items, position decay {KNN.position_decay}, co-visitation {KNN.covisit}",
         "als": str(ALS),
+        "sequence": {k: v.to_dict() for k, v in sequence.items()},
+        "sequence_seeds": list(args.seeds),
+        "session_model": session.to_dict(),
         "tuning": _tuning_summary(args.out / "tuning.json"),
     }
     path = write(fig, meta, args.out)
@@ -208,8 +237,23 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     )
     p.add_argument("--epochs", type=int, default=FitConfig().epochs)
     p.add_argument("--max-events", type=int, help="replay only the first N test events")
+    p.add_argument(
+        "--seeds",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=list(SEEDS),
+        help="seeds of the SASRec/GRU4Rec baselines (comma-separated)",
+    )
+    p.add_argument(
+        "--seq-epochs", type=int, help="override the sequence models' epochs (a quick look)"
+    )
     p.add_argument("--tune", action="store_true", help="tune on the validation slice instead")
     p.add_argument("--rounds", type=int, default=1, help="coordinate-ascent rounds for --tune")
+    p.add_argument(
+        "--tune-sequence",
+        choices=SEQUENCE_PARTS,
+        help="tune on the validation slice: the SASRec/GRU4Rec baselines, the product's "
+        "session model, or its re-rank weight (logged candidates); merged into tuning.json",
+    )
     p.add_argument("--no-mmr", action="store_true", help="skip the MMR diversity variant")
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "eval")
     p.add_argument("--quiet", action="store_true")

@@ -8,16 +8,26 @@ comparison is between tuned systems.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from core.records import ItemRecord
+from core.session import SessionModel
 from core.settings import Settings
 from evaluation.baselines import KnnConfig
-from evaluation.bundle import Bundle
+from evaluation.bundle import Bundle, train_bundle
+from evaluation.logged import ascend, log_candidates
 from evaluation.prequential import replay
 from evaluation.scoring import summarize
+from evaluation.sequential import GRU4REC, SASREC, tune_sequence
 from evaluation.split import Split
+from training.fit import FitConfig
+from training.sequence import SESSION, SeqConfig, train_session_model
 
 PRODUCT_GRID: dict[str, Sequence[Any]] = {
     "weight_covisit": (0.1, 0.15, 0.25, 0.5, 1.0, 2.0),
@@ -102,3 +112,111 @@ def tune_knn(
 
     best, s, tried = coordinate_ascent(score, start, KNN_GRID, 1, log)
     return replace(base, **best), s, tried
+
+
+# --- sequence models -----------------------------------------------------------------
+
+SEQUENCE_PARTS = ("baselines", "session", "weights")
+TUNE_EPOCHS = 20
+"""Each configuration trains this long; its best checkpoint (every 5 epochs) counts."""
+SEQ_GRID: dict[str, Sequence[Any]] = {
+    "lr": (1e-2,),
+    "dropout": (0.1, 0.3),
+    "blocks": (2,),
+}
+SESSION_GRID: dict[str, Sequence[Any]] = {
+    "time_gaps": (False,),
+    "content": (True,),
+    "dropout": (0.1, 0.3),
+}
+WEIGHT_GRID: dict[str, Sequence[float]] = {
+    "sequence": (0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0),
+    "session": (0.0, 0.4, 0.8, 1.2),
+    "covisit": (0.0, 0.2, 0.4, 0.8),
+    "popularity": (0.0, 0.2, 0.4, 0.8),
+    "ann": (0.5, 1.0, 1.5),
+    "new": (0.0, 0.1, 0.2, 0.4),
+    "recent": (0.0, 0.2, 0.4),
+    "category": (0.0, 0.3),
+}
+"""Weights of the logged terms (``evaluation.logged``): the service's ``weight_<term>``."""
+
+
+def tune_sequences(
+    part: str,
+    val: Split,
+    items: list[ItemRecord],
+    text: np.ndarray,
+    settings: Settings,
+    seed: int,
+    fit_cfg: FitConfig,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """One part of the sequence tuning on the validation slice; its attempts."""
+    item_ids = [i.item_id for i in items]
+    if part == "baselines":
+        out: dict[str, Any] = {}
+        for base in (SASREC, GRU4REC):
+            cfg, hr, tried = tune_sequence(
+                val, item_ids, replace(base, epochs=TUNE_EPOCHS), SEQ_GRID, seed, log=log
+            )
+            out[base.kind] = {"chosen": cfg.to_dict(), "hr": hr, "tried": tried}
+        return {"baselines": out}
+    bundle = train_bundle(val.train, items, text, settings, seed, fit_cfg, quiet=True, session=None)
+    if part == "session":
+        cfg, hr, tried = tune_sequence(
+            val,
+            item_ids,
+            replace(SESSION, epochs=TUNE_EPOCHS),
+            SESSION_GRID,
+            seed,
+            log=log,
+            content=bundle.vectors,
+        )
+        return {"session": {"chosen": cfg.to_dict(), "hr": hr, "tried": tried}}
+    return {"weights": tune_sequence_weight(val, bundle, settings, seed, item_ids, log)}
+
+
+def tune_sequence_weight(
+    val: Split,
+    bundle: Bundle,
+    settings: Settings,
+    seed: int,
+    item_ids: list[str],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The product's re-rank weights with the session model's term, on logged candidates:
+    the chosen session model (``SESSION``) and, for comparison, the same without time gaps."""
+    sessions = {}
+    for name, cfg in (("chosen", SESSION), ("no_gaps", replace(SESSION, time_gaps=False))):
+        content = bundle.vectors if cfg.content else None
+        sessions[name] = _session(val, item_ids, cfg, seed, content)
+    logged = log_candidates(val, bundle, settings, seed, sessions, quiet=False)
+    start = {t: float(settings.value(f"weight_{_setting(t)}")) for t in WEIGHT_GRID}
+    out: dict[str, Any] = {"candidate_recall": logged.recall(), "current": logged.hr(start)}
+    for name in sessions:
+        grid = {("sequence:" + name if t == "sequence" else t): v for t, v in WEIGHT_GRID.items()}
+        begin = {("sequence:" + name if t == "sequence" else t): v for t, v in start.items()}
+        best, hr, tried = ascend(logged, begin, grid, rounds=2, log=log)
+        out[name] = {"weights": best, "hr": hr, "tried": len(tried), "log": tried}
+    return out
+
+
+def _session(
+    val: Split, item_ids: list[str], cfg: SeqConfig, seed: int, content: np.ndarray | None
+) -> SessionModel:
+    return train_session_model(val.train, item_ids, cfg, seed, content)[0]
+
+
+def _setting(term: str) -> str:
+    return {"new": "new_item"}.get(term, term)
+
+
+def update_tuning(path: Path, values: Mapping[str, Any]) -> None:
+    """Merge ``values`` into the tuning record (nested dicts merged one level deep), so
+    each tuning run keeps the others' results."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    for k, v in values.items():
+        old[k] = {**old[k], **v} if isinstance(v, dict) and isinstance(old.get(k), dict) else v
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(old, indent=2, default=str))

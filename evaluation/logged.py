@@ -1,0 +1,137 @@
+"""Logged-candidate tuning: replay a slice once with the product, keep every candidate of
+every request with each re-rank term's raw value, then score any weighting of the terms
+offline (milliseconds instead of a replay per configuration).
+
+The candidates are what the service retrieved for the request (ANN + co-visited items,
+seen items excluded), so a weighting is exact for them; what it cannot change is which
+items were retrieved. Extra term columns (e.g. a session model's term) are computed on
+the same candidates with the same user state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from core.ranking import sequence_scores
+from core.session import SessionModel
+from core.settings import Settings
+from evaluation.bundle import Bundle
+from evaluation.prequential import events_of, systems_for
+from evaluation.split import Split
+from training.data import index_of
+
+TERMS = ("ann", "category", "recent", "popularity", "covisit", "new", "session")
+"""The service's own terms, logged with every weight 1 (so a term's value is raw)."""
+K = 10
+
+
+@dataclass(slots=True)
+class Logged:
+    terms: list[str]
+    features: np.ndarray
+    """(events, candidates, terms) float32, 0 where padded."""
+    valid: np.ndarray
+    """(events, candidates) bool."""
+    target: np.ndarray
+    """(events,) index of the event's item among its candidates, -1 when not retrieved."""
+
+    def hr(self, weights: Mapping[str, float]) -> float:
+        """HR@10 of the weighting (ties: the earlier candidate first, as the service)."""
+        w = np.array([weights.get(t, 0.0) for t in self.terms], dtype=np.float32)
+        return float(self.hits(w).mean())
+
+    def hits(self, w: np.ndarray) -> np.ndarray:
+        score = self.features @ w
+        score[~self.valid] = -np.inf
+        got = self.target >= 0
+        t = np.where(got, self.target, 0)
+        mine = score[np.arange(len(t)), t][:, None]
+        idx = np.arange(score.shape[1])[None, :]
+        above = (score > mine) | ((score == mine) & (idx < t[:, None]))
+        return got & (above.sum(axis=1) < K)
+
+    def recall(self) -> float:
+        """Share of events whose item was among the candidates (the bound of any weighting)."""
+        return float((self.target >= 0).mean())
+
+
+def log_candidates(
+    val: Split,
+    bundle: Bundle,
+    settings: Settings,
+    seed: int,
+    sessions: Mapping[str, SessionModel] | None = None,
+    quiet: bool = True,
+) -> Logged:
+    """Replay ``val.test`` through the product with every weight 1; log candidates."""
+    sessions = sessions or {}
+    logging_settings = settings.with_values(
+        **{f"weight_{t}": 1.0 for t in TERMS if t != "ann"}, weight_sequence=0.0, mmr_lambda=1.0
+    )
+    item_ids = [i.item_id for i in bundle.items]
+    test_rows = index_of(val.test.item_ids, item_ids)
+    seen: dict[str, set[str]] = {}
+    for u, i in zip(val.train.user_ids.tolist(), val.train.item_ids.tolist(), strict=True):
+        seen.setdefault(u, set()).add(i)
+    terms = list(TERMS) + [f"sequence:{n}" for n in sessions]
+    feats: list[np.ndarray] = []
+    targets: list[int] = []
+    with systems_for(val.train, bundle, logging_settings, seed, ("product",)) as (sy, feeders):
+        rec = sy[0].recommender
+        stream = zip(events_of(val.test), test_rows.tolist(), strict=True)
+        for ev, row in tqdm(stream, total=len(val.test), disable=quiet, desc="log"):
+            u = ev.user_id
+            res = rec.recommend(u, 100_000, now=ev.ts, exclude_items=sorted(seen.get(u, ())))
+            rows = np.array([r.row for r in res.items], dtype=np.int64)
+            cols = [[r.terms.get(t, 0.0) for t in TERMS] for r in res.items]
+            f = np.array(cols, dtype=np.float32).reshape(len(rows), len(TERMS))
+            if sessions:
+                state = rec.store.read_user_state(u)
+                extra = [
+                    sequence_scores(rows, res.catalog, state, m, ev.ts)[0]
+                    for m in sessions.values()
+                ]
+                f = np.concatenate([f, np.stack(extra, axis=1)], axis=1)
+            feats.append(f)
+            hit = np.flatnonzero(rows == row)
+            targets.append(int(hit[0]) if len(hit) else -1)
+            for fd in feeders:
+                fd(ev, row)
+            seen.setdefault(u, set()).add(ev.item_id)
+    width = max((len(f) for f in feats), default=0)
+    features = np.zeros((len(feats), width, len(terms)), dtype=np.float32)
+    valid = np.zeros((len(feats), width), dtype=bool)
+    for e, f in enumerate(feats):
+        features[e, : len(f)] = f
+        valid[e, : len(f)] = True
+    return Logged(terms, features, valid, np.array(targets, dtype=np.int64))
+
+
+def ascend(
+    logged: Logged,
+    start: Mapping[str, float],
+    grid: Mapping[str, Sequence[float]],
+    rounds: int = 2,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, float], float, list[tuple[dict[str, Any], float]]]:
+    """Coordinate ascent on HR@10 over term weights (strict improvement); every weighting
+    tried is returned with its HR."""
+    best = dict(start)
+    tried: list[tuple[dict[str, Any], float]] = []
+    best_hr = logged.hr(best)
+    tried.append((dict(best), best_hr))
+    for _ in range(rounds):
+        for term, values in grid.items():
+            for v in values:
+                cand = {**best, term: v}
+                hr = logged.hr(cand)
+                tried.append((dict(cand), hr))
+                if hr > best_hr + 1e-9:
+                    best, best_hr = cand, hr
+                    log(f"  {term}={v} -> HR@10 {hr:.4f}")
+    return best, best_hr, tried
