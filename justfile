@@ -50,9 +50,9 @@ train *ARGS:
 publish *ARGS:
     {{recsys}} publish {{ARGS}}
 
-# the dev broker in the foreground (Ctrl-C stops it)
-broker:
-    {{recsys}} broker run
+# the dev broker: just broker [run|start|stop|status] (run: in the foreground, Ctrl-C stops it)
+broker *ARGS="run":
+    {{recsys}} broker {{ARGS}}
 
 # replay an event log (or --movielens) into Kafka with its time gaps: just replay events.jsonl --speed 60
 replay *ARGS:
