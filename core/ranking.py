@@ -305,13 +305,16 @@ def sequence_scores(
     )
     ts = np.fromiter((state.recent[j].ts for j in known), np.float64, len(known))
     h, attn = model.encode(recent_rows, ts, now)
-    logits = model.scores(h, rows)
+    emb = model.item_emb[rows]
+    logits = emb @ h + model.item_bias[rows]
     value = np.exp(logits - logits.max()).astype(np.float32)
     unseen = catalog.popularity[rows] <= 0
     if unseen.any() and not unseen.all():
         value[unseen] = np.median(value[~unseen])
-    pull = (model.item_emb[rows] @ model.item_emb[recent_rows].T) * attn
-    src: list[int | None] = [known[b] for b in pull.argmax(axis=1)]
+    used = recent_rows[-len(attn) :]  # the items the model read (its last max_len)
+    pull = emb @ (model.item_emb[used] * attn[:, None]).T
+    offset = len(known) - len(attn)
+    src: list[int | None] = np.asarray(known[offset:])[pull.argmax(axis=1)].tolist()
     return value, src
 
 

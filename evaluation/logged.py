@@ -11,15 +11,17 @@ the same candidates with the same user state.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from core.catalog import Catalog
 from core.ranking import sequence_scores
 from core.session import SessionModel
 from core.settings import Settings
+from core.state import UserState
 from evaluation.bundle import Bundle
 from evaluation.prequential import events_of, systems_for
 from evaluation.split import Split
@@ -39,6 +41,9 @@ class Logged:
     """(events, candidates) bool."""
     target: np.ndarray
     """(events,) index of the event's item among its candidates, -1 when not retrieved."""
+    sequence_rank: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per session model: (events,) 0-based rank of the event's item among every item the
+    user had not seen, by the model alone (how far its own top-N would reach)."""
 
     def hr(self, weights: Mapping[str, float]) -> float:
         """HR@10 of the weighting (ties: the earlier candidate first, as the service)."""
@@ -55,9 +60,13 @@ class Logged:
         above = (score > mine) | ((score == mine) & (idx < t[:, None]))
         return got & (above.sum(axis=1) < K)
 
-    def recall(self) -> float:
-        """Share of events whose item was among the candidates (the bound of any weighting)."""
-        return float((self.target >= 0).mean())
+    def recall(self, sequence: str | None = None, top: int = 0) -> float:
+        """Share of events whose item was among the candidates (the bound of any
+        weighting), or among them or the ``top`` best of session model ``sequence``."""
+        got = self.target >= 0
+        if sequence is not None:
+            got = got | (self.sequence_rank[sequence] < top)
+        return float(got.mean())
 
 
 def log_candidates(
@@ -81,6 +90,7 @@ def log_candidates(
     terms = list(TERMS) + [f"sequence:{n}" for n in sessions]
     feats: list[np.ndarray] = []
     targets: list[int] = []
+    ranks: dict[str, list[int]] = {}
     with systems_for(val.train, bundle, logging_settings, seed, ("product",)) as (sy, feeders):
         rec = sy[0].recommender
         stream = zip(events_of(val.test), test_rows.tolist(), strict=True)
@@ -97,6 +107,10 @@ def log_candidates(
                     for m in sessions.values()
                 ]
                 f = np.concatenate([f, np.stack(extra, axis=1)], axis=1)
+                for name, m in sessions.items():
+                    ranks.setdefault(name, []).append(
+                        _model_rank(m, res.catalog, state, ev.ts, row, seen.get(u, set()))
+                    )
             feats.append(f)
             hit = np.flatnonzero(rows == row)
             targets.append(int(hit[0]) if len(hit) else -1)
@@ -109,7 +123,23 @@ def log_candidates(
     for e, f in enumerate(feats):
         features[e, : len(f)] = f
         valid[e, : len(f)] = True
-    return Logged(terms, features, valid, np.array(targets, dtype=np.int64))
+    seq_rank = {n: np.array(r, dtype=np.int64) for n, r in ranks.items()}
+    return Logged(terms, features, valid, np.array(targets, dtype=np.int64), seq_rank)
+
+
+def _model_rank(
+    model: SessionModel, catalog: Catalog, state: UserState | None, now: float, row: int, seen
+) -> int:
+    """0-based rank of ``row`` by the session model among the items not ``seen``."""
+    known = [r for r in (state.recent if state else []) if r.item_id in catalog.index]
+    if not known:
+        return 1 << 30
+    rows = [catalog.index[r.item_id] for r in known]
+    h, _ = model.encode(rows, [r.ts for r in known], now)
+    scores = model.scores(h, np.arange(len(catalog.items)))
+    drop = [catalog.index[i] for i in seen if i in catalog.index]
+    scores[drop] = -np.inf
+    return int((scores > scores[row]).sum())
 
 
 def ascend(

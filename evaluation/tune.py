@@ -193,7 +193,13 @@ def tune_sequence_weight(
         sessions[name] = _session(val, item_ids, cfg, seed, content)
     logged = log_candidates(val, bundle, settings, seed, sessions, quiet=False)
     start = {t: float(settings.value(f"weight_{_setting(t)}")) for t in WEIGHT_GRID}
-    out: dict[str, Any] = {"candidate_recall": logged.recall(), "current": logged.hr(start)}
+    out: dict[str, Any] = {
+        "candidate_recall": logged.recall(),
+        "candidate_recall_with_session_top": {
+            n: {top: logged.recall(n, top) for top in (20, 50, 100)} for n in sessions
+        },
+        "current": logged.hr(start),
+    }
     for name in sessions:
         grid = {("sequence:" + name if t == "sequence" else t): v for t, v in WEIGHT_GRID.items()}
         begin = {("sequence:" + name if t == "sequence" else t): v for t, v in start.items()}
