@@ -197,7 +197,7 @@ def prepare_store(settings: Settings, world: World, events_per_user: int) -> dic
 
 
 def session_model(world: World) -> SessionModel:
-    cfg = replace(SESSION, dim=world.cfg.dim)
+    cfg = replace(SESSION, dim=world.cfg.dim, content=False)  # same exported shapes
     return new_model(world.cfg.items, cfg, world.cfg.seed).export()
 
 

@@ -32,6 +32,11 @@ TERMS = ("ann", "category", "recent", "popularity", "covisit", "new", "session")
 K = 10
 
 
+def weight_setting(term: str) -> str:
+    """The ranking setting that weighs a term (``new`` -> ``weight_new_item``)."""
+    return "weight_new_item" if term == "new" else f"weight_{term}"
+
+
 @dataclass(slots=True)
 class Logged:
     terms: list[str]
@@ -80,7 +85,7 @@ def log_candidates(
     """Replay ``val.test`` through the product with every weight 1; log candidates."""
     sessions = sessions or {}
     logging_settings = settings.with_values(
-        **{f"weight_{t}": 1.0 for t in TERMS if t != "ann"}, weight_sequence=0.0, mmr_lambda=1.0
+        **{weight_setting(t): 1.0 for t in TERMS if t != "ann"}, weight_sequence=0.0, mmr_lambda=1.0
     )
     item_ids = [i.item_id for i in bundle.items]
     test_rows = index_of(val.test.item_ids, item_ids)

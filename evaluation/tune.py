@@ -8,6 +8,7 @@ comparison is between tuned systems.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -16,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from core.artifacts import load_session, save_session
 from core.records import ItemRecord
 from core.session import SessionModel
 from core.settings import Settings
 from evaluation.baselines import KnnConfig
 from evaluation.bundle import Bundle, train_bundle
-from evaluation.logged import ascend, log_candidates
+from evaluation.logged import ascend, log_candidates, weight_setting
 from evaluation.prequential import replay
 from evaluation.scoring import summarize
 from evaluation.sequential import GRU4REC, SASREC, tune_sequence
@@ -190,9 +192,9 @@ def tune_sequence_weight(
     sessions = {}
     for name, cfg in (("chosen", SESSION), ("no_gaps", replace(SESSION, time_gaps=False))):
         content = bundle.vectors if cfg.content else None
-        sessions[name] = _session(val, item_ids, cfg, seed, content)
+        sessions[name] = _session(val, item_ids, cfg, seed, content, settings.state_dir / "cache")
     logged = log_candidates(val, bundle, settings, seed, sessions, quiet=False)
-    start = {t: float(settings.value(f"weight_{_setting(t)}")) for t in WEIGHT_GRID}
+    start = {t: float(settings.value(weight_setting(t))) for t in WEIGHT_GRID}
     out: dict[str, Any] = {
         "candidate_recall": logged.recall(),
         "candidate_recall_with_session_top": {
@@ -209,13 +211,22 @@ def tune_sequence_weight(
 
 
 def _session(
-    val: Split, item_ids: list[str], cfg: SeqConfig, seed: int, content: np.ndarray | None
+    val: Split,
+    item_ids: list[str],
+    cfg: SeqConfig,
+    seed: int,
+    content: np.ndarray | None,
+    cache: Path,
 ) -> SessionModel:
-    return train_session_model(val.train, item_ids, cfg, seed, content)[0]
-
-
-def _setting(term: str) -> str:
-    return {"new": "new_item"}.get(term, term)
+    """A session model trained on ``val.train``, kept under ``cache`` by what made it."""
+    key = json.dumps([cfg.to_dict(), seed, len(val.train), val.cutoff, len(item_ids)])
+    path = cache / f"session-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if (loaded := load_session(path)) is not None:
+        return loaded
+    model = train_session_model(val.train, item_ids, cfg, seed, content)[0]
+    path.mkdir(parents=True, exist_ok=True)
+    save_session(path, model)
+    return model
 
 
 def update_tuning(path: Path, values: Mapping[str, Any]) -> None:

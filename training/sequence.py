@@ -54,11 +54,20 @@ class SeqConfig:
 
 
 SESSION = SeqConfig(
-    kind="sasrec", blocks=1, max_len=20, dropout=0.2, lr=5e-3, epochs=15, time_gaps=True, bias=True
+    kind="sasrec",
+    blocks=1,
+    max_len=20,
+    dropout=0.2,
+    lr=5e-3,
+    epochs=10,
+    time_gaps=True,
+    content=True,
+    bias=True,
 )
 """The product's session model (``training.train``, the evaluation's bundle): one block,
-time gaps, as many items as the dataflow keeps per user (``fold.recent_items``, 20);
-chosen on the evaluation's validation slice (reports/eval/tuning.json)."""
+time gaps, the two-tower item vectors as content, as many items as the dataflow keeps
+per user (``fold.recent_items``, 20); chosen on the evaluation's validation slice
+(reports/eval/tuning.json)."""
 
 
 @dataclass(frozen=True, slots=True)
