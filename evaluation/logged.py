@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,25 @@ class Logged:
         idx = np.arange(score.shape[1])[None, :]
         above = (score > mine) | ((score == mine) & (idx < t[:, None]))
         return got & (above.sum(axis=1) < K)
+
+    def save(self, path: Path) -> None:
+        """The arrays, to try other weightings or term transforms later."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ranks = {f"rank:{n}": r for n, r in self.sequence_rank.items()}
+        np.savez(
+            path,
+            terms=np.array(self.terms),
+            features=self.features,
+            valid=self.valid,
+            target=self.target,
+            **ranks,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Logged:
+        with np.load(path) as z:
+            ranks = {k[5:]: z[k] for k in z.files if k.startswith("rank:")}
+            return cls([str(t) for t in z["terms"]], z["features"], z["valid"], z["target"], ranks)
 
     def recall(self, sequence: str | None = None, top: int = 0) -> float:
         """Share of events whose item was among the candidates (the bound of any

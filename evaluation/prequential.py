@@ -38,6 +38,9 @@ from training.sequence import SeqConfig
 K = 10
 MMR_LAMBDA = 0.8
 """The diversity variant's lambda when the settings leave MMR off."""
+SEQUENCE_WEIGHT = 0.2
+"""The session-model variant's ``weight_sequence`` when the settings leave it off (its
+best weight on the validation slice, where it did not beat leaving it off)."""
 
 
 class System(Protocol):
@@ -164,8 +167,12 @@ def variant(settings: Settings, name: str) -> Settings:
             weight_covisit=0.0,
             weight_new_item=0.0,
             weight_session=0.0,
+            weight_sequence=0.0,
             mmr_lambda=1.0,
         )
+    if name == "sequence":  # the session model's term on when the defaults leave it off
+        on = settings.ranking.weight_sequence
+        return settings.with_values(weight_sequence=0.0 if on else SEQUENCE_WEIGHT)
     if name == "mmr":
         mmr = settings.ranking.mmr_lambda
         return settings.with_values(mmr_lambda=mmr if mmr < 1 else MMR_LAMBDA)
@@ -181,6 +188,7 @@ SYSTEMS = (
     "batch_two_tower",
     "realtime_no_rerank",
     "product",
+    "product_sequence",
 )
 SEQUENCE_MODELS = ("sasrec", "gru4rec")
 """Trained once per seed; their systems are named ``<model>_seed<N>``."""
@@ -249,7 +257,9 @@ def systems_for(
                     systems.append(sq)
                     feeders.append(lambda ev, row, sq=sq: sq.observe(ev.user_id, row, ev.ts))
         store_systems = [
-            n for n in names if n in ("batch_two_tower", "realtime_no_rerank", "product")
+            n
+            for n in names
+            if n in ("batch_two_tower", "realtime_no_rerank", "product", "product_sequence")
         ]
         if store_systems:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recsys-eval-")))
@@ -259,7 +269,7 @@ def systems_for(
                 stack.callback(frozen.close)
                 frozen.feed(events, write_each=False)  # and nothing after the cutoff
                 systems.append(Served("batch_two_tower", frozen.recommender(settings)))
-            if "realtime_no_rerank" in names or "product" in names:
+            if {"realtime_no_rerank", "product", "product_sequence"} & set(names):
                 live = Features(tmp / "live", settings, bundle)
                 stack.callback(live.close)
                 live.feed(events, write_each=False)
@@ -272,6 +282,14 @@ def systems_for(
                     )
                 if "product" in names:
                     systems.append(Served("product", live.recommender(settings)))
+                if "product_sequence" in names:
+                    on = settings.ranking.weight_sequence > 0
+                    systems.append(
+                        Served(
+                            "product_no_sequence" if on else "product_sequence",
+                            live.recommender(variant(settings, "sequence")),
+                        )
+                    )
                 if mmr:
                     systems.append(
                         Served("product_mmr", live.recommender(variant(settings, "mmr")))

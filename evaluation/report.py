@@ -27,6 +27,8 @@ LABELS = {
     "realtime_no_rerank": "real-time, no re-rank",
     "product": "product",
     "product_mmr": "product + MMR (lambda 0.8)",
+    "product_sequence": "product + session-model term (weight 0.2)",
+    "product_no_sequence": "product without the session-model term",
 }
 
 

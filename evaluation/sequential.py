@@ -31,7 +31,7 @@ from training.sequence import (
 # Chosen on the validation slice (``python -m evaluation.run --tune-sequence baselines``;
 # every attempt is in reports/eval/tuning.json): d=64, max length 50, full softmax.
 SASREC = SeqConfig(kind="sasrec", dim=64, blocks=1, max_len=50, dropout=0.2, lr=5e-3, epochs=15)
-GRU4REC = SeqConfig(kind="gru4rec", dim=64, blocks=1, max_len=50, dropout=0.2, lr=5e-3, epochs=15)
+GRU4REC = SeqConfig(kind="gru4rec", dim=64, blocks=1, max_len=50, dropout=0.3, lr=1e-2, epochs=20)
 BATCH = 256
 SEEDS = (1, 2, 3)
 """Each sequence baseline is trained and replayed once per seed; reported as mean +- std."""

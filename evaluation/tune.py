@@ -190,10 +190,26 @@ def tune_sequence_weight(
     """The product's re-rank weights with the session model's term, on logged candidates:
     the chosen session model (``SESSION``) and, for comparison, the same without time gaps."""
     sessions = {}
-    for name, cfg in (("chosen", SESSION), ("no_gaps", replace(SESSION, time_gaps=False))):
+    variants = (
+        ("chosen", SESSION),
+        ("no_gaps", replace(SESSION, time_gaps=False)),
+        ("len50", replace(SESSION, max_len=50)),
+    )
+    for name, cfg in variants:
         content = bundle.vectors if cfg.content else None
         sessions[name] = _session(val, item_ids, cfg, seed, content, settings.state_dir / "cache")
-    logged = log_candidates(val, bundle, settings, seed, sessions, quiet=False)
+    # The dataflow keeps as many recent items as the longest model reads; the service's
+    # other terms read the newest 20 at most, so they are unchanged.
+    longest = max(m.max_len for m in sessions.values())
+    logged = log_candidates(
+        val,
+        bundle,
+        settings.with_values(recent_items=max(longest, 20)),
+        seed,
+        sessions,
+        quiet=False,
+    )
+    logged.save(settings.state_dir / "cache" / "logged-validation.npz")
     start = {t: float(settings.value(weight_setting(t))) for t in WEIGHT_GRID}
     out: dict[str, Any] = {
         "candidate_recall": logged.recall(),
