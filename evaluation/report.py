@@ -228,7 +228,11 @@ def markdown(fig: dict[str, Any], meta: dict[str, Any]) -> str:
         "Items the user already interacted with are never recommended. The product runs the "
         "dataflow's fold into an embedded feature store and `Recommender.recommend` (the code "
         "behind `GET /recommendations`); the batch two-tower is the same code on a store frozen "
-        "at the cutoff; real-time without re-rank is the same code with every re-rank weight 0.",
+        "at the cutoff; real-time without re-rank is the same code with every re-rank weight 0. "
+        "SASRec and GRU4Rec are trained on the events before the cutoff with full-softmax "
+        "cross-entropy over every item, frozen there and fed each user's live history (the "
+        "last 50 of their events before and after the cutoff) at each event; each is trained "
+        "and replayed with several seeds and reported as mean ± standard deviation.",
         "",
         "| system | HR@10 | NDCG@10 | MRR@10 | coverage | intra-list diversity | HR@10 cold items | HR@10 cold users | HR@10 warm users |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -315,6 +319,8 @@ def markdown(fig: dict[str, Any], meta: dict[str, Any]) -> str:
         ]
     if meta.get("tuning"):
         lines += ["## Tuning (validation slice only)", "", meta["tuning"], ""]
+    if meta.get("sequence_tuning"):
+        lines += sequence_tuning_markdown(meta["sequence_tuning"])
     return "\n".join(lines) + "\n"
 
 
@@ -327,3 +333,59 @@ def write(fig: dict[str, Any], meta: dict[str, Any], out_dir: Path) -> Path:
     path = out_dir / "README.md"
     path.write_text(markdown(fig, meta))
     return path
+
+
+def _curves(title: str, part: dict[str, Any]) -> list[str]:
+    epochs = sorted({c["epochs"] for t in part["tried"] for c in t["curve"]})
+    lines = [
+        f"{title}: chosen `{_knobs(part['chosen'])}`, HR@10 {part['hr']:.4f}.",
+        "",
+        "| configuration | " + " | ".join(f"HR@10 / NDCG@10 at {e} epochs" for e in epochs) + " |",
+        "|---|" + "---|" * len(epochs),
+    ]
+    for t in part["tried"]:
+        at = {c["epochs"]: c for c in t["curve"]}
+        cells = [f"{at[e]['hr']:.4f} / {at[e]['ndcg']:.4f}" if e in at else "" for e in epochs]
+        lines.append(f"| `{_knobs(t['config'])}` | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _knobs(values: dict[str, Any]) -> str:
+    keep = ("kind", "lr", "dropout", "blocks", "epochs", "max_len", "time_gaps", "content", "bias")
+    return ", ".join(f"{k}={values[k]}" for k in keep if k in values)
+
+
+def sequence_tuning_markdown(seq: dict[str, Any]) -> list[str]:
+    """The sequence models' tuning record (``tuning.json["sequence"]``) as a section."""
+    lines = ["## Sequence models: tuning (validation slice only)", ""]
+    for kind, part in (seq.get("baselines") or {}).items():
+        lines += _curves(LABELS.get(kind, kind), part)
+    if "session" in seq:
+        lines += _curves("The product's session model", seq["session"])
+    w = seq.get("weights")
+    if w:
+        tops = w.get("candidate_recall_with_session_top", {}).get("chosen", {})
+        lines += [
+            "The session model's re-rank weight, on logged candidates (every candidate of "
+            "every validation request with each term's value; any weighting scored offline; "
+            f"coordinate ascent, 2 rounds): the candidates hold the next item "
+            f"{w['candidate_recall']:.1%} of the time"
+            + (
+                " (with the session model's own top 20/50/100 added: "
+                + "/".join(f"{v:.1%}" for v in tops.values())
+                + ")"
+                if tops
+                else ""
+            )
+            + f"; current defaults {w['current']:.4f}.",
+            "",
+            "| session model | best weights | HR@10 | weightings tried |",
+            "|---|---|---|---|",
+        ]
+        for name, r in w.items():
+            if isinstance(r, dict) and "weights" in r:
+                lines.append(f"| {name} | `{r['weights']}` | {r['hr']:.4f} | {r['tried']} |")
+        lines.append("")
+    for note in seq.get("notes", []):
+        lines += [f"- {note}"]
+    return [*lines, ""]

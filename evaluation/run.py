@@ -175,10 +175,17 @@ def main(argv: list[str] | None = None) -> int:
         "sequence_seeds": list(args.seeds),
         "session_model": session.to_dict(),
         "tuning": _tuning_summary(args.out / "tuning.json"),
+        "sequence_tuning": _sequence_tuning(args.out / "tuning.json"),
     }
     path = write(fig, meta, args.out)
     print(summary(fig, meta, path))
     return 0
+
+
+def _sequence_tuning(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("sequence")
 
 
 def _tuning_summary(path: Path) -> str | None:
