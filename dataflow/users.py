@@ -104,12 +104,13 @@ class UserFolder:
         offsets = state.offsets
         applied = 0
         now = time.time()
+        marker = Erasure
         for acc in batch:
             last = offsets.get(acc.partition, -1)
             if acc.offset <= last:
                 metrics.EVENTS_DUPLICATE.inc()
                 continue
-            if acc.__class__ is Erasure:
+            if acc.__class__ is marker:
                 return self._erase(acc, batch, applied)  # type: ignore[arg-type]
             ev = acc.event
             if catalog is None:

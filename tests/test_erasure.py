@@ -31,6 +31,7 @@ from dataflow.runner import DataflowThread
 from dataflow.users import UserErased, UserFolder
 from featurestore import FeatureStore
 from featurestore.store import ErasureRecord
+from infra.broker import free_port
 from infra.cli import app as cli
 from infra.process import serve_in_thread
 from infra.serve import build_app
@@ -166,6 +167,13 @@ def test_a_marker_keyed_by_another_user_is_dead_lettered():
     assert headers["dlq.kind"] == b"invalid_erasure"
     assert b"keyed by b'mallory'" in headers["dlq.reason"]
     assert not any(isinstance(s, UserErased) for _, s in out.users)
+
+
+def test_recsys_user_delete_without_a_service_is_one_line_and_non_zero():
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(cli, ["user", "delete", "u1", "--api-url", url])
+    assert result.exit_code == 1 and f"cannot reach the API at {url}" in result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1
 
 
 # --- the service, end to end ------------------------------------------------------------
