@@ -144,3 +144,23 @@ class KnownUsers(BaseModel):
     total: int = Field(description="Users with a long-term profile in this model")
     offset: int
     users: list[KnownUser]
+
+
+class ErasureMarkerPosition(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+
+
+class UserErasure(BaseModel):
+    user_id: str
+    marker: ErasureMarkerPosition = Field(
+        description="Where the erasure marker sits in the events topic: a replay of the "
+        "topic ignores the user's events before it"
+    )
+    removed_user_state: bool = Field(
+        description="The store held real-time features of the user, now deleted"
+    )
+    removed_profiles: list[str] = Field(
+        description="Model versions that held a long-term profile of the user, now deleted"
+    )

@@ -139,3 +139,40 @@ def encode(event: ValidEvent) -> bytes:
             session_id=event.session_id,
         )
     )
+
+
+class ErasureMarker(msgspec.Struct, forbid_unknown_fields=True):
+    """A user's erasure (GDPR Art. 17), recorded on the events topic keyed by the user id.
+
+    ``DELETE /users/{id}`` produces it; the dataflow drops the user's state when it reads
+    it, and a replay of the topic ignores the user's events before it. Never a valid
+    event (it has none of an event's required fields and allows no other field), so the
+    parser tries it only on messages that failed as events: no cost per event.
+    """
+
+    erase_user: Id
+    requested_at: float
+    """Unix seconds when the erasure was requested."""
+    before: dict[int, int] = {}
+    """Per partition of the events topic, its end offset when the erasure was requested:
+    the user's events below it came before the erasure (they matter on partitions other
+    than the marker's, when partitions were added since the user's first events)."""
+
+    @property
+    def user_id(self) -> str:
+        return self.erase_user
+
+
+_erasure_decoder = msgspec.json.Decoder(ErasureMarker)
+
+
+def encode_erasure(marker: ErasureMarker) -> bytes:
+    return msgspec.json.encode(marker)
+
+
+def decode_erasure(raw: bytes) -> ErasureMarker | None:
+    """The marker ``raw`` holds, or None if it is not one."""
+    try:
+        return _erasure_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -16,6 +17,18 @@ from dataflow.metrics import StepMetrics
 from dataflow.parsing import Accepted
 
 S = TypeVar("S", UserState, Trend)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyErased:
+    """What ``Folder.fold`` returns (instead of True) when the key's state must be
+    forgotten, at a user's erasure marker: ``emit`` goes downstream (to the sink, after
+    the states emitted before it), the key continues from ``fresh``, and ``rest``, the
+    values after the marker, fold into that."""
+
+    emit: Any
+    fresh: Any
+    rest: list[Any]
 
 
 class Folder(Protocol[S]):
@@ -31,8 +44,9 @@ class Folder(Protocol[S]):
     def resume(self, snapshot: bytes) -> S:
         """The state a recovery snapshot (``S.to_snapshot``) holds."""
 
-    def fold(self, state: S, batch: list[Accepted]) -> bool:
-        """Apply ``batch`` to ``state`` in place; True if anything changed."""
+    def fold(self, state: S, batch: list[Accepted]) -> bool | KeyErased:
+        """Apply ``batch`` to ``state`` in place; True if anything changed, ``KeyErased``
+        if the state is void."""
 
     def migrate(self, state: S) -> bool:
         """Bring a held state up to date without an event; True if it changed."""
@@ -40,7 +54,8 @@ class Folder(Protocol[S]):
 
 class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
     """Bytewax logic for one key: fold each micro-batch, emit the new state, forget the
-    key after ``ttl`` seconds without events.
+    key after ``ttl`` seconds without events; replace its state when the folder returns
+    ``KeyErased``.
 
     Emitting once per batch coalesces a user's burst into one store write; with
     ``emit_every`` > 0 (trends) a key is emitted at most that often, the last change
@@ -90,11 +105,31 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
             m.batch_events.observe(len(values))
         if not changed:
             return [], StatefulBatchLogic.RETAIN
+        if changed is not True:
+            return self._erased(changed)
         if now < self._next_emit:
             self._pending = True
             return [], StatefulBatchLogic.RETAIN
         self._next_emit = now + self._emit_every
         return [state], StatefulBatchLogic.RETAIN
+
+    def _erased(self, erased: KeyErased) -> tuple[list[S], bool]:
+        """The key's state was erased: emit what the folder says, hold the fresh state
+        instead (the next recovery snapshot replaces the old one), fold what follows.
+
+        The fresh state is held, not read back from the store later: the sink may not
+        have applied the erasure yet when the key's next values arrive."""
+        out = []
+        while True:
+            out.append(erased.emit)
+            state = self._state = erased.fresh
+            changed = bool(erased.rest) and self._folder.fold(state, erased.rest)
+            if changed is True:
+                out.append(state)
+            elif changed:
+                erased = changed
+                continue
+            return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[S], bool]:
         now = time.time()

@@ -3,6 +3,7 @@
     events topic -> parse/validate --(rejected)--> dead-letter topic (original bytes + reason)
                         |
                         +-- key by user --> fold (decayed vector, session) --> user_state
+                        |   (events and erasure markers)                       (or erasure)
                         +-- key by item --> decayed counts (trending)       --> item_trends
 
 ``build_flow`` wires the steps between a source and three sinks it is given;
@@ -37,14 +38,14 @@ from confluent_kafka import Message
 from core.catalog import CatalogProvider
 from core.settings import Settings, get_settings
 from core.state import Trend, UserState
-from dataflow.deadletter import DeadLetter, dead_letter, dead_letter_sink
+from dataflow.deadletter import DeadLetter, Rejected, dead_letter, dead_letter_sink
 from dataflow.expiring import ExpiringState
 from dataflow.incarnation import Incarnation
-from dataflow.parsing import Accepted, Parser
+from dataflow.parsing import Accepted, Erasure, Parser
 from dataflow.sinks import TrendSink, UserStateSink
 from dataflow.source import StoppableKafkaSource
 from dataflow.trends import StoredTrends, TrendFolder
-from dataflow.users import StoredUsers, UserFolder
+from dataflow.users import StoredUsers, UserErased, UserFolder
 from eventlog.admin import events_log_id
 from featurestore.store import FeatureStore
 
@@ -56,8 +57,9 @@ class Sinks:
     """Where the flow's three outputs go."""
 
     dead_letter: Sink[DeadLetter]
-    user_state: Sink[tuple[str, UserState]]
-    """Each user's latest state, once per micro-batch that changed it."""
+    user_state: Sink[tuple[str, UserState | UserErased]]
+    """Each user's latest state, once per micro-batch that changed it, and each user's
+    erasure (``UserErased``), in order with them."""
     item_trends: Sink[tuple[str, Trend]]
     """Each item's decayed count, at most once per ``trend_emit_seconds``."""
 
@@ -97,7 +99,8 @@ def build_flow(
     flow = Dataflow("recsys")
     messages = op.input("events", flow, source)
     parsed = op.flat_map_batch("parse", messages, Parser(settings).parse_batch)
-    accepted = op.branch("accepted", parsed, lambda x: isinstance(x, Accepted))
+    # events and users' erasure markers, in order; the markers go to the users' fold only
+    accepted = op.branch("accepted", parsed, lambda x: x.__class__ is not Rejected)
 
     rejected = op.map("count_rejected", accepted.falses, dead_letter)
     op.output("dead_letter", rejected, sinks.dead_letter)
@@ -107,7 +110,7 @@ def build_flow(
     states = op.stateful_batch("fold_user", by_user, ExpiringState.builder(folders.users, ttl))
     op.output("user_state", states, sinks.user_state)
 
-    by_item = op.key_on("by_item", accepted.trues, _item_key)
+    by_item = op.flat_map_batch("by_item", accepted.trues, _by_item)
     every = settings.dataflow.trend_emit_seconds
     counts = ExpiringState.builder(folders.items, ttl, every)
     trends = op.stateful_batch("count_item", by_item, counts)
@@ -115,12 +118,13 @@ def build_flow(
     return flow
 
 
-def _user_key(a: Accepted) -> str:
+def _user_key(a: Accepted | Erasure) -> str:
     return a.event.user_id
 
 
-def _item_key(a: Accepted) -> str:
-    return a.event.item_id
+def _by_item(batch: list[Accepted | Erasure]) -> list[tuple[str, Accepted]]:
+    """Events keyed by item (``op.key_on`` without its per-item calls), markers left out."""
+    return [(a.event.item_id, a) for a in batch if a.__class__ is Accepted]  # type: ignore[misc]
 
 
 def kafka_flow(

@@ -55,6 +55,10 @@ USERS_MIGRATED = Counter(
     "recsys_users_migrated_total",
     "Users moved to a new model's item space without an event (model switch)",
 )
+USERS_ERASED = Counter(
+    "recsys_users_erased_total",
+    "Erasure markers read: the user's state dropped, the erasure recorded in the store",
+)
 STATE_KEYS = Gauge("recsys_state_keys", "Keys held in the dataflow's memory", ["step"])
 STATE_EXPIRED = Counter(
     "recsys_state_expired_total", "Keys dropped from memory after the idle TTL", ["step"]

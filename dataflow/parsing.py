@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from core.events import InvalidEvent, ValidEvent, decode, validate
+from core.events import ErasureMarker, InvalidEvent, ValidEvent, decode, decode_erasure, validate
 from core.settings import Settings
 from dataflow import metrics
 from dataflow.deadletter import Rejected
@@ -63,7 +63,32 @@ class Parser:
                 )
             event = validate(decode(raw), self._types, time.time(), self._max_future, kafka_ts)
         except InvalidEvent as e:
+            if (marker := decode_erasure(raw)) is not None:  # not an event: a marker?
+                return erasure(msg, marker, kafka_ts)
             return Rejected(
                 msg.key(), raw, str(e), e.kind, msg.topic(), msg.partition(), msg.offset()
             )
         return Accepted(event, msg.partition(), msg.offset(), kafka_ts)
+
+
+@dataclass(slots=True)
+class Erasure:
+    """A user's erasure marker (``core.events.ErasureMarker``) and where it sits in the
+    events topic. It travels with the user's events, in order, to the user's fold."""
+
+    event: ErasureMarker
+    """Named as ``Accepted.event`` is: the fold's key is ``.event.user_id`` for both."""
+    partition: int
+    offset: int
+    kafka_ts: float
+
+
+def erasure(msg: Message, marker: ErasureMarker, kafka_ts: float) -> Erasure | Rejected:
+    """The marker, if keyed by its user (so it sits on the user's partition)."""
+    if msg.key() != marker.user_id.encode():
+        reason = f"erasure marker of user {marker.user_id!r} keyed by {msg.key()!r}, not its user"
+        raw = msg.value()
+        return Rejected(
+            msg.key(), raw, reason, "invalid_erasure", msg.topic(), msg.partition(), msg.offset()
+        )
+    return Erasure(marker, msg.partition(), msg.offset(), kafka_ts)

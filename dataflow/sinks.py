@@ -5,7 +5,9 @@ who produced several events in that window is written once, with their latest st
 
 Delivery: at-least-once, idempotent. A write is an upsert of the whole state by its key;
 after a crash the resumed flow writes the same states again (the fold skips offsets a
-state already applied), so the store converges to exactly-once state.
+state already applied), so the store converges to exactly-once state. A user's erasure
+is applied in order with the user's states: a state emitted before it is never written
+after it.
 """
 
 from __future__ import annotations
@@ -17,23 +19,37 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from core.state import Trend, UserState
 from dataflow import metrics
+from dataflow.users import UserErased
 from featurestore.store import FeatureStore
 
 
-class _UserStatePartition(StatelessSinkPartition[tuple[str, UserState]]):
+class _UserStatePartition(StatelessSinkPartition[tuple[str, UserState | UserErased]]):
     def __init__(self, store: FeatureStore) -> None:
         self._store = store
 
-    def write_batch(self, items: list[tuple[str, UserState]]) -> None:
-        latest = {user: state for user, state in items}
+    def write_batch(self, items: list[tuple[str, UserState | UserErased]]) -> None:
+        latest: dict[str, UserState] = {}
+        for user, state in items:
+            if state.__class__ is UserErased:
+                self._erase(latest, state)  # type: ignore[arg-type]
+            else:
+                latest[user] = state  # type: ignore[assignment]
+        if not latest:
+            return
         t0 = time.perf_counter()
         self._store.write_user_states(list(latest.values()))
         metrics.STORE_WRITE_SECONDS.labels("user_state").observe(time.perf_counter() - t0)
         metrics.STORE_BATCH_SIZE.labels("user_state").observe(len(latest))
 
+    def _erase(self, latest: dict[str, UserState], erased: UserErased) -> None:
+        """In order with the states: the ones before the erasure are never written."""
+        latest.pop(erased.user_id, None)
+        self._store.erase_user(erased.user_id, erased.record)
 
-class UserStateSink(DynamicSink[tuple[str, UserState]]):
-    """Users' states to the store's user collection: at-least-once, idempotent upserts."""
+
+class UserStateSink(DynamicSink[tuple[str, UserState | UserErased]]):
+    """Users' states to the store's user collection, and users' erasures (the erasure
+    recorded, the user's points deleted): at-least-once, idempotent upserts and deletes."""
 
     def __init__(self, store: FeatureStore) -> None:
         self._store = store

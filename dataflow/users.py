@@ -7,6 +7,7 @@ lookup, model switches and metrics.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from core.catalog import CatalogProvider
@@ -14,17 +15,31 @@ from core.fold import FoldParams, fold_event, rebuild_vector
 from core.settings import Settings
 from core.state import UserState
 from dataflow import metrics
+from dataflow.expiring import KeyErased
 from dataflow.incarnation import Incarnation
-from dataflow.parsing import Accepted
+from dataflow.parsing import Accepted, Erasure
+from featurestore.store import ErasureRecord
 
 MODEL_CHECK_SECONDS = 2.0
 """How often the fold checks whether a new model version became active."""
 
 
 class StoredUsers(Protocol):
-    """Where a user's state is read back from when the flow does not hold it."""
+    """Where a user's state (or erasure) is read back from when the flow does not hold it."""
 
     def read_user_state(self, user_id: str) -> UserState | None: ...
+
+    def read_erasure(self, user_id: str) -> ErasureRecord | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UserErased:
+    """What the fold emits for a user's erasure marker, in order with the user's states:
+    the user_state sink records the erasure and deletes what the store holds of the user
+    (``FeatureStore.erase_user``, idempotent) after writing any state emitted before."""
+
+    user_id: str
+    record: ErasureRecord
 
 
 class UserFolder:
@@ -46,11 +61,17 @@ class UserFolder:
         self.check_every: float | None = settings.dataflow.model_migrate_seconds
         """How often each held user checks for a new model version."""
 
-    def load(self, first: Accepted) -> UserState:
+    def load(self, first: Accepted | Erasure) -> UserState:
         """A user first seen in this run (or after its state expired) continues from the
-        stored features, so restarts and replays neither reset it nor count events twice."""
+        stored features, so restarts and replays neither reset it nor count events twice.
+        A user erased and not seen since starts afresh past the erasure: a replay skips
+        their events before it."""
         user_id = first.event.user_id
-        return self._store.read_user_state(user_id) or UserState(user_id)
+        state = self._store.read_user_state(user_id)
+        if state is None:
+            erased = self._store.read_erasure(user_id)
+            state = UserState(user_id) if erased is None else erased.fresh_state(user_id)
+        return state
 
     @staticmethod
     def resume(snapshot: bytes) -> UserState:
@@ -62,16 +83,17 @@ class UserFolder:
         Called on a timer for every user held in memory, so a model switch reaches them
         without waiting for their next event."""
         catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
-        if catalog is None or state.model_version == catalog.version:
-            return False
+        if catalog is None or state.model_version == catalog.version or not state.event_count:
+            return False  # (a user erased and not seen since has nothing to move or write)
         rebuild_vector(state, catalog.vector, self._params, catalog.version)
         metrics.USERS_MIGRATED.inc()
         return True
 
-    def fold(self, state: UserState, batch: list[Accepted]) -> bool:
+    def fold(self, state: UserState, batch: list[Accepted | Erasure]) -> bool | KeyErased:
         """Apply ``batch`` (one user's events, in partition order) to ``state`` in place.
 
-        Returns whether anything was applied (replayed offsets are skipped).
+        Returns whether anything was applied (replayed offsets are skipped); at an
+        erasure marker not applied yet, ``KeyErased``: the user's state is void.
         """
         if state.log_id != self.log_id:
             self._incarnation.adopt(state, state.user_id, self.metrics.offsets_reset)
@@ -82,11 +104,14 @@ class UserFolder:
         offsets = state.offsets
         applied = 0
         now = time.time()
+        marker = Erasure
         for acc in batch:
             last = offsets.get(acc.partition, -1)
             if acc.offset <= last:
                 metrics.EVENTS_DUPLICATE.inc()
                 continue
+            if acc.__class__ is marker:
+                return self._erase(acc, batch, applied)  # type: ignore[arg-type]
             ev = acc.event
             if catalog is None:
                 vector, categories = None, ()
@@ -108,3 +133,15 @@ class UserFolder:
             # per user batch, its oldest event (a histogram per event cost ~3 % of the flow)
             metrics.FOLD_LAG.observe(max(0.0, now - batch[0].kafka_ts))
         return applied > 0
+
+    def _erase(self, marker: Erasure, batch: list[Accepted | Erasure], applied: int) -> KeyErased:
+        """The user's state is void: hand ``ExpiringState`` what to emit (the erasure, for
+        the sink), the fresh state to continue from (it skips the events before the
+        marker) and the events after the marker."""
+        if applied:
+            metrics.EVENTS_FOLDED.inc(applied)
+        metrics.USERS_ERASED.inc()
+        user_id = marker.event.user_id
+        record = ErasureRecord.at(marker.event, marker.partition, marker.offset, self.log_id)
+        rest = batch[batch.index(marker) + 1 :]
+        return KeyErased(UserErased(user_id, record), record.fresh_state(user_id), rest)

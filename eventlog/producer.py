@@ -1,6 +1,7 @@
 """Every producer of the project, one per role, all confluent-kafka (librdkafka):
 
-- ``EventProducer``: ``POST /events``; blocks until the broker acknowledged every event.
+- ``EventProducer``: ``POST /events`` and ``DELETE /users/{id}`` (the erasure marker);
+  blocks until the broker acknowledged every message.
 - ``BackgroundProducer``: the API's impression log; never blocks nor fails a request.
 - ``replay_producer``: ``recsys replay``; acknowledged, idempotent, paced by the caller.
 - ``bulk_config`` / ``bulk_producer``: benchmarks; tuned for throughput.
@@ -19,13 +20,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from core.events import ValidEvent, encode
+from core.events import ErasureMarker, ValidEvent, encode, encode_erasure
 from core.records import iso
 from core.settings import Settings
-from eventlog.admin import ensure_topics
+from eventlog.admin import end_offsets, ensure_topics, topic_id
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,17 @@ POLL_SECONDS = 0.2
 
 class ProducerUnavailable(RuntimeError):
     """Kafka could not take the events; the API answers 503 and the client may retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerSent:
+    """An erasure marker the events topic acknowledged, and where it sits."""
+
+    marker: ErasureMarker
+    partition: int
+    offset: int
+    log_id: str | None
+    """The events topic's id (``eventlog.admin.topic_id``): the incarnation offsets count in."""
 
 
 class _Polled:
@@ -83,11 +96,14 @@ class _Acks:
         if expected <= 0:
             self._done.set()
         self.error: KafkaError | None = None
+        self.last: Message | None = None
+        """The message reported last (its partition and offset, once acknowledged)."""
 
-    def delivered(self, err: KafkaError | None, _msg: Message) -> None:
+    def delivered(self, err: KafkaError | None, msg: Message) -> None:
         with self._lock:
             if err is not None and self.error is None:
                 self.error = err
+            self.last = msg
             self._pending -= 1
             if self._pending <= 0:
                 self._done.set()
@@ -107,7 +123,8 @@ def _stuck(err: KafkaError) -> bool:
 
 
 class EventProducer:
-    """Produces the events ``POST /events`` accepted, keyed by user, to the events topic.
+    """Produces the events ``POST /events`` accepted, keyed by user, to the events topic,
+    and the erasure markers of ``DELETE /users/{id}`` (``erase``), the same way.
 
     Delivery: ``send`` returns only once every event is acknowledged by all in-sync
     replicas (``acks=all``), so a 202 means the events are in the log. Otherwise it
@@ -174,27 +191,43 @@ class EventProducer:
 
     def send(self, events: Sequence[ValidEvent]) -> None:
         """Blocks until the broker acknowledged every event, so 202 means durable."""
-        polled = self._get()
-        acks = _Acks(len(events))
+        self._deliver([(e.user_id.encode(), encode(e)) for e in events], "the events")
+
+    def erase(self, user_id: str) -> MarkerSent:
+        """Produce ``user_id``'s erasure marker (keyed by the user, carrying each
+        partition's end offset) and block until the broker acknowledged it."""
         try:
-            for e in events:
-                polled.producer.produce(
-                    self._topic, encode(e), e.user_id.encode(), on_delivery=acks.delivered
-                )
+            before = end_offsets(self._bootstrap, self._topic, CONNECT_TIMEOUT_SECONDS)
+        except (KafkaException, TimeoutError) as e:
+            raise ProducerUnavailable(f"cannot read the end offsets of {self._topic}: {e}") from e
+        log_id = topic_id(self._bootstrap, self._topic, CONNECT_TIMEOUT_SECONDS)
+        marker = ErasureMarker(user_id, time.time(), before)
+        acks = self._deliver([(user_id.encode(), encode_erasure(marker))], "the erasure")
+        assert acks.last is not None
+        return MarkerSent(marker, acks.last.partition(), acks.last.offset(), log_id)
+
+    def _deliver(self, messages: list[tuple[bytes, bytes]], what: str) -> _Acks:
+        """Produce (key, value) messages; return once the broker acknowledged them all."""
+        polled = self._get()
+        acks = _Acks(len(messages))
+        try:
+            for key, value in messages:
+                polled.producer.produce(self._topic, value, key, on_delivery=acks.delivered)
         except (BufferError, KafkaException) as e:
             if isinstance(e, KafkaException) and _stuck(e.args[0]):
                 self._discard(polled)
-            raise ProducerUnavailable(f"Kafka did not acknowledge the events: {e}") from e
+            raise ProducerUnavailable(f"Kafka did not acknowledge {what}: {e}") from e
         # librdkafka reports every message by message.timeout.ms; the second is slack.
         if not acks.wait(SEND_TIMEOUT_SECONDS + 1.0):
             self._discard(polled)
             raise ProducerUnavailable(
-                f"Kafka did not acknowledge the events within {SEND_TIMEOUT_SECONDS:.0f}s"
+                f"Kafka did not acknowledge {what} within {SEND_TIMEOUT_SECONDS:.0f}s"
             )
         if acks.error is not None:
             if _stuck(acks.error):
                 self._discard(polled)
-            raise ProducerUnavailable(f"Kafka did not acknowledge the events: {acks.error}")
+            raise ProducerUnavailable(f"Kafka did not acknowledge {what}: {acks.error}")
+        return acks
 
     def close(self) -> None:
         if self._polled is not None:

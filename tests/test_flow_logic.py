@@ -25,6 +25,7 @@ from core.fold import FoldParams, decayed_add, fold_event
 from core.settings import Settings
 from core.state import Trend, UserState
 from dataflow.flow import Folders, Sinks, build_flow
+from featurestore.store import ErasureRecord
 from tests.helpers import make_model
 
 T0 = 1_700_000_000.0
@@ -58,9 +59,13 @@ class Stored:
 
     users: dict[str, UserState] = field(default_factory=dict)
     trends: dict[str, Trend] = field(default_factory=dict)
+    erasures: dict[str, ErasureRecord] = field(default_factory=dict)
 
     def read_user_state(self, user_id: str) -> UserState | None:
         return self.users.get(user_id)
+
+    def read_erasure(self, user_id: str) -> ErasureRecord | None:
+        return self.erasures.get(user_id)
 
     def read_trends(self, item_ids: Sequence[str]) -> dict[str, Trend]:
         return {i: self.trends[i] for i in item_ids if i in self.trends}
