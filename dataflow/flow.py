@@ -37,7 +37,7 @@ from confluent_kafka import Message
 from core.catalog import CatalogProvider
 from core.settings import Settings, get_settings
 from core.state import Trend, UserState
-from dataflow.deadletter import DeadLetter, dead_letter, dead_letter_sink
+from dataflow.deadletter import DeadLetter, Rejected, dead_letter, dead_letter_sink
 from dataflow.expiring import ExpiringState
 from dataflow.incarnation import Incarnation
 from dataflow.parsing import Accepted, Parser
@@ -86,32 +86,36 @@ class Folders:
         incarnation = Incarnation(log_id)
         return cls(
             UserFolder(settings, store, catalogs, incarnation),
-            TrendFolder(settings, store, incarnation),
+            TrendFolder(settings, store, catalogs, incarnation),
         )
 
 
 def build_flow(
     settings: Settings, source: Source[Message], sinks: Sinks, folders: Folders
 ) -> Dataflow:
-    """The dataflow from ``source`` (Kafka messages) to ``sinks``."""
+    """The dataflow from ``source`` (Kafka messages) to ``sinks``. Every message ends in
+    a fold or in the dead-letter sink: rejected by the parser, or an event whose fold
+    raised (``ExpiringState`` emits it as a ``Rejected``)."""
     flow = Dataflow("recsys")
     messages = op.input("events", flow, source)
     parsed = op.flat_map_batch("parse", messages, Parser(settings).parse_batch)
     accepted = op.branch("accepted", parsed, lambda x: isinstance(x, Accepted))
 
-    rejected = op.map("count_rejected", accepted.falses, dead_letter)
-    op.output("dead_letter", rejected, sinks.dead_letter)
-
     ttl = settings.dataflow.state_ttl_seconds
+    topic = settings.kafka.events_topic
     by_user = op.key_on("by_user", accepted.trues, _user_key)
-    states = op.stateful_batch("fold_user", by_user, ExpiringState.builder(folders.users, ttl))
-    op.output("user_state", states, sinks.user_state)
+    users = ExpiringState.builder(folders.users, ttl, topic)
+    states = op.branch("user_folded", op.stateful_batch("fold_user", by_user, users), _folded)
+    op.output("user_state", states.trues, sinks.user_state)
 
     by_item = op.key_on("by_item", accepted.trues, _item_key)
-    every = settings.dataflow.trend_emit_seconds
-    counts = ExpiringState.builder(folders.items, ttl, every)
-    trends = op.stateful_batch("count_item", by_item, counts)
-    op.output("item_trends", trends, sinks.item_trends)
+    counts = ExpiringState.builder(folders.items, ttl, topic, settings.dataflow.trend_emit_seconds)
+    trends = op.branch("item_counted", op.stateful_batch("count_item", by_item, counts), _folded)
+    op.output("item_trends", trends.trues, sinks.item_trends)
+
+    failed = op.map("fold_failed", op.merge("failed", states.falses, trends.falses), _value)
+    rejected = op.merge("rejected", accepted.falses, failed)
+    op.output("dead_letter", op.map("count_rejected", rejected, dead_letter), sinks.dead_letter)
     return flow
 
 
@@ -121,6 +125,14 @@ def _user_key(a: Accepted) -> str:
 
 def _item_key(a: Accepted) -> str:
     return a.event.item_id
+
+
+def _folded(kv: tuple[str, object]) -> bool:
+    return not isinstance(kv[1], Rejected)
+
+
+def _value(kv: tuple[str, Rejected]) -> Rejected:
+    return kv[1]
 
 
 def kafka_flow(
