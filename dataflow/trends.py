@@ -1,17 +1,27 @@
-"""The per-item decayed count of recent events (trending), one micro-batch at a time."""
+"""The per-item decayed count of recent events (trending), one micro-batch at a time.
+
+Two rules keep "trending now" honest: events on items the active model does not know are
+not counted at all (any string can be an item id, and one made-up id must not outscore
+the catalogue), and an item is listed only once ``fold.trending_min_users`` distinct users
+had an event on it within one trending half-life (one user's burst is not a trend). For
+the second, each item keeps at most that many (user hash, latest time) pairs.
+"""
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from typing import Protocol
 
+from core.catalog import CatalogProvider
 from core.fold import decayed_add
 from core.settings import Settings
 from core.state import Trend
 from dataflow import metrics
 from dataflow.incarnation import Incarnation
 from dataflow.parsing import Accepted
+from dataflow.users import MODEL_CHECK_SECONDS
 
 
 class StoredTrends(Protocol):
@@ -24,19 +34,27 @@ class TrendFolder:
     """Per-item decayed count of a micro-batch (the ``count_item`` step's logic)."""
 
     def __init__(
-        self, settings: Settings, store: StoredTrends, incarnation: Incarnation | None = None
+        self,
+        settings: Settings,
+        store: StoredTrends,
+        catalogs: CatalogProvider,
+        incarnation: Incarnation | None = None,
     ) -> None:
         self._store = store
+        self._catalogs = catalogs
         self._incarnation = incarnation or Incarnation()
         self.log_id = self._incarnation.log_id
         self._half_life = settings.fold.trending_half_life_seconds
+        self._min_users = settings.fold.trending_min_users
         self._weights = dict(settings.fold.event_weights)
         self.metrics = metrics.StepMetrics("item")
         self.check_every: float | None = None
 
     def load(self, first: Accepted) -> Trend:
         item_id = first.event.item_id
-        return self._store.read_trends([item_id]).get(item_id) or Trend(item_id, 0.0, -math.inf)
+        return self._store.read_trends([item_id]).get(item_id) or Trend(
+            item_id, 0.0, -math.inf, trending=False
+        )
 
     @staticmethod
     def resume(snapshot: bytes) -> Trend:
@@ -46,10 +64,15 @@ class TrendFolder:
         return False  # counts do not live in an item space
 
     def fold(self, t: Trend, batch: list[Accepted]) -> bool:
-        """Add ``batch`` (one item's events) to ``t`` in place; False if all were replays."""
+        """Add ``batch`` (one item's events) to ``t`` in place; False if nothing counted
+        (all replays, or an item the active model does not know)."""
+        catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
+        if catalog is None or t.item_id not in catalog.index:
+            return False
         if t.log_id != self.log_id:
             self._incarnation.adopt(t, t.item_id, self.metrics.offsets_reset)
         applied = False
+        users, cap = t.users, self._min_users
         for acc in batch:
             if acc.offset <= t.offsets.get(acc.partition, -1):
                 continue
@@ -59,5 +82,24 @@ class TrendFolder:
             w = self._weights[ev.event_type]
             t.score, t.ts = decayed_add(t.score, t.ts, w, ev.ts, self._half_life)
             t.offsets[acc.partition] = acc.offset
+            _note_user(users, zlib.crc32(ev.user_id.encode()), ev.ts, cap)
             applied = True
+        if applied:
+            t.trending = len(users) >= cap and min(u[1] for u in users) >= t.ts - self._half_life
         return applied
+
+
+def _note_user(users: list[tuple[int, float]], h: int, ts: float, cap: int) -> None:
+    """Remember user hash ``h`` at ``ts``, keeping the ``cap`` latest distinct users."""
+    for k, (u, last) in enumerate(users):
+        if u == h:
+            if ts > last:
+                users[k] = (h, ts)
+            return
+    users.append((h, ts))
+    if len(users) > cap:
+        users.remove(min(users, key=_time))
+
+
+def _time(u: tuple[int, float]) -> float:
+    return u[1]
