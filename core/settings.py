@@ -99,8 +99,8 @@ class FoldSettings(_Group):
         3,
         ge=1,
         description='An item counts as "trending now" only once this many distinct users '
-        "had an event on it within one trending half-life (one user's burst is not a trend). "
-        "Items not in the active model's catalogue never count.",
+        "had an event on it since it last went one trending half-life without events (one "
+        "user's burst is not a trend). Items not in the active model's catalogue never count.",
     )
     max_future_seconds: float = Field(
         300.0, ge=0, description="Events stamped further ahead of the wall clock are rejected."

@@ -204,14 +204,14 @@ class Trend:
     """Last Kafka offset counted per partition, as for user state."""
     log_id: str | None = None
     """Events topic incarnation the offsets belong to, as for user state."""
-    users: list[tuple[int, float]] = field(default_factory=list)
-    """The latest distinct users on the item, at most ``fold.trending_min_users``: a hash
-    of the user id (CRC-32, never the id) and that user's latest event time."""
+    users: list[int] = field(default_factory=list)
+    """Distinct users on the item since it last went quiet (CRC-32 of the id, never the
+    id), kept until ``fold.trending_min_users`` is reached: see ``dataflow.trends``."""
     trending: bool = True
-    """Whether the item counts as "trending now" (enough distinct users, see
-    ``dataflow.trends``). The indexed ``score`` of the store payload is 0 otherwise, so
-    the top trends never list it. True for a count kept without that rule (a Trend
-    built bare, a point stored before it) until its next event decides."""
+    """Whether the item counts as "trending now" (enough distinct users). The indexed
+    ``score`` of the store payload is 0 otherwise, so the top trends never list it. True
+    for a count kept without that rule (a Trend built bare, a point stored before it)
+    until it next goes quiet."""
 
     def to_payload(self) -> dict[str, Any]:
         """``score`` (indexed: the top trends are read by it; 0 while not trending) and the
@@ -254,7 +254,7 @@ class _TrendSnapshot(msgspec.Struct, array_like=True):
     ts: float
     offsets: dict[int, int]
     log_id: str | None
-    users: list[tuple[int, float]] = []
+    users: list[int] = []
     trending: bool = True
 
 
@@ -266,7 +266,7 @@ class _TrendFields(msgspec.Struct, omit_defaults=True):
     ts: float
     offsets: dict[int, int]
     log_id: str | None
-    users: list[tuple[int, float]] = []
+    users: list[int] = []
     trending: bool = True
     score: float | None = None
     """The score while not trending (the indexed one is 0 then)."""

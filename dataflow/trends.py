@@ -3,8 +3,10 @@
 Two rules keep "trending now" honest: events on items the active model does not know are
 not counted at all (any string can be an item id, and one made-up id must not outscore
 the catalogue), and an item is listed only once ``fold.trending_min_users`` distinct users
-had an event on it within one trending half-life (one user's burst is not a trend). For
-the second, each item keeps at most that many (user hash, latest time) pairs.
+had an event on it since it last went one trending half-life without any (one user's
+burst is not a trend). Until then the item keeps the CRC-32 hashes of its distinct users
+(fewer than that many); once it is trending, an event costs one comparison more than a
+plain count.
 """
 
 from __future__ import annotations
@@ -66,40 +68,33 @@ class TrendFolder:
     def fold(self, t: Trend, batch: list[Accepted]) -> bool:
         """Add ``batch`` (one item's events) to ``t`` in place; False if nothing counted
         (all replays, or an item the active model does not know)."""
-        catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
+        # ``current`` is kept fresh by the user fold; read it, unless nothing is loaded yet.
+        catalog = self._catalogs.current or self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
         if catalog is None or t.item_id not in catalog.index:
             return False
         if t.log_id != self.log_id:
             self._incarnation.adopt(t, t.item_id, self.metrics.offsets_reset)
         applied = False
-        users, cap = t.users, self._min_users
+        half_life = self._half_life
         for acc in batch:
             if acc.offset <= t.offsets.get(acc.partition, -1):
                 continue
             ev = acc.event
             if t.ts == -math.inf:
                 t.ts = ev.ts
+            elif ev.ts - t.ts > half_life:  # quiet for a half-life: a new crowd must gather
+                t.users = []
+                t.trending = False
             w = self._weights[ev.event_type]
-            t.score, t.ts = decayed_add(t.score, t.ts, w, ev.ts, self._half_life)
+            t.score, t.ts = decayed_add(t.score, t.ts, w, ev.ts, half_life)
             t.offsets[acc.partition] = acc.offset
-            _note_user(users, zlib.crc32(ev.user_id.encode()), ev.ts, cap)
+            if not t.trending:
+                self._count_user(t, ev.user_id)
             applied = True
-        if applied:
-            t.trending = len(users) >= cap and min(u[1] for u in users) >= t.ts - self._half_life
         return applied
 
-
-def _note_user(users: list[tuple[int, float]], h: int, ts: float, cap: int) -> None:
-    """Remember user hash ``h`` at ``ts``, keeping the ``cap`` latest distinct users."""
-    for k, (u, last) in enumerate(users):
-        if u == h:
-            if ts > last:
-                users[k] = (h, ts)
-            return
-    users.append((h, ts))
-    if len(users) > cap:
-        users.remove(min(users, key=_time))
-
-
-def _time(u: tuple[int, float]) -> float:
-    return u[1]
+    def _count_user(self, t: Trend, user_id: str) -> None:
+        h = zlib.crc32(user_id.encode())
+        if h not in t.users:
+            t.users.append(h)
+            t.trending = len(t.users) >= self._min_users

@@ -223,15 +223,17 @@ def test_unknown_items_and_lone_users_do_not_trend(tmp_path):
         store.close()
 
 
-def test_trending_needs_the_users_within_one_half_life():
+def test_trending_needs_the_users_since_the_item_last_went_quiet():
     half_life = SETTINGS.fold.trending_half_life_seconds
-    slow = [ev(u, "i3", T0 + k * 0.6 * half_life) for k, u in enumerate(("ann", "bob", "cem"))]
+    times = {"ann": T0, "bob": T0 + 1.1 * half_life, "cem": T0 + 1.2 * half_life}
+    slow = [ev(u, "i3", t) for u, t in times.items()]
     out = run([message(e, k) for k, e in enumerate(slow)])
-    assert not out.trend("i3").trending  # ann's event is 1.2 half-lives before cem's
-    fresh = run(
-        [message(e, k) for k, e in enumerate([*slow, ev("dee", "i3", slow[-1]["timestamp"])])]
-    )
-    assert fresh.trend("i3").trending  # bob, cem, dee
+    assert not out.trend("i3").trending  # ann's view was a half-life before the others
+    assert len(out.trend("i3").users) == 2
+    more = [*slow, ev("dee", "i3", times["cem"] + 1), ev("eve", "i3", times["cem"] + 2)]
+    out = run([message(e, k) for k, e in enumerate(more)])
+    assert out.trend("i3").trending  # bob, cem, dee
+    assert len(out.trend("i3").users) == SETTINGS.fold.trending_min_users  # then no more
 
 
 def test_trend_codecs_read_what_older_versions_wrote():
@@ -242,7 +244,7 @@ def test_trend_codecs_read_what_older_versions_wrote():
         "trend": json.dumps({"item_id": "i1", "ts": T0, "offsets": {"0": 3}, "log_id": None}),
     }
     assert Trend.from_payload(old_payload) == Trend("i1", 2.0, T0, {0: 3}, None)
-    t = Trend("i1", 5.0, T0, {0: 3}, "A", [(7, T0)], trending=False)
+    t = Trend("i1", 5.0, T0, {0: 3}, "A", [7, 8], trending=False)
     assert Trend.from_snapshot(t.to_snapshot()) == t and Trend.from_payload(t.to_payload()) == t
 
 
