@@ -94,9 +94,9 @@ def validate(
             f"unknown event_type {event.event_type!r}; accepted: {sorted(event_types)}",
             "unknown_event_type",
         )
-    u, i, s = event.user_id, event.item_id, event.session_id
+    u, i = event.user_id, event.item_id
     if (
-        not (u.isprintable() and i.isprintable() and (s is None or s.isprintable()))
+        not (u.isprintable() and i.isprintable())
         or "/" in u
         or "/" in i
         or u in _DOT_SEGMENTS
@@ -129,13 +129,7 @@ def validate(
 
 def _id_problem(event: Event) -> str:
     """Why an id breaks the id rule (only called once the fast check failed)."""
-    for name, value in (
-        ("user_id", event.user_id),
-        ("item_id", event.item_id),
-        ("session_id", event.session_id),
-    ):
-        if value is None:
-            continue
+    for name, value in (("user_id", event.user_id), ("item_id", event.item_id)):
         bad = next((c for c in value if not c.isprintable()), None)
         if bad is not None:
             at = value.index(bad)
@@ -143,8 +137,6 @@ def _id_problem(event: Event) -> str:
                 f"{name} {value!r} holds a non-printable character (U+{ord(bad):04X} at "
                 f"position {at}): ids are 1-256 printable characters, no control characters"
             )
-        if name == "session_id":
-            continue
         if "/" in value:
             return (
                 f"{name} {value!r} contains '/': an id with '/' could not be read back "

@@ -89,12 +89,9 @@ def test_ids_that_could_not_be_read_back_are_refused_with_a_reason(user_id, frag
         assert field in str(e.value) and fragment in str(e.value)
 
 
-def test_session_ids_must_be_printable_too():
-    with pytest.raises(InvalidEvent) as e:
-        check({"event_type": "view", "user_id": "u", "item_id": "i", "session_id": "s\n"})
-    assert e.value.kind == "invalid_id" and "session_id" in str(e.value)
-    ok = {"event_type": "view", "user_id": "u", "item_id": "i", "session_id": "a/b"}
-    assert check(ok).session_id == "a/b"
+def test_session_ids_are_shown_not_addressed_so_any_string_will_do():
+    raw = {"event_type": "view", "user_id": "u", "item_id": "i", "session_id": "a/b\n"}
+    assert check(raw).session_id == "a/b\n"
 
 
 @pytest.mark.parametrize("value", TRICKY_IDS)
