@@ -100,7 +100,13 @@ class Recommender:
         state = self._user_state(user_id, catalog)
         profile = self.store.read_profile(catalog.version, user_id)
         query = build_query(
-            state, profile, catalog, now, s.fold.half_life_seconds, s.ranking.blend_mass
+            state,
+            profile,
+            catalog,
+            now,
+            s.fold.half_life_seconds,
+            s.ranking.blend_mass,
+            s.ranking.min_realtime_mass,
         )
         seen: set[str] = set(exclude_items)
         if exclude_seen:
@@ -236,12 +242,9 @@ class Recommender:
             trends = self.store.top_trends(
                 TRENDING_TOP, now, self.settings.fold.trending_half_life_seconds
             )
+            trends = [t for t in trends if t.item_id in catalog.index]
             top = max((t.score for t in trends), default=0.0)
-            rows = {
-                catalog.index[t.item_id]: t.score / top
-                for t in trends
-                if top > 0 and t.item_id in catalog.index
-            }
+            rows = {catalog.index[t.item_id]: t.score / top for t in trends if top > 0}
             self._trending = (now, catalog.version, rows)
         return rows
 

@@ -488,7 +488,13 @@ def profile_recommend(
         profiles = {u: store.read_profile(catalog.version, u) for u in users}
         queries = {
             u: build_query(
-                states[u], profiles[u], catalog, now, s.fold.half_life_seconds, s.ranking.blend_mass
+                states[u],
+                profiles[u],
+                catalog,
+                now,
+                s.fold.half_life_seconds,
+                s.ranking.blend_mass,
+                s.ranking.min_realtime_mass,
             )
             for u in users
         }
@@ -521,6 +527,7 @@ def profile_recommend(
                     now,
                     s.fold.half_life_seconds,
                     s.ranking.blend_mass,
+                    s.ranking.min_realtime_mass,
                 ),
             ),
             (

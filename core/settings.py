@@ -10,6 +10,7 @@ set fields take JSON: ``RECSYS_FOLD_EVENT_WEIGHTS='{"view": 1, "purchase": 10}'`
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -94,10 +95,28 @@ class FoldSettings(_Group):
     trending_half_life_seconds: float = Field(
         86400.0, gt=0, description="Half-life of the per-item event counts behind trending."
     )
+    trending_min_users: int = Field(
+        3,
+        ge=1,
+        description='An item counts as "trending now" only once this many distinct users '
+        "had an event on it since it last went one trending half-life without events (one "
+        "user's burst is not a trend). Items not in the active model's catalogue never count.",
+    )
     max_future_seconds: float = Field(
         300.0, ge=0, description="Events stamped further ahead of the wall clock are rejected."
     )
     max_event_bytes: int = Field(16_384, ge=256, description="Larger messages are dead-lettered.")
+    min_timestamp: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC),
+        description="Events stamped before this time are rejected as `too_old` (dead-lettered "
+        "by the dataflow, 422 at POST /events): a 0 or a date in 1970 is a producer's bug, not "
+        "an event. RFC 3339; without a timezone, UTC.",
+    )
+
+    @field_validator("min_timestamp")
+    @classmethod
+    def _utc_if_naive(cls, v: datetime) -> datetime:
+        return v if v.tzinfo is not None else v.replace(tzinfo=UTC)
 
     @field_validator("event_weights")
     @classmethod
@@ -185,6 +204,14 @@ class RankingSettings(_Group):
         1.0,
         gt=0,
         description="Real-time weight in the query is m/(m+blend_mass), m = decayed event weight.",
+    )
+    min_realtime_mass: float = Field(
+        1e-4,
+        ge=0,
+        description="A real-time vector whose decayed event weight, as of the user's last "
+        "event, is below this (its items were followed by long silence and unknown items) "
+        "counts as absent, as a zero or non-finite one does: the query is the long-term "
+        "profile, or cold start. 1e-4 is where the fold drops category shares too.",
     )
     weight_ann: float = Field(1.0, description="Weight of the query-item cosine.")
     weight_category: float = Field(

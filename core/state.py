@@ -204,38 +204,86 @@ class Trend:
     """Last Kafka offset counted per partition, as for user state."""
     log_id: str | None = None
     """Events topic incarnation the offsets belong to, as for user state."""
+    users: list[int] = field(default_factory=list)
+    """Distinct users on the item since it last went quiet (CRC-32 of the id, never the
+    id), kept until ``fold.trending_min_users`` is reached: see ``dataflow.trends``."""
+    trending: bool = True
+    """Whether the item counts as "trending now" (enough distinct users). The indexed
+    ``score`` of the store payload is 0 otherwise, so the top trends never list it. True
+    for a count kept without that rule (a Trend built bare, a point stored before it)
+    until it next goes quiet."""
 
     def to_payload(self) -> dict[str, Any]:
-        """``score`` (indexed: the top trends are read by it) and the rest as one string:
-        each payload field costs a write ~3 us, a nested offsets map ~35 us."""
-        return {"score": self.score, "trend": _encode_trend(self)}
+        """``score`` (indexed: the top trends are read by it; 0 while not trending) and the
+        rest as one string: each payload field costs a write ~3 us, a nested offsets map
+        ~35 us."""
+        return {"score": self.score if self.trending else 0.0, "trend": _encode_trend(self)}
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> Trend:
         t = _decode_trend(p["trend"])
-        return cls(t.item_id, float(p["score"]), t.ts, t.offsets, t.log_id)
+        score = float(p["score"]) if t.score is None else t.score
+        return cls(t.item_id, score, t.ts, t.offsets, t.log_id, t.users, t.trending)
 
     def to_snapshot(self) -> bytes:
         """The recovery snapshot."""
-        return _pack((self.item_id, self.score, self.ts, self.offsets, self.log_id))
+        return _pack(
+            (
+                self.item_id,
+                self.score,
+                self.ts,
+                self.offsets,
+                self.log_id,
+                self.users,
+                self.trending,
+            )
+        )
 
     @classmethod
     def from_snapshot(cls, b: bytes) -> Trend:
-        return cls(*_unpack_trend(b))
+        t = _unpack_trend(b)
+        return cls(t.item_id, t.score, t.ts, t.offsets, t.log_id, t.users, t.trending)
 
 
-_unpack_trend = msgspec.msgpack.Decoder(tuple[str, float, float, dict[int, int], str | None]).decode
+class _TrendSnapshot(msgspec.Struct, array_like=True):
+    """The snapshot tuple; the last two fields may be missing (snapshots written before
+    the distinct-user rule)."""
+
+    item_id: str
+    score: float
+    ts: float
+    offsets: dict[int, int]
+    log_id: str | None
+    users: list[int] = []
+    trending: bool = True
 
 
-class _TrendFields(msgspec.Struct):
+_unpack_trend = msgspec.msgpack.Decoder(_TrendSnapshot).decode
+
+
+class _TrendFields(msgspec.Struct, omit_defaults=True):
     item_id: str
     ts: float
     offsets: dict[int, int]
     log_id: str | None
+    users: list[int] = []
+    trending: bool = True
+    score: float | None = None
+    """The score while not trending (the indexed one is 0 then)."""
 
 
 def _encode_trend(t: Trend) -> str:
-    return _json(_TrendFields(t.item_id, t.ts, t.offsets, t.log_id)).decode()
+    return _json(
+        _TrendFields(
+            t.item_id,
+            t.ts,
+            t.offsets,
+            t.log_id,
+            t.users,
+            t.trending,
+            None if t.trending else t.score,
+        )
+    ).decode()
 
 
 _decode_trend = msgspec.json.Decoder(_TrendFields).decode

@@ -88,33 +88,37 @@ class Folders:
         incarnation = Incarnation(log_id)
         return cls(
             UserFolder(settings, store, catalogs, incarnation),
-            TrendFolder(settings, store, incarnation),
+            TrendFolder(settings, store, catalogs, incarnation),
         )
 
 
 def build_flow(
     settings: Settings, source: Source[Message], sinks: Sinks, folders: Folders
 ) -> Dataflow:
-    """The dataflow from ``source`` (Kafka messages) to ``sinks``."""
+    """The dataflow from ``source`` (Kafka messages) to ``sinks``. Every message ends in
+    a fold or in the dead-letter sink: rejected by the parser, or an event whose fold
+    raised (``ExpiringState`` emits it as a ``Rejected``)."""
     flow = Dataflow("recsys")
     messages = op.input("events", flow, source)
     parsed = op.flat_map_batch("parse", messages, Parser(settings).parse_batch)
     # events and users' erasure markers, in order; the markers go to the users' fold only
     accepted = op.branch("accepted", parsed, lambda x: x.__class__ is not Rejected)
 
-    rejected = op.map("count_rejected", accepted.falses, dead_letter)
-    op.output("dead_letter", rejected, sinks.dead_letter)
-
     ttl = settings.dataflow.state_ttl_seconds
+    topic = settings.kafka.events_topic
     by_user = op.key_on("by_user", accepted.trues, _user_key)
-    states = op.stateful_batch("fold_user", by_user, ExpiringState.builder(folders.users, ttl))
-    op.output("user_state", states, sinks.user_state)
+    users = ExpiringState.builder(folders.users, ttl, topic)
+    states = op.branch("user_folded", op.stateful_batch("fold_user", by_user, users), _folded)
+    op.output("user_state", states.trues, sinks.user_state)
 
     by_item = op.flat_map_batch("by_item", accepted.trues, _by_item)
-    every = settings.dataflow.trend_emit_seconds
-    counts = ExpiringState.builder(folders.items, ttl, every)
-    trends = op.stateful_batch("count_item", by_item, counts)
-    op.output("item_trends", trends, sinks.item_trends)
+    counts = ExpiringState.builder(folders.items, ttl, topic, settings.dataflow.trend_emit_seconds)
+    trends = op.branch("item_counted", op.stateful_batch("count_item", by_item, counts), _folded)
+    op.output("item_trends", trends.trues, sinks.item_trends)
+
+    failed = op.map("fold_failed", op.merge("failed", states.falses, trends.falses), _value)
+    rejected = op.merge("rejected", accepted.falses, failed)
+    op.output("dead_letter", op.map("count_rejected", rejected, dead_letter), sinks.dead_letter)
     return flow
 
 
@@ -125,6 +129,14 @@ def _user_key(a: Accepted | Erasure) -> str:
 def _by_item(batch: list[Accepted | Erasure]) -> list[tuple[str, Accepted]]:
     """Events keyed by item (``op.key_on`` without its per-item calls), markers left out."""
     return [(a.event.item_id, a) for a in batch if a.__class__ is Accepted]  # type: ignore[misc]
+
+
+def _folded(kv: tuple[str, object]) -> bool:
+    return not isinstance(kv[1], Rejected)
+
+
+def _value(kv: tuple[str, Rejected]) -> Rejected:
+    return kv[1]
 
 
 def kafka_flow(

@@ -68,7 +68,7 @@ class Features:
         self.catalogs = self.store.catalog_provider()
         self.catalogs.refresh()
         self._users = UserFolder(self.settings, self.store, self.catalogs)
-        self._trends = TrendFolder(self.settings, self.store)
+        self._trends = TrendFolder(self.settings, self.store, self.catalogs)
         self._states: dict = {}
         self._trend_states: dict = {}
         self._offset = 0

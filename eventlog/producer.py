@@ -334,11 +334,20 @@ def bulk_producer(bootstrap: str, **extra: object) -> Producer:
     return Producer(bulk_config(bootstrap, **extra))
 
 
-def dlq_headers(reason: str, kind: str, source: str) -> list[tuple[str, bytes]]:
-    """The headers of every dead letter, whoever writes it (the dataflow, `recsys replay`)."""
+def dlq_headers(
+    reason: str,
+    kind: str,
+    source: str,
+    original: Sequence[tuple[str, bytes | None]] | None = None,
+) -> list[tuple[str, bytes | None]]:
+    """The headers of every dead letter, whoever writes it (the dataflow, `recsys replay`):
+    the ``original`` message's own headers as they were, then ``dlq.reason``, ``dlq.kind``,
+    ``dlq.source`` and ``dlq.time`` (last, so a reader keeping the last value of a name
+    reads these even if the producer sent its own ``dlq.*``)."""
     return [
-        ("dlq.reason", reason.encode()),
+        *(original or ()),
+        ("dlq.reason", reason.encode(errors="backslashreplace")),
         ("dlq.kind", kind.encode()),
-        ("dlq.source", source.encode()),
+        ("dlq.source", source.encode(errors="backslashreplace")),
         ("dlq.time", (iso(time.time()) or "").encode()),
     ]

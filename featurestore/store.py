@@ -401,10 +401,12 @@ class FeatureStore:
         return {t.item_id: t for t in (Trend.from_payload(p.payload) for p in points)}
 
     def top_trends(self, limit: int, now: float, half_life: float) -> list[Trend]:
-        """Most active items, decayed to ``now`` (stored scores are as of their own time)."""
+        """Most active items, decayed to ``now`` (stored scores are as of their own time);
+        only items trending now (``Trend.trending``: enough distinct users)."""
         trends = [
-            Trend.from_payload(p.payload)
+            t
             for p in self.backend.top_by(col.ITEM_TRENDS, "score", limit * 4)
+            if (t := Trend.from_payload(p.payload)).trending
         ]
         for t in trends:
             t.score *= math.exp2(-max(0.0, now - t.ts) / half_life)

@@ -120,7 +120,9 @@ def test_the_empty_state_held_after_an_erasure_is_never_written():
     into it); the periodic model check must not write it as an empty user."""
     settings = SETTINGS.with_values(model_migrate_seconds=0.01)
     catalogs = CatalogProvider(lambda: "v1", lambda version: CATALOG)
-    logic = ExpiringState.builder(UserFolder(settings, Stored(), catalogs), ttl=60.0)(None)
+    logic = ExpiringState.builder(UserFolder(settings, Stored(), catalogs), ttl=60.0, topic="e")(
+        None
+    )
     out, retain = logic.on_batch([Erasure(ErasureMarker("ann", T0), 0, 3, T0)])
     assert [type(o) for o in out] == [UserErased] and retain == StatefulBatchLogic.RETAIN
     time.sleep(0.05)
