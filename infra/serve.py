@@ -1,9 +1,10 @@
 """The composition root: the API wired to what runs beside it.
 
 ``build_app(settings)`` is the app ``recsys api`` and ``recsys serve`` run: it opens the
-store, loads the live model and, when ``settings.dataflow.inprocess`` (the default on the
-embedded store, which only one process may open), runs the dataflow in a background
-thread on that same store and hands it to the API for ``/readyz``.
+store, loads the live model, starts one watch of Kafka for both and, when
+``settings.dataflow.inprocess`` (the default on the embedded store, which only one
+process may open), runs the dataflow in a background thread on that same store and hands
+it to the API for ``/readyz``.
 
 ``main()`` is `just serve` (``python -m infra.serve``, ``recsys serve``): the whole
 product in one process on the embedded default. It starts the dev broker on
@@ -30,6 +31,7 @@ from api.observability import configure_logging
 from core.settings import Settings, get_settings
 from dataflow.runner import DataflowThread
 from eventlog.admin import broker_answers, ensure_app_topics, host_port
+from eventlog.health import KafkaWatch
 from featurestore.store import FeatureStore
 from infra.broker import DevBroker
 
@@ -45,18 +47,20 @@ def build_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         st = store or await asyncio.to_thread(FeatureStore.open, settings)
+        kafka = KafkaWatch(settings).start()
         try:
             catalogs = await load_model(settings, st)
             flow = None
             if settings.dataflow.inprocess:
-                flow = DataflowThread(settings, st, catalogs).start()
+                flow = DataflowThread(settings, st, catalogs, kafka=kafka).start()
             try:
-                async with serving(app, settings, st, catalogs, flow):
+                async with serving(app, settings, st, catalogs, flow, kafka):
                     yield
             finally:
                 if flow is not None:
                     await asyncio.to_thread(flow.stop)
         finally:
+            kafka.close()
             if store is None:
                 st.close()
             log.info("stopped cleanly")
