@@ -125,7 +125,7 @@ class DataflowThread:
     def _observe(self, view: KafkaView) -> None:
         """Each probe of the Kafka watch: lag and stalls; a recreated topic restarts the run."""
         self.progress.observe(view)
-        if not (self.running.is_set() and view.reachable):
+        if not (self.running.is_set() and view.reachable) or self._run_stop.is_set():
             return
         if not view.topic_exists or (
             None not in (view.topic_id, self._log_id) and view.topic_id != self._log_id

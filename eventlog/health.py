@@ -125,6 +125,14 @@ class KafkaWatch:
         """False only once a probe failed: before the first probe, Kafka is given the benefit."""
         return self.view.reachable or self.view.at == 0.0
 
+    def check(self) -> tuple[bool, str]:
+        """For ``/readyz``: (Kafka answered the last probe, what the probe found). Unlike
+        ``reachable``, not passed before a first probe answered."""
+        if not self.probed:
+            return False, f"probing Kafka at {self._bootstrap}"
+        problem = self.problem()
+        return problem is None, problem or "ok"
+
     def problem(self) -> str | None:
         """Why Kafka is unusable, for ``/readyz`` and a 503; None while it answers."""
         view = self.view

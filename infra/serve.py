@@ -9,8 +9,9 @@ it to the API for ``/readyz``.
 ``main()`` is `just serve` (``python -m infra.serve``, ``recsys serve``): the whole
 product in one process on the embedded default. It starts the dev broker on
 127.0.0.1:9092 unless RECSYS_KAFKA_BOOTSTRAP_SERVERS names a broker (or one already
-answers there), creates the topics, then serves until SIGINT/SIGTERM, and stops what
-it started.
+answers there), creates the topics (or, if the broker named does not answer yet, leaves
+that to the in-process flow once it does), then serves until SIGINT/SIGTERM, and stops
+what it started.
 """
 
 from __future__ import annotations
@@ -95,7 +96,14 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sys.exit(0))
     try:
-        ensure_app_topics(settings)
+        if broker is not None or broker_answers(settings.kafka.bootstrap_servers):
+            ensure_app_topics(settings)
+        else:  # serve anyway: /readyz says why not ready, the flow creates them later
+            log.warning(
+                "no Kafka broker answers at %s: starting without it; the topics are created "
+                "once it answers",
+                settings.kafka.bootstrap_servers,
+            )
         run_api(settings)
     finally:
         if broker is not None:

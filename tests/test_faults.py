@@ -23,7 +23,7 @@ from eventlog.producer import PRODUCER_CONFIG
 from featurestore import FeatureStore
 from featurestore.backend import StoreError
 from infra.broker import DevBroker, free_port
-from infra.process import serve_in_thread
+from infra.process import ServeProcess, serve_in_thread
 from infra.serve import build_app
 from tests.helpers import publish, wait_for
 
@@ -139,6 +139,49 @@ def test_the_service_starts_with_the_broker_unreachable_and_picks_it_up(make_set
             post_until_accepted(client, event("zoe"), within=10)
             wait_for(lambda: count(client, "zoe") >= 1, timeout=10 - (time.monotonic() - back))
             wait_for(lambda: client.get("/readyz").status_code == 200, timeout=10)
+
+
+def test_recsys_serve_starts_with_its_broker_unreachable_and_picks_it_up(make_settings, tmp_path):
+    """`python -m infra.serve` (what `recsys serve` runs) with a broker that does not answer
+    yet: it serves, not ready, and gets ready once the broker is there."""
+    port = free_port()
+    settings = make_settings(bootstrap_servers=f"127.0.0.1:{port}")
+    store = FeatureStore.open(settings)
+    publish(store, n=40, dim=8)
+    store.close()
+    env = {
+        "RECSYS_STATE_DIR": str(settings.state_dir),
+        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "RECSYS_KAFKA_EVENTS_TOPIC": settings.kafka.events_topic,
+        "RECSYS_KAFKA_DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
+    }
+    server = ServeProcess(env, tmp_path / "serve.log").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as api:
+
+            def readyz() -> httpx.Response | None:
+                try:
+                    return api.get("/readyz")
+                except httpx.TransportError:
+                    assert server.proc is not None and server.proc.poll() is None, server.log_text()
+                    return None
+
+            def unreachable() -> httpx.Response | None:
+                r = readyz()
+                return (
+                    r if r is not None and "cannot reach" in r.json()["checks"]["kafka"] else None
+                )
+
+            r = wait_for(unreachable, timeout=60)
+            assert r.status_code == 503 and "kafka" in r.json()["failed"], r.json()
+            with DevBroker(port, log_path=tmp_path / "broker.log"):
+                back = time.monotonic()
+                server.wait_ready(timeout=10)
+                assert api.post("/events", json=event("zoe")).status_code == 202
+                wait_for(lambda: api.get("/users/zoe").status_code == 200, timeout=10)
+                assert time.monotonic() - back < 12
+    finally:
+        server.stop()
 
 
 class FlakyStore(FeatureStore):

@@ -45,9 +45,8 @@ def readiness(resources: Resources) -> dict[str, Check]:
     catalog = resources.catalogs.current
     checks = {"model": (catalog is not None, catalog.version if catalog else "none published")}
     if resources.kafka is not None:
-        problem = resources.kafka.problem()
-        needed = resources.settings.api.ready_requires_kafka
-        checks["kafka"] = (problem is None or not needed, problem or "ok")
+        ok, found = resources.kafka.check()
+        checks["kafka"] = (ok or not resources.settings.api.ready_requires_kafka, found)
     checks["store"] = _store_reads(resources.store)
     if resources.flow is not None:
         for name, check in resources.flow.checks().items():
