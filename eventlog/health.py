@@ -131,7 +131,9 @@ class KafkaWatch:
         if not self.probed:
             return False, f"probing Kafka at {self._bootstrap}"
         problem = self.problem()
-        return problem is None, problem or "ok"
+        if problem is not None:
+            return False, problem
+        return True, "ok" if self.view.error is None else f"answers, but {self.view.error}"
 
     def problem(self) -> str | None:
         """Why Kafka is unusable, for ``/readyz`` and a 503; None while it answers."""
