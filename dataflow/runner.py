@@ -179,7 +179,6 @@ class DataflowThread:
             self._settings, self._store, self._catalogs, run_stop, self.progress, self.writes
         )
         recovery = recovery_config(self._settings, log_id)
-        self.progress.restarted()
         self.running.set()
         self.status = "running"
         log.info("dataflow started (%d worker(s))", self._workers)

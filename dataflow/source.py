@@ -65,13 +65,12 @@ class SourceProgress:
         self.stalled: dict[int, tuple[int, float]] = {}
         """Partition -> (events waiting, seconds without progress) for the stuck ones."""
 
-    def restarted(self) -> None:
-        """The flow (re)starts: it gets ``stall_seconds`` before it counts as stuck."""
-        self._moved = {}
-        self.stalled = {}
-
     def observe(self, view: KafkaView) -> None:
-        """Update lag and stalls from one probe's end offsets (a ``KafkaWatch`` listener)."""
+        """Update lag and stalls from one probe's end offsets (a ``KafkaWatch`` listener).
+
+        A partition's clock starts when it is first seen or its position changes (a flow
+        started on it moves it), so a flow restarted at the same position, as one failing
+        over and over is, stays stalled until it moves."""
         if not view.ends:
             return
         now = time.monotonic()
