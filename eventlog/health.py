@@ -25,7 +25,7 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PROBE_TIMEOUT_SECONDS = 1.5
+PROBE_TIMEOUT_SECONDS = 2.0
 """How long one request of a probe may wait for the cluster before Kafka counts as away."""
 
 # The id a broker reports for a topic it does not give ids to (Kafka < 2.8).
