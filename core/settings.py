@@ -62,6 +62,13 @@ class KafkaSettings(_Group):
     consumer_config: dict[str, str | int] = Field(
         default_factory=dict, description="Extra librdkafka consumer settings (JSON)."
     )
+    probe_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often the API and the in-process dataflow probe the cluster and the "
+        "events topic's end offsets (for /readyz, a fast 503 on POST /events, consumer lag "
+        "and noticing a recreated topic).",
+    )
 
 
 class QdrantSettings(_Group):
@@ -153,6 +160,12 @@ class DataflowSettings(_Group):
         description="After a model switch, users held by the dataflow move to the new item "
         "space within this time, event or not (others move at their next event or read). "
         "Each held user wakes once per interval to check: keep it well above a second.",
+    )
+    stall_seconds: float = Field(
+        3.0,
+        gt=0,
+        description="The in-process dataflow counts as stalled (/readyz answers 503) when "
+        "events wait on a partition and the flow's position on it has not moved for this long.",
     )
     exit_at_end: bool = Field(
         False,
@@ -306,8 +319,10 @@ class ApiSettings(_Group):
     )
     write_keys: set[str] = Field(
         default_factory=set,
-        description="Keys accepted in X-API-Key for POST /events (admin keys work too). "
-        "Empty: POST /events is open (development).",
+        description="Keys accepted in X-API-Key for POST /events and every other write "
+        "(admin keys work too). Once any key (read, write or admin) is configured, writes "
+        "need one of these or an admin key; with no key at all, writes are open "
+        "(development; the start-up log warns).",
     )
     admin_keys: set[str] = Field(
         default_factory=set,
@@ -318,6 +333,12 @@ class ApiSettings(_Group):
         default_factory=set,
         description="Keys for the read endpoints (recommendations, users, items); write and "
         "admin keys work too. Empty: reads are open.",
+    )
+    ready_requires_kafka: bool = Field(
+        True,
+        description="/readyz answers 503 while Kafka is unreachable. Set false on API replicas "
+        "that should keep serving reads through a Kafka outage (POST /events answers 503 "
+        "meanwhile).",
     )
     max_request_bytes: int = Field(
         1 << 20, ge=1024, description="Larger request bodies get 413 before they are read."

@@ -42,8 +42,8 @@ from dataflow.deadletter import DeadLetter, Rejected, dead_letter, dead_letter_s
 from dataflow.expiring import ExpiringState
 from dataflow.incarnation import Incarnation
 from dataflow.parsing import Accepted, Erasure, Parser
-from dataflow.sinks import TrendSink, UserStateSink
-from dataflow.source import StoppableKafkaSource
+from dataflow.sinks import StoreWrites, TrendSink, UserStateSink
+from dataflow.source import SourceProgress, StoppableKafkaSource
 from dataflow.trends import StoredTrends, TrendFolder
 from dataflow.users import StoredUsers, UserErased, UserFolder
 from eventlog.admin import events_log_id
@@ -144,12 +144,20 @@ def kafka_flow(
     store: FeatureStore,
     catalogs: CatalogProvider,
     stop: threading.Event | None = None,
+    progress: SourceProgress | None = None,
+    writes: StoreWrites | None = None,
 ) -> Dataflow:
     """The production flow: the events topic in, dead letters to their topic, features to
-    ``store``. Setting ``stop`` ends the source's partitions, and so the flow."""
-    sinks = Sinks(dead_letter_sink(settings), UserStateSink(store), TrendSink(store))
+    ``store``. Setting ``stop`` ends the source's partitions, and so the flow (and a store
+    write being retried). ``progress`` gets the source's positions (consumer lag);
+    ``writes`` retries the store writes and tells how they fare."""
+    writes = writes or StoreWrites(stop)
+    sinks = Sinks(
+        dead_letter_sink(settings), UserStateSink(store, writes), TrendSink(store, writes)
+    )
     folders = Folders.create(settings, store, catalogs, events_log_id(settings))
-    return build_flow(settings, StoppableKafkaSource(settings, stop), sinks, folders)
+    source = StoppableKafkaSource(settings, stop, progress=progress)
+    return build_flow(settings, source, sinks, folders)
 
 
 def tune_gc() -> None:
@@ -182,12 +190,15 @@ def wait_for_model(catalogs: CatalogProvider, stop: threading.Event | None = Non
     return True
 
 
-def get_flow(stop: threading.Event | None = None) -> Dataflow:
-    """Factory for ``python -m dataflow.run`` (and ``bytewax.run "dataflow.flow:get_flow()"``)."""
+def get_flow(
+    stop: threading.Event | None = None, progress: SourceProgress | None = None
+) -> Dataflow:
+    """Factory for ``python -m dataflow.run`` (and ``bytewax.run "dataflow.flow:get_flow()"``);
+    ``progress`` gets the source's positions, for the consumer lag."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
     store = FeatureStore.open(settings)
     atexit.register(store.close)
     catalogs = store.catalog_provider()
     wait_for_model(catalogs, stop)
-    return kafka_flow(settings, store, catalogs, stop)
+    return kafka_flow(settings, store, catalogs, stop, progress)

@@ -28,15 +28,18 @@ from core.events import ErasureMarker, ValidEvent, encode, encode_erasure
 from core.records import iso
 from core.settings import Settings
 from eventlog.admin import end_offsets, ensure_topics, topic_id
+from eventlog.health import KafkaWatch
 
 log = logging.getLogger(__name__)
 
 PRODUCER_CONFIG = {"partitioner": "murmur2_random"}
 
-SEND_TIMEOUT_SECONDS = 10.0
+SEND_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 POLL_SECONDS = 0.2
 """How long the delivery-report thread waits for a report before checking for stop."""
+ACK_CHECK_SECONDS = 0.25
+"""While a send waits for acknowledgements, how often it asks the Kafka watch."""
 
 
 class ProducerUnavailable(RuntimeError):
@@ -128,24 +131,29 @@ class EventProducer:
 
     Delivery: ``send`` returns only once every event is acknowledged by all in-sync
     replicas (``acks=all``), so a 202 means the events are in the log. Otherwise it
-    raises ``ProducerUnavailable`` (the API answers 503): within ``CONNECT_TIMEOUT_SECONDS``
-    until the producer first reached a broker, then within ``SEND_TIMEOUT_SECONDS``
-    (librdkafka's retries included). After a 503 some events may be in the log all the
-    same, so a client that retries gets at-least-once.
+    raises ``ProducerUnavailable`` (the API answers 503): at once while ``watch`` (if
+    given) finds the cluster unreachable, within ``CONNECT_TIMEOUT_SECONDS`` until the
+    producer first reached a broker, then within ``SEND_TIMEOUT_SECONDS`` (librdkafka's
+    retries included). After a 503 some events may be in the log all the same, so a
+    client that retries gets at-least-once.
 
     Idempotent: librdkafka's own retries never write an event twice nor reorder a
     user's events. The librdkafka producer is made on the first ``send`` that finds a
     broker answering, and kept; until then each ``send`` tries again with a new one, so
     the first request after a broker comes up succeeds without waiting out a reconnection
     back-off. A ``send`` that timed out or hit a fatal error leaves its producer behind
-    (``_stuck``): the next ``send`` starts a new one.
+    (``_stuck``): the next ``send`` starts a new one, and so does the first ``send`` after
+    ``watch`` saw the cluster away (a restarted in-memory broker forgot the producer's id).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, watch: KafkaWatch | None = None) -> None:
         self._bootstrap = settings.kafka.bootstrap_servers
         self._servers = self._bootstrap.split(",")
         self._topic = settings.kafka.events_topic
+        self._watch = watch
         self._polled: _Polled | None = None
+        self._outages = 0
+        """``watch.outages`` when the current producer was made."""
         self._lock = threading.Lock()
 
     def _config(self) -> dict[str, object]:
@@ -160,10 +168,18 @@ class EventProducer:
         }
 
     def _get(self) -> _Polled:
+        watch = self._watch
+        if watch is not None:
+            problem = watch.problem()
+            if problem is not None:
+                raise ProducerUnavailable(problem)
+            if self._polled is not None and watch.outages != self._outages:
+                self._discard(self._polled)
         polled = self._polled
         if polled is None:
             with self._lock:
                 if self._polled is None:
+                    self._outages = 0 if watch is None else watch.outages
                     self._polled = self._connect()
                 polled = self._polled
         return polled
@@ -217,17 +233,28 @@ class EventProducer:
             if isinstance(e, KafkaException) and _stuck(e.args[0]):
                 self._discard(polled)
             raise ProducerUnavailable(f"Kafka did not acknowledge {what}: {e}") from e
-        # librdkafka reports every message by message.timeout.ms; the second is slack.
-        if not acks.wait(SEND_TIMEOUT_SECONDS + 1.0):
-            self._discard(polled)
-            raise ProducerUnavailable(
-                f"Kafka did not acknowledge {what} within {SEND_TIMEOUT_SECONDS:.0f}s"
-            )
+        self._wait(polled, acks, what)
         if acks.error is not None:
             if _stuck(acks.error):
                 self._discard(polled)
             raise ProducerUnavailable(f"Kafka did not acknowledge {what}: {acks.error}")
         return acks
+
+    def _wait(self, polled: _Polled, acks: _Acks, what: str) -> None:
+        """Until every event is acknowledged, or fail: the watch finds Kafka away, or the
+        send timeout passed (librdkafka reports every message by message.timeout.ms; the
+        half second is slack)."""
+        deadline = time.monotonic() + SEND_TIMEOUT_SECONDS + 0.5
+        while not acks.wait(ACK_CHECK_SECONDS):
+            problem = None if self._watch is None else self._watch.problem()
+            if problem is None and time.monotonic() < deadline:
+                continue
+            self._discard(polled)
+            raise ProducerUnavailable(
+                f"{problem}; some of {what} may be in the log all the same"
+                if problem
+                else f"Kafka did not acknowledge {what} within {SEND_TIMEOUT_SECONDS:.0f}s"
+            )
 
     def close(self) -> None:
         if self._polled is not None:

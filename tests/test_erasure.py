@@ -219,7 +219,12 @@ def test_erased_users_stay_erased_through_restarts_and_replays(broker, tmp_path)
 
     with serve_in_thread(build_app(settings)) as url, httpx.Client(base_url=url) as api:
         for user in ("u1", "u2", "keep"):
-            assert api.post("/events", json=events(user, ["i1", "i2", "i3"])).status_code == 202
+            assert (
+                api.post(
+                    "/events", json=events(user, ["i1", "i2", "i3"]), headers=ADMIN
+                ).status_code
+                == 202
+            )
         for user in ("u1", "u2", "keep"):
             features(api, user, 3)
         assert api.get("/recommendations/u2").json()["strategy"] == "personalized"
@@ -255,7 +260,7 @@ def test_erased_users_stay_erased_through_restarts_and_replays(broker, tmp_path)
         assert api.delete("/users/never-seen", headers=ADMIN).status_code == 200
 
         # events after the erasure make a new user of only those events
-        assert api.post("/events", json=events("u1", ["i7"])).status_code == 202
+        assert api.post("/events", json=events("u1", ["i7"]), headers=ADMIN).status_code == 202
         u1 = features(api, "u1", 1)
         assert [e["item_id"] for e in u1["recent"]] == ["i7"]
         assert u1["has_long_term_profile"] is False
@@ -263,7 +268,7 @@ def test_erased_users_stay_erased_through_restarts_and_replays(broker, tmp_path)
 
     # a restart resumes from the recovery snapshots: they hold no erased state either
     with serve_in_thread(build_app(settings)) as url, httpx.Client(base_url=url) as api:
-        assert api.post("/events", json=events("u1", ["i8"])).status_code == 202
+        assert api.post("/events", json=events("u1", ["i8"]), headers=ADMIN).status_code == 202
         u1 = features(api, "u1", 2)
         assert [e["item_id"] for e in u1["recent"]] == ["i8", "i7"]
         assert api.get("/users/u2").status_code == 404
