@@ -121,7 +121,7 @@ def fold_event(
 
     _remember(state.recent, RecentItem(event.item_id, t, event.event_type), params.recent_items)
     if row is not None and params.seen_cap:
-        _remember_row(state.seen_rows, row, params.seen_cap)
+        _remember_row(state, row, params.seen_cap)
     state.event_count += 1
     return state
 
@@ -149,22 +149,30 @@ def _remember(recent: list[RecentItem], item: RecentItem, cap: int) -> None:
         del recent[: len(recent) - cap]
 
 
-def _remember_row(seen: array[int], row: int, cap: int) -> None:
-    """Make ``row`` the newest of the ``cap`` distinct rows kept, oldest first.
+def _remember_row(state: UserState, row: int, cap: int) -> None:
+    """Append ``row`` to the rows the user has seen (unless it is the last one already).
 
-    No allocation when the row is new: a scan of the int32 buffer (~1 us for 5,000 rows)
-    and an append; a repeat moves to the end; beyond ``cap`` the oldest go."""
-    if seen:
-        if seen[-1] == row:
-            return
-        view = np.frombuffer(seen, np.int32)
-        at = np.flatnonzero(view == row)
-        del view  # the buffer is exported while a view lives: the array could not resize
-        if len(at):
-            del seen[int(at[0])]
+    Looking for an earlier copy on every event would cost a scan per event (~2 us with
+    numpy); instead, once the list outgrows ``cap`` by a quarter, ``compact_rows`` keeps
+    the newest ``cap`` distinct rows, each where it was last seen. So the state holds at
+    most 1.25 x ``cap`` rows and always the ``cap`` most recent distinct ones; the
+    compaction (~0.2 ms at 5,000) comes once per ``cap / 4`` events at most."""
+    seen = state.seen_rows
+    if seen and seen[-1] == row:
+        return
     seen.append(row)
-    if len(seen) > cap:
-        del seen[: len(seen) - cap]
+    if len(seen) > cap + cap // 4:
+        state.seen_rows = compact_rows(seen, cap)
+
+
+def compact_rows(rows: array[int], cap: int) -> array[int]:
+    """The last ``cap`` distinct values of ``rows``, each at its last position, in order."""
+    a = np.frombuffer(rows, np.int32)
+    _, last_from_end = np.unique(a[::-1], return_index=True)
+    keep = np.sort(len(a) - 1 - last_from_end)[-cap:]
+    out = array("i")
+    out.frombytes(a[keep].tobytes())
+    return out
 
 
 def remap_rows(rows: array[int], old_to_new: np.ndarray | None) -> array[int]:

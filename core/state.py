@@ -61,10 +61,11 @@ class UserState:
     """Id of the events topic incarnation ``offsets`` belong to (Kafka topic id): after
     the topic is recreated its offsets restart at 0, so offsets of another id are void."""
     seen_rows: array[int] = field(default_factory=lambda: array("i"))
-    """The distinct items the user interacted with, as int32 rows of ``model_version``'s
-    catalogue, oldest first, at most ``fold.seen_cap`` (``core.fold``): what
-    ``exclude_seen`` leaves out. Items outside the catalogue have no row (they cannot be
-    recommended anyway); a model switch maps the rows through item ids."""
+    """The items the user interacted with, as int32 rows of ``model_version``'s catalogue,
+    in the order folded: at least the newest ``fold.seen_cap`` distinct ones, at most a
+    quarter more rows (``core.fold``): what ``exclude_seen`` leaves out. Items outside the
+    catalogue have no row (they cannot be recommended anyway); a model switch maps the
+    rows through item ids."""
 
     def seen(self, partition: int, offset: int) -> bool:
         return offset <= self.offsets.get(partition, -1)

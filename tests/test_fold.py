@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from core.events import ValidEvent
 from core.fold import (
     FoldParams,
+    compact_rows,
     decay_factor,
     decay_weights,
     decayed_add,
@@ -146,15 +147,26 @@ def test_rebuild_moves_the_user_into_a_new_item_space():
     assert s.model_version == "v2" and s.mass == pytest.approx(5.5)
 
 
-def test_seen_rows_remember_distinct_items_newest_last_up_to_the_cap():
+def test_seen_rows_remember_every_item_newest_last_within_the_cap():
     s = fold_all([ev("i0", 0.0), ev("i1", 1.0), ev("mystery", 2.0), ev("i2", 3.0)])
     assert list(s.seen_rows) == [0, 1, 2]  # an item outside the catalogue has no row
     s = fold_all([ev("i0", 0.0), ev("i1", 1.0), ev("i0", 2.0, "purchase"), ev("i0", 3.0)])
-    assert list(s.seen_rows) == [1, 0]  # a repeat moves to the end, never twice
+    assert list(s.seen_rows) == [0, 1, 0]  # a repeat of the last item adds nothing
+    assert list(compact_rows(s.seen_rows, 5)) == [1, 0]  # each where it was seen last
     s = fold_all([ev(f"i{i}", float(i)) for i in range(8)])
-    assert list(s.seen_rows) == [3, 4, 5, 6, 7]  # seen_cap=5: the oldest go
+    # seen_cap=5: past 5 + 5 // 4 rows (at i6), the newest 5 distinct were kept
+    assert list(s.seen_rows) == [2, 3, 4, 5, 6, 7]
+    s = fold_all([ev(f"i{i % 3}", float(i)) for i in range(10)])
+    assert set(s.seen_rows) == {0, 1, 2} and len(s.seen_rows) <= 6  # repeats: bounded too
     none = FoldParams(H, PARAMS.weights, 4, 1800.0, seen_cap=0)
     assert not fold_all([ev("i0", 0.0)], none).seen_rows
+
+
+def test_compacting_keeps_the_newest_distinct_rows_in_order():
+    rows = array("i", [5, 1, 5, 2, 1, 3, 5])
+    assert list(compact_rows(rows, 10)) == [2, 1, 3, 5]
+    assert list(compact_rows(rows, 2)) == [3, 5]
+    assert list(compact_rows(array("i"), 3)) == []
 
 
 def test_a_model_switch_maps_seen_rows_through_item_ids():
