@@ -46,7 +46,7 @@ class UserFolder:
         self._incarnation = incarnation or Incarnation()
         self.log_id = self._incarnation.log_id
         self._params = FoldParams.from_settings(settings)
-        self._rows = RowMaps(store.item_ids)
+        self._rows = RowMaps(lambda version: self._store.item_ids(version))
         self.metrics = metrics.StepMetrics("user")
         self.check_every: float | None = settings.dataflow.model_migrate_seconds
         """How often each held user checks for a new model version."""
