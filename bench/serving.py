@@ -510,6 +510,15 @@ def profile_recommend(
         }
         trending = rec.trending(catalog, now)
         results = {u: rec.recommend(u, 10, now) for u in users}
+        n_cand = s.ranking.candidates
+        heavy = {  # a user with 5,000 seen items (fold.seen_cap): both ways to leave them out
+            u: sorted(rng.sample(range(len(catalog.items)), 5000)) for u in users
+        }
+
+        def overfetch(u: str) -> list[tuple[int, float]]:
+            hits = store.search_items(catalog.version, queries[u].vector, n_cand + 5000)
+            drop = set(heavy[u])
+            return [h for h in hits if h[0] not in drop][:n_cand]
 
         def respond(u: str) -> bytes:
             return Recommendations.from_result(results[u], "r").model_dump_json().encode()
@@ -552,6 +561,11 @@ def profile_recommend(
                     catalog.version, queries[u].vector, s.ranking.candidates
                 ),
             ),
+            (
+                f"  store.search_items ({n_cand}, 5,000 excluded: has-id)",
+                lambda u: store.search_items(catalog.version, queries[u].vector, n_cand, heavy[u]),
+            ),
+            (f"  store.search_items ({n_cand} + 5,000, dropped after)", overfetch),
             (
                 "  store.search_items (100, seen excluded)",
                 lambda u: store.search_items(catalog.version, queries[u].vector, 100, seen[u]),

@@ -96,6 +96,17 @@ class FoldSettings(_Group):
         "apart: the last page or two predict the next pick best).",
     )
     recent_items: int = Field(20, ge=1, le=500, description="Recent items kept per user.")
+    seen_cap: int = Field(
+        5000,
+        ge=0,
+        le=100_000,
+        description="Items each user's state remembers as interacted with, so that "
+        "recommendations leave them out (`exclude_seen`): at least the most recent this "
+        "many distinct catalogue items, 4 bytes each, at most a quarter more between "
+        "compactions (MovieLens 100K's longest history is 737 items, ML-1M's 2,314). Older "
+        "ones may be recommended again; 0 remembers none (only the recent items and the "
+        "training history are left out then).",
+    )
     session_gap_seconds: float = Field(
         1800.0, gt=0, description="Inactivity that starts a new session when events carry none."
     )

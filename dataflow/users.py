@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.catalog import CatalogProvider
+from core.catalog import Catalog, CatalogProvider, RowMaps
 from core.fold import FoldParams, fold_event, rebuild_vector
 from core.settings import Settings
 from core.state import UserState
@@ -30,6 +30,10 @@ class StoredUsers(Protocol):
     def read_user_state(self, user_id: str) -> UserState | None: ...
 
     def read_erasure(self, user_id: str) -> ErasureRecord | None: ...
+
+    def item_ids(self, version: str) -> list[str] | None:
+        """A model version's item ids by catalogue row (to move seen rows to another)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class UserFolder:
         self._incarnation = incarnation or Incarnation()
         self.log_id = self._incarnation.log_id
         self._params = FoldParams.from_settings(settings)
+        self._rows = RowMaps(lambda version: self._store.item_ids(version))
         self.metrics = metrics.StepMetrics("user")
         self.check_every: float | None = settings.dataflow.model_migrate_seconds
         """How often each held user checks for a new model version."""
@@ -85,9 +90,14 @@ class UserFolder:
         catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
         if catalog is None or state.model_version == catalog.version or not state.event_count:
             return False  # (a user erased and not seen since has nothing to move or write)
-        rebuild_vector(state, catalog.vector, self._params, catalog.version)
+        self._move(state, catalog)
         metrics.USERS_MIGRATED.inc()
         return True
+
+    def _move(self, state: UserState, catalog: Catalog) -> None:
+        """``state`` into ``catalog``'s item space, its seen rows into its rows."""
+        seen_map = self._rows.get(state.model_version, catalog) if state.seen_rows else None
+        rebuild_vector(state, catalog.vector, self._params, catalog.version, seen_map)
 
     def fold(self, state: UserState, batch: list[Accepted | Erasure]) -> bool | KeyErased:
         """Apply ``batch`` (one user's events, in partition order) to ``state`` in place.
@@ -99,7 +109,7 @@ class UserFolder:
             self._incarnation.adopt(state, state.user_id, self.metrics.offsets_reset)
         catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
         if catalog is not None and state.model_version != catalog.version:
-            rebuild_vector(state, catalog.vector, self._params, catalog.version)
+            self._move(state, catalog)
         params = self._params
         offsets = state.offsets
         applied = 0
@@ -113,19 +123,16 @@ class UserFolder:
             if acc.__class__ is marker:
                 return self._erase(acc, batch, applied)  # type: ignore[arg-type]
             ev = acc.event
-            if catalog is None:
+            i = None if catalog is None else catalog.index.get(ev.item_id)
+            if i is None:
                 vector, categories = None, ()
             else:
-                i = catalog.index.get(ev.item_id)
-                if i is None:
-                    vector, categories = None, ()
-                else:
-                    vector, categories = catalog.vectors[i], catalog.items[i].categories
+                vector, categories = catalog.vectors[i], catalog.items[i].categories
             if vector is None:
                 metrics.UNKNOWN_ITEMS.inc()
             if ev.ts < state.last_ts:
                 metrics.EVENTS_LATE.inc()
-            fold_event(state, ev, vector, categories, params)
+            fold_event(state, ev, vector, categories, params, row=i)
             offsets[acc.partition] = acc.offset
             applied += 1
         if applied:

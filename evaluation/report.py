@@ -140,10 +140,15 @@ def markdown(fig: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         "Protocol: before each test event, in time order, every system returns its top-10 for "
         "that user from what happened before the event; then the event is fed to every system. "
-        "Items the user already interacted with are never recommended. The product runs the "
-        "dataflow's fold into an embedded feature store and `Recommender.recommend` (the code "
-        "behind `GET /recommendations`); the batch two-tower is the same code on a store frozen "
-        "at the cutoff; real-time without re-rank is the same code with every re-rank weight 0.",
+        "The product runs the dataflow's fold into an embedded feature store and is asked as a "
+        "client asks `GET /recommendations/{user}?k=10`: `Recommender.recommend(user, 10)` on "
+        "the replay's clock, nothing else passed, so what the user already interacted with is "
+        "left out by the service's own memory (`exclude_seen`); `tests/test_eval_rest.py` "
+        "checks that a slice through the broker and the REST API gets the same hits. The "
+        "baselines are given each user's full seen set to leave out; the batch two-tower is "
+        "the product's code on a store frozen at the cutoff (given the seen set too, as a "
+        "frozen store cannot know what the user picked since); real-time without re-rank is "
+        "the product's code with every re-rank weight 0.",
         "",
         "| system | HR@10 | NDCG@10 | MRR@10 | coverage | intra-list diversity | HR@10 cold items | HR@10 cold users | HR@10 warm users |",
         "|---|---|---|---|---|---|---|---|---|",

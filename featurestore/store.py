@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from featurestore.backend import Backend, ItemFilter, StoreError
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+
+ITEM_IDS_KEPT = 4
+"""Model versions whose item ids ``FeatureStore.item_ids`` keeps in memory."""
 
 
 class ErasureRecord(msgspec.Struct, frozen=True):
@@ -99,6 +103,8 @@ class FeatureStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._user_dim: int | None = None
+        self._item_ids: dict[str, list[str]] = {}
+        self._item_ids_lock = threading.Lock()
         self.backend.create_collection(col.MODELS, col.spec_for(col.MODELS, 0))
         self.backend.create_collection(col.ITEM_TRENDS, col.spec_for(col.ITEM_TRENDS, 0))
         self.backend.create_collection(col.ERASURES, col.spec_for(col.ERASURES, 0))
@@ -135,6 +141,7 @@ class FeatureStore:
         half-way is repaired by running it again.
         """
         version = record.version
+        self._item_ids.pop(version, None)
         if item_vectors.shape != (len(items), record.dim):
             raise StoreError(
                 f"item vectors have shape {item_vectors.shape}, expected ({len(items)}, {record.dim})"
@@ -264,6 +271,30 @@ class FeatureStore:
             ),
             head=record.head,
         )
+
+    def item_ids(self, version: str) -> list[str] | None:
+        """A published version's item ids by catalogue row; None if the store no longer
+        holds it. Read once per version (a version's items never change once published:
+        re-publishing one rewrites it here, and a version that is live cannot be)."""
+        ids = self._item_ids.get(version)
+        if ids is not None:
+            return ids
+        record = self.model(version)
+        if record is None:
+            return None
+        try:
+            points = self.backend.scroll(col.items_collection(version))
+            by_row = sorted((int(p.id), p.payload["item_id"]) for p in points)
+        except StoreError:
+            return None
+        if [r for r, _ in by_row] != list(range(1, record.items + 1)):
+            return None
+        ids = [i for _, i in by_row]
+        with self._item_ids_lock:  # the API and the in-process dataflow share a store
+            while len(self._item_ids) >= ITEM_IDS_KEPT:
+                del self._item_ids[next(iter(self._item_ids))]
+            self._item_ids[version] = ids
+        return ids
 
     def catalog_provider(self) -> CatalogProvider:
         return CatalogProvider(self.active_version, self.load_catalog)

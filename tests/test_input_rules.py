@@ -140,10 +140,9 @@ def _issue_case(now: float) -> UserState:
     params = FoldParams.from_settings(SETTINGS)
     s = UserState("pz", model_version="v1")
     i = CATALOG.index["i1"]
-    fold_event(
-        s, ValidEvent("view", "pz", "i1", now - 20_000, None), CATALOG.vectors[i], [], params
-    )
-    fold_event(s, ValidEvent("view", "pz", "ghost", now, None), None, [], params)
+    old = ValidEvent("view", "pz", "i1", now - 20_000, None)
+    fold_event(s, old, CATALOG.vectors[i], [], params, row=i)
+    fold_event(s, ValidEvent("view", "pz", "ghost", now, None), None, [], params, row=None)
     return s
 
 

@@ -209,10 +209,10 @@ def test_an_unexpected_exception_in_the_parser_dead_letters_that_message(monkeyp
 def test_an_unexpected_exception_while_folding_dead_letters_that_event(monkeypatch, caplog):
     real = dataflow.users.fold_event
 
-    def flaky(state, event, *args):
+    def flaky(state, event, *args, **kwargs):
         if event.item_id == "i3":
             raise ZeroDivisionError("fold bug")
-        return real(state, event, *args)
+        return real(state, event, *args, **kwargs)
 
     monkeypatch.setattr(dataflow.users, "fold_event", flaky)
     # ann's batch holds the failing event in the middle; bob is untouched.
