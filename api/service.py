@@ -12,7 +12,15 @@ from prometheus_client import Counter
 
 from core.catalog import Catalog, CatalogProvider, RowMaps
 from core.fold import FoldParams, rebuild_vector
-from core.ranking import Ranked, RankParams, build_query, covisit_neighbours, diversify, rerank
+from core.ranking import (
+    Query,
+    Ranked,
+    RankParams,
+    build_query,
+    covisit_neighbours,
+    diversify,
+    rerank,
+)
 from core.records import Profile
 from core.settings import Settings
 from core.state import UserState
@@ -112,15 +120,7 @@ class Recommender:
             self._check_categories(catalog, item_filter)
         state = self._user_state(user_id, catalog)
         profile = self.store.read_profile(catalog.version, user_id)
-        query = build_query(
-            state,
-            profile,
-            catalog,
-            now,
-            s.fold.half_life_seconds,
-            s.ranking.blend_mass,
-            s.ranking.min_realtime_mass,
-        )
+        query = self._query(state, profile, catalog, now)
         seen = _excluded(catalog, exclude_items, state, profile, exclude_seen)
         trending = self.trending(catalog, now)
         if query.vector is None:
@@ -145,6 +145,20 @@ class Recommender:
             len(candidates),
             variant,
             dict(candidates),
+        )
+
+    def _query(
+        self, state: UserState | None, profile: Profile | None, catalog: Catalog, now: float
+    ) -> Query:
+        s = self.settings
+        return build_query(
+            state,
+            profile,
+            catalog,
+            now,
+            s.fold.half_life_seconds,
+            s.ranking.blend_mass,
+            s.ranking.min_realtime_mass,
         )
 
     def _rank(
