@@ -51,7 +51,7 @@ def test_every_item_a_user_interacted_with_stays_out_across_a_model_switch(app):
         for k, item in enumerate(SEEN)
     ]
     events.append({"event_type": "view", "user_id": "heavy", "item_id": "gone", "timestamp": t0})
-    assert c.post("/events", json=events).status_code == 202
+    assert c.post("/events", json=events, headers=ADMIN).status_code == 202
     state = wait_for(lambda: (s := _state(store, "heavy")) and s.event_count == 71 and s, 30)
     assert len(state.recent) == 20  # the recent items alone would leave 50 seen ones in
     assert sorted(state.seen_rows) == sorted(int(i[1:]) for i in SEEN)  # "gone" has no row
@@ -77,7 +77,9 @@ def test_every_item_a_user_interacted_with_stays_out_across_a_model_switch(app):
     assert body["model_version"] == "v2"
     assert len(body["items"]) == N_ITEMS - len(SEEN) and not seen & set(_ids(body))
 
-    c.post("/events", json={"event_type": "view", "user_id": "heavy", "item_id": "i1"})
+    c.post(
+        "/events", json={"event_type": "view", "user_id": "heavy", "item_id": "i1"}, headers=ADMIN
+    )
     state = wait_for(lambda: (s := _state(store, "heavy")) and s.event_count == 72 and s, 30)
     index = {it.item_id: r for r, it in enumerate(items)}
     assert state.model_version == "v2"
