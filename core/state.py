@@ -149,10 +149,7 @@ class UserState:
 
     @classmethod
     def from_snapshot(cls, b: bytes) -> UserState:
-        try:
-            fields = _unpack_user(b)
-        except msgspec.ValidationError:  # written before states remembered seen rows
-            fields = (*_unpack_user_unseen(b), b"")
+        fields = _unpack_user(b)
         (
             u,
             vec,
@@ -212,7 +209,6 @@ _USER_FIELDS = (
     str | None,
 )
 _unpack_user = msgspec.msgpack.Decoder(tuple[(*_USER_FIELDS, bytes)]).decode
-_unpack_user_unseen = msgspec.msgpack.Decoder(tuple[_USER_FIELDS]).decode
 
 
 class _Features(msgspec.Struct):
@@ -287,16 +283,15 @@ class Trend:
 
 
 class _TrendSnapshot(msgspec.Struct, array_like=True):
-    """The snapshot tuple; the last two fields may be missing (snapshots written before
-    the distinct-user rule)."""
+    """The snapshot tuple."""
 
     item_id: str
     score: float
     ts: float
     offsets: dict[int, int]
     log_id: str | None
-    users: list[int] = []
-    trending: bool = True
+    users: list[int]
+    trending: bool
 
 
 _unpack_trend = msgspec.msgpack.Decoder(_TrendSnapshot).decode
