@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
@@ -20,6 +21,9 @@ from featurestore.store import FeatureStore
 
 USERS_LISTED = 5000
 """GET /users pages through at most this many profiles (read once per model version)."""
+USERS_REREAD_SECONDS = 60.0
+"""The list is read again after this long, so a user erased through another API replica
+leaves it (the replica that erased one drops it at once)."""
 
 
 def fold_text(text: str) -> str:
@@ -82,6 +86,7 @@ class Browser:
         self._lock = threading.Lock()
         self._index: TitleIndex | None = None
         self._users: tuple[str, list[tuple[str, int]]] | None = None
+        self._users_read = 0.0
 
     def _title_index(self, catalog: Catalog) -> TitleIndex:
         with self._lock:
@@ -120,14 +125,22 @@ class Browser:
         version = self._current().version
         with self._lock:
             cached = self._users
-        if cached is None or cached[0] != version:
+        now = time.monotonic()
+        if cached is None or cached[0] != version or now - self._users_read > USERS_REREAD_SECONDS:
             found = self._store.profile_users(version, USERS_LISTED)
             cached = (version, sorted(found, key=lambda u: natural_key(u[0])))
             with self._lock:
-                self._users = cached
+                self._users, self._users_read = cached, now
         record = self._store.model(version)
         total = record.profiles if record is not None else len(cached[1])
         return version, cached[1][offset : offset + limit], total
+
+    def forget_user(self, user_id: str) -> None:
+        """Leave an erased user out of the users listed, at once."""
+        with self._lock:
+            if self._users is not None:
+                version, users = self._users
+                self._users = (version, [u for u in users if u[0] != user_id])
 
 
 def category_counts(catalog: Catalog) -> list[tuple[str, int]]:

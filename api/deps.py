@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 
 from api.browse import Browser
-from api.resources import FlowHealth, Resources
+from api.resources import Resources
 from api.security import ApiKeys, api_key_header
 from api.service import Recommender
 from core.catalog import CatalogProvider
@@ -56,16 +56,11 @@ async def get_producer(request: Request) -> EventProducer:
     return request.app.state.resources.producer  # type: ignore[no-any-return]
 
 
-async def get_flow(request: Request) -> FlowHealth | None:
-    return request.app.state.resources.flow  # type: ignore[no-any-return]
-
-
 StoreDep = Annotated[FeatureStore, Depends(get_store)]
 CatalogsDep = Annotated[CatalogProvider, Depends(get_catalogs)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 BrowserDep = Annotated[Browser, Depends(get_browser)]
 ProducerDep = Annotated[EventProducer, Depends(get_producer)]
-FlowDep = Annotated[FlowHealth | None, Depends(get_flow)]
 
 
 # A plain ``def``, so FastAPI runs it in its threadpool: a hop on every keyed request,

@@ -29,7 +29,7 @@ async def unknown_category(_: Request, e: UnknownCategory) -> JSONResponse:
 
 
 async def producer_down(_: Request, e: ProducerUnavailable) -> JSONResponse:
-    return JSONResponse({"detail": str(e)}, status_code=503)
+    return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "1"})
 
 
 EXCEPTION_HANDLERS = {

@@ -20,9 +20,11 @@ from api.browse import Browser
 from api.impressions import ImpressionLog
 from api.model_watch import check_once, watch
 from api.resources import FlowHealth, Resources
+from api.security import ApiKeys
 from api.service import Recommender
 from core.catalog import CatalogProvider
 from core.settings import Settings
+from eventlog.health import KafkaWatch
 from eventlog.producer import EventProducer
 from featurestore.store import FeatureStore
 
@@ -50,10 +52,14 @@ async def serving(
     store: FeatureStore,
     catalogs: CatalogProvider,
     flow: FlowHealth | None = None,
+    kafka: KafkaWatch | None = None,
 ) -> AsyncIterator[Resources]:
     """Serve from ``store`` (open; its owner closes it) until the block ends; ``flow``:
-    the dataflow running beside the API in this process, for ``/readyz``."""
-    producer = EventProducer(settings)
+    the dataflow running beside the API in this process, for ``/readyz``; ``kafka``: a
+    started watch of the cluster to share (its owner closes it; default: one of its own)."""
+    own_watch = kafka is None
+    kafka_watch = kafka or KafkaWatch(settings).start()
+    producer = EventProducer(settings, kafka_watch)
     impressions = ImpressionLog(settings).start() if settings.api.impressions_enabled else None
     recommender = Recommender(settings, store, catalogs)
     resources = Resources(
@@ -65,6 +71,7 @@ async def serving(
         Browser(recommender.catalog, store),
         impressions,
         flow,
+        kafka_watch,
     )
     app.state.resources = resources
     watcher = asyncio.create_task(watch(settings, store, catalogs))
@@ -73,6 +80,7 @@ async def serving(
         "embedded" if settings.embedded else f"server {settings.qdrant.url}",
         "in-process" if flow else "elsewhere",
     )
+    _warn_if_open(app.state.api_keys)
     try:
         yield resources
     finally:
@@ -82,6 +90,16 @@ async def serving(
         producer.close()
         if impressions is not None:
             await asyncio.to_thread(impressions.close)
+        if own_watch:
+            kafka_watch.close()
+
+
+def _warn_if_open(keys: ApiKeys) -> None:
+    if keys.writes_open:
+        log.warning(
+            "no API key is configured: POST /events and every other write is open to anyone; "
+            "set RECSYS_API_WRITE_KEYS (and RECSYS_API_ADMIN_KEYS) to require keys"
+        )
 
 
 def standalone(settings: Settings, store: FeatureStore | None = None) -> Lifespan:

@@ -19,6 +19,9 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+CLIENT_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "client_request_id", default=None
+)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 REQUEST_SECONDS = Histogram(
@@ -36,19 +39,19 @@ class _TooLarge(Exception):
     pass
 
 
-def _request_id_and_length(headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes | None]:
-    """The request's id (the client's X-Request-ID if valid, else a new one) and its
-    Content-Length header (raw), if any."""
-    rid = None
+def _client_id_and_length(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bytes | None]:
+    """The client's X-Request-ID (if it is a plain id: letters, digits, ``._:-``, at most
+    128; anything else is not kept) and the Content-Length header (raw), if any."""
+    client = None
     length = None
     for k, v in headers:
         if k == b"x-request-id":
-            rid = v.decode("latin-1")
+            client = v.decode("latin-1")
         elif k == b"content-length":
             length = v
-    if rid is None or not _VALID_ID.match(rid):
-        rid = uuid.uuid4().hex
-    return rid, length
+    if client is not None and not _VALID_ID.match(client):
+        client = None
+    return client, length
 
 
 class _Exchange:
@@ -83,9 +86,13 @@ class _Exchange:
 
 
 class RequestContext:
-    """Gives every request an id (X-Request-ID in, or a new one; echoed back), refuses
+    """Gives every request an id of the server's own (in the X-Request-ID response header,
+    the response body where it has one, the impression log and every log line), refuses
     bodies over ``max_body`` with 413, times the request per route template and writes
-    one access-log line."""
+    one access-log line.
+
+    A client's X-Request-ID is never the request's id (a client could make impressions
+    collide or forge them): it is logged beside it as ``client_request_id``."""
 
     def __init__(
         self, app: ASGIApp, max_body: int, log_mode: str = "all", slow_ms: float = 100.0
@@ -101,15 +108,19 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        rid, length = _request_id_and_length(scope["headers"])
+        client, length = _client_id_and_length(scope["headers"])
+        rid = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         token = REQUEST_ID.set(rid)
+        client_token = CLIENT_REQUEST_ID.set(client) if client is not None else None
         exchange = _Exchange(receive, send, self.max_body, rid)
         try:
             await self._serve(scope, exchange, length)
         finally:
             REQUEST_ID.reset(token)
-            self._observe(scope, rid, exchange.status, time.perf_counter() - t0)
+            if client_token is not None:
+                CLIENT_REQUEST_ID.reset(client_token)
+            self._observe(scope, rid, client, exchange.status, time.perf_counter() - t0)
 
     async def _serve(self, scope: Scope, exchange: _Exchange, length: bytes | None) -> None:
         try:
@@ -124,26 +135,26 @@ class RequestContext:
                 exchange.send, 413, {"detail": f"request body larger than {self.max_body} bytes"}
             )
 
-    def _observe(self, scope: Scope, rid: str, status: int, elapsed: float) -> None:
+    def _observe(
+        self, scope: Scope, rid: str, client: str | None, status: int, elapsed: float
+    ) -> None:
         """The latency histogram, and the access-log line when the log mode wants it."""
         route = getattr(scope.get("route"), "path", "unmatched")
         REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
         if (
             self.log_all or (self.log_some and (status >= 400 or elapsed >= self.slow_s))
         ) and access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "request_id": rid,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "route": route,
-                        "status": status,
-                        "ms": round(elapsed * 1000, 3),
-                    }
-                },
-            )
+            fields = {
+                "request_id": rid,
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route,
+                "status": status,
+                "ms": round(elapsed * 1000, 3),
+            }
+            if client is not None:
+                fields["client_request_id"] = client
+            access_log.info("request", extra={"fields": fields})
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -162,8 +173,8 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, the current request id,
-    and any ``extra={"fields": {...}}``."""
+    """One JSON object per line: time, level, logger, message, the current request id
+    (and the client's, if it sent one), and any ``extra={"fields": {...}}``."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -175,6 +186,9 @@ class JsonFormatter(logging.Formatter):
         rid = REQUEST_ID.get()
         if rid is not None:
             out["request_id"] = rid
+            client = CLIENT_REQUEST_ID.get()
+            if client is not None:
+                out["client_request_id"] = client
         fields = getattr(record, "fields", None)
         if fields:
             out.update(fields)

@@ -10,25 +10,20 @@ from api.impressions import ImpressionLog
 from api.service import Recommender
 from core.catalog import CatalogProvider
 from core.settings import Settings
+from eventlog.health import KafkaWatch
 from eventlog.producer import EventProducer
 from featurestore.store import FeatureStore
 
 
-class Flag(Protocol):
-    def is_set(self) -> bool: ...
-
-
 class FlowHealth(Protocol):
-    """A dataflow running beside the API, as ``/readyz`` reports it: ready while
-    ``running`` is set; ``status`` says what it is doing (or why it failed).
+    """A dataflow running beside the API, as ``/readyz`` reports it.
 
     Whoever starts the flow (the composition root, ``infra.serve``) hands it over."""
 
-    @property
-    def status(self) -> str: ...
-
-    @property
-    def running(self) -> Flag: ...
+    def checks(self) -> dict[str, tuple[bool, str]]:
+        """Check name -> (passes, what it found): ``dataflow`` (running and moving, or
+        what it waits for or why it failed) and ``store`` (its writes succeed)."""
+        ...
 
 
 @dataclass
@@ -42,3 +37,5 @@ class Resources:
     impressions: ImpressionLog | None = None
     flow: FlowHealth | None = None
     """The dataflow beside this process, if one runs in it; None: it runs elsewhere."""
+    kafka: KafkaWatch | None = None
+    """Probes Kafka for ``/readyz`` and a fast 503 on ``POST /events``."""

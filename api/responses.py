@@ -23,7 +23,10 @@ class RecommendedItem(BaseModel):
 
 
 class Recommendations(BaseModel):
-    request_id: str = Field(description="Also in the X-Request-ID header and the impression log")
+    request_id: str = Field(
+        description="The server's id of this response, also in the X-Request-ID header and the "
+        "impression log (a client's X-Request-ID is only logged beside it)"
+    )
     user_id: str
     model_version: str = Field(description="The one model version every item and vector came from")
     variant: str = Field(description="The ranking configuration (A/B variant) that served")
@@ -107,7 +110,10 @@ class EventsAccepted(BaseModel):
 
 class Health(BaseModel):
     status: str
-    checks: dict[str, str] = {}
+    checks: dict[str, str] = Field(
+        default={}, description="What each check found: the model version, 'ok', or the problem"
+    )
+    failed: list[str] = Field(default=[], description="The checks that keep it from being ready")
 
 
 class ItemSummary(BaseModel):
@@ -144,3 +150,23 @@ class KnownUsers(BaseModel):
     total: int = Field(description="Users with a long-term profile in this model")
     offset: int
     users: list[KnownUser]
+
+
+class ErasureMarkerPosition(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+
+
+class UserErasure(BaseModel):
+    user_id: str
+    marker: ErasureMarkerPosition = Field(
+        description="Where the erasure marker sits in the events topic: a replay of the "
+        "topic ignores the user's events before it"
+    )
+    removed_user_state: bool = Field(
+        description="The store held real-time features of the user, now deleted"
+    )
+    removed_profiles: list[str] = Field(
+        description="Model versions that held a long-term profile of the user, now deleted"
+    )

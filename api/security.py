@@ -20,8 +20,12 @@ def _matches(key: str, keys: Iterable[str]) -> bool:
 
 class ApiKeys:
     """The keys each scope ("read", "write", "admin") accepts: a wider key passes a
-    narrower check (admin > write > read). Reads and writes are open until keys are
-    configured for them; admin endpoints are disabled until admin keys are."""
+    narrower check (admin > write > read).
+
+    Writes fail closed: once any key is configured (read, write or admin), every write
+    needs a write or admin key; only with no key at all are writes open (development,
+    ``writes_open``). Reads are open until read keys are configured; admin endpoints are
+    disabled until admin keys are."""
 
     def __init__(self, api: ApiSettings) -> None:
         admin = api.admin_keys
@@ -31,9 +35,10 @@ class ApiKeys:
             "write": api.write_keys | admin,
             "read": api.read_keys | api.write_keys | admin,
         }
+        self.writes_open = not (api.read_keys or api.write_keys or admin)
         self._required = {
             "admin": True,
-            "write": bool(api.write_keys),
+            "write": not self.writes_open,
             "read": bool(api.read_keys),
         }
 
@@ -43,6 +48,12 @@ class ApiKeys:
             return
         if scope == "admin" and not self._admin_enabled:
             raise HTTPException(403, "admin endpoints are disabled: set RECSYS_API_ADMIN_KEYS")
+        if not self._accepted[scope]:  # writes, with only read keys configured
+            raise HTTPException(
+                403,
+                f"{scope}s are disabled: keys are configured but no {scope} key is "
+                f"(set RECSYS_API_{scope.upper()}_KEYS)",
+            )
         if key is None:
             raise HTTPException(401, f"this endpoint needs a {scope} API key in X-API-Key")
         if not _matches(key, self._accepted[scope]):

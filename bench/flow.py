@@ -54,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -61,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
+import numpy as np
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig
@@ -71,7 +73,7 @@ from tqdm import tqdm
 from bench.synthetic import Events, World, WorldConfig, produce, producer_config
 from core.records import iso
 from core.settings import Settings, nested
-from core.state import Trend, UserState
+from core.state import RecentItem, Trend, UserState
 from dataflow.flow import kafka_flow, tune_gc
 from dataflow.parsing import Accepted, Parser
 from dataflow.recovery import recovery_config
@@ -874,6 +876,50 @@ def print_freshness(f: Freshness) -> None:
     )
 
 
+def print_state_sizes(items: int = 100_000, seen_counts: Sequence[int] = (0, 100, 1000, 5000)):
+    """Bytes per user of the store payload and the recovery snapshot by how many items the
+    state remembers as seen (``fold.seen_cap``, 5,000 by default), beside 20 recent items,
+    a 64-d vector and 5 categories; and the time to encode each."""
+    rng = np.random.default_rng(0)
+    print(f"user state by items remembered as seen (rows of a {items:,}-item catalogue):")
+    print(
+        f"  {'seen':>6} {'payload B':>10} {'snapshot B':>11} {'rows in memory B':>17} "
+        f"{'to_payload us':>14} {'to_snapshot us':>15}"
+    )
+    for n in seen_counts:
+        s = UserState(
+            "u12345",
+            rng.normal(size=64).astype(np.float32),
+            3.5,
+            1.7e9,
+            {f"c{k}": 1.0 / (k + 1) for k in range(5)},
+            [RecentItem(f"item{k}", 1.7e9 - k, "view") for k in range(20)],
+            "u12345@1700000000",
+            1.7e9 - 600,
+            20,
+            20 + n,
+            0,
+            VERSION,
+            {0: 123456, 1: 654321},
+            "topic-id",
+            array("i", rng.choice(items, n, replace=False).astype(np.int32).tobytes()),
+        )
+        payload = s.to_payload()
+        size = sum(len(str(v)) for v in payload.values())
+        timing = {}
+        for name, fn in (("payload", s.to_payload), ("snapshot", s.to_snapshot)):
+            reps = 2000
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            timing[name] = (time.perf_counter() - t0) / reps * 1e6
+        print(
+            f"  {n:>6,} {size:>10,} {len(s.to_snapshot()):>11,} "
+            f"{s.seen_rows.buffer_info()[1] * s.seen_rows.itemsize:>17,} "
+            f"{timing['payload']:>14.1f} {timing['snapshot']:>15.1f}"
+        )
+
+
 def print_profile(profile: cProfile.Profile, path: Path | None, top: int = 25) -> None:
     out = io.StringIO()
     stats = pstats.Stats(profile, stream=out).strip_dirs()
@@ -933,7 +979,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-recovery", action="store_true", help="experiment: product without Bytewax recovery"
     )
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument(
+        "--state-sizes", action="store_true", help="only print the user state's sizes by seen items"
+    )
     args = p.parse_args(argv)
+    print_state_sizes()
+    if args.state_sizes:
+        return 0
     signal.signal(signal.SIGTERM, _interrupt)
     epoch = timedelta(seconds=args.epoch_s) if args.epoch_s else None
     worker_counts = [int(w) for w in args.workers.split(",")]

@@ -503,7 +503,13 @@ def profile_recommend(
         profiles = {u: store.read_profile(catalog.version, u) for u in users}
         queries = {
             u: build_query(
-                states[u], profiles[u], catalog, now, s.fold.half_life_seconds, s.ranking.blend_mass
+                states[u],
+                profiles[u],
+                catalog,
+                now,
+                s.fold.half_life_seconds,
+                s.ranking.blend_mass,
+                s.ranking.min_realtime_mass,
             )
             for u in users
         }
@@ -521,6 +527,15 @@ def profile_recommend(
         results = {u: rec.recommend(u, 10, now) for u in users}
         session = rec.sessions.get(catalog.version)
         assert session is not None, "prepare_store writes the version's session model"
+        n_cand = s.ranking.candidates
+        heavy = {  # a user with 5,000 seen items (fold.seen_cap): both ways to leave them out
+            u: sorted(rng.sample(range(len(catalog.items)), 5000)) for u in users
+        }
+
+        def overfetch(u: str) -> list[tuple[int, float]]:
+            hits = store.search_items(catalog.version, queries[u].vector, n_cand + 5000)
+            drop = set(heavy[u])
+            return [h for h in hits if h[0] not in drop][:n_cand]
 
         def respond(u: str) -> bytes:
             return Recommendations.from_result(results[u], "r").model_dump_json().encode()
@@ -538,6 +553,7 @@ def profile_recommend(
                     now,
                     s.fold.half_life_seconds,
                     s.ranking.blend_mass,
+                    s.ranking.min_realtime_mass,
                 ),
             ),
             (
@@ -562,6 +578,11 @@ def profile_recommend(
                     catalog.version, queries[u].vector, s.ranking.candidates
                 ),
             ),
+            (
+                f"  store.search_items ({n_cand}, 5,000 excluded: has-id)",
+                lambda u: store.search_items(catalog.version, queries[u].vector, n_cand, heavy[u]),
+            ),
+            (f"  store.search_items ({n_cand} + 5,000, dropped after)", overfetch),
             (
                 "  store.search_items (100, seen excluded)",
                 lambda u: store.search_items(catalog.version, queries[u].vector, 100, seen[u]),

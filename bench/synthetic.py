@@ -334,7 +334,7 @@ class World:
             state = states.get(ev.user_id)
             if state is None:
                 state = states[ev.user_id] = UserState(ev.user_id, model_version=version)
-            fold_event(state, ev, vectors[item], cats[item], params)
+            fold_event(state, ev, vectors[item], cats[item], params, row=item)
         return list(states.values())
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,3 +114,43 @@ class CatalogProvider:
             self._next_check = now + every
             return self.refresh()
         return self.current
+
+
+def row_map(old_item_ids: Sequence[str], new_index: Mapping[str, int]) -> np.ndarray:
+    """(len(old_item_ids),) int32: each row of an old catalogue's row in a new one, or -1
+    for items the new catalogue lacks."""
+    return np.fromiter(
+        (new_index.get(i, -1) for i in old_item_ids), dtype=np.int32, count=len(old_item_ids)
+    )
+
+
+class RowMaps:
+    """Old catalogue row -> new catalogue row for pairs of model versions (``row_map``),
+    so the items users have seen, kept as rows of the version they were folded in, follow
+    a model switch (``core.fold.rebuild_vector``). Built once per pair from the old
+    version's item ids (``item_ids(version)``, None when that version is gone) and kept
+    for the few most recent pairs."""
+
+    KEEP = 4
+
+    def __init__(self, item_ids: Callable[[str], Sequence[str] | None]) -> None:
+        self._item_ids = item_ids
+        self._maps: dict[tuple[str, str], np.ndarray | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, old_version: str | None, new: Catalog) -> np.ndarray | None:
+        """The map from ``old_version``'s rows to ``new``'s; None if that one is unknown."""
+        if old_version is None:
+            return None
+        key = (old_version, new.version)
+        try:
+            return self._maps[key]
+        except KeyError:
+            pass
+        with self._lock:
+            if key not in self._maps:
+                ids = self._item_ids(old_version)
+                while len(self._maps) >= self.KEEP:
+                    del self._maps[next(iter(self._maps))]
+                self._maps[key] = None if ids is None else row_map(ids, new.index)
+            return self._maps[key]

@@ -106,14 +106,19 @@ def build_query(
     now: float,
     half_life: float,
     blend_mass: float,
+    min_realtime_mass: float,
 ) -> Query:
     """Blend the real-time vector with the long-term profile, trusting the real-time
-    side more the more (recent) evidence it holds: alpha = m / (m + blend_mass)."""
+    side more the more (recent) evidence it holds: alpha = m / (m + blend_mass).
+
+    A real-time vector that is zero, not finite, or holds less than
+    ``min_realtime_mass`` of decayed event weight as of the user's last event counts as
+    absent (``has_realtime_vector``)."""
     realtime = None
     mass = 0.0
-    if state is not None and state.vector is not None and state.mass > 0:
-        realtime = catalog.head.apply(state.vector)
-        mass = mass_at(state, now, half_life)
+    if has_realtime_vector(state, min_realtime_mass):
+        realtime = catalog.head.apply(state.vector)  # type: ignore[union-attr,arg-type]
+        mass = mass_at(state, now, half_life)  # type: ignore[arg-type]
     longterm = profile.vector if profile is not None else None
     if realtime is None and longterm is None:
         return Query(None, 0.0)
@@ -123,6 +128,21 @@ def build_query(
         return Query(normalize(longterm), 0.0)
     alpha = mass / (mass + blend_mass)
     return Query(normalize(alpha * realtime + (1.0 - alpha) * normalize(longterm)), alpha)
+
+
+def has_realtime_vector(state: UserState | None, min_realtime_mass: float) -> bool:
+    """Whether ``state`` holds a real-time vector worth querying with: present, with a
+    decayed mass of at least ``min_realtime_mass``, finite and not zero. A vector whose
+    items were followed by a long silence decays towards zero (float32 underflows to
+    exactly 0 after ~150 half-lives), and an event on an unknown item then stores it
+    with a vanishing mass: such a vector points nowhere and must not personalise."""
+    if state is None or state.vector is None:
+        return False
+    mass = state.mass
+    if not (mass >= min_realtime_mass and mass > 0.0 and math.isfinite(mass)):
+        return False
+    norm2 = float(np.dot(state.vector, state.vector))  # inf or nan if any value is not finite
+    return 0.0 < norm2 < math.inf
 
 
 def rerank(

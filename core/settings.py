@@ -10,6 +10,7 @@ set fields take JSON: ``RECSYS_FOLD_EVENT_WEIGHTS='{"view": 1, "purchase": 10}'`
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -61,6 +62,13 @@ class KafkaSettings(_Group):
     consumer_config: dict[str, str | int] = Field(
         default_factory=dict, description="Extra librdkafka consumer settings (JSON)."
     )
+    probe_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often the API and the in-process dataflow probe the cluster and the "
+        "events topic's end offsets (for /readyz, a fast 503 on POST /events, consumer lag "
+        "and noticing a recreated topic).",
+    )
 
 
 class QdrantSettings(_Group):
@@ -88,16 +96,45 @@ class FoldSettings(_Group):
         "apart: the last page or two predict the next pick best).",
     )
     recent_items: int = Field(20, ge=1, le=500, description="Recent items kept per user.")
+    seen_cap: int = Field(
+        5000,
+        ge=0,
+        le=100_000,
+        description="Items each user's state remembers as interacted with, so that "
+        "recommendations leave them out (`exclude_seen`): at least the most recent this "
+        "many distinct catalogue items, 4 bytes each, at most a quarter more between "
+        "compactions (MovieLens 100K's longest history is 737 items, ML-1M's 2,314). Older "
+        "ones may be recommended again; 0 remembers none (only the recent items and the "
+        "training history are left out then).",
+    )
     session_gap_seconds: float = Field(
         1800.0, gt=0, description="Inactivity that starts a new session when events carry none."
     )
     trending_half_life_seconds: float = Field(
         86400.0, gt=0, description="Half-life of the per-item event counts behind trending."
     )
+    trending_min_users: int = Field(
+        3,
+        ge=1,
+        description='An item counts as "trending now" only once this many distinct users '
+        "had an event on it since it last went one trending half-life without events (one "
+        "user's burst is not a trend). Items not in the active model's catalogue never count.",
+    )
     max_future_seconds: float = Field(
         300.0, ge=0, description="Events stamped further ahead of the wall clock are rejected."
     )
     max_event_bytes: int = Field(16_384, ge=256, description="Larger messages are dead-lettered.")
+    min_timestamp: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC),
+        description="Events stamped before this time are rejected as `too_old` (dead-lettered "
+        "by the dataflow, 422 at POST /events): a 0 or a date in 1970 is a producer's bug, not "
+        "an event. RFC 3339; without a timezone, UTC.",
+    )
+
+    @field_validator("min_timestamp")
+    @classmethod
+    def _utc_if_naive(cls, v: datetime) -> datetime:
+        return v if v.tzinfo is not None else v.replace(tzinfo=UTC)
 
     @field_validator("event_weights")
     @classmethod
@@ -134,6 +171,12 @@ class DataflowSettings(_Group):
         description="After a model switch, users held by the dataflow move to the new item "
         "space within this time, event or not (others move at their next event or read). "
         "Each held user wakes once per interval to check: keep it well above a second.",
+    )
+    stall_seconds: float = Field(
+        3.0,
+        gt=0,
+        description="The in-process dataflow counts as stalled (/readyz answers 503) when "
+        "events wait on a partition and the flow's position on it has not moved for this long.",
     )
     exit_at_end: bool = Field(
         False,
@@ -185,6 +228,14 @@ class RankingSettings(_Group):
         1.0,
         gt=0,
         description="Real-time weight in the query is m/(m+blend_mass), m = decayed event weight.",
+    )
+    min_realtime_mass: float = Field(
+        1e-4,
+        ge=0,
+        description="A real-time vector whose decayed event weight, as of the user's last "
+        "event, is below this (its items were followed by long silence and unknown items) "
+        "counts as absent, as a zero or non-finite one does: the query is the long-term "
+        "profile, or cold start. 1e-4 is where the fold drops category shares too.",
     )
     weight_ann: float = Field(1.0, description="Weight of the query-item cosine.")
     weight_category: float = Field(
@@ -287,8 +338,10 @@ class ApiSettings(_Group):
     )
     write_keys: set[str] = Field(
         default_factory=set,
-        description="Keys accepted in X-API-Key for POST /events (admin keys work too). "
-        "Empty: POST /events is open (development).",
+        description="Keys accepted in X-API-Key for POST /events and every other write "
+        "(admin keys work too). Once any key (read, write or admin) is configured, writes "
+        "need one of these or an admin key; with no key at all, writes are open "
+        "(development; the start-up log warns).",
     )
     admin_keys: set[str] = Field(
         default_factory=set,
@@ -299,6 +352,12 @@ class ApiSettings(_Group):
         default_factory=set,
         description="Keys for the read endpoints (recommendations, users, items); write and "
         "admin keys work too. Empty: reads are open.",
+    )
+    ready_requires_kafka: bool = Field(
+        True,
+        description="/readyz answers 503 while Kafka is unreachable. Set false on API replicas "
+        "that should keep serving reads through a Kafka outage (POST /events answers 503 "
+        "meanwhile).",
     )
     max_request_bytes: int = Field(
         1 << 20, ge=1024, description="Larger request bodies get 413 before they are read."

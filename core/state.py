@@ -8,11 +8,15 @@ an item's decayed count, each with its two encodings.
   the vector's bytes would be one encoding less, but costs 1.7-2.5x as much to write
   (user with 5 recent items: 1.7 us vs 3.0-3.8 us; trend: 0.6 us vs 1.4 us) and is ~40 %
   larger, on the path that stalls the worker at each epoch close.
+
+The seen rows travel as raw int32 in both (native byte order: little-endian on every
+platform this runs on): 4 bytes a row in the snapshot, ~5.3 in the payload's base64.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +60,12 @@ class UserState:
     log_id: str | None = None
     """Id of the events topic incarnation ``offsets`` belong to (Kafka topic id): after
     the topic is recreated its offsets restart at 0, so offsets of another id are void."""
+    seen_rows: array[int] = field(default_factory=lambda: array("i"))
+    """The items the user interacted with, as int32 rows of ``model_version``'s catalogue,
+    in the order folded: at least the newest ``fold.seen_cap`` distinct ones, at most a
+    quarter more rows (``core.fold``): what ``exclude_seen`` leaves out. Items outside the
+    catalogue have no row (they cannot be recommended anyway); a model switch maps the
+    rows through item ids."""
 
     def seen(self, partition: int, offset: int) -> bool:
         return offset <= self.offsets.get(partition, -1)
@@ -84,6 +94,7 @@ class UserState:
                     log_id=self.log_id,
                     event_count=self.event_count,
                     model_version=self.model_version,
+                    seen=self.seen_rows.tobytes(),
                 )
             ).decode(),
         }
@@ -110,6 +121,7 @@ class UserState:
             model_version=f.model_version,
             offsets=f.offsets,
             log_id=f.log_id,
+            seen_rows=_rows(f.seen),
         )
 
     def to_snapshot(self) -> bytes:
@@ -131,14 +143,30 @@ class UserState:
                 self.model_version,
                 self.offsets,
                 self.log_id,
+                self.seen_rows.tobytes(),
             )
         )
 
     @classmethod
     def from_snapshot(cls, b: bytes) -> UserState:
-        u, vec, mass, last, cats, recent, sid, sstart, sev, n, unknown, version, offs, log_id = (
-            _unpack_user(b)
-        )
+        fields = _unpack_user(b)
+        (
+            u,
+            vec,
+            mass,
+            last,
+            cats,
+            recent,
+            sid,
+            sstart,
+            sev,
+            n,
+            unknown,
+            version,
+            offs,
+            log_id,
+            seen,
+        ) = fields
         return cls(
             u,
             None if vec is None else np.frombuffer(vec, dtype=np.float32).copy(),
@@ -154,27 +182,33 @@ class UserState:
             version,
             offs,
             log_id,
+            _rows(seen),
         )
 
 
-_unpack_user = msgspec.msgpack.Decoder(
-    tuple[
-        str,
-        bytes | None,
-        float,
-        float,
-        dict[str, float],
-        list[tuple[str, float, str]],
-        str | None,
-        float,
-        int,
-        int,
-        int,
-        str | None,
-        dict[int, int],
-        str | None,
-    ]
-).decode
+def _rows(b: bytes) -> array[int]:
+    rows = array("i")
+    rows.frombytes(b)
+    return rows
+
+
+_USER_FIELDS = (
+    str,
+    bytes | None,
+    float,
+    float,
+    dict[str, float],
+    list[tuple[str, float, str]],
+    str | None,
+    float,
+    int,
+    int,
+    int,
+    str | None,
+    dict[int, int],
+    str | None,
+)
+_unpack_user = msgspec.msgpack.Decoder(tuple[(*_USER_FIELDS, bytes)]).decode
 
 
 class _Features(msgspec.Struct):
@@ -189,6 +223,9 @@ class _Features(msgspec.Struct):
     log_id: str | None
     event_count: int
     model_version: str | None
+    seen: bytes = b""
+    """``seen_rows`` as raw int32 (base64 in the JSON), decoded without parsing a number
+    per row."""
 
 
 _decode_features = msgspec.json.Decoder(_Features).decode
@@ -204,38 +241,85 @@ class Trend:
     """Last Kafka offset counted per partition, as for user state."""
     log_id: str | None = None
     """Events topic incarnation the offsets belong to, as for user state."""
+    users: list[int] = field(default_factory=list)
+    """Distinct users on the item since it last went quiet (CRC-32 of the id, never the
+    id), kept until ``fold.trending_min_users`` is reached: see ``dataflow.trends``."""
+    trending: bool = True
+    """Whether the item counts as "trending now" (enough distinct users). The indexed
+    ``score`` of the store payload is 0 otherwise, so the top trends never list it. True
+    for a count kept without that rule (a Trend built bare, a point stored before it)
+    until it next goes quiet."""
 
     def to_payload(self) -> dict[str, Any]:
-        """``score`` (indexed: the top trends are read by it) and the rest as one string:
-        each payload field costs a write ~3 us, a nested offsets map ~35 us."""
-        return {"score": self.score, "trend": _encode_trend(self)}
+        """``score`` (indexed: the top trends are read by it; 0 while not trending) and the
+        rest as one string: each payload field costs a write ~3 us, a nested offsets map
+        ~35 us."""
+        return {"score": self.score if self.trending else 0.0, "trend": _encode_trend(self)}
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> Trend:
         t = _decode_trend(p["trend"])
-        return cls(t.item_id, float(p["score"]), t.ts, t.offsets, t.log_id)
+        score = float(p["score"]) if t.score is None else t.score
+        return cls(t.item_id, score, t.ts, t.offsets, t.log_id, t.users, t.trending)
 
     def to_snapshot(self) -> bytes:
         """The recovery snapshot."""
-        return _pack((self.item_id, self.score, self.ts, self.offsets, self.log_id))
+        return _pack(
+            (
+                self.item_id,
+                self.score,
+                self.ts,
+                self.offsets,
+                self.log_id,
+                self.users,
+                self.trending,
+            )
+        )
 
     @classmethod
     def from_snapshot(cls, b: bytes) -> Trend:
-        return cls(*_unpack_trend(b))
+        t = _unpack_trend(b)
+        return cls(t.item_id, t.score, t.ts, t.offsets, t.log_id, t.users, t.trending)
 
 
-_unpack_trend = msgspec.msgpack.Decoder(tuple[str, float, float, dict[int, int], str | None]).decode
+class _TrendSnapshot(msgspec.Struct, array_like=True):
+    """The snapshot tuple."""
+
+    item_id: str
+    score: float
+    ts: float
+    offsets: dict[int, int]
+    log_id: str | None
+    users: list[int]
+    trending: bool
 
 
-class _TrendFields(msgspec.Struct):
+_unpack_trend = msgspec.msgpack.Decoder(_TrendSnapshot).decode
+
+
+class _TrendFields(msgspec.Struct, omit_defaults=True):
     item_id: str
     ts: float
     offsets: dict[int, int]
     log_id: str | None
+    users: list[int] = []
+    trending: bool = True
+    score: float | None = None
+    """The score while not trending (the indexed one is 0 then)."""
 
 
 def _encode_trend(t: Trend) -> str:
-    return _json(_TrendFields(t.item_id, t.ts, t.offsets, t.log_id)).decode()
+    return _json(
+        _TrendFields(
+            t.item_id,
+            t.ts,
+            t.offsets,
+            t.log_id,
+            t.users,
+            t.trending,
+            None if t.trending else t.score,
+        )
+    ).decode()
 
 
 _decode_trend = msgspec.json.Decoder(_TrendFields).decode

@@ -11,7 +11,9 @@ import logging
 from dataclasses import dataclass
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from confluent_kafka import Message
 
+from core.events import ValidEvent, encode
 from core.settings import Settings
 from dataflow import metrics
 from eventlog.producer import PRODUCER_CONFIG, dlq_headers
@@ -19,7 +21,8 @@ from eventlog.producer import PRODUCER_CONFIG, dlq_headers
 log = logging.getLogger(__name__)
 
 DeadLetter = KafkaSinkMessage[bytes | None, bytes | None]
-"""What the dead-letter sink receives: the original key and bytes, the reason in headers."""
+"""What the dead-letter sink receives: the original key, bytes and headers, the reason in
+``dlq.*`` headers."""
 
 
 @dataclass(slots=True)
@@ -34,10 +37,35 @@ class Rejected:
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
+    headers: list[tuple[str, bytes | None]] | None = None
+    """The producer's own headers, kept on the dead letter beside the ``dlq.*`` ones."""
+
+    @classmethod
+    def of_message(cls, msg: Message, reason: str, kind: str) -> Rejected:
+        """``msg`` as it came from Kafka: its key, bytes and headers, unchanged."""
+        return cls(
+            msg.key(),
+            msg.value(),
+            reason,
+            kind,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.headers(),
+        )
+
+    @classmethod
+    def of_event(
+        cls, event: ValidEvent, topic: str, partition: int, offset: int, reason: str, kind: str
+    ) -> Rejected:
+        """An event that was parsed but could not be applied: the original bytes are gone
+        by then, so the dead letter holds its canonical JSON (``core.events.encode``),
+        which can be produced again as it is."""
+        return cls(event.user_id.encode(), encode(event), reason, kind, topic, partition, offset)
 
     def to_sink(self) -> DeadLetter:
         source = f"{self.topic}:{self.partition}:{self.offset}"
-        headers = dlq_headers(self.reason, self.kind, source)
+        headers = dlq_headers(self.reason, self.kind, source, self.headers)
         return KafkaSinkMessage(key=self.key, value=self.value, headers=headers)
 
 

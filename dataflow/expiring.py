@@ -3,19 +3,36 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bytewax.operators import StatefulBatchLogic
 
 from core.state import Trend, UserState
+from dataflow.deadletter import Rejected
 from dataflow.metrics import StepMetrics
 from dataflow.parsing import Accepted
 
+log = logging.getLogger(__name__)
+
 S = TypeVar("S", UserState, Trend)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyErased:
+    """What ``Folder.fold`` returns (instead of True) when the key's state must be
+    forgotten, at a user's erasure marker: ``emit`` goes downstream (to the sink, after
+    the states emitted before it), the key continues from ``fresh``, and ``rest``, the
+    values after the marker, fold into that."""
+
+    emit: Any
+    fresh: Any
+    rest: list[Any]
 
 
 class Folder(Protocol[S]):
@@ -31,16 +48,24 @@ class Folder(Protocol[S]):
     def resume(self, snapshot: bytes) -> S:
         """The state a recovery snapshot (``S.to_snapshot``) holds."""
 
-    def fold(self, state: S, batch: list[Accepted]) -> bool:
-        """Apply ``batch`` to ``state`` in place; True if anything changed."""
+    def fold(self, state: S, batch: list[Accepted]) -> bool | KeyErased:
+        """Apply ``batch`` to ``state`` in place; True if anything changed, ``KeyErased``
+        if the state is void."""
 
     def migrate(self, state: S) -> bool:
         """Bring a held state up to date without an event; True if it changed."""
 
 
-class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
+class ExpiringState(StatefulBatchLogic[Accepted, S | Rejected, bytes]):
     """Bytewax logic for one key: fold each micro-batch, emit the new state, forget the
-    key after ``ttl`` seconds without events.
+    key after ``ttl`` seconds without events; replace its state when the folder returns
+    ``KeyErased``.
+
+    An exception while folding never leaves the step: the batch is folded again one
+    event at a time (the folders skip offsets already applied), and each event that
+    still fails is emitted as a ``Rejected`` of kind ``internal_error`` for the
+    dead-letter topic (the flow branches it off), so the key, its partition and the flow
+    carry on. What a failing event changed before it raised stays in the state.
 
     Emitting once per batch coalesces a user's burst into one store write; with
     ``emit_every`` > 0 (trends) a key is emitted at most that often, the last change
@@ -53,9 +78,10 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
     """
 
     def __init__(
-        self, folder: Folder[S], ttl: float, emit_every: float, resume: bytes | None
+        self, folder: Folder[S], ttl: float, emit_every: float, topic: str, resume: bytes | None
     ) -> None:
         self._folder = folder
+        self._topic = topic
         self._ttl = ttl
         self._emit_every = emit_every
         self._state: S | None = None if resume is None else folder.resume(resume)
@@ -68,12 +94,13 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
 
     @classmethod
     def builder(
-        cls, folder: Folder[S], ttl: float, emit_every: float = 0.0
+        cls, folder: Folder[S], ttl: float, topic: str, emit_every: float = 0.0
     ) -> Callable[[bytes | None], ExpiringState[S]]:
-        """The ``builder`` ``op.stateful_batch`` calls for each new or resumed key."""
-        return lambda resume: cls(folder, ttl, emit_every, resume)
+        """The ``builder`` ``op.stateful_batch`` calls for each new or resumed key;
+        ``topic``: the events topic, named in dead letters."""
+        return lambda resume: cls(folder, ttl, emit_every, topic, resume)
 
-    def on_batch(self, values: list[Accepted]) -> tuple[list[S], bool]:
+    def on_batch(self, values: list[Accepted]) -> tuple[list[S | Rejected], bool]:
         state = self._state
         if state is None:
             state = self._state = self._folder.load(values[0])
@@ -81,27 +108,82 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
         self._expires = now + self._ttl
         m = self._folder.metrics
         m.batches += 1
-        if m.batches % m.SAMPLE:
-            changed = self._folder.fold(state, values)
-        else:  # timings and sizes of one batch in SAMPLE: the histograms cost ~5 % each
-            t0 = time.perf_counter()
-            changed = self._folder.fold(state, values)
-            m.fold_seconds.observe(time.perf_counter() - t0)
-            m.batch_events.observe(len(values))
+        try:
+            if m.batches % m.SAMPLE:
+                changed = self._folder.fold(state, values)
+            else:  # timings and sizes of one batch in SAMPLE: the histograms cost ~5 % each
+                t0 = time.perf_counter()
+                changed = self._folder.fold(state, values)
+                m.fold_seconds.observe(time.perf_counter() - t0)
+                m.batch_events.observe(len(values))
+        except Exception:  # one event must not stop the flow
+            return self._fold_apart(state, values, now)
         if not changed:
             return [], StatefulBatchLogic.RETAIN
+        if changed is not True:
+            return self._erased(changed)
         if now < self._next_emit:
             self._pending = True
             return [], StatefulBatchLogic.RETAIN
         self._next_emit = now + self._emit_every
         return [state], StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[S], bool]:
+    def _erased(self, erased: KeyErased) -> tuple[list[S | Rejected], bool]:
+        """The key's state was erased: emit what the folder says, hold the fresh state
+        instead (the next recovery snapshot replaces the old one), fold what follows.
+
+        The fresh state is held, not read back from the store later: the sink may not
+        have applied the erasure yet when the key's next values arrive."""
+        out: list[S | Rejected] = []
+        while True:
+            out.append(erased.emit)
+            state = self._state = erased.fresh
+            changed = bool(erased.rest) and self._folder.fold(state, erased.rest)
+            if changed is True:
+                out.append(state)
+            elif changed:
+                erased = changed
+                continue
+            return out, StatefulBatchLogic.RETAIN
+
+    def _fold_apart(
+        self, state: S, values: list[Accepted], now: float
+    ) -> tuple[list[S | Rejected], bool]:
+        """The batch again, one event at a time: the events that fail alone are
+        dead-lettered, the others folded (those the failed attempt applied are skipped by
+        their offsets). Off the hot path: only after a fold raised."""
+        out: list[S | Rejected] = []
+        for acc in values:
+            try:
+                changed = self._folder.fold(state, [acc])
+                if changed is not True and changed:  # an erasure marker
+                    out.append(changed.emit)
+                    state = self._state = changed.fresh
+            except Exception as e:
+                log.exception(
+                    "folding %s:%s:%s failed; dead-lettered", self._topic, acc.partition, acc.offset
+                )
+                reason = f"internal error in {type(self._folder).__name__}: {type(e).__name__}: {e}"
+                out.append(
+                    Rejected.of_event(
+                        acc.event, self._topic, acc.partition, acc.offset, reason, "internal_error"
+                    )
+                )
+        # The failed attempt may have applied events before the one that raised: the
+        # state is emitted as changed either way (one write too many at worst).
+        if now < self._next_emit:
+            self._pending = True
+        else:
+            self._next_emit = now + self._emit_every
+            out.append(state)
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[S | Rejected], bool]:
         now = time.time()
         every = self._folder.check_every
         if every is not None and now >= self._check_at:
             self._check_at = now + every
-            if self._state is not None and self._folder.migrate(self._state):
+            if self._state is not None and self._migrate(self._state):
                 self._pending = True
                 self._next_emit = 0.0
         if self._pending and now >= self._next_emit:
@@ -114,6 +196,15 @@ class ExpiringState(StatefulBatchLogic[Accepted, S, bytes]):
         m.keys.dec()
         m.expired.inc()
         return [], StatefulBatchLogic.DISCARD
+
+    def _migrate(self, state: S) -> bool:
+        """``folder.migrate``; an exception is logged and the state kept as it was (it
+        tries again at the next check), never a crash of the flow."""
+        try:
+            return self._folder.migrate(state)
+        except Exception:
+            log.exception("moving a held state to the new model failed; retried later")
+            return False
 
     def notify_at(self) -> datetime:
         at = min(self._expires, self._check_at)

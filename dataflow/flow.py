@@ -3,6 +3,7 @@
     events topic -> parse/validate --(rejected)--> dead-letter topic (original bytes + reason)
                         |
                         +-- key by user --> fold (decayed vector, session) --> user_state
+                        |   (events and erasure markers)                       (or erasure)
                         +-- key by item --> decayed counts (trending)       --> item_trends
 
 ``build_flow`` wires the steps between a source and three sinks it is given;
@@ -37,14 +38,14 @@ from confluent_kafka import Message
 from core.catalog import CatalogProvider
 from core.settings import Settings, get_settings
 from core.state import Trend, UserState
-from dataflow.deadletter import DeadLetter, dead_letter, dead_letter_sink
+from dataflow.deadletter import DeadLetter, Rejected, dead_letter, dead_letter_sink
 from dataflow.expiring import ExpiringState
 from dataflow.incarnation import Incarnation
-from dataflow.parsing import Accepted, Parser
-from dataflow.sinks import TrendSink, UserStateSink
-from dataflow.source import StoppableKafkaSource
+from dataflow.parsing import Accepted, Erasure, Parser
+from dataflow.sinks import StoreWrites, TrendSink, UserStateSink
+from dataflow.source import SourceProgress, StoppableKafkaSource
 from dataflow.trends import StoredTrends, TrendFolder
-from dataflow.users import StoredUsers, UserFolder
+from dataflow.users import StoredUsers, UserErased, UserFolder
 from eventlog.admin import events_log_id
 from featurestore.store import FeatureStore
 
@@ -56,8 +57,9 @@ class Sinks:
     """Where the flow's three outputs go."""
 
     dead_letter: Sink[DeadLetter]
-    user_state: Sink[tuple[str, UserState]]
-    """Each user's latest state, once per micro-batch that changed it."""
+    user_state: Sink[tuple[str, UserState | UserErased]]
+    """Each user's latest state, once per micro-batch that changed it, and each user's
+    erasure (``UserErased``), in order with them."""
     item_trends: Sink[tuple[str, Trend]]
     """Each item's decayed count, at most once per ``trend_emit_seconds``."""
 
@@ -86,41 +88,55 @@ class Folders:
         incarnation = Incarnation(log_id)
         return cls(
             UserFolder(settings, store, catalogs, incarnation),
-            TrendFolder(settings, store, incarnation),
+            TrendFolder(settings, store, catalogs, incarnation),
         )
 
 
 def build_flow(
     settings: Settings, source: Source[Message], sinks: Sinks, folders: Folders
 ) -> Dataflow:
-    """The dataflow from ``source`` (Kafka messages) to ``sinks``."""
+    """The dataflow from ``source`` (Kafka messages) to ``sinks``. Every message ends in
+    a fold or in the dead-letter sink: rejected by the parser, or an event whose fold
+    raised (``ExpiringState`` emits it as a ``Rejected``)."""
     flow = Dataflow("recsys")
     messages = op.input("events", flow, source)
     parsed = op.flat_map_batch("parse", messages, Parser(settings).parse_batch)
-    accepted = op.branch("accepted", parsed, lambda x: isinstance(x, Accepted))
-
-    rejected = op.map("count_rejected", accepted.falses, dead_letter)
-    op.output("dead_letter", rejected, sinks.dead_letter)
+    # events and users' erasure markers, in order; the markers go to the users' fold only
+    accepted = op.branch("accepted", parsed, lambda x: x.__class__ is not Rejected)
 
     ttl = settings.dataflow.state_ttl_seconds
+    topic = settings.kafka.events_topic
     by_user = op.key_on("by_user", accepted.trues, _user_key)
-    states = op.stateful_batch("fold_user", by_user, ExpiringState.builder(folders.users, ttl))
-    op.output("user_state", states, sinks.user_state)
+    users = ExpiringState.builder(folders.users, ttl, topic)
+    states = op.branch("user_folded", op.stateful_batch("fold_user", by_user, users), _folded)
+    op.output("user_state", states.trues, sinks.user_state)
 
-    by_item = op.key_on("by_item", accepted.trues, _item_key)
-    every = settings.dataflow.trend_emit_seconds
-    counts = ExpiringState.builder(folders.items, ttl, every)
-    trends = op.stateful_batch("count_item", by_item, counts)
-    op.output("item_trends", trends, sinks.item_trends)
+    by_item = op.flat_map_batch("by_item", accepted.trues, _by_item)
+    counts = ExpiringState.builder(folders.items, ttl, topic, settings.dataflow.trend_emit_seconds)
+    trends = op.branch("item_counted", op.stateful_batch("count_item", by_item, counts), _folded)
+    op.output("item_trends", trends.trues, sinks.item_trends)
+
+    failed = op.map("fold_failed", op.merge("failed", states.falses, trends.falses), _value)
+    rejected = op.merge("rejected", accepted.falses, failed)
+    op.output("dead_letter", op.map("count_rejected", rejected, dead_letter), sinks.dead_letter)
     return flow
 
 
-def _user_key(a: Accepted) -> str:
+def _user_key(a: Accepted | Erasure) -> str:
     return a.event.user_id
 
 
-def _item_key(a: Accepted) -> str:
-    return a.event.item_id
+def _by_item(batch: list[Accepted | Erasure]) -> list[tuple[str, Accepted]]:
+    """Events keyed by item (``op.key_on`` without its per-item calls), markers left out."""
+    return [(a.event.item_id, a) for a in batch if a.__class__ is Accepted]  # type: ignore[misc]
+
+
+def _folded(kv: tuple[str, object]) -> bool:
+    return not isinstance(kv[1], Rejected)
+
+
+def _value(kv: tuple[str, Rejected]) -> Rejected:
+    return kv[1]
 
 
 def kafka_flow(
@@ -128,12 +144,20 @@ def kafka_flow(
     store: FeatureStore,
     catalogs: CatalogProvider,
     stop: threading.Event | None = None,
+    progress: SourceProgress | None = None,
+    writes: StoreWrites | None = None,
 ) -> Dataflow:
     """The production flow: the events topic in, dead letters to their topic, features to
-    ``store``. Setting ``stop`` ends the source's partitions, and so the flow."""
-    sinks = Sinks(dead_letter_sink(settings), UserStateSink(store), TrendSink(store))
+    ``store``. Setting ``stop`` ends the source's partitions, and so the flow (and a store
+    write being retried). ``progress`` gets the source's positions (consumer lag);
+    ``writes`` retries the store writes and tells how they fare."""
+    writes = writes or StoreWrites(stop)
+    sinks = Sinks(
+        dead_letter_sink(settings), UserStateSink(store, writes), TrendSink(store, writes)
+    )
     folders = Folders.create(settings, store, catalogs, events_log_id(settings))
-    return build_flow(settings, StoppableKafkaSource(settings, stop), sinks, folders)
+    source = StoppableKafkaSource(settings, stop, progress=progress)
+    return build_flow(settings, source, sinks, folders)
 
 
 def tune_gc() -> None:
@@ -166,12 +190,15 @@ def wait_for_model(catalogs: CatalogProvider, stop: threading.Event | None = Non
     return True
 
 
-def get_flow(stop: threading.Event | None = None) -> Dataflow:
-    """Factory for ``python -m dataflow.run`` (and ``bytewax.run "dataflow.flow:get_flow()"``)."""
+def get_flow(
+    stop: threading.Event | None = None, progress: SourceProgress | None = None
+) -> Dataflow:
+    """Factory for ``python -m dataflow.run`` (and ``bytewax.run "dataflow.flow:get_flow()"``);
+    ``progress`` gets the source's positions, for the consumer lag."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
     store = FeatureStore.open(settings)
     atexit.register(store.close)
     catalogs = store.catalog_provider()
     wait_for_model(catalogs, stop)
-    return kafka_flow(settings, store, catalogs, stop)
+    return kafka_flow(settings, store, catalogs, stop, progress)

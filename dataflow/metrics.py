@@ -21,6 +21,11 @@ FOLD_LAG = Histogram(
 STORE_WRITE_SECONDS = Histogram(
     "recsys_store_write_seconds", "Duration of one batched feature-store write", ["collection"]
 )
+STORE_WRITE_RETRIES = Counter(
+    "recsys_store_write_retries_total",
+    "Feature-store writes that failed and were tried again (the flow waits meanwhile)",
+    ["collection"],
+)
 STORE_BATCH_SIZE = Histogram(
     "recsys_store_batch_points",
     "Points per batched feature-store write",
@@ -48,12 +53,18 @@ SOURCE_BATCH_MESSAGES = Histogram(
 )
 CONSUMER_LAG = Gauge(
     "recsys_consumer_lag_messages",
-    "Messages on the broker not yet read by the dataflow (librdkafka stats, every 1 s)",
+    "Messages on the broker the dataflow has not taken through its steps yet: end offset "
+    "minus the flow's position, per partition (every kafka.probe_seconds, also while the "
+    "flow is stuck or down)",
     ["topic", "partition"],
 )
 USERS_MIGRATED = Counter(
     "recsys_users_migrated_total",
     "Users moved to a new model's item space without an event (model switch)",
+)
+USERS_ERASED = Counter(
+    "recsys_users_erased_total",
+    "Erasure markers read: the user's state dropped, the erasure recorded in the store",
 )
 STATE_KEYS = Gauge("recsys_state_keys", "Keys held in the dataflow's memory", ["step"])
 STATE_EXPIRED = Counter(

@@ -18,7 +18,9 @@ from core.settings import get_settings
 from dataflow.flow import get_flow
 from dataflow.recovery import recovery_config
 from dataflow.runner import run_flow
+from dataflow.source import SourceProgress
 from eventlog.admin import events_log_id
+from eventlog.health import KafkaWatch
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -40,8 +42,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.error(str(e))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    flow = get_flow(stop)
-    run_flow(flow, settings, recovery, args.workers_per_process, args.process_id, peers)
+    progress = SourceProgress(settings)  # consumer lag, from the watch's end offsets
+    watch = KafkaWatch(settings)
+    watch.add_listener(progress.observe)
+    watch.start()
+    try:
+        flow = get_flow(stop, progress)
+        run_flow(flow, settings, recovery, args.workers_per_process, args.process_id, peers)
+    finally:
+        watch.close()
 
 
 def parse_addresses(addresses: str) -> list[str]:

@@ -24,13 +24,15 @@ from core.catalog import CatalogProvider
 from core.settings import Settings
 from dataflow.flow import kafka_flow, tune_gc, wait_for_model
 from dataflow.recovery import RecoveryPruner, epoch_interval, recovery_config
-from eventlog.admin import events_log_id, wait_for_broker
+from dataflow.sinks import StoreWrites
+from dataflow.source import SourceProgress
+from eventlog.admin import ensure_app_topics, events_log_id
+from eventlog.health import KafkaView, KafkaWatch
 from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
 RESTART_MAX_SECONDS = 30.0
-BROKER_WAIT_SECONDS = 10.0
 
 
 def run_flow(
@@ -68,7 +70,14 @@ def run_flow(
 
 
 class DataflowThread:
-    """The production flow (``kafka_flow``) in a thread, restarted if it fails."""
+    """The production flow (``kafka_flow``) in a thread, kept running without a restart of
+    the process: it waits for a model and for Kafka, restarts itself with back-off if it
+    fails, and starts again on a recreated events topic (a restarted in-memory broker).
+
+    ``kafka`` (a started ``KafkaWatch``, shared with the API) tells when Kafka is there
+    and which topic incarnation it holds; without one the thread runs its own. ``checks``
+    is what ``/readyz`` reports about the flow and its store writes.
+    """
 
     def __init__(
         self,
@@ -76,24 +85,62 @@ class DataflowThread:
         store: FeatureStore,
         catalogs: CatalogProvider,
         workers: int = 1,
+        kafka: KafkaWatch | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._catalogs = catalogs
         self._workers = workers
+        self._own_watch = kafka is None
+        self._kafka = kafka or KafkaWatch(settings)
         self._stop = threading.Event()
+        self._run_stop = threading.Event()
+        """Ends the current run only: set to start the flow again."""
         self._thread = threading.Thread(target=self._run, name="dataflow", daemon=True)
+        self._log_id: str | None = None
+        self.progress = SourceProgress(settings)
+        self.writes = StoreWrites(self._stop)
         self.running = threading.Event()
         """Set once the flow is built and consuming."""
         self.status = "starting"
         """What the flow is doing, for /readyz."""
 
     def start(self) -> DataflowThread:
+        if self._own_watch:
+            self._kafka.start()
+        self._kafka.add_listener(self._observe)
         self._thread.start()
         return self
 
+    def checks(self) -> dict[str, tuple[bool, str]]:
+        """``/readyz``'s view: name -> (passes, what it found), for the flow and its writes."""
+        stall = self.progress.stall()
+        if not self.running.is_set():
+            flow = (False, self.status)
+        else:
+            flow = (stall is None, stall or self.status)
+        error = self.writes.error
+        return {"dataflow": flow, "store": (error is None, error or "ok")}
+
+    def _observe(self, view: KafkaView) -> None:
+        """Each probe of the Kafka watch: lag and stalls; a recreated topic restarts the run."""
+        self.progress.observe(view)
+        if not (self.running.is_set() and view.reachable) or self._run_stop.is_set():
+            return
+        if not view.topic_exists or (
+            None not in (view.topic_id, self._log_id) and view.topic_id != self._log_id
+        ):
+            found = "gone" if not view.topic_exists else f"recreated (id {view.topic_id})"
+            log.warning(
+                "the events topic %s is %s: starting the dataflow again on it",
+                self._settings.kafka.events_topic,
+                found,
+            )
+            self.status = f"restarting: the events topic is {found}"
+            self._run_stop.set()
+
     def _run(self) -> None:
-        """Run the flow; if it crashes (Kafka unreachable, say), log and start it again.
+        """Run the flow; if it crashes, log and start it again after a back-off.
 
         Restarting is safe: Bytewax recovery resumes from the last epoch's snapshot and
         offsets; and each user's state remembers the offsets it applied, so what the flow
@@ -101,11 +148,19 @@ class DataflowThread:
         """
         failures = 0
         while not self._stop.is_set():
+            self._run_stop = run_stop = threading.Event()
+            if self._stop.is_set():
+                return
             started = time.monotonic()
             try:
-                self._run_once()
-                return  # the model wait was stopped, or the source ended: asked to stop
+                self._run_once(run_stop)
+                if self._stop.is_set() or not run_stop.is_set():
+                    return  # asked to stop, or the source ended (exit_at_end)
+                continue  # the topic was recreated: run again at once
             except Exception as e:
+                if self._stop.is_set():
+                    log.warning("dataflow stopped: %s", e)
+                    return
                 failures = 1 if time.monotonic() - started > RESTART_MAX_SECONDS else failures + 1
                 pause = min(RESTART_MAX_SECONDS, 2.0**failures)
                 self.status = f"failed: {e}; retrying in {pause:.0f}s"
@@ -114,19 +169,30 @@ class DataflowThread:
                 self.running.clear()
             self._stop.wait(pause)
 
-    def _run_once(self) -> None:
+    def _run_once(self, run_stop: threading.Event) -> None:
         self.status = "waiting for a published model"
-        if not wait_for_model(self._catalogs, self._stop):
+        if not wait_for_model(self._catalogs, self._stop) or not self._wait_for_kafka():
             return
-        bootstrap = self._settings.kafka.bootstrap_servers
-        self.status = f"waiting for Kafka at {bootstrap}"
-        wait_for_broker(bootstrap, BROKER_WAIT_SECONDS)
-        flow = kafka_flow(self._settings, self._store, self._catalogs, self._stop)
-        recovery = recovery_config(self._settings, events_log_id(self._settings))
+        ensure_app_topics(self._settings)
+        self._log_id = log_id = events_log_id(self._settings)
+        flow = kafka_flow(
+            self._settings, self._store, self._catalogs, run_stop, self.progress, self.writes
+        )
+        recovery = recovery_config(self._settings, log_id)
         self.running.set()
         self.status = "running"
         log.info("dataflow started (%d worker(s))", self._workers)
         run_flow(flow, self._settings, recovery, self._workers)
+
+    def _wait_for_kafka(self) -> bool:
+        """Until the watch finds Kafka answering (True), or the thread is stopped."""
+        kafka = self._kafka
+        while not kafka.probed or (problem := kafka.problem()) is not None:
+            if kafka.probed:
+                self.status = f"waiting for Kafka: {problem}"
+            if self._stop.wait(0.1):
+                return False
+        return True
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the flow to end by itself (``exit_at_end``); True if it did."""
@@ -135,6 +201,10 @@ class DataflowThread:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        self._run_stop.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("dataflow did not stop within %.0fs", timeout)
+        self._kafka.remove_listener(self._observe)
+        if self._own_watch:
+            self._kafka.close()

@@ -7,24 +7,43 @@ lookup, model switches and metrics.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
-from core.catalog import CatalogProvider
+from core.catalog import Catalog, CatalogProvider, RowMaps
 from core.fold import FoldParams, fold_event, rebuild_vector
 from core.settings import Settings
 from core.state import UserState
 from dataflow import metrics
+from dataflow.expiring import KeyErased
 from dataflow.incarnation import Incarnation
-from dataflow.parsing import Accepted
+from dataflow.parsing import Accepted, Erasure
+from featurestore.store import ErasureRecord
 
 MODEL_CHECK_SECONDS = 2.0
 """How often the fold checks whether a new model version became active."""
 
 
 class StoredUsers(Protocol):
-    """Where a user's state is read back from when the flow does not hold it."""
+    """Where a user's state (or erasure) is read back from when the flow does not hold it."""
 
     def read_user_state(self, user_id: str) -> UserState | None: ...
+
+    def read_erasure(self, user_id: str) -> ErasureRecord | None: ...
+
+    def item_ids(self, version: str) -> list[str] | None:
+        """A model version's item ids by catalogue row (to move seen rows to another)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UserErased:
+    """What the fold emits for a user's erasure marker, in order with the user's states:
+    the user_state sink records the erasure and deletes what the store holds of the user
+    (``FeatureStore.erase_user``, idempotent) after writing any state emitted before."""
+
+    user_id: str
+    record: ErasureRecord
 
 
 class UserFolder:
@@ -42,15 +61,22 @@ class UserFolder:
         self._incarnation = incarnation or Incarnation()
         self.log_id = self._incarnation.log_id
         self._params = FoldParams.from_settings(settings)
+        self._rows = RowMaps(lambda version: self._store.item_ids(version))
         self.metrics = metrics.StepMetrics("user")
         self.check_every: float | None = settings.dataflow.model_migrate_seconds
         """How often each held user checks for a new model version."""
 
-    def load(self, first: Accepted) -> UserState:
+    def load(self, first: Accepted | Erasure) -> UserState:
         """A user first seen in this run (or after its state expired) continues from the
-        stored features, so restarts and replays neither reset it nor count events twice."""
+        stored features, so restarts and replays neither reset it nor count events twice.
+        A user erased and not seen since starts afresh past the erasure: a replay skips
+        their events before it."""
         user_id = first.event.user_id
-        return self._store.read_user_state(user_id) or UserState(user_id)
+        state = self._store.read_user_state(user_id)
+        if state is None:
+            erased = self._store.read_erasure(user_id)
+            state = UserState(user_id) if erased is None else erased.fresh_state(user_id)
+        return state
 
     @staticmethod
     def resume(snapshot: bytes) -> UserState:
@@ -62,45 +88,51 @@ class UserFolder:
         Called on a timer for every user held in memory, so a model switch reaches them
         without waiting for their next event."""
         catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
-        if catalog is None or state.model_version == catalog.version:
-            return False
-        rebuild_vector(state, catalog.vector, self._params, catalog.version)
+        if catalog is None or state.model_version == catalog.version or not state.event_count:
+            return False  # (a user erased and not seen since has nothing to move or write)
+        self._move(state, catalog)
         metrics.USERS_MIGRATED.inc()
         return True
 
-    def fold(self, state: UserState, batch: list[Accepted]) -> bool:
+    def _move(self, state: UserState, catalog: Catalog) -> None:
+        """``state`` into ``catalog``'s item space, its seen rows into its rows."""
+        seen_map = self._rows.get(state.model_version, catalog) if state.seen_rows else None
+        rebuild_vector(state, catalog.vector, self._params, catalog.version, seen_map)
+
+    def fold(self, state: UserState, batch: list[Accepted | Erasure]) -> bool | KeyErased:
         """Apply ``batch`` (one user's events, in partition order) to ``state`` in place.
 
-        Returns whether anything was applied (replayed offsets are skipped).
+        Returns whether anything was applied (replayed offsets are skipped); at an
+        erasure marker not applied yet, ``KeyErased``: the user's state is void.
         """
         if state.log_id != self.log_id:
             self._incarnation.adopt(state, state.user_id, self.metrics.offsets_reset)
         catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
         if catalog is not None and state.model_version != catalog.version:
-            rebuild_vector(state, catalog.vector, self._params, catalog.version)
+            self._move(state, catalog)
         params = self._params
         offsets = state.offsets
         applied = 0
         now = time.time()
+        marker = Erasure
         for acc in batch:
             last = offsets.get(acc.partition, -1)
             if acc.offset <= last:
                 metrics.EVENTS_DUPLICATE.inc()
                 continue
+            if acc.__class__ is marker:
+                return self._erase(acc, batch, applied)  # type: ignore[arg-type]
             ev = acc.event
-            if catalog is None:
+            i = None if catalog is None else catalog.index.get(ev.item_id)
+            if i is None:
                 vector, categories = None, ()
             else:
-                i = catalog.index.get(ev.item_id)
-                if i is None:
-                    vector, categories = None, ()
-                else:
-                    vector, categories = catalog.vectors[i], catalog.items[i].categories
+                vector, categories = catalog.vectors[i], catalog.items[i].categories
             if vector is None:
                 metrics.UNKNOWN_ITEMS.inc()
             if ev.ts < state.last_ts:
                 metrics.EVENTS_LATE.inc()
-            fold_event(state, ev, vector, categories, params)
+            fold_event(state, ev, vector, categories, params, row=i)
             offsets[acc.partition] = acc.offset
             applied += 1
         if applied:
@@ -108,3 +140,15 @@ class UserFolder:
             # per user batch, its oldest event (a histogram per event cost ~3 % of the flow)
             metrics.FOLD_LAG.observe(max(0.0, now - batch[0].kafka_ts))
         return applied > 0
+
+    def _erase(self, marker: Erasure, batch: list[Accepted | Erasure], applied: int) -> KeyErased:
+        """The user's state is void: hand ``ExpiringState`` what to emit (the erasure, for
+        the sink), the fresh state to continue from (it skips the events before the
+        marker) and the events after the marker."""
+        if applied:
+            metrics.EVENTS_FOLDED.inc(applied)
+        metrics.USERS_ERASED.inc()
+        user_id = marker.event.user_id
+        record = ErasureRecord.at(marker.event, marker.partition, marker.offset, self.log_id)
+        rest = batch[batch.index(marker) + 1 :]
+        return KeyErased(UserErased(user_id, record), record.fresh_state(user_id), rest)

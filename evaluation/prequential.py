@@ -4,8 +4,17 @@ user from what happened before it; then the event is fed to every system.
 The product is driven through its own code: events go through the dataflow's steps
 (``dataflow.users.UserFolder``/``dataflow.trends.TrendFolder``, i.e. ``core.fold``) into an embedded
 ``FeatureStore`` in a temporary directory, and recommendations come from
-``api.service.Recommender.recommend`` -- what ``GET /recommendations`` calls. The
-two-tower variants are that same Recommender with other settings or a frozen store.
+``api.service.Recommender.recommend`` -- what ``GET /recommendations`` calls -- with
+exactly what a client sends, ``recommend(user, k)``: what the user has seen is left out
+by the service's own memory (``exclude_seen``), not by the harness. The service's clock
+is the replay's (the time of the event about to happen), as it was live.
+``tests/test_eval_rest.py`` checks that a slice of this replay through the broker and
+``GET /recommendations/{user}?k=10`` gets the same hits.
+
+The product's variants (no re-rank, MMR) are that same Recommender with other settings.
+The baselines, the two-tower frozen at the cutoff among them (the same code on a store
+that receives no event after it), are given each user's full seen set to leave out, the
+usual protocol: a frozen store cannot know what the user picked since.
 """
 
 from __future__ import annotations
@@ -63,6 +72,11 @@ class Baseline:
         return self.impl.recommend(user, k, list(exclude))
 
 
+REPLAY_PARTITION = -1
+"""The partition the replay's events claim: no Kafka partition has this number, so a
+dataflow reading a real topic later never takes its events for replays of these."""
+
+
 class Features:
     """An embedded feature store fed by the dataflow's own steps, one event at a time."""
 
@@ -78,7 +92,7 @@ class Features:
         self.catalogs = self.store.catalog_provider()
         self.catalogs.refresh()
         self._users = UserFolder(self.settings, self.store, self.catalogs)
-        self._trends = TrendFolder(self.settings, self.store)
+        self._trends = TrendFolder(self.settings, self.store, self.catalogs)
         self._states: dict = {}
         self._trend_states: dict = {}
         self._offset = 0
@@ -89,7 +103,7 @@ class Features:
         touched_u: dict = {}
         touched_t: dict = {}
         for ev in events:
-            acc = Accepted(ev, 0, self._offset, ev.ts)
+            acc = Accepted(ev, REPLAY_PARTITION, self._offset, ev.ts)
             self._offset += 1
             state = self._states.get(ev.user_id) or self._users.load(acc)
             self._users.fold(state, [acc])
@@ -125,21 +139,37 @@ def with_state_dir(settings: Settings, root: Path) -> Settings:
     )
 
 
-class Served:
-    """A system answered by ``Recommender.recommend`` (the API's code path)."""
+class ReplayClock:
+    """The service's clock during a replay: the time of the event about to happen."""
 
-    def __init__(self, name: str, recommender: Recommender) -> None:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Served:
+    """A system answered by ``Recommender.recommend`` (the API's code path), called as a
+    REST client calls it: ``recommend(user, k)``, on the replay's clock. A frozen
+    (batch) system is also given the harness's seen set, as the baselines are."""
+
+    def __init__(self, name: str, recommender: Recommender, frozen: bool = False) -> None:
         self.name = name
         self.recommender = recommender
-        self.index = None
+        self.frozen = frozen
+        self.clock = ReplayClock()
+        recommender.clock = self.clock
 
     def recommend(self, user: str, k: int, now: float, exclude: set[int], fresh: int) -> list[int]:
-        # The service excludes the recent items and the profile's seen list itself; the
-        # rest of what the user picked since the cutoff is passed as a request exclusion.
-        catalog = self.recommender.catalog()
-        res = self.recommender.recommend(
-            user, k, now=now, exclude_items=[catalog.items[r].item_id for r in exclude]
-        )
+        self.clock.now = now
+        if self.frozen:
+            items = self.recommender.catalog().items
+            res = self.recommender.recommend(
+                user, k, exclude_items=[items[r].item_id for r in exclude]
+            )
+        else:
+            res = self.recommender.recommend(user, k)
         return [r.row for r in res.items]
 
 
@@ -268,7 +298,7 @@ def systems_for(
                 frozen = Features(tmp / "frozen", settings, bundle)
                 stack.callback(frozen.close)
                 frozen.feed(events, write_each=False)  # and nothing after the cutoff
-                systems.append(Served("batch_two_tower", frozen.recommender(settings)))
+                systems.append(Served("batch_two_tower", frozen.recommender(settings), frozen=True))
             if {"realtime_no_rerank", "product", "product_sequence"} & set(names):
                 live = Features(tmp / "live", settings, bundle)
                 stack.callback(live.close)

@@ -10,8 +10,8 @@ import logging
 import socket
 import time
 
-from confluent_kafka import KafkaException, TopicCollection
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from core.settings import Settings
 
@@ -114,6 +114,18 @@ def topic_id(bootstrap: str, topic: str, timeout: float = 10.0) -> str | None:
         log.warning("the broker gives topic %s no id: offsets are not checked against it", topic)
         return None
     return tid
+
+
+def end_offsets(bootstrap: str, topic: str, timeout: float = 5.0) -> dict[int, int]:
+    """Each partition's end offset (the offset its next message gets). Raises
+    KafkaException when the broker does not answer within ``timeout``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    meta = admin.list_topics(topic, timeout=timeout).topics[topic]
+    if meta.error is not None:
+        raise KafkaException(meta.error)
+    specs = {TopicPartition(topic, p): OffsetSpec.latest() for p in meta.partitions}
+    futures = admin.list_offsets(specs, request_timeout=timeout)
+    return {tp.partition: f.result(timeout=timeout + 1).offset for tp, f in futures.items()}
 
 
 def events_log_id(settings: Settings) -> str | None:

@@ -1,6 +1,7 @@
 """Every producer of the project, one per role, all confluent-kafka (librdkafka):
 
-- ``EventProducer``: ``POST /events``; blocks until the broker acknowledged every event.
+- ``EventProducer``: ``POST /events`` and ``DELETE /users/{id}`` (the erasure marker);
+  blocks until the broker acknowledged every message.
 - ``BackgroundProducer``: the API's impression log; never blocks nor fails a request.
 - ``replay_producer``: ``recsys replay``; acknowledged, idempotent, paced by the caller.
 - ``bulk_config`` / ``bulk_producer``: benchmarks; tuned for throughput.
@@ -19,26 +20,41 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from core.events import ValidEvent, encode
+from core.events import ErasureMarker, ValidEvent, encode, encode_erasure
 from core.records import iso
 from core.settings import Settings
-from eventlog.admin import ensure_topics
+from eventlog.admin import end_offsets, ensure_topics, topic_id
+from eventlog.health import KafkaWatch
 
 log = logging.getLogger(__name__)
 
 PRODUCER_CONFIG = {"partitioner": "murmur2_random"}
 
-SEND_TIMEOUT_SECONDS = 10.0
+SEND_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 POLL_SECONDS = 0.2
 """How long the delivery-report thread waits for a report before checking for stop."""
+ACK_CHECK_SECONDS = 0.25
+"""While a send waits for acknowledgements, how often it asks the Kafka watch."""
 
 
 class ProducerUnavailable(RuntimeError):
     """Kafka could not take the events; the API answers 503 and the client may retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerSent:
+    """An erasure marker the events topic acknowledged, and where it sits."""
+
+    marker: ErasureMarker
+    partition: int
+    offset: int
+    log_id: str | None
+    """The events topic's id (``eventlog.admin.topic_id``): the incarnation offsets count in."""
 
 
 class _Polled:
@@ -83,11 +99,14 @@ class _Acks:
         if expected <= 0:
             self._done.set()
         self.error: KafkaError | None = None
+        self.last: Message | None = None
+        """The message reported last (its partition and offset, once acknowledged)."""
 
-    def delivered(self, err: KafkaError | None, _msg: Message) -> None:
+    def delivered(self, err: KafkaError | None, msg: Message) -> None:
         with self._lock:
             if err is not None and self.error is None:
                 self.error = err
+            self.last = msg
             self._pending -= 1
             if self._pending <= 0:
                 self._done.set()
@@ -107,28 +126,34 @@ def _stuck(err: KafkaError) -> bool:
 
 
 class EventProducer:
-    """Produces the events ``POST /events`` accepted, keyed by user, to the events topic.
+    """Produces the events ``POST /events`` accepted, keyed by user, to the events topic,
+    and the erasure markers of ``DELETE /users/{id}`` (``erase``), the same way.
 
     Delivery: ``send`` returns only once every event is acknowledged by all in-sync
     replicas (``acks=all``), so a 202 means the events are in the log. Otherwise it
-    raises ``ProducerUnavailable`` (the API answers 503): within ``CONNECT_TIMEOUT_SECONDS``
-    until the producer first reached a broker, then within ``SEND_TIMEOUT_SECONDS``
-    (librdkafka's retries included). After a 503 some events may be in the log all the
-    same, so a client that retries gets at-least-once.
+    raises ``ProducerUnavailable`` (the API answers 503): at once while ``watch`` (if
+    given) finds the cluster unreachable, within ``CONNECT_TIMEOUT_SECONDS`` until the
+    producer first reached a broker, then within ``SEND_TIMEOUT_SECONDS`` (librdkafka's
+    retries included). After a 503 some events may be in the log all the same, so a
+    client that retries gets at-least-once.
 
     Idempotent: librdkafka's own retries never write an event twice nor reorder a
     user's events. The librdkafka producer is made on the first ``send`` that finds a
     broker answering, and kept; until then each ``send`` tries again with a new one, so
     the first request after a broker comes up succeeds without waiting out a reconnection
     back-off. A ``send`` that timed out or hit a fatal error leaves its producer behind
-    (``_stuck``): the next ``send`` starts a new one.
+    (``_stuck``): the next ``send`` starts a new one, and so does the first ``send`` after
+    ``watch`` saw the cluster away (a restarted in-memory broker forgot the producer's id).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, watch: KafkaWatch | None = None) -> None:
         self._bootstrap = settings.kafka.bootstrap_servers
         self._servers = self._bootstrap.split(",")
         self._topic = settings.kafka.events_topic
+        self._watch = watch
         self._polled: _Polled | None = None
+        self._outages = 0
+        """``watch.outages`` when the current producer was made."""
         self._lock = threading.Lock()
 
     def _config(self) -> dict[str, object]:
@@ -143,10 +168,18 @@ class EventProducer:
         }
 
     def _get(self) -> _Polled:
+        watch = self._watch
+        if watch is not None:
+            problem = watch.problem()
+            if problem is not None:
+                raise ProducerUnavailable(problem)
+            if self._polled is not None and watch.outages != self._outages:
+                self._discard(self._polled)
         polled = self._polled
         if polled is None:
             with self._lock:
                 if self._polled is None:
+                    self._outages = 0 if watch is None else watch.outages
                     self._polled = self._connect()
                 polled = self._polled
         return polled
@@ -174,27 +207,54 @@ class EventProducer:
 
     def send(self, events: Sequence[ValidEvent]) -> None:
         """Blocks until the broker acknowledged every event, so 202 means durable."""
-        polled = self._get()
-        acks = _Acks(len(events))
+        self._deliver([(e.user_id.encode(), encode(e)) for e in events], "the events")
+
+    def erase(self, user_id: str) -> MarkerSent:
+        """Produce ``user_id``'s erasure marker (keyed by the user, carrying each
+        partition's end offset) and block until the broker acknowledged it."""
         try:
-            for e in events:
-                polled.producer.produce(
-                    self._topic, encode(e), e.user_id.encode(), on_delivery=acks.delivered
-                )
+            before = end_offsets(self._bootstrap, self._topic, CONNECT_TIMEOUT_SECONDS)
+        except (KafkaException, TimeoutError) as e:
+            raise ProducerUnavailable(f"cannot read the end offsets of {self._topic}: {e}") from e
+        log_id = topic_id(self._bootstrap, self._topic, CONNECT_TIMEOUT_SECONDS)
+        marker = ErasureMarker(user_id, time.time(), before)
+        acks = self._deliver([(user_id.encode(), encode_erasure(marker))], "the erasure")
+        assert acks.last is not None
+        return MarkerSent(marker, acks.last.partition(), acks.last.offset(), log_id)
+
+    def _deliver(self, messages: list[tuple[bytes, bytes]], what: str) -> _Acks:
+        """Produce (key, value) messages; return once the broker acknowledged them all."""
+        polled = self._get()
+        acks = _Acks(len(messages))
+        try:
+            for key, value in messages:
+                polled.producer.produce(self._topic, value, key, on_delivery=acks.delivered)
         except (BufferError, KafkaException) as e:
             if isinstance(e, KafkaException) and _stuck(e.args[0]):
                 self._discard(polled)
-            raise ProducerUnavailable(f"Kafka did not acknowledge the events: {e}") from e
-        # librdkafka reports every message by message.timeout.ms; the second is slack.
-        if not acks.wait(SEND_TIMEOUT_SECONDS + 1.0):
-            self._discard(polled)
-            raise ProducerUnavailable(
-                f"Kafka did not acknowledge the events within {SEND_TIMEOUT_SECONDS:.0f}s"
-            )
+            raise ProducerUnavailable(f"Kafka did not acknowledge {what}: {e}") from e
+        self._wait(polled, acks, what)
         if acks.error is not None:
             if _stuck(acks.error):
                 self._discard(polled)
-            raise ProducerUnavailable(f"Kafka did not acknowledge the events: {acks.error}")
+            raise ProducerUnavailable(f"Kafka did not acknowledge {what}: {acks.error}")
+        return acks
+
+    def _wait(self, polled: _Polled, acks: _Acks, what: str) -> None:
+        """Until every event is acknowledged, or fail: the watch finds Kafka away, or the
+        send timeout passed (librdkafka reports every message by message.timeout.ms; the
+        half second is slack)."""
+        deadline = time.monotonic() + SEND_TIMEOUT_SECONDS + 0.5
+        while not acks.wait(ACK_CHECK_SECONDS):
+            problem = None if self._watch is None else self._watch.problem()
+            if problem is None and time.monotonic() < deadline:
+                continue
+            self._discard(polled)
+            raise ProducerUnavailable(
+                f"{problem}; some of {what} may be in the log all the same"
+                if problem
+                else f"Kafka did not acknowledge {what} within {SEND_TIMEOUT_SECONDS:.0f}s"
+            )
 
     def close(self) -> None:
         if self._polled is not None:
@@ -301,11 +361,20 @@ def bulk_producer(bootstrap: str, **extra: object) -> Producer:
     return Producer(bulk_config(bootstrap, **extra))
 
 
-def dlq_headers(reason: str, kind: str, source: str) -> list[tuple[str, bytes]]:
-    """The headers of every dead letter, whoever writes it (the dataflow, `recsys replay`)."""
+def dlq_headers(
+    reason: str,
+    kind: str,
+    source: str,
+    original: Sequence[tuple[str, bytes | None]] | None = None,
+) -> list[tuple[str, bytes | None]]:
+    """The headers of every dead letter, whoever writes it (the dataflow, `recsys replay`):
+    the ``original`` message's own headers as they were, then ``dlq.reason``, ``dlq.kind``,
+    ``dlq.source`` and ``dlq.time`` (last, so a reader keeping the last value of a name
+    reads these even if the producer sent its own ``dlq.*``)."""
     return [
-        ("dlq.reason", reason.encode()),
+        *(original or ()),
+        ("dlq.reason", reason.encode(errors="backslashreplace")),
         ("dlq.kind", kind.encode()),
-        ("dlq.source", source.encode()),
+        ("dlq.source", source.encode(errors="backslashreplace")),
         ("dlq.time", (iso(time.time()) or "").encode()),
     ]

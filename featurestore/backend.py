@@ -67,6 +67,9 @@ class Backend(Protocol):
     ) -> list[StoredPoint]:
         """Points that exist, in no particular order; missing ids are left out."""
 
+    def delete(self, name: str, ids: Sequence[int | str]) -> None:
+        """Delete these points; ids that do not exist are ignored. Durable on return."""
+
     def search(
         self,
         name: str,

@@ -1,7 +1,7 @@
 """Embedded adapter: the Qdrant engine in-process (qdrant-edge-py), one shard per collection.
 
-Upserts are durable once written to the shard's WAL. A shard can be opened by one
-process only, hence the embedded default runs API and dataflow in one process; a
+Upserts and deletes are durable once written to the shard's WAL. A shard can be opened
+by one process only, hence the embedded default runs API and dataflow in one process; a
 second process gets ``StoreLocked`` with a hint instead of Qdrant's raw WAL error.
 """
 
@@ -145,6 +145,10 @@ class EdgeBackend:
         points = [q.Point(i, v, p) for i, v, p in zip(ids, _rows(vectors), payloads, strict=True)]
         if points:
             self._shard(name).update(q.UpdateOperation.upsert_points(points))
+
+    def delete(self, name: str, ids: Sequence[int | str]) -> None:
+        if ids:
+            self._shard(name).update(q.UpdateOperation.delete_points(list(ids)))
 
     def retrieve(
         self, name: str, ids: Sequence[int | str], with_vectors: bool = False

@@ -6,6 +6,8 @@
     user_state           real-time user vector (raw decayed sum) + session features
     item_trends          decayed event counts per item (for cold users)
     models               the registry: one point per published version + the active pointer
+    erasures             erased users (point id = the user's point id, no user id stored): the
+                         events-topic offsets up to which their events are ignored
 
 Item and profile collections are per model version, so a new model is written beside
 the old one and switched to atomically by moving the active pointer.
@@ -21,6 +23,7 @@ from functools import lru_cache
 USER_STATE = "user_state"
 ITEM_TRENDS = "item_trends"
 MODELS = "models"
+ERASURES = "erasures"
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NS = uuid.UUID("6f1c1d1e-8a0b-4c7e-9d55-3f0a2b7e4c10")
@@ -36,8 +39,11 @@ def items_collection(version: str) -> str:
     return f"items__{check_version(version)}"
 
 
+PROFILES_PREFIX = "profiles__"
+
+
 def profiles_collection(version: str) -> str:
-    return f"profiles__{check_version(version)}"
+    return f"{PROFILES_PREFIX}{check_version(version)}"
 
 
 @lru_cache(maxsize=1 << 18)
@@ -90,6 +96,6 @@ def spec_for(name: str, dim: int) -> CollectionSpec:
         return CollectionSpec(dim, keyword_indexes=("user_id",))
     if name == ITEM_TRENDS:
         return CollectionSpec(PAYLOAD_ONLY_DIM, float_indexes=("score",))
-    if name == MODELS:
+    if name in (MODELS, ERASURES):
         return CollectionSpec(PAYLOAD_ONLY_DIM)
     raise ValueError(f"unknown collection {name!r}")

@@ -4,8 +4,9 @@ The API replicas and the dataflow processes all talk to one Qdrant server, so an
 number of them may run at once. ``QdrantClient(":memory:")`` speaks the same API and
 runs the contract tests without a server.
 
-Delivery: upserts are sent with ``wait=True``, so a write has been applied (and is in the
-server's WAL) when the call returns; a failed call raises and the caller retries.
+Delivery: upserts and deletes are sent with ``wait=True``, so a write has been applied
+(and is in the server's WAL) when the call returns; a failed call raises and the caller
+retries.
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ class ServerBackend:
             ),
             wait=True,
         )
+
+    def delete(self, name: str, ids: Sequence[int | str]) -> None:
+        if ids:
+            self._c.delete(name, points_selector=models.PointIdsList(points=list(ids)), wait=True)
 
     def retrieve(
         self, name: str, ids: Sequence[int | str], with_vectors: bool = False

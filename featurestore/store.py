@@ -1,26 +1,30 @@
 """The feature store: one interface over either Qdrant adapter.
 
-Writers: the dataflow (user state, item trends) and training's publish step (items,
-profiles, model registry). Readers: the API and the dataflow (catalogue, returning
-users). The payload shapes live in ``core.records`` (items, models, profiles) and
-``core.state`` (user state, trends).
+Writers: the dataflow (user state, item trends), training's publish step (items,
+profiles, model registry) and an erasure (``erase_user``: the API and the dataflow).
+Readers: the API and the dataflow (catalogue, returning users, erasures). The payload
+shapes live in ``core.records`` (items, models, profiles), ``core.state`` (user state,
+trends) and here (``ErasureRecord``).
 
-Delivery: every write is an idempotent whole-point upsert (a replayed write stores the
-same value), durable once the adapter returns (see each adapter).
+Delivery: every write is an idempotent whole-point upsert or delete (a replayed write
+stores the same value), durable once the adapter returns (see each adapter).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import numpy as np
 
 from core.catalog import Catalog, CatalogProvider
+from core.events import ErasureMarker
 from core.records import ItemRecord, ModelRecord, Profile, iso
 from core.settings import Settings
 from core.state import Trend, UserState
@@ -31,13 +35,79 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 
+ITEM_IDS_KEPT = 4
+"""Model versions whose item ids ``FeatureStore.item_ids`` keeps in memory."""
+
+
+class ErasureRecord(msgspec.Struct, frozen=True):
+    """A user's erasure as the store keeps it (in ``erasures``, under the user's point id:
+    the user id itself is not stored): per partition of one incarnation of the events
+    topic, the last offset of the user's events to ignore."""
+
+    offsets: dict[int, int]
+    log_id: str | None
+    """The events topic incarnation (``eventlog.admin.events_log_id``) the offsets count in."""
+    requested_at: float
+
+    @classmethod
+    def at(
+        cls, marker: ErasureMarker, partition: int, offset: int, log_id: str | None
+    ) -> ErasureRecord:
+        """The record of ``marker``, read at ``partition``/``offset``: everything up to it on
+        its partition, and below the end offsets it carries on the others."""
+        offsets = {p: end - 1 for p, end in marker.before.items() if end > 0}
+        offsets[partition] = offset
+        return cls(offsets, log_id, marker.requested_at)
+
+    def merged(self, older: ErasureRecord | None) -> ErasureRecord:
+        """This record, keeping the later offsets of an older one of the same topic."""
+        if older is None or older.log_id != self.log_id:
+            return self
+        offsets = dict(older.offsets)
+        for p, o in self.offsets.items():
+            offsets[p] = max(o, offsets.get(p, -1))
+        return ErasureRecord(offsets, self.log_id, max(self.requested_at, older.requested_at))
+
+    def covered_by(self, state: UserState) -> bool:
+        """True if ``state`` was folded after this erasure: it is past every offset."""
+        return state.log_id == self.log_id and all(
+            state.offsets.get(p, -1) >= o for p, o in self.offsets.items()
+        )
+
+    def fresh_state(self, user_id: str) -> UserState:
+        """The state a user starts from after the erasure: it skips the events before it."""
+        return UserState(user_id, offsets=dict(self.offsets), log_id=self.log_id)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"erasure": msgspec.json.encode(self).decode()}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> ErasureRecord:
+        return _decode_erasure_record(payload["erasure"])
+
+
+_decode_erasure_record = msgspec.json.Decoder(ErasureRecord).decode
+
+
+@dataclass(frozen=True, slots=True)
+class UserPoints:
+    """What the store holds of a user (``user_points``), or deleted (``erase_user``)."""
+
+    user_state: bool
+    """Real-time features."""
+    profiles: list[str]
+    """The model versions with a long-term profile of the user."""
+
 
 class FeatureStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._user_dim: int | None = None
+        self._item_ids: dict[str, list[str]] = {}
+        self._item_ids_lock = threading.Lock()
         self.backend.create_collection(col.MODELS, col.spec_for(col.MODELS, 0))
         self.backend.create_collection(col.ITEM_TRENDS, col.spec_for(col.ITEM_TRENDS, 0))
+        self.backend.create_collection(col.ERASURES, col.spec_for(col.ERASURES, 0))
 
     @classmethod
     def open(cls, settings: Settings) -> FeatureStore:
@@ -71,6 +141,7 @@ class FeatureStore:
         half-way is repaired by running it again.
         """
         version = record.version
+        self._item_ids.pop(version, None)
         if item_vectors.shape != (len(items), record.dim):
             raise StoreError(
                 f"item vectors have shape {item_vectors.shape}, expected ({len(items)}, {record.dim})"
@@ -95,20 +166,32 @@ class FeatureStore:
                 progress(len(chunk))
         self.backend.optimize(items_name)
 
-        prof_name = col.profiles_collection(version)
+        written = self._write_profiles(version, profiles, batch, progress)
+        record.items, record.profiles = len(items), written
+        self.backend.upsert(col.MODELS, [col.model_point(version)], [[0.0]], [record.to_payload()])
+
+    def _write_profiles(
+        self, version: str, profiles: Sequence[Profile], batch: int, progress: Progress | None
+    ) -> int:
+        """Write a version's profiles but those of erased users; returns how many."""
+        name = col.profiles_collection(version)
+        written = 0
         for start in range(0, len(profiles), batch):
             chunk = profiles[start : start + batch]
-            self.backend.upsert(
-                prof_name,
-                [col.user_point(p.user_id) for p in chunk],
-                np.stack([p.vector for p in chunk]).astype(np.float32),
-                [p.to_payload(version) for p in chunk],
-            )
+            ids = [col.user_point(p.user_id) for p in chunk]
+            erased = self._erased(ids)
+            keep = [k for k, i in enumerate(ids) if i not in erased]
+            if keep:
+                self.backend.upsert(
+                    name,
+                    [ids[k] for k in keep],
+                    np.stack([chunk[k].vector for k in keep]).astype(np.float32),
+                    [chunk[k].to_payload(version) for k in keep],
+                )
+            written += len(keep)
             if progress:
                 progress(len(chunk))
-
-        record.items, record.profiles = len(items), len(profiles)
-        self.backend.upsert(col.MODELS, [col.model_point(version)], [[0.0]], [record.to_payload()])
+        return written
 
     def activate(self, version: str) -> None:
         """Switch serving and the dataflow to ``version`` (one point write)."""
@@ -189,6 +272,30 @@ class FeatureStore:
             head=record.head,
         )
 
+    def item_ids(self, version: str) -> list[str] | None:
+        """A published version's item ids by catalogue row; None if the store no longer
+        holds it. Read once per version (a version's items never change once published:
+        re-publishing one rewrites it here, and a version that is live cannot be)."""
+        ids = self._item_ids.get(version)
+        if ids is not None:
+            return ids
+        record = self.model(version)
+        if record is None:
+            return None
+        try:
+            points = self.backend.scroll(col.items_collection(version))
+            by_row = sorted((int(p.id), p.payload["item_id"]) for p in points)
+        except StoreError:
+            return None
+        if [r for r, _ in by_row] != list(range(1, record.items + 1)):
+            return None
+        ids = [i for _, i in by_row]
+        with self._item_ids_lock:  # the API and the in-process dataflow share a store
+            while len(self._item_ids) >= ITEM_IDS_KEPT:
+                del self._item_ids[next(iter(self._item_ids))]
+            self._item_ids[version] = ids
+        return ids
+
     def catalog_provider(self) -> CatalogProvider:
         return CatalogProvider(self.active_version, self.load_catalog)
 
@@ -266,6 +373,49 @@ class FeatureStore:
                 out.append((p.payload["user_id"], len(seen)))
         return out
 
+    # --- erasure (GDPR Art. 17) ---------------------------------------------
+
+    def erase_user(self, user_id: str, record: ErasureRecord) -> UserPoints:
+        """Remove a user from the store: first record the erasure (merged with an earlier
+        one), so a flow replaying the events topic skips the user's events before it; then
+        delete their real-time state, unless it was folded after the erasure already (a
+        fresh user since), and their long-term profile in every model version. Idempotent;
+        returns what it deleted.
+        """
+        point = col.user_point(user_id)
+        record = record.merged(self.read_erasure(user_id))
+        self.backend.upsert(col.ERASURES, [point], [[0.0]], [record.to_payload()])
+        state = self.read_user_state(user_id)
+        removed_state = state is not None and not record.covered_by(state)
+        if removed_state:
+            self.backend.delete(col.USER_STATE, [point])
+        versions = self._profile_versions(point)
+        for version in versions:
+            self.backend.delete(col.profiles_collection(version), [point])
+        return UserPoints(removed_state, versions)
+
+    def user_points(self, user_id: str) -> UserPoints:
+        """What the store holds of a user (what ``erase_user`` would delete)."""
+        point = col.user_point(user_id)
+        state = self._user_state_exists() and self.backend.retrieve(col.USER_STATE, [point])
+        return UserPoints(bool(state), self._profile_versions(point))
+
+    def _profile_versions(self, point: str) -> list[str]:
+        """The versions whose profiles hold ``point`` (published or not)."""
+        return [
+            name.removeprefix(col.PROFILES_PREFIX)
+            for name in sorted(self.backend.list_collections())
+            if name.startswith(col.PROFILES_PREFIX) and self.backend.retrieve(name, [point])
+        ]
+
+    def read_erasure(self, user_id: str) -> ErasureRecord | None:
+        hits = self.backend.retrieve(col.ERASURES, [col.user_point(user_id)])
+        return ErasureRecord.from_payload(hits[0].payload) if hits else None
+
+    def _erased(self, points: Sequence[str]) -> set[str]:
+        """Which of these user points belong to erased users."""
+        return {str(p.id) for p in self.backend.retrieve(col.ERASURES, points)}
+
     # --- trends -------------------------------------------------------------
 
     def write_trends(self, trends: Sequence[Trend]) -> None:
@@ -282,10 +432,12 @@ class FeatureStore:
         return {t.item_id: t for t in (Trend.from_payload(p.payload) for p in points)}
 
     def top_trends(self, limit: int, now: float, half_life: float) -> list[Trend]:
-        """Most active items, decayed to ``now`` (stored scores are as of their own time)."""
+        """Most active items, decayed to ``now`` (stored scores are as of their own time);
+        only items trending now (``Trend.trending``: enough distinct users)."""
         trends = [
-            Trend.from_payload(p.payload)
+            t
             for p in self.backend.top_by(col.ITEM_TRENDS, "score", limit * 4)
+            if (t := Trend.from_payload(p.payload)).trending
         ]
         for t in trends:
             t.score *= math.exp2(-max(0.0, now - t.ts) / half_life)

@@ -58,12 +58,16 @@ Record = LogEvent | BadLine
 
 
 def read_jsonl(
-    path: Path, event_types: Iterable[str], max_future_seconds: float = math.inf
+    path: Path,
+    event_types: Iterable[str],
+    max_future_seconds: float = math.inf,
+    oldest: float = -math.inf,
 ) -> Iterator[Record]:
     """Each non-blank line as a LogEvent or a BadLine, in file order.
 
-    ``max_future_seconds`` rejects events stamped that far ahead of now, as the dataflow
-    would (pass ``inf`` when the events are re-stamped anyway)."""
+    ``max_future_seconds`` rejects events stamped that far ahead of now and ``oldest``
+    (Unix seconds) those stamped before it, as the dataflow would (pass ``inf``/``-inf``
+    when the events are re-stamped anyway)."""
     accepted = frozenset(event_types)
     now = time.time()
     with Path(path).open("rb") as f:
@@ -73,7 +77,9 @@ def read_jsonl(
                 continue
             try:
                 event = decode(raw)
-                valid = validate(event, accepted, now, max_future_seconds, fallback_ts=now)
+                valid = validate(
+                    event, accepted, now, max_future_seconds, fallback_ts=now, min_ts=oldest
+                )
             except InvalidEvent as e:
                 yield BadLine(n, raw, str(e), e.kind)
                 continue

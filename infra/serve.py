@@ -1,15 +1,17 @@
 """The composition root: the API wired to what runs beside it.
 
 ``build_app(settings)`` is the app ``recsys api`` and ``recsys serve`` run: it opens the
-store, loads the live model and, when ``settings.dataflow.inprocess`` (the default on the
-embedded store, which only one process may open), runs the dataflow in a background
-thread on that same store and hands it to the API for ``/readyz``.
+store, loads the live model, starts one watch of Kafka for both and, when
+``settings.dataflow.inprocess`` (the default on the embedded store, which only one
+process may open), runs the dataflow in a background thread on that same store and hands
+it to the API for ``/readyz``.
 
 ``main()`` is `just serve` (``python -m infra.serve``, ``recsys serve``): the whole
 product in one process on the embedded default. It starts the dev broker on
 127.0.0.1:9092 unless RECSYS_KAFKA_BOOTSTRAP_SERVERS names a broker (or one already
-answers there), creates the topics, then serves until SIGINT/SIGTERM, and stops what
-it started.
+answers there), creates the topics (or, if the broker named does not answer yet, leaves
+that to the in-process flow once it does), then serves until SIGINT/SIGTERM, and stops
+what it started.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from api.observability import configure_logging
 from core.settings import Settings, get_settings
 from dataflow.runner import DataflowThread
 from eventlog.admin import broker_answers, ensure_app_topics, host_port
+from eventlog.health import KafkaWatch
 from featurestore.store import FeatureStore
 from infra.broker import DevBroker
 
@@ -45,18 +48,20 @@ def build_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         st = store or await asyncio.to_thread(FeatureStore.open, settings)
+        kafka = KafkaWatch(settings).start()
         try:
             catalogs = await load_model(settings, st)
             flow = None
             if settings.dataflow.inprocess:
-                flow = DataflowThread(settings, st, catalogs).start()
+                flow = DataflowThread(settings, st, catalogs, kafka=kafka).start()
             try:
-                async with serving(app, settings, st, catalogs, flow):
+                async with serving(app, settings, st, catalogs, flow, kafka):
                     yield
             finally:
                 if flow is not None:
                     await asyncio.to_thread(flow.stop)
         finally:
+            kafka.close()
             if store is None:
                 st.close()
             log.info("stopped cleanly")
@@ -91,7 +96,14 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sys.exit(0))
     try:
-        ensure_app_topics(settings)
+        if broker is not None or broker_answers(settings.kafka.bootstrap_servers):
+            ensure_app_topics(settings)
+        else:  # serve anyway: /readyz says why not ready, the flow creates them later
+            log.warning(
+                "no Kafka broker answers at %s: starting without it; the topics are created "
+                "once it answers",
+                settings.kafka.bootstrap_servers,
+            )
         run_api(settings)
     finally:
         if broker is not None:

@@ -115,7 +115,8 @@ def test_k_is_validated(client):
 def test_ops_endpoints(client):
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz").json()
-    assert ready["checks"] == {"model": "v1", "dataflow": "running"}
+    assert ready["checks"] == {"model": "v1", "kafka": "ok", "store": "ok", "dataflow": "running"}
+    assert ready["status"] == "ready" and ready["failed"] == []
     client.get("/recommendations/u1")
     metrics = client.get("/metrics").text
     assert "recsys_http_request_seconds_bucket" in metrics

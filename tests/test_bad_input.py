@@ -41,6 +41,9 @@ class _ErrorMessage:
     def key(self) -> bytes | None:
         return b"k"
 
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
     def topic(self) -> str:
         return "events"
 
@@ -77,6 +80,12 @@ def test_each_kind_of_bad_input_has_an_outcome_and_a_metric(broker, make_setting
         json.dumps(ev("mia", "i1", T0, "teleport")).encode(): "unknown_event_type",
         json.dumps(ev("mia", "i1", 4e9)).encode(): "future_timestamp",
         json.dumps(ev("mia", "i1", -1)).encode(): "invalid_timestamp",
+        json.dumps(ev("mia", "i1", 0)).encode(): "too_old",
+        json.dumps(ev("mia\n", "i1", T0)).encode(): "invalid_id",
+        b'{"event_type":"view","user_id":"mia","item_id":"1","x":'
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"}": "too_deep",
         json.dumps(ev("mia", "i1", T0, pad="x" * 20_000)).encode(): "oversized",
     }
     kinds = set(rejected.values())
@@ -90,7 +99,7 @@ def test_each_kind_of_bad_input_has_an_outcome_and_a_metric(broker, make_setting
             [
                 ev("mia", "i1", T0),
                 ev("mia", "no-such-item", T0 + 1),  # unknown item: kept, counted
-                ev("mia", "i3", 1e8),  # far in the past: a late event, weight ~0
+                ev("mia", "i3", T0 - 1e8),  # far in the past: a late event, weight ~0
             ],
         )
         dead = read_dead_letters(settings, len(rejected))
@@ -108,5 +117,5 @@ def test_each_kind_of_bad_input_has_an_outcome_and_a_metric(broker, make_setting
     assert metric("recsys_events_late_total") - late0 == 1
     assert s.unknown_items == 1 and s.last_ts == T0 + 1  # the clock never moves back
     decayed = vecs[1] * 2.0 ** (-1 / settings.fold.half_life_seconds)  # i1, one second old
-    np.testing.assert_allclose(s.vector, decayed, rtol=1e-5)  # 1973's view weighs nothing
+    np.testing.assert_allclose(s.vector, decayed, rtol=1e-5)  # 2020's view weighs nothing
     assert [r.item_id for r in s.recent] == ["i3", "i1", "no-such-item"]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from core.events import InvalidEvent, ValidEvent, decode, decode_many, encode, validate
+from core.settings import Settings
 
 TYPES = {"view", "purchase"}
 NOW = 1_740_000_000.0  # 2025-02-19
+FLOOR = Settings().fold.min_timestamp.timestamp()
 
 
 def check(raw: bytes, fallback: float | None = None) -> ValidEvent:
-    return validate(decode(raw), TYPES, NOW, 300.0, fallback)
+    return validate(decode(raw), TYPES, NOW, 300.0, fallback, min_ts=FLOOR)
 
 
 def test_the_documented_event_shape_with_extra_fields():
@@ -34,7 +36,7 @@ def test_unix_seconds_and_offsets_are_accepted():
 
 
 def test_missing_timestamp_uses_the_fallback_or_is_refused():
-    assert check(b'{"event_type":"view","user_id":"u","item_id":"i"}', fallback=5.0).ts == 5.0
+    assert check(b'{"event_type":"view","user_id":"u","item_id":"i"}', fallback=1e9).ts == 1e9
     with pytest.raises(InvalidEvent, match="timestamp is required"):
         check(b'{"event_type":"view","user_id":"u","item_id":"i"}')
 

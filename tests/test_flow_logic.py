@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,6 +26,7 @@ from core.fold import FoldParams, decayed_add, fold_event
 from core.settings import Settings
 from core.state import Trend, UserState
 from dataflow.flow import Folders, Sinks, build_flow
+from featurestore.store import ErasureRecord
 from tests.helpers import make_model
 
 T0 = 1_700_000_000.0
@@ -58,9 +60,16 @@ class Stored:
 
     users: dict[str, UserState] = field(default_factory=dict)
     trends: dict[str, Trend] = field(default_factory=dict)
+    erasures: dict[str, ErasureRecord] = field(default_factory=dict)
 
     def read_user_state(self, user_id: str) -> UserState | None:
         return self.users.get(user_id)
+
+    def read_erasure(self, user_id: str) -> ErasureRecord | None:
+        return self.erasures.get(user_id)
+
+    def item_ids(self, version: str) -> list[str] | None:
+        return [it.item_id for it in ITEMS] if version == "v1" else None
 
     def read_trends(self, item_ids: Sequence[str]) -> dict[str, Trend]:
         return {i: self.trends[i] for i in item_ids if i in self.trends}
@@ -108,7 +117,7 @@ def reference(events: list[dict]) -> UserState:
     for e in events:
         v = ValidEvent(e["event_type"], e["user_id"], e["item_id"], e["timestamp"], None)
         i = CATALOG.index[v.item_id]
-        fold_event(s, v, CATALOG.vectors[i], CATALOG.items[i].categories, params)
+        fold_event(s, v, CATALOG.vectors[i], CATALOG.items[i].categories, params, row=i)
     return s
 
 
@@ -124,6 +133,7 @@ def test_valid_events_fold_into_each_users_state():
     np.testing.assert_allclose(got.vector, want.vector, rtol=1e-6)
     assert (got.event_count, got.offsets, got.model_version) == (3, {0: 2}, "v1")
     assert [r.item_id for r in got.recent] == ["i1", "i2", "i3"]
+    assert list(got.seen_rows) == list(want.seen_rows) == [1, 2, 3]  # catalogue rows
     assert got.categories == pytest.approx(want.categories)
     assert out.user("bob").offsets == {1: 0} and out.user("bob").event_count == 1
     assert metric("recsys_events_folded_total") - folded == 4
@@ -147,7 +157,9 @@ def test_a_bad_message_reaches_the_dead_letter_sink_with_its_reason():
 
 
 def test_replayed_offsets_are_skipped():
-    stored = Stored(users={"ann": UserState("ann", event_count=6, offsets={0: 5})})
+    seen = array("i", [4, 0, 2, 1, 5, 3])  # offsets 0-5 folded, in another order
+    ann = UserState("ann", event_count=6, offsets={0: 5}, model_version="v1", seen_rows=seen)
+    stored = Stored(users={"ann": ann})
     e = [ev("ann", f"i{k}", T0 + k) for k in range(8)]
     msgs = [message(e[k], k) for k in range(8)] + [message(e[7], 7)]  # 7 delivered twice
     duplicates = metric("recsys_events_duplicate_total")
@@ -157,6 +169,8 @@ def test_replayed_offsets_are_skipped():
     s = out.user("ann")
     assert (s.event_count, s.offsets) == (8, {0: 7})
     assert [r.item_id for r in s.recent] == ["i6", "i7"]
+    # the replayed items neither moved to the end nor came twice; the new ones follow
+    assert list(s.seen_rows) == [4, 0, 2, 1, 5, 3, 6, 7]
     assert metric("recsys_events_duplicate_total") - duplicates == 7
     assert out.trend("i7").offsets == {0: 7}  # counted once
 
@@ -219,3 +233,4 @@ def test_a_resumed_flow_continues_from_its_recovery_snapshot(tmp_path: Path):
     s = resumed.user("ann")
     assert (s.event_count, s.offsets) == (3, {0: 2})
     assert [r.item_id for r in s.recent] == ["i0", "i1", "i2"]
+    assert list(s.seen_rows) == [0, 1, 2]  # from the snapshot: none lost, none twice

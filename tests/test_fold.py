@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from core.events import ValidEvent
 from core.fold import (
     FoldParams,
+    compact_rows,
     decay_factor,
     decay_weights,
     decayed_add,
@@ -23,9 +25,14 @@ from core.state import UserState
 
 H = 3600.0
 PARAMS = FoldParams(
-    half_life=H, weights={"view": 1.0, "purchase": 5.0}, recent_items=4, session_gap=1800.0
+    half_life=H,
+    weights={"view": 1.0, "purchase": 5.0},
+    recent_items=4,
+    session_gap=1800.0,
+    seen_cap=5,
 )
 VECS = {f"i{i}": np.eye(4, dtype=np.float32)[i % 4] * (1 + i // 4) for i in range(8)}
+ROWS = {f"i{i}": i for i in range(8)}  # the catalogue's rows; "mystery" is not in it
 CATS = {f"i{i}": ["A"] if i % 2 else ["B"] for i in range(8)}
 
 
@@ -38,7 +45,9 @@ def ev(
 def fold_all(events: list[ValidEvent], params: FoldParams = PARAMS) -> UserState:
     s = UserState("u")
     for e in events:
-        fold_event(s, e, VECS.get(e.item_id), CATS.get(e.item_id, []), params)
+        fold_event(
+            s, e, VECS.get(e.item_id), CATS.get(e.item_id, []), params, row=ROWS.get(e.item_id)
+        )
     return s
 
 
@@ -132,9 +141,58 @@ def test_mass_at_decays_to_the_query_time():
 def test_rebuild_moves_the_user_into_a_new_item_space():
     s = fold_all([ev("i0", 0.0), ev("i1", H, "purchase")])
     new_space = {k: -v for k, v in VECS.items()}
-    rebuild_vector(s, new_space.get, PARAMS, "v2")
+    rebuild_vector(s, new_space.get, PARAMS, "v2", np.arange(8, dtype=np.int32))
     np.testing.assert_allclose(s.vector, -(0.5 * VECS["i0"] + 5.0 * VECS["i1"]), rtol=1e-6)
     assert s.model_version == "v2" and s.mass == pytest.approx(5.5)
+
+
+def test_seen_rows_remember_every_item_newest_last_within_the_cap():
+    s = fold_all([ev("i0", 0.0), ev("i1", 1.0), ev("mystery", 2.0), ev("i2", 3.0)])
+    assert list(s.seen_rows) == [0, 1, 2]  # an item outside the catalogue has no row
+    s = fold_all([ev("i0", 0.0), ev("i1", 1.0), ev("i0", 2.0, "purchase"), ev("i0", 3.0)])
+    assert list(s.seen_rows) == [0, 1, 0]  # a repeat of the last item adds nothing
+    assert list(compact_rows(s.seen_rows, 5)) == [1, 0]  # each where it was seen last
+    s = fold_all([ev(f"i{i}", float(i)) for i in range(8)])
+    # seen_cap=5: past 5 + 5 // 4 rows (at i6), the newest 5 distinct were kept
+    assert list(s.seen_rows) == [2, 3, 4, 5, 6, 7]
+    s = fold_all([ev(f"i{i % 3}", float(i)) for i in range(10)])
+    assert set(s.seen_rows) == {0, 1, 2} and len(s.seen_rows) <= 6  # repeats: bounded too
+    none = FoldParams(H, PARAMS.weights, 4, 1800.0, seen_cap=0)
+    assert not fold_all([ev("i0", 0.0)], none).seen_rows
+
+
+def test_compacting_keeps_the_newest_distinct_rows_in_order():
+    rows = array("i", [5, 1, 5, 2, 1, 3, 5])
+    assert list(compact_rows(rows, 10)) == [2, 1, 3, 5]
+    assert list(compact_rows(rows, 2)) == [3, 5]
+    assert list(compact_rows(array("i"), 3)) == []
+
+
+def test_a_model_switch_maps_seen_rows_through_item_ids():
+    from core.catalog import RowMaps, row_map
+
+    s = fold_all([ev("i3", 0.0), ev("i5", 1.0), ev("i1", 2.0)])
+    # v2 dropped i5 and put the others elsewhere: row r of v1 is item i{r}
+    v2_index = {"i1": 0, "i3": 7, "i0": 2}
+    rebuild_vector(s, VECS.get, PARAMS, "v2", row_map([f"i{r}" for r in range(8)], v2_index))
+    assert list(s.seen_rows) == [7, 0] and s.model_version == "v2"
+    # an old version the store no longer holds: its rows cannot be read, they go
+    rebuild_vector(s, VECS.get, PARAMS, "v3", None)
+    assert not s.seen_rows
+
+    reads: list[str] = []
+
+    def item_ids(version: str) -> list[str] | None:
+        reads.append(version)
+        return [f"i{r}" for r in range(8)] if version == "v1" else None
+
+    class Cat:  # the two fields RowMaps reads of a catalogue
+        version, index = "v2", v2_index
+
+    maps = RowMaps(item_ids)
+    first = maps.get("v1", Cat())  # type: ignore[arg-type]
+    assert first is maps.get("v1", Cat()) and reads == ["v1"]  # cached per version pair
+    assert maps.get("gone", Cat()) is None and maps.get(None, Cat()) is None  # type: ignore[arg-type]
 
 
 def test_empty_state_has_no_clock():
@@ -158,11 +216,15 @@ def test_recovery_snapshots_round_trip_user_and_trend_state():
         1,
         "v3",
         {0: 5, 2: 9},
+        "log-a",
+        array("i", [7, 3, 12]),
     )
     back = UserState.from_snapshot(s.to_snapshot())
     np.testing.assert_array_equal(back.vector, s.vector)
     back.vector = s.vector
     assert back == s
     assert UserState.from_snapshot(UserState("u2").to_snapshot()) == UserState("u2")
+    via_payload = UserState.from_payload(s.to_payload(), s.vector.tolist())
+    assert via_payload.seen_rows == s.seen_rows == array("i", [7, 3, 12])
     t = Trend("i1", 3.5, 10.0, {1: 4})
     assert Trend.from_snapshot(t.to_snapshot()) == t

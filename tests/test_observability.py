@@ -22,14 +22,19 @@ def _app(mode: str = "all") -> FastAPI:
     return app
 
 
-def test_access_log_is_json_with_the_request_id(caplog):
+def test_access_log_is_json_with_the_server_and_the_client_request_id(caplog):
     c = TestClient(_app())
     with caplog.at_level(logging.INFO, logger="api.access"):
         r = c.post("/echo/1", content=b"x" * 10, headers={"X-Request-ID": "abc-1"})
-    assert r.json() == {"rid": "abc-1", "n": 10} and r.headers["x-request-id"] == "abc-1"
+    rid = r.json()["rid"]
+    assert r.json()["n"] == 10 and r.headers["x-request-id"] == rid != "abc-1"
     line = json.loads(JsonFormatter().format(caplog.records[-1]))
-    assert line["request_id"] == "abc-1" and line["route"] == "/echo/{x}"
+    assert line["request_id"] == rid and line["client_request_id"] == "abc-1"
+    assert line["route"] == "/echo/{x}"
     assert line["status"] == 200 and line["path"] == "/echo/1" and line["ms"] > 0
+    with caplog.at_level(logging.INFO, logger="api.access"):
+        c.post("/echo/1", headers={"X-Request-ID": "not an id\n"})
+    assert "client_request_id" not in caplog.records[-1].fields
 
 
 def test_errors_and_slow_mode_logs_only_errors(caplog):

@@ -77,15 +77,17 @@ def ranked_ids(cands, state, trending=None, params=DEFAULT_PARAMS, k=5):
 
 
 def test_cold_user_has_no_query():
-    assert build_query(None, None, catalog(), NOW, 3600, 3.0).vector is None
+    assert build_query(None, None, catalog(), NOW, 3600, 3.0, 1e-4).vector is None
 
 
 def test_profile_only_and_realtime_only():
     cat = catalog()
-    q = build_query(None, Profile("u", np.array([2, 0, 0, 0], np.float32), []), cat, NOW, 3600, 3.0)
+    q = build_query(
+        None, Profile("u", np.array([2, 0, 0, 0], np.float32), []), cat, NOW, 3600, 3.0, 1e-4
+    )
     np.testing.assert_allclose(q.vector, [1, 0, 0, 0])
     assert q.realtime_weight == 0.0
-    q = build_query(user(vector=[0, 3, 0, 0], mass=1.0), None, cat, NOW, 3600, 3.0)
+    q = build_query(user(vector=[0, 3, 0, 0], mass=1.0), None, cat, NOW, 3600, 3.0, 1e-4)
     np.testing.assert_allclose(q.vector, [0, 1, 0, 0])
     assert q.realtime_weight == 1.0
 
@@ -93,10 +95,10 @@ def test_profile_only_and_realtime_only():
 def test_realtime_share_grows_with_fresh_evidence_and_fades_with_time():
     cat = catalog()
     profile = Profile("u", np.array([1, 0, 0, 0], np.float32), [])
-    light = build_query(user(vector=[0, 1, 0, 0], mass=1.0), profile, cat, NOW, 3600, 3.0)
-    heavy = build_query(user(vector=[0, 1, 0, 0], mass=9.0), profile, cat, NOW, 3600, 3.0)
+    light = build_query(user(vector=[0, 1, 0, 0], mass=1.0), profile, cat, NOW, 3600, 3.0, 1e-4)
+    heavy = build_query(user(vector=[0, 1, 0, 0], mass=9.0), profile, cat, NOW, 3600, 3.0, 1e-4)
     later = build_query(
-        user(vector=[0, 1, 0, 0], mass=9.0), profile, cat, NOW + 3 * 3600, 3600, 3.0
+        user(vector=[0, 1, 0, 0], mass=9.0), profile, cat, NOW + 3 * 3600, 3600, 3.0, 1e-4
     )
     assert light.realtime_weight == pytest.approx(0.25)
     assert heavy.realtime_weight == pytest.approx(0.75)

@@ -197,7 +197,7 @@ def test_replay_keeps_the_logs_time_gaps_scaled_by_speed(broker, make_settings, 
     settings = make_settings(broker)
     log = write_log(
         tmp_path / "e.jsonl",
-        [ev("u1", "i1", 1000.0), ev("u2", "i2", 1001.0), ev("u1", "i3", 1002.0)],
+        [ev("u1", "i1", 1.7e9), ev("u2", "i2", 1.7e9 + 1), ev("u1", "i3", 1.7e9 + 2)],
     )
     t0 = time.monotonic()
     result = runner.invoke(app, ["replay", str(log), "--speed", "2", *topic_args(settings)])
@@ -206,7 +206,7 @@ def test_replay_keeps_the_logs_time_gaps_scaled_by_speed(broker, make_settings, 
     assert 1.0 <= elapsed < 5.0  # 2 s of log at speed 2
     records = read_topic(settings, settings.kafka.events_topic, 3)
     stamps = sorted(msgspec.json.decode(m.value())["timestamp"] for m in records)
-    assert stamps == ["1970-01-01T00:16:40Z", "1970-01-01T00:16:41Z", "1970-01-01T00:16:42Z"]
+    assert stamps == ["2023-11-14T22:13:20Z", "2023-11-14T22:13:21Z", "2023-11-14T22:13:22Z"]
 
 
 @pytest.mark.integration
@@ -266,7 +266,7 @@ def test_retime_stamps_events_with_the_time_they_are_sent(broker, make_settings,
 @pytest.mark.integration
 def test_strict_sends_nothing_when_a_line_is_invalid(broker, make_settings, tmp_path):
     settings = make_settings(broker)
-    log = write_log(tmp_path / "e.jsonl", [ev("u1", "i1", 1000.0), "{", ev("u1", "i2", 1001.0)])
+    log = write_log(tmp_path / "e.jsonl", [ev("u1", "i1", 1.7e9), "{", ev("u1", "i2", 1.7e9 + 1)])
     result = runner.invoke(
         app, ["replay", str(log), "--strict", "--speed", "0", *topic_args(settings)]
     )
@@ -276,7 +276,7 @@ def test_strict_sends_nothing_when_a_line_is_invalid(broker, make_settings, tmp_
 
 
 def test_replay_errors_are_one_line_not_a_traceback(tmp_path):
-    log = write_log(tmp_path / "e.jsonl", [ev("u1", "i1", 1000.0)])
+    log = write_log(tmp_path / "e.jsonl", [ev("u1", "i1", 1.7e9)])
     dead = f"127.0.0.1:{free_port()}"
     result = runner.invoke(app, ["replay", str(log), "--bootstrap-servers", dead])
     assert result.exit_code == 1
@@ -292,12 +292,16 @@ def test_replay_errors_are_one_line_not_a_traceback(tmp_path):
 
 
 def test_dry_run_reports_invalid_lines_without_kafka(tmp_path):
-    log = write_log(tmp_path / "e.jsonl", [ev("u1", "i1", 1000.0), "nope", ev("u1", "i2", 1e12)])
+    log = write_log(
+        tmp_path / "e.jsonl",
+        [ev("u1", "i1", 1.7e9), "nope", ev("u1", "i2", 1e12), ev("u1", "i3", 0)],
+    )
     result = runner.invoke(app, ["replay", str(log), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "1 valid event(s); nothing sent" in result.output
-    assert "2 invalid line(s)" in result.output
+    assert "3 invalid line(s)" in result.output
     assert "line 2:" in result.output and "line 3:" in result.output and "future" in result.output
+    assert "line 4: timestamp 1970-01-01" in result.output and "oldest accepted" in result.output
 
 
 def test_rate_alone_paces_by_rate_only():

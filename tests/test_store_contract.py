@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
+from core.events import ErasureMarker
 from core.state import RecentItem, Trend, UserState
 from featurestore import FeatureStore, StoreError, StoreLocked
+from featurestore import layout as col
 from featurestore.edge import EdgeBackend
 from featurestore.server import ServerBackend
+from featurestore.store import ErasureRecord, UserPoints
 from tests import helpers
 from tests.helpers import publish
 
@@ -212,3 +215,61 @@ def test_filtered_search_applies_category_and_availability_rules_in_the_engine(s
     assert store.search_items("v1", q, 5, item_filter=ItemFilter()) == store.search_items(
         "v1", q, 5
     )
+
+
+def test_delete_removes_points_and_ignores_missing_ones(store):
+    publish(store)
+    name = col.profiles_collection("v1")
+    u0, u1, nobody = (col.user_point(u) for u in ("u0", "u1", "nobody"))
+    store.backend.delete(name, [u0, nobody])
+    store.backend.delete(name, [])
+    assert [p.id for p in store.backend.retrieve(name, [u0, u1])] == [u1]
+    assert store.backend.count(name) == 4
+
+
+def test_erase_user_records_the_erasure_and_deletes_state_and_every_profile(store):
+    publish(store, "v1")
+    publish(store, "v2", seed=1)
+    old = UserState("u1", np.ones(DIM, np.float32), 1.0, 5.0, event_count=3, offsets={0: 5})
+    old.log_id = "topic-A"
+    store.write_user_states([old, UserState("u2", np.ones(DIM, np.float32), 1.0, 5.0)])
+    marker = ErasureMarker("u1", 1_700_000_000.0, before={0: 7, 1: 4, 2: 0})
+    record = ErasureRecord.at(marker, 0, 9, "topic-A")
+    assert record.offsets == {0: 9, 1: 3}  # its own partition: up to the marker itself
+
+    assert store.user_points("u1") == UserPoints(True, ["v1", "v2"])
+    assert store.user_points("nobody") == UserPoints(False, [])
+    assert store.erase_user("u1", record) == UserPoints(True, ["v1", "v2"])
+    assert store.user_points("u1") == UserPoints(False, [])
+    assert store.read_user_state("u1") is None
+    assert store.read_profile("v1", "u1") is None and store.read_profile("v2", "u1") is None
+    assert store.read_user_state("u2") is not None and store.read_profile("v1", "u2") is not None
+    assert store.read_erasure("u1") == record and store.read_erasure("u2") is None
+    assert store.erase_user("u1", record) == UserPoints(False, [])  # idempotent
+
+    # a user folded after the erasure (past every offset it names) is a new user: kept
+    fresh = record.fresh_state("u1")
+    assert fresh.offsets == {0: 9, 1: 3} and fresh.log_id == "topic-A"
+    fresh.offsets[0], fresh.event_count = 12, 1
+    store.write_user_states([fresh])
+    assert store.erase_user("u1", record) == UserPoints(False, [])
+    assert store.read_user_state("u1").event_count == 1
+
+    # an older marker read again (a replay) keeps the later offsets already recorded
+    older = ErasureRecord.at(ErasureMarker("u1", 1_600_000_000.0), 0, 4, "topic-A")
+    store.erase_user("u1", older)
+    assert store.read_erasure("u1") == record
+    # a recreated topic (another id): the new record replaces the old one
+    other = ErasureRecord.at(ErasureMarker("u1", 1_800_000_000.0), 2, 1, "topic-B")
+    store.erase_user("u1", other)
+    assert store.read_erasure("u1") == other
+
+
+def test_publishing_leaves_out_the_profiles_of_erased_users(store):
+    publish(store, "v1")
+    store.erase_user("u3", ErasureRecord.at(ErasureMarker("u3", 1.0), 0, 0, None))
+    record, items, vecs, profiles = make_model("v2", seed=1)
+    store.publish_model(record, items, vecs, profiles)
+    assert store.model("v2").profiles == 4
+    assert store.read_profile("v2", "u3") is None and store.read_profile("v2", "u4") is not None
+    assert "u3" not in [u for u, _ in store.profile_users("v2", 10)]

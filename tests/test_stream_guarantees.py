@@ -83,7 +83,10 @@ def reference(settings: Settings, store: FeatureStore, events: list[dict]) -> di
         ev = ValidEvent(
             e["event_type"], e["user_id"], e["item_id"], e["timestamp"], e.get("session_id")
         )
-        fold_event(s, ev, catalog.vector(ev.item_id), catalog.categories(ev.item_id), params)
+        row = catalog.index.get(ev.item_id)
+        fold_event(
+            s, ev, catalog.vector(ev.item_id), catalog.categories(ev.item_id), params, row=row
+        )
     return states
 
 
@@ -97,6 +100,8 @@ def assert_same_states(got: dict[str, UserState], want: dict[str, UserState]) ->
         assert g.mass == pytest.approx(w.mass, rel=1e-6), u
         assert g.categories == pytest.approx(w.categories, rel=1e-6), u
         assert [(r.item_id, r.ts) for r in g.recent] == [(r.item_id, r.ts) for r in w.recent], u
+        # every item seen, once, in the order folded: a replay would move or repeat rows
+        assert list(g.seen_rows) == list(w.seen_rows), u
         assert (g.session_id, g.session_events) == (w.session_id, w.session_events), u
         assert g.last_ts == w.last_ts, u
 

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 
-from core.catalog import CatalogProvider
+from core.catalog import Catalog, CatalogProvider
 from core.events import ValidEvent
 from core.settings import Settings
 from core.state import Trend, UserState
@@ -25,7 +25,7 @@ from eventlog.admin import ensure_app_topics, events_log_id
 from eventlog.producer import PRODUCER_CONFIG
 from featurestore import FeatureStore
 from infra.broker import DevBroker, free_port
-from tests.helpers import isolated_settings, publish
+from tests.helpers import isolated_settings, make_model, publish
 
 T0 = 1_700_000_000.0
 
@@ -53,7 +53,9 @@ def test_offsets_of_another_topic_incarnation_are_dropped_before_folding(tmp_pat
     assert not users.fold(old, [accepted("u", "i1", 1, T0 + 1)])
     assert old.event_count == 7 and resets("user") == before + 1
 
-    items = TrendFolder(settings, None, incarnation)  # type: ignore[arg-type]
+    record, item_records, vecs, _ = make_model("v1", n=3, n_profiles=1)
+    model = CatalogProvider(lambda: "v1", lambda v: Catalog(v, item_records, vecs, record.head))
+    items = TrendFolder(settings, None, model, incarnation)  # type: ignore[arg-type]
     t = Trend("i1", 2.0, T0, {0: 4}, "old")
     assert items.fold(t, [accepted("u", "i1", 0, T0 + 1)])
     assert (t.offsets, t.log_id) == ({0: 0}, "new") and t.score > 2.0

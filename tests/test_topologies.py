@@ -40,7 +40,9 @@ def test_api_and_dataflow_apart_on_the_server_adapter(broker, make_settings):
     flow = DataflowThread(settings, store, store.catalog_provider()).start()
     try:
         with TestClient(create_app(settings, store=store)) as client:
-            assert client.get("/readyz").json()["checks"] == {"model": "v1"}
+            wait_for(lambda: client.get("/readyz").status_code == 200)  # after a probe of Kafka
+            checks = client.get("/readyz").json()["checks"]
+            assert checks == {"model": "v1", "kafka": "ok", "store": "ok"}
             before = client.get("/recommendations/u2").json()["items"]
             client.post(
                 "/events", json={"event_type": "purchase", "user_id": "u2", "item_id": "i9"}

@@ -344,14 +344,14 @@ def test_profiles_equal_the_dataflow_fold(runs):
     inter, items = load_movielens(DATA)
     inter, _, _ = restrict(before(inter, cutoff), items, 60, 300)
     vec = {i.item_id: v for i, v in zip(art.items, art.item_vectors, strict=False)}
-    params = FoldParams(SETTINGS.fold.half_life_seconds, SETTINGS.fold.event_weights, 20, 1800.0)
+    params = FoldParams.from_settings(SETTINGS)
     for u in art.profile_user_ids[:10]:
         state = UserState(u)
         mask = inter.user_ids == u
         for i, t, e in zip(
             inter.item_ids[mask], inter.ts[mask], inter.event_types[mask], strict=False
         ):
-            fold_event(state, ValidEvent(e, u, i, float(t), None), vec.get(i), [], params)
+            fold_event(state, ValidEvent(e, u, i, float(t), None), vec.get(i), [], params, row=None)
         expected = art.head.apply(state.vector)
         got = art.profile_vectors[art.profile_user_ids.index(u)]
         np.testing.assert_allclose(got, expected, atol=1e-5)

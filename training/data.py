@@ -207,7 +207,9 @@ def load_jsonl_events(
             if not raw.strip():
                 continue
             try:
-                ev = validate(decode(raw), accepted, now=math.inf, max_future_seconds=math.inf)
+                ev = validate(
+                    decode(raw), accepted, now=math.inf, max_future_seconds=math.inf, min_ts=0.0
+                )
             except InvalidEvent as e:
                 invalid.append((n, str(e)))
                 continue

@@ -71,10 +71,11 @@ def _validated(events: list[Event], settings: Settings) -> list[ValidEvent]:
     """Every event checked against the contract; 422 listing each invalid one."""
     now = time.time()
     types = settings.fold.event_weights.keys()
+    future, oldest = settings.fold.max_future_seconds, settings.fold.min_timestamp.timestamp()
     valid, errors = [], []
     for i, e in enumerate(events):
         try:
-            valid.append(validate(e, types, now, settings.fold.max_future_seconds, fallback_ts=now))
+            valid.append(validate(e, types, now, future, fallback_ts=now, min_ts=oldest))
         except InvalidEvent as err:
             errors.append({"index": i, "error": str(err)})
     if errors:

@@ -1,20 +1,41 @@
-"""Users: one user's real-time features (GET /users/{user_id}) and the users with a
-long-term profile, worth trying in a demo (GET /users)."""
+"""Users: one user's real-time features (GET /users/{user_id}), the users with a
+long-term profile, worth trying in a demo (GET /users), and a user's erasure
+(DELETE /users/{user_id})."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from fastapi import APIRouter, HTTPException
 
 from api.browse import USERS_LISTED
-from api.deps import BrowserDep, CatalogsDep, SettingsDep, StoreDep, require_read
+from api.deps import (
+    BrowserDep,
+    CatalogsDep,
+    ProducerDep,
+    SettingsDep,
+    StoreDep,
+    require_admin,
+    require_read,
+)
 from api.params import Limit, Offset, UserId
-from api.responses import KnownUser, KnownUsers, RecentEvent, Session, UserFeatures
+from api.responses import (
+    ErasureMarkerPosition,
+    KnownUser,
+    KnownUsers,
+    RecentEvent,
+    Session,
+    UserErasure,
+    UserFeatures,
+)
 from core.catalog import Catalog
 from core.fold import mass_at
 from core.records import iso
 from core.state import UserState
+from featurestore.store import ErasureRecord
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["features"], dependencies=[require_read])
 
@@ -81,6 +102,50 @@ def _features(
         ),
         model_version=state.model_version,
         has_long_term_profile=has_profile,
+    )
+
+
+@router.delete(
+    "/users/{user_id}",
+    response_model=UserErasure,
+    tags=["admin"],
+    dependencies=[require_admin],
+    responses={503: {"description": "Kafka did not take the erasure marker: nothing erased"}},
+)
+def erase_user(
+    user_id: UserId,
+    settings: SettingsDep,
+    store: StoreDep,
+    producer: ProducerDep,
+    browser: BrowserDep,
+) -> UserErasure:
+    """Erase a user (GDPR Art. 17; admin key): their real-time features, their long-term
+    profile in every model version and the state the dataflow holds.
+
+    First an erasure marker goes to the events topic (keyed by the user, acknowledged),
+    so the dataflow drops the user when it reads it and a replay of the topic ignores the
+    user's events before it; then the store records the erasure and deletes the user's
+    points. Idempotent: erasing an unknown or already erased user answers 200 as well
+    (events still on their way to the dataflow are erased too). Events sent after it
+    start a new user."""
+    held = store.user_points(user_id)  # the flow may delete them first, once the marker is in
+    sent = producer.erase(user_id)
+    record = ErasureRecord.at(sent.marker, sent.partition, sent.offset, sent.log_id)
+    store.erase_user(user_id, record)
+    browser.forget_user(user_id)
+    log.info(
+        "erased a user: marker at %s/%d@%d",
+        settings.kafka.events_topic,
+        sent.partition,
+        sent.offset,
+    )
+    return UserErasure(
+        user_id=user_id,
+        marker=ErasureMarkerPosition(
+            topic=settings.kafka.events_topic, partition=sent.partition, offset=sent.offset
+        ),
+        removed_user_state=held.user_state,
+        removed_profiles=held.profiles,
     )
 
 

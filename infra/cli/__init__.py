@@ -6,7 +6,8 @@ from ``RECSYS_*`` environment variables (``core/settings.py``); the CLI adds onl
 ``RECSYS_API_URL`` and ``RECSYS_API_KEY``, for the commands that call the API.
 
 The commands, by module: ``engine`` (serve, api, dataflow, broker, demo), ``models``
-(train, evaluate, publish, models ...), ``system`` (replay, user, topics, init), with
+(train, evaluate, publish, models ...), ``system`` (replay, user show/delete, topics,
+init), with
 ``common`` (options, one-line errors), ``remote`` (the API client), ``registry`` (the
 store and topics directly) and ``replay_command`` (replay's source, progress, summary).
 A command imports what it runs inside its function, so that ``recsys --help`` and every
@@ -53,7 +54,7 @@ app.command("eval", hidden=True, **wrapped)(models.evaluate)
 app.command(**wrapped)(models.publish)
 app.command(**wrapped)(engine.demo)
 app.command()(system.replay)
-app.command()(system.user)
+app.add_typer(system.user_app, name="user")
 app.add_typer(models.models_app, name="models")
 app.add_typer(system.topics_app, name="topics")
 app.command()(system.init)

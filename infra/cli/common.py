@@ -23,7 +23,7 @@ ApiKey = Annotated[
     typer.Option(
         "--api-key",
         envvar="RECSYS_API_KEY",
-        help="X-API-Key to send (an admin key for `models`).",
+        help="X-API-Key to send (an admin key for `models` and `user delete`).",
         show_default=False,
     ),
 ]

@@ -119,6 +119,21 @@ def format_user(user: dict[str, Any], recs: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+def format_erasure(erased: dict[str, Any]) -> str:
+    """What DELETE /users/{id} removed, in one line."""
+    removed = []
+    if erased.get("removed_user_state"):
+        removed.append("real-time features")
+    if erased.get("removed_profiles"):
+        removed.append("long-term profile (" + ", ".join(erased["removed_profiles"]) + ")")
+    m = erased["marker"]
+    return (
+        f"erased user {erased['user_id']}: deleted "
+        + (" and ".join(removed) or "nothing stored (none yet, or erased before)")
+        + f"; erasure marker at {m['topic']} partition {m['partition']} offset {m['offset']}"
+    )
+
+
 def format_models(overview: dict[str, Any]) -> str:
     """The model registry (GET /admin/models, or the store), newest last."""
     rows = [f"active: {overview.get('active') or '-'}"]

@@ -87,10 +87,11 @@ def source(req: Request, settings: Settings) -> tuple[str, int, Iterator[Record]
     if not req.log.is_file():
         raise CliError(f"event log {req.log} does not exist")
     future = math.inf if req.retime else settings.fold.max_future_seconds
+    oldest = -math.inf if req.retime else settings.fold.min_timestamp.timestamp()
     return (
         str(req.log),
         count_lines(req.log),
-        read_jsonl(req.log, settings.fold.event_weights, future),
+        read_jsonl(req.log, settings.fold.event_weights, future, oldest),
     )
 
 

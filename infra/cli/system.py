@@ -1,5 +1,6 @@
-"""`recsys replay`, `user`, `topics create`, `init`: feeding, inspecting and preparing a
-running system (its Kafka topics, its service's API, its store).
+"""`recsys replay`, `user` (show, delete), `topics create`, `init`: feeding, inspecting,
+erasing from and preparing a running system (its Kafka topics, its service's API, its
+store).
 
 The replay machinery and the store are imported inside the commands (CLI start-up time, see
 ``infra.cli``).
@@ -11,10 +12,16 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from infra.cli.common import ApiKey, ApiUrl, fail, settings, url_path
-from infra.cli.remote import ApiClient, CliError, default_api_url, format_user
+from infra.cli.remote import ApiClient, CliError, default_api_url, format_erasure, format_user
+
+ERASE_TIMEOUT_SECONDS = 30.0
+"""The service waits for Kafka's acknowledgement of the marker (up to ~15 s when Kafka is
+slow) before it answers."""
 
 topics_app = typer.Typer(
     help="Kafka topics the engine uses.", no_args_is_help=True, rich_markup_mode="markdown"
@@ -146,6 +153,28 @@ def replay_speed(speed: float | None, fast: bool, rate: float | None) -> float:
 # --- inspecting it ------------------------------------------------------------------------
 
 
+class _UserCommands(TyperGroup):
+    """`recsys user ID` is `recsys user show ID`: a first argument that names no command
+    is a user id."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+user_app = typer.Typer(
+    cls=_UserCommands,
+    help="A user, through the running service: `recsys user ID` shows their real-time "
+    "features (`show`), `recsys user delete ID` erases them (admin key). A user whose "
+    "id is `show` or `delete`: `recsys user show ID`.\n\n"
+    "Example: recsys user 405 --recs",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+
+@user_app.command("show")
 def user(
     user_id: Annotated[str, typer.Argument(help="The user's id.")],
     recommendations: Annotated[
@@ -175,6 +204,32 @@ def user(
         typer.echo(json.dumps({"user": features, "recommendations": recs}, indent=2))
     else:
         typer.echo(format_user(features, recs))
+
+
+@user_app.command("delete")
+def user_delete(
+    user_id: Annotated[str, typer.Argument(help="The user's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Erase a user (GDPR Art. 17) through the running service: DELETE /users/{id}.
+
+    Needs an admin key. Removes the user's real-time features, their long-term profile
+    in every model version and the state the dataflow holds, and records an erasure
+    marker on the events topic, so a replay of the topic does not bring them back. Safe
+    to repeat; events sent afterwards start a new user. The README (Erasure) says what
+    stays in Kafka and how to purge it.
+
+    Example: recsys user delete 405 --api-key "$ADMIN_KEY"
+    """
+    url = api_url or default_api_url(settings())
+    try:
+        with ApiClient(url, api_key, timeout=ERASE_TIMEOUT_SECONDS) as client:
+            erased = client.request("DELETE", f"/users/{url_path(user_id)}")
+    except CliError as e:
+        raise fail(str(e)) from None
+    typer.echo(json.dumps(erased, indent=2) if as_json else format_erasure(erased))
 
 
 # --- preparing a deployment ---------------------------------------------------------------
