@@ -13,10 +13,18 @@ recsys := "python -m infra.cli"
 default:
     @just --list --unsorted
 
-# install the project and its dev tools into .venv
+# install the project and its dev tools into .venv, at the locked versions
 setup:
     test -d .venv || python3.11 -m venv .venv
-    .venv/bin/pip install -e '.[dev]'
+    .venv/bin/pip install -r requirements/dev.lock -e '.[dev]'
+
+# regenerate requirements/*.lock from pyproject.toml (keeps locked versions; just lock --upgrade)
+lock *ARGS:
+    requirements/lock.sh {{ARGS}}
+
+# validate the deployment files offline: Kubernetes schemas, the Compose specification
+validate-deploy:
+    python -m pytest -q tests/test_deploy.py
 
 # the whole loop on MovieLens 100K: broker, training, service, a live replay
 demo *ARGS:
