@@ -185,6 +185,15 @@ def test_compose_dataflow_cluster_is_consistent(compose, monkeypatch):
     assert settings.recovery.dir.is_relative_to(settings.state_dir)
 
 
+def copy_sources() -> list[str]:
+    """What the Dockerfile's COPY lines take from the build context."""
+    sources = []
+    for line in re.findall(r"^COPY (.+)$", (INFRA / "Dockerfile").read_text(), re.M):
+        *srcs, _dest = [w for w in line.split() if not w.startswith("--")]
+        sources += srcs
+    return sources
+
+
 def test_dockerfile_installs_runtime_and_train_from_the_lock_only():
     text = (INFRA / "Dockerfile").read_text()
     assert text.startswith("#") and "FROM python:3.11-slim" in text
@@ -198,12 +207,20 @@ def test_dockerfile_installs_runtime_and_train_from_the_lock_only():
     for package in ("core", "featurestore", "eventlog", "api", "dataflow", "training", "infra"):
         assert f"COPY {package} ./{package}" in text
     assert 'ENTRYPOINT ["recsys"]' in text
-    for src in re.findall(r"^COPY (\S+)", text, re.M):
-        if not src.startswith("--"):
-            assert (PROJECT_ROOT / src).exists(), src
+    for src in copy_sources():
+        assert (PROJECT_ROOT / src).exists(), src
     env = dict(re.findall(r"(RECSYS_[A-Z_]+)=(\S+)", text))
     assert set(env) <= ENV_NAMES
     assert PYPROJECT["project"]["scripts"]["recsys"] == "infra.cli:main"
+
+
+def test_the_build_context_holds_what_the_image_copies_and_nothing_else():
+    """BuildKit's per-Dockerfile ignore file: an allowlist of the COPY sources."""
+    lines = (INFRA / "Dockerfile.dockerignore").read_text().splitlines()
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    allowed = {r[1:] for r in rules if r.startswith("!")}
+    assert set(copy_sources()) == allowed
 
 
 def test_the_image_lock_has_the_cpu_torch_and_no_dev_or_evaluation_packages():
