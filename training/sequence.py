@@ -11,7 +11,7 @@ window, are context only). The first window starts at a random offset each epoch
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import cast
@@ -337,7 +337,11 @@ def fit_sequences(
 
 @torch.no_grad()
 def next_scores(
-    model: SeqModel, rows: np.ndarray, ts: np.ndarray, now: np.ndarray, max_len: int
+    model: SeqModel,
+    rows: Sequence[Sequence[int]],
+    ts: Sequence[Sequence[float]],
+    now: Sequence[float],
+    max_len: int,
 ) -> np.ndarray:
     """(B, n_items) logits after each of B histories (lists of rows/times, oldest first,
     asked at ``now``), with the training's left padding. Call inside ``torch_threads``."""
@@ -345,8 +349,8 @@ def next_scores(
     items = np.full((len(rows), max_len), n_items, dtype=np.int64)
     prev = np.zeros_like(items)
     nxt = np.zeros_like(items)
-    for i, (r, t, at) in enumerate(zip(rows, ts, now, strict=True)):
-        r, t = np.asarray(r)[-max_len:], np.asarray(t, dtype=np.float64)[-max_len:]
+    for i, (hist_rows, hist_ts, at) in enumerate(zip(rows, ts, now, strict=True)):
+        r, t = np.asarray(hist_rows)[-max_len:], np.asarray(hist_ts, dtype=np.float64)[-max_len:]
         if not len(r):
             continue
         items[i, max_len - len(r) :] = r
