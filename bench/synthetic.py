@@ -143,7 +143,8 @@ def parse_time(text: str) -> float:
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+    unit: np.ndarray = rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+    return unit
 
 
 class World:
@@ -249,7 +250,7 @@ class World:
         """Taste slot per session, by taste weight, never the same as the user's last one."""
         cum = np.cumsum(self.taste_weight[s_user], axis=1)
         above = rng.random(len(s_user))[:, None] > cum
-        drawn = np.minimum(above.sum(axis=1), self.cfg.tastes - 1)
+        drawn: np.ndarray = np.minimum(above.sum(axis=1), self.cfg.tastes - 1)
         if self.cfg.tastes == 1:
             return drawn
         slots = drawn.tolist()
