@@ -76,5 +76,6 @@ def _add_event_schema(app: FastAPI) -> None:
         schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
         return schema
 
-    # FastAPI's documented way to extend the schema; mypy forbids assigning to a method.
+    # FastAPI documents replacing ``app.openapi`` to extend the schema, yet types it as a
+    # method, which mypy does not let an assignment replace.
     app.openapi = openapi  # type: ignore[method-assign]

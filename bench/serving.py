@@ -674,6 +674,7 @@ def summarize_wrk(runs: list[WrkRun]) -> list[dict[str, float | int | str | None
     """Medians per (endpoint, offered load), then the peak ratio recommendations/healthz."""
     keys = sorted({(w.endpoint, w.offered) for w in runs}, key=lambda k: (k[0], k[1] or 1e12))
     rows: list[dict[str, float | int | str | None]] = []
+    peak: dict[str, float] = {}
     print("\nwrk medians (req/s, ms):")
     print(
         "| endpoint | offered req/s | achieved req/s | p50 ms | p99 ms | max ms | errors | server CPU |"
@@ -692,14 +693,15 @@ def summarize_wrk(runs: list[WrkRun]) -> list[dict[str, float | int | str | None
             "server_cpu": statistics.median(w.server_cpu_cores for w in rs),
         }
         rows.append(row)
+        if offered is None:
+            peak[ep] = float(statistics.median(w.rps for w in rs))
         print(
             f"| {ep} | {f'peak (c={rs[0].connections})' if offered is None else f'{offered:,.0f}'} "
             f"| {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['max_ms']:.1f} "
             f"| {row['errors']} | {row['server_cpu']:.2f} |"
         )
-    peak = {r["endpoint"]: r["rps"] for r in rows if r["offered"] is None}
     if "healthz" in peak and "recommendations" in peak:
-        ratio = float(peak["recommendations"]) / float(peak["healthz"])  # type: ignore[arg-type]
+        ratio = peak["recommendations"] / peak["healthz"]
         print(f"\npeak recommendations/healthz = {ratio:.3f} (target >= 0.40)")
         rows.append({"endpoint": "ratio", "offered": None, "rps": ratio})
     return rows

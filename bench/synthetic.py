@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 from tqdm import tqdm
 
 from core.events import ValidEvent
@@ -360,7 +360,7 @@ def produce(
     """
     failed: list[str] = []
 
-    def on_delivery(err, _msg) -> None:  # type: ignore[no-untyped-def]
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
         if err is not None and len(failed) < 10:
             failed.append(str(err))
 
