@@ -231,6 +231,7 @@ class ExpiringState(StatefulBatchLogic[V, S | Rejected, bytes], Generic[S, V]):
         return datetime.fromtimestamp(at, tz=UTC)
 
     def snapshot(self) -> bytes:
-        # Bytewax snapshots a key only after its logic emitted or retained it: it holds a state.
+        # A key's logic is built for its first batch (which loads the state) or from a
+        # snapshot: there is a state by the time Bytewax asks for one.
         assert self._state is not None
         return self._state.to_snapshot()
