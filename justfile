@@ -93,8 +93,13 @@ bench-dataflow *ARGS:
 bench-api *ARGS:
     python -m bench.serving {{ARGS}}
 
-# lint, format check and the import layers (ruff, import-linter)
+# lint, format check, the import layers and the types (ruff, import-linter, mypy)
 lint:
     ruff check .
     ruff format --check .
     lint-imports
+    mypy
+
+# the strict type check alone (mypy over every package; configuration in pyproject.toml)
+typecheck:
+    mypy

@@ -200,8 +200,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(json_lines: bool, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
     if json_lines:
-        handler.setFormatter(JsonFormatter())
-        handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
+        formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -471,6 +471,11 @@ def _pcts(values: list[float]) -> dict[str, float]:
     }
 
 
+def _watcher(store: TimedStore) -> Callable[[list[str]], None]:
+    """Watch these users until each has one event folded."""
+    return lambda users: store.watch({u: 1 for u in users})
+
+
 def measure_freshness(
     flow: str,
     settings: Settings,
@@ -785,7 +790,7 @@ def measure_all_freshness(
                             first_user,
                             args.seed + k,
                             store.reached,
-                            lambda us, st=store: st.watch({u: 1 for u in us}),
+                            _watcher(store),
                             store if kind == "product+poll" else None,
                         )
                     )
@@ -876,7 +881,9 @@ def print_freshness(f: Freshness) -> None:
     )
 
 
-def print_state_sizes(items: int = 100_000, seen_counts: Sequence[int] = (0, 100, 1000, 5000)):
+def print_state_sizes(
+    items: int = 100_000, seen_counts: Sequence[int] = (0, 100, 1000, 5000)
+) -> None:
     """Bytes per user of the store payload and the recovery snapshot by how many items the
     state remembers as seen (``fold.seen_cap``, 5,000 by default), beside 20 recent items,
     a 64-d vector and 5 categories; and the time to encode each."""
@@ -995,19 +1002,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     broker = DevBroker(free_port(), log_path=tmp / "broker.log")
     try:
         broker.start()
-        base = Settings(
-            **nested(
-                dict(
-                    bootstrap_servers=broker.bootstrap,
-                    events_topic=TOPIC,
-                    dead_letter_topic=f"{TOPIC}.dlq",
-                    topic_partitions=args.partitions,
-                    state_dir=tmp,
-                    url=None,
-                    start_offset="earliest",
-                )
+        values: dict[str, Any] = nested(
+            dict(
+                bootstrap_servers=broker.bootstrap,
+                events_topic=TOPIC,
+                dead_letter_topic=f"{TOPIC}.dlq",
+                topic_partitions=args.partitions,
+                state_dir=tmp,
+                url=None,
+                start_offset="earliest",
             )
         )
+        base = Settings(**values)
         ensure_app_topics(base)
         assert broker.proc is not None
         clock = CpuClock(broker.proc.pid)
@@ -1033,13 +1039,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for w in worker_counts:
                 copts = FlowOptions(epoch, w)
                 popts = FlowOptions(epoch, w, recovery=not args.no_recovery)
-                t0 = clock.now()
+                start = clock.now()
                 with ceiling_flow(base, n, copts) as (sink, runner):
-                    results.append(wait_ceiling(sink, runner, args.timeout, clock, t0))
-                t0 = clock.now()
+                    results.append(wait_ceiling(sink, runner, args.timeout, clock, start))
+                start = clock.now()
                 store_dir = tmp / f"store-{i}-{w}"
                 with product_flow(base, world, expected, store_dir, popts) as (store, runner):
-                    res = wait_product(store, runner, n, args.timeout, f"product w{w}", clock, t0)
+                    res = wait_product(
+                        store, runner, n, args.timeout, f"product w{w}", clock, start
+                    )
                     results.append(res)
                     wrong = verify_counts(store, expected)
                     if wrong:
@@ -1058,11 +1066,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.profile:
             prof = cProfile.Profile()
-            t0 = clock.now()
+            start = clock.now()
             prof_dir = tmp / "store-prof"
             popts = FlowOptions(epoch, 1, recovery=not args.no_recovery)
             with product_flow(base, world, expected, prof_dir, popts, prof) as (store, runner):
-                res = wait_product(store, runner, n, args.timeout, "profiled", clock, t0)
+                res = wait_product(store, runner, n, args.timeout, "profiled", clock, start)
             print(
                 f"\nprofiled product run (not in the medians): {res.per_s:,.0f} ev/s under cProfile"
             )

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 from tqdm import tqdm
 
 from core.events import ValidEvent
@@ -143,7 +143,8 @@ def parse_time(text: str) -> float:
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+    unit: np.ndarray = rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+    return unit
 
 
 class World:
@@ -249,7 +250,7 @@ class World:
         """Taste slot per session, by taste weight, never the same as the user's last one."""
         cum = np.cumsum(self.taste_weight[s_user], axis=1)
         above = rng.random(len(s_user))[:, None] > cum
-        drawn = np.minimum(above.sum(axis=1), self.cfg.tastes - 1)
+        drawn: np.ndarray = np.minimum(above.sum(axis=1), self.cfg.tastes - 1)
         if self.cfg.tastes == 1:
             return drawn
         slots = drawn.tolist()
@@ -359,7 +360,7 @@ def produce(
     """
     failed: list[str] = []
 
-    def on_delivery(err, _msg) -> None:  # type: ignore[no-untyped-def]
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
         if err is not None and len(failed) < 10:
             failed.append(str(err))
 

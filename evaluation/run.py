@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,9 @@ ALS = AlsConfig(factors=32, regularization=0.01, alpha=1.0, iterations=15)
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     args = parse_args(argv, settings)
-    say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    say: Callable[[str], None] = (
+        (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    )
     started = time.perf_counter()
     try:
         inter, items = load_movielens(args.data_dir)
@@ -185,14 +188,15 @@ def main(argv: list[str] | None = None) -> int:
 def _sequence_tuning(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get("sequence")
+    tuning: dict[str, Any] = json.loads(path.read_text())
+    return tuning.get("sequence")
 
 
 def _tuning_summary(path: Path) -> str | None:
     if not path.is_file():
         return None
     t = json.loads(path.read_text())
-    return (
+    text: str = (
         f"`python -m evaluation.run --tune` replayed the last {t['validation_events']:,} "
         f"training events (from {t['validation_start']}) with a model trained on the events "
         f"before them. Product HR@10 there: {t['product']['hr']:.4f} with "
@@ -206,6 +210,7 @@ def _tuning_summary(path: Path) -> str | None:
             else ""
         )
     )
+    return text
 
 
 def summary(fig: dict[str, Any], meta: dict[str, Any], path: Path) -> str:

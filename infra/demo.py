@@ -22,19 +22,22 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from core.artifacts import list_versions
+from core.records import ItemRecord
 from core.settings import Settings, get_settings
 from eventlog.admin import ensure_app_topics
 from featurestore.publish import publish_model_dir
 from featurestore.store import FeatureStore
 from infra.broker import DevBroker, free_port
 from infra.process import ServeProcess, ServiceNotReady
-from training.data import load_movielens, quantile_time
+from training.data import Interactions, load_movielens, quantile_time
 
 CUTOFF_QUANTILE = 0.85
 MIN_HISTORY = 20
@@ -98,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if server.returncode in (0, -signal.SIGTERM) else 1
 
 
-def choose_replay(inter, titles, cutoff: float, genre: str, n: int, user: str | None) -> Replay:
+def choose_replay(
+    inter: Interactions,
+    titles: Mapping[str, ItemRecord],
+    cutoff: float,
+    genre: str,
+    n: int,
+    user: str | None,
+) -> Replay:
     """The user with history before the cutoff whose next n events hold most of `genre`."""
     before_counts = Counter(inter.user_ids[inter.ts < cutoff])
     after: dict[str, list[tuple[str, str]]] = {}
@@ -154,7 +164,9 @@ def publish(settings: Settings, version: str) -> None:
         store.close()
 
 
-def run_replay(api: httpx.Client, replay: Replay, titles, genre: str, pause: float) -> None:
+def run_replay(
+    api: httpx.Client, replay: Replay, titles: Mapping[str, ItemRecord], genre: str, pause: float
+) -> None:
     uid = replay.user_id
     print(
         f"\nReplaying user {uid}: {replay.history} ratings before the cutoff form their "
@@ -188,12 +200,12 @@ def run_replay(api: httpx.Client, replay: Replay, titles, genre: str, pause: flo
         time.sleep(pause)
 
 
-def like(recs: dict, categories: list[str]) -> int:
+def like(recs: dict[str, Any], categories: list[str]) -> int:
     """How many recommended items share a category with the item just watched."""
     return sum(bool(set(categories) & set(i["categories"])) for i in recs["items"])
 
 
-def show(title: str, recs: dict, genre: str) -> None:
+def show(title: str, recs: dict[str, Any], genre: str) -> None:
     items = recs["items"]
     share = sum(genre in i["categories"] for i in items)
     print(f"  {title}; {genre} in top-10: {share}/10")

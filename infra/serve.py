@@ -47,7 +47,7 @@ def build_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        st = store or await asyncio.to_thread(FeatureStore.open, settings)
+        st = store if store is not None else await asyncio.to_thread(FeatureStore.open, settings)
         kafka = KafkaWatch(settings).start()
         try:
             catalogs = await load_model(settings, st)

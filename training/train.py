@@ -15,7 +15,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -264,7 +264,7 @@ def fit_session(
     test: Interactions,
     item_ids: list[str],
     item_vectors: np.ndarray,
-    say,
+    say: Callable[[str], None],
 ) -> tuple[SessionModel | None, dict[str, Any]]:
     """The session model on the training split (two-tower vectors as its content input),
     and its held-out next-item HR@10 over the training split's users' later events."""
@@ -295,11 +295,11 @@ def load_source(args: argparse.Namespace, settings: Settings) -> Source:
         paths = [find_file(args.data_dir, "inter"), find_file(args.data_dir, "item")]
         return Source("movielens", inter, items, paths)
     item_file = args.items or _optional_item_file(args.data_dir)
-    items = load_items(item_file) if item_file else None
+    known = load_items(item_file) if item_file else None
     with warnings.catch_warnings():
         warnings.simplefilter("always")  # one summary per run, even when run twice
         inter, items, invalid = load_jsonl_events(
-            args.events_jsonl, settings.fold.event_weights, items
+            args.events_jsonl, settings.fold.event_weights, known
         )
     paths = [args.events_jsonl] + ([item_file] if item_file else [])
     return Source("jsonl", inter, items, paths, len(invalid))
@@ -351,7 +351,7 @@ def summary(results: dict[str, Any], split_ts: float, path: Path, seconds: float
     else:
         result = (
             f"Recall@10 = {results['recall_at_10']:.4f}  NDCG@10 = {results['ndcg_at_10']:.4f}  "
-            f"({results['users_evaluated']} users, held-out after {iso(split_ts)[:10]})"
+            f"({results['users_evaluated']} users, held-out after {(iso(split_ts) or '?')[:10]})"
         )
     lines = [
         f"trained in {seconds:.1f}s; final loss {results['train_loss'][-1]:.4f}"
@@ -374,7 +374,7 @@ def _time_arg(value: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _printer(quiet: bool):
+def _printer(quiet: bool) -> Callable[[str], None]:
     def say(msg: str) -> None:
         if not quiet:
             print(msg, file=sys.stderr, flush=True)

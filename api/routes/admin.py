@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
 from pydantic import BaseModel, Field
@@ -20,7 +20,7 @@ from featurestore.store import FeatureStore
 router = APIRouter(tags=["admin"], dependencies=[require_admin])
 
 # FeatureStore.models_overview(): the published versions, the active one, the one served.
-Overview = dict  # type: ignore[type-arg]
+Overview = dict[str, Any]
 
 
 class PublishRequest(BaseModel):

@@ -8,12 +8,16 @@ The entry points and the store are imported inside the commands (CLI start-up ti
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from infra.cli.common import ApiKey, ApiUrl, exit_with, fail, settings, url_path
 from infra.cli.remote import ApiClient, ApiUnreachable, CliError, default_api_url, format_models
+
+if TYPE_CHECKING:  # the store is opened only when the API does not answer
+    from featurestore.store import FeatureStore
 
 models_app = typer.Typer(
     help="Published model versions: list, publish, activate (roll back).",
@@ -78,8 +82,8 @@ def _models_call(
     api_url: str | None,
     api_key: str | None,
     direct: bool,
-    via_api: Any,
-    via_store: Any,
+    via_api: Callable[[ApiClient], dict[str, Any]],
+    via_store: Callable[[FeatureStore], dict[str, Any]],
 ) -> dict[str, Any]:
     """Through the API; when nothing answers at the default URL, the store directly."""
     if not direct:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from infra.cli.common import ApiKey, ApiUrl, fail, settings, url_path
 from infra.cli.remote import ApiClient, CliError, default_api_url, format_erasure, format_user
+
+if TYPE_CHECKING:  # Typer's groups take the Context of the click it vendors
+    from typer._click import Context as ClickContext
 
 ERASE_TIMEOUT_SECONDS = 30.0
 """The service waits for Kafka's acknowledgement of the marker (up to ~15 s when Kafka is
@@ -157,7 +159,7 @@ class _UserCommands(TyperGroup):
     """`recsys user ID` is `recsys user show ID`: a first argument that names no command
     is a user id."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["show", *args]
         return super().parse_args(ctx, args)
