@@ -1,8 +1,7 @@
-"""`recsys train`, `evaluate`, `publish` and `recsys models ...`: making a model and putting
-it live, through the running service's API or, when none answers, on the store directly.
+"""`recsys models ...`: the published model versions, through the running service's API
+or, when none answers, on the store directly.
 
-The entry points and the store are imported inside the commands (CLI start-up time, see
-``infra.cli``).
+The store is imported inside the commands (CLI start-up time, see ``infra.cli``).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from infra.cli.common import ApiKey, ApiUrl, exit_with, fail, settings, url_path
+from infra.cli.common import ApiKey, ApiUrl, fail, settings, url_path
 from infra.cli.remote import ApiClient, ApiUnreachable, CliError, default_api_url, format_models
 
 models_app = typer.Typer(
@@ -20,46 +19,6 @@ models_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
-
-
-# --- the entry points, with their own options ---------------------------------------------
-
-
-def train(ctx: typer.Context) -> None:
-    """Train the two-tower and publish it (`recsys train --help` lists every option).
-
-    Example: recsys train --until 1998-03-01T00:00:00Z --seed 7
-    """
-    from training.train import main as run
-
-    exit_with(run(ctx.args))
-
-
-def evaluate(ctx: typer.Context) -> None:
-    """Streaming evaluation against baselines on MovieLens (`--help` for options).
-
-    Example: recsys evaluate --tune
-    """
-    from evaluation.run import main as run
-
-    exit_with(run(ctx.args))
-
-
-def publish(ctx: typer.Context) -> None:
-    """Publish a trained version from the model directory to the store (`--help`).
-
-    Needs the store itself: with a running service on the embedded store use
-    `recsys models publish` (through the API) instead.
-
-    Example: recsys publish --version 20240101T000000Z-abc123
-    """
-    from featurestore.backend import StoreLocked
-    from featurestore.publish import main as run
-
-    try:
-        exit_with(run(ctx.args))
-    except StoreLocked as e:
-        raise fail(f"{e}; a running service holds it: use `recsys models publish`") from None
 
 
 # --- the model registry -------------------------------------------------------------------
