@@ -21,7 +21,7 @@ class LazyGroup(TyperGroup):
     """
 
     lazy: ClassVar[dict[str, tuple[str, str]]] = {}
-    hidden: ClassVar[frozenset[str]] = frozenset()
+    hidden_commands: ClassVar[frozenset[str]] = frozenset()
 
     def list_commands(self, ctx: Any) -> list[str]:
         return [*super().list_commands(ctx), *self.lazy]
@@ -31,7 +31,7 @@ class LazyGroup(TyperGroup):
             return super().get_command(ctx, cmd_name)
         # For the listing, a stand-in with the summary; resolve_command loads the real one.
         summary = self.lazy[cmd_name][1]
-        return TyperCommand(cmd_name, short_help=summary, hidden=cmd_name in self.hidden)
+        return TyperCommand(cmd_name, short_help=summary, hidden=cmd_name in self.hidden_commands)
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name, cmd, rest = super().resolve_command(ctx, args)
@@ -53,4 +53,4 @@ def lazy_group(
     commands: dict[str, tuple[str, str]], hidden: frozenset[str] = frozenset()
 ) -> type[LazyGroup]:
     """A LazyGroup subclass serving ``commands``, for ``typer.Typer(cls=...)``."""
-    return type("RecsysLazyGroup", (LazyGroup,), {"lazy": commands, "hidden": hidden})
+    return type("RecsysLazyGroup", (LazyGroup,), {"lazy": commands, "hidden_commands": hidden})
