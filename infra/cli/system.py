@@ -16,8 +16,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from infra.cli.common import ApiKey, ApiUrl, fail, settings, url_path
-from infra.cli.remote import ApiClient, CliError, default_api_url, format_erasure, format_user
+from infra.cli.common import ApiKey, ApiUrl, fail, settings
+from infra.cli.remote import CliError, api_client, default_api_url, format_erasure, format_user
 
 ERASE_TIMEOUT_SECONDS = 30.0
 """The service waits for Kafka's acknowledgement of the marker (up to ~15 s when Kafka is
@@ -191,13 +191,9 @@ def user(
     """
     url = api_url or default_api_url(settings())
     try:
-        with ApiClient(url, api_key) as client:
-            features = client.get(f"/users/{url_path(user_id)}")
-            recs = (
-                client.get(f"/recommendations/{url_path(user_id)}", k=k)
-                if recommendations
-                else None
-            )
+        with api_client(url, api_key, "read") as client:
+            features = client.user(user_id).model_dump(mode="json")
+            recs = client.recommend(user_id, k).model_dump(mode="json") if recommendations else None
     except CliError as e:
         raise fail(str(e)) from None
     if as_json:
@@ -225,8 +221,8 @@ def user_delete(
     """
     url = api_url or default_api_url(settings())
     try:
-        with ApiClient(url, api_key, timeout=ERASE_TIMEOUT_SECONDS) as client:
-            erased = client.request("DELETE", f"/users/{url_path(user_id)}")
+        with api_client(url, api_key, "admin", timeout=ERASE_TIMEOUT_SECONDS) as client:
+            erased = client.delete_user(user_id).model_dump(mode="json")
     except CliError as e:
         raise fail(str(e)) from None
     typer.echo(json.dumps(erased, indent=2) if as_json else format_erasure(erased))
