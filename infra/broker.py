@@ -143,7 +143,8 @@ def main(command: str) -> int:
             if up and pidfile.exists()
             else ""
         )
-        print(f"broker at {bootstrap}: {'up' if up else 'down'}{started}")
+        hint = "" if up else " (start the dev broker: recsys broker start)"
+        print(f"broker at {bootstrap}: {'up' if up else 'down'}{started}{hint}")
         return 0 if up else 1
     if command == "stop":
         return _stop(pidfile)

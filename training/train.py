@@ -254,8 +254,8 @@ def cli(
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` as `recsys train` does and run; the exit code (2: bad options)."""
     command = typer.main.get_command(app)
-    try:
-        command.main(args=argv, prog_name="recsys train", standalone_mode=False)
+    try:  # without standalone mode, a typer.Exit comes back as the return value
+        result = command.main(args=argv, prog_name="recsys train", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except Exception as e:  # a usage error: the message, as on the command line
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         e.show()
         return 2
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 # -----------------------------------------------------------------------------
