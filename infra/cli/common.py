@@ -42,4 +42,3 @@ def exit_with(code: int | None) -> None:
     """Exit with an entry point's non-zero return code; return on 0 or None."""
     if code:
         raise typer.Exit(code)
-
