@@ -21,7 +21,7 @@ from dataflow.flow import get_flow
 from dataflow.recovery import own_partitions, recovery_config
 from dataflow.runner import run_flow
 from dataflow.source import SourceProgress
-from eventlog.admin import events_log_id
+from eventlog.admin import broker_answers, events_log_id
 from eventlog.health import KafkaWatch
 
 app = typer.Typer(add_completion=False, rich_markup_mode="markdown")
@@ -80,6 +80,16 @@ def main(
         own_partitions(*process, settings.recovery.partitions)  # checked before Kafka is asked
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    bootstrap = settings.kafka.bootstrap_servers
+    if "," not in bootstrap and not broker_answers(bootstrap, timeout=5):
+        # one broker named and it does not answer: say so instead of waiting on it silently
+        typer.secho(
+            f"error: no Kafka broker answers at {bootstrap} (RECSYS_KAFKA_BOOTSTRAP_SERVERS): "
+            "start it (on loopback: `recsys broker start`) or point the variable at one",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        raise typer.Exit(1)
     recovery = recovery_config(settings, events_log_id(settings), *process)
     if metrics_port is not None:
         start_http_server(metrics_port)

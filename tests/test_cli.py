@@ -126,6 +126,15 @@ def test_dataflow_checks_its_cluster_arguments(env):
     assert result.exit_code == 2 and "not host:port" in result.output
 
 
+def test_dataflow_without_its_broker_is_one_line(env, monkeypatch):
+    dead = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("RECSYS_KAFKA_BOOTSTRAP_SERVERS", dead)
+    get_settings.cache_clear()
+    result = invoke("dataflow")
+    assert result.exit_code == 1 and f"no Kafka broker answers at {dead}" in result.output
+    assert "recsys broker start" in result.output and result.output.count("\n") == 1
+
+
 def test_unreachable_api_is_one_line_and_non_zero(env):
     url = f"http://127.0.0.1:{free_port()}"
     for args in (["user", "u1"], ["models", "list"], ["models", "activate", "v1"]):
