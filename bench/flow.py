@@ -1115,4 +1115,4 @@ def main(args: Any) -> int:
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="python -m bench.flow")

@@ -510,4 +510,4 @@ def main(args: Any, log: Callable[[str], None] = print) -> int:
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="python -m bench.synthetic")

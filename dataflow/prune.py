@@ -139,4 +139,4 @@ def main(
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="python -m dataflow.prune")

@@ -119,4 +119,4 @@ def parse_addresses(addresses: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="python -m dataflow.run")

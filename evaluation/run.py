@@ -350,4 +350,4 @@ def cli(
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="python -m evaluation.run")

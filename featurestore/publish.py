@@ -122,4 +122,4 @@ def _fail(message: str) -> NoReturn:
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="python -m featurestore.publish")

@@ -237,4 +237,4 @@ def show(title: str, recs: dict, genre: str) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="python -m infra.demo")

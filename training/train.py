@@ -503,4 +503,4 @@ def _printer(quiet: bool):
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="python -m training.train")
