@@ -100,6 +100,7 @@ def main(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = get_settings()
     models = model_dir or settings.model_dir
+    assert models is not None  # the settings fill model_dir from the state dir
     version = version or latest_version(models)
     if version is None or not (models / version).is_dir():
         _fail(f"no trained model {version or 'LATEST'} in {models}; train one with `recsys train`")
