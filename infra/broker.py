@@ -127,7 +127,10 @@ def start_if_needed(settings: Settings) -> DevBroker | None:
         )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     host, port = address
-    return DevBroker(port, host, log_path=settings.state_dir / "broker.log").start()
+    # Its own session: a Ctrl-C in the terminal reaches the service, which stops its
+    # Kafka clients first and then this broker, not both at once.
+    broker = DevBroker(port, host, log_path=settings.state_dir / "broker.log")
+    return broker.start(detach=True)
 
 
 def main(command: str) -> int:
