@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from prometheus_client import start_http_server
 
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from dataflow.flow import get_flow
 from dataflow.recovery import own_partitions, recovery_config
 from dataflow.runner import run_flow
@@ -69,27 +69,10 @@ def main(
     on its own volume: its share of RECSYS_RECOVERY_PARTITIONS (at least one per process)
     is created there on first start.
     """
-    if (process_id is None) != (addresses is None):
-        raise typer.BadParameter("-i and -a go together")
     settings = get_settings()
-    peers = None
-    try:
-        if addresses is not None:
-            peers = parse_addresses(addresses)
-        process = (process_id or 0, len(peers or [None]))
-        own_partitions(*process, settings.recovery.partitions)  # checked before Kafka is asked
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    bootstrap = settings.kafka.bootstrap_servers
-    if "," not in bootstrap and not broker_answers(bootstrap, timeout=5):
-        # one broker named and it does not answer: say so instead of waiting on it silently
-        typer.secho(
-            f"error: no Kafka broker answers at {bootstrap} (RECSYS_KAFKA_BOOTSTRAP_SERVERS): "
-            "start it (on loopback: `recsys broker start`) or point the variable at one",
-            err=True,
-            fg=typer.colors.RED,
-        )
-        raise typer.Exit(1)
+    peers = cluster(process_id, addresses, settings)
+    require_broker(settings)
+    process = (process_id or 0, len(peers or [None]))
     recovery = recovery_config(settings, events_log_id(settings), *process)
     if metrics_port is not None:
         start_http_server(metrics_port)
@@ -104,6 +87,33 @@ def main(
         run_flow(flow, settings, recovery, workers, process_id, peers)
     finally:
         watch.close()
+
+
+def cluster(process_id: int | None, addresses: str | None, settings: Settings) -> list[str] | None:
+    """The peers of ``-a``, checked with ``-i`` against the recovery partitions (before
+    Kafka is asked anything); None for a single process."""
+    if (process_id is None) != (addresses is None):
+        raise typer.BadParameter("-i and -a go together")
+    try:
+        peers = parse_addresses(addresses) if addresses is not None else None
+        own_partitions(process_id or 0, len(peers or [None]), settings.recovery.partitions)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    return peers
+
+
+def require_broker(settings: Settings) -> None:
+    """One broker named and it does not answer: say so in one line and exit, instead of
+    waiting on it silently (a list of brokers is left to the Kafka client)."""
+    bootstrap = settings.kafka.bootstrap_servers
+    if "," not in bootstrap and not broker_answers(bootstrap, timeout=5):
+        typer.secho(
+            f"error: no Kafka broker answers at {bootstrap} (RECSYS_KAFKA_BOOTSTRAP_SERVERS): "
+            "start it (on loopback: `recsys broker start`) or point the variable at one",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        raise typer.Exit(1)
 
 
 def parse_addresses(addresses: str) -> list[str]:
