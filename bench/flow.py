@@ -1,8 +1,8 @@
 """`just bench-dataflow`: how fast the dataflow folds a Kafka topic into the store, and how
 fresh a new event is once it has caught up.
 
-    python -m bench.flow [--events 1000000] [--repeat 2] [--workers 1,2]
-                                   [--rate 5000] [--duration 10] [--no-api]
+    recsys bench flow [--events 1000000] [--repeat 2] [--workers 1,2]
+                      [--rate 5000] [--duration 10] [--no-api]
 
 One run, on a dev broker (tansu, in memory) started on a free port and stopped at the end:
 
@@ -37,7 +37,6 @@ product's interpreter settings (``dataflow.flow.tune_gc``) and epoch length.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import cProfile
 import http.client
@@ -59,10 +58,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Annotated, Any
 
 import bytewax.operators as op
 import numpy as np
+import typer
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig
@@ -735,7 +736,7 @@ def _fresh_event(user: str, item: str, k: int) -> bytes:
 
 
 def measure_all_freshness(
-    base: Settings, world: World, tmp: Path, args: argparse.Namespace, epoch: timedelta | None
+    base: Settings, world: World, tmp: Path, args: Any, epoch: timedelta | None
 ) -> list[Freshness]:
     """Each freshness round on its own new dev broker, flow and topic.
 
@@ -948,48 +949,67 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.flow", description=__doc__.split("\n")[0])
-    p.add_argument("--events", type=int, default=1_000_000)
-    p.add_argument("--users", type=int, default=20_000)
-    p.add_argument("--items", type=int, default=2_000)
-    p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--repeat", type=int, default=2)
-    p.add_argument("--rate", type=float, default=5_000.0, help="freshness: offered events/s")
-    p.add_argument(
-        "--duration", type=float, default=10.0, help="freshness: seconds of load (0: skip)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=600.0, help="per run")
-    p.add_argument(
-        "--epoch-s",
-        type=float,
-        help="experiment: Bytewax epoch interval (default: RECSYS_RECOVERY_EPOCH_SECONDS, 1 s)",
-    )
-    p.add_argument(
-        "--profile",
-        type=Path,
-        nargs="?",
-        const=Path("bench-dataflow.prof.txt"),
-        help="after the measured runs, profile one product run (cProfile; slower)",
-    )
-    p.add_argument(
-        "--workers", default="1,2", help="worker counts to measure (one process), e.g. 1,2"
-    )
-    p.add_argument(
-        "--no-api",
-        dest="api",
-        action="store_false",
-        help="skip the freshness run through GET /users/{id} of infra.serve",
-    )
-    p.add_argument(
-        "--no-recovery", action="store_true", help="experiment: product without Bytewax recovery"
-    )
-    p.add_argument("--json", type=Path, help="also write the results here")
-    p.add_argument(
-        "--state-sizes", action="store_true", help="only print the user state's sizes by seen items"
-    )
-    args = p.parse_args(argv)
+app = typer.Typer(add_completion=False)
+
+
+@app.command(
+    help=__doc__.split("\n\n")[0], epilog="Example: recsys bench flow --events 200000 --workers 1"
+)
+def cli(
+    events: Annotated[int, typer.Option(min=1, help="Events produced to the topic.")] = 1_000_000,
+    users: Annotated[int, typer.Option(min=1, help="Users of the synthetic world.")] = 20_000,
+    items: Annotated[int, typer.Option(min=1, help="Items of the synthetic world.")] = 2_000,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of the topic.")] = 4,
+    repeat: Annotated[int, typer.Option(min=1, help="Rounds of ceiling/product runs.")] = 2,
+    rate: Annotated[float, typer.Option(min=0.001, help="Freshness: offered events/s.")] = 5_000.0,
+    duration: Annotated[
+        float, typer.Option(min=0.0, help="Freshness: seconds of load (0: skip).")
+    ] = 10.0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic world.")] = 0,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds per run.")] = 600.0,
+    epoch_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Experiment: Bytewax epoch interval [default: RECSYS_RECOVERY_EPOCH_SECONDS]",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile", help="After the measured runs, profile one product run (cProfile; slower)."
+        ),
+    ] = False,
+    profile_out: Annotated[Path, typer.Option(help="Where --profile writes.")] = Path(
+        "bench-dataflow.prof.txt"
+    ),
+    workers: Annotated[
+        str, typer.Option(help="Worker counts to measure (one process), comma-separated.")
+    ] = "1,2",
+    api: Annotated[
+        bool,
+        typer.Option(
+            "--api/--no-api",
+            help="The freshness run through GET /users/{id} of infra.serve.",
+        ),
+    ] = True,
+    no_recovery: Annotated[
+        bool,
+        typer.Option("--no-recovery", help="Experiment: product without Bytewax recovery."),
+    ] = False,
+    json: Annotated[Path | None, typer.Option(help="Also write the results here.")] = None,
+    state_sizes: Annotated[
+        bool,
+        typer.Option("--state-sizes", help="Only print the user state's sizes by seen items."),
+    ] = False,
+) -> None:
+    options = locals()
+    options["profile"] = profile_out if profile else None
+    raise typer.Exit(main(SimpleNamespace(**options)))
+
+
+def main(args: Any) -> int:
+    """The benchmark as ``args`` (the fields of ``cli``'s options) says."""
     print_state_sizes()
     if args.state_sizes:
         return 0
@@ -1103,4 +1123,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="python -m bench.flow")

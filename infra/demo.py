@@ -14,7 +14,6 @@ The user is chosen as the one whose post-cutoff session leans hardest into one g
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import signal
@@ -25,9 +24,10 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+import typer
 
 from core.artifacts import list_versions
 from core.records import ItemRecord
@@ -57,17 +57,48 @@ class Replay:
     history: int
 
 
-def main(argv: list[str] | None = None) -> int:
-    base = get_settings()
-    p = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", type=Path, default=base.data_dir)
-    p.add_argument("--genre", default="Sci-Fi", help="genre the replayed session should lean into")
-    p.add_argument("--user", help="replay this user instead of choosing one")
-    p.add_argument("--events", type=int, default=8, help="events to replay")
-    p.add_argument("--pause", type=float, default=0.3, help="seconds between events")
-    args = p.parse_args(argv)
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `recsys demo` replays; ``data_dir`` None: the settings' RECSYS_DATA_DIR."""
 
-    inter, items = load_movielens(args.data_dir)
+    data_dir: Path | None = None
+    genre: str = "Sci-Fi"
+    user: str | None = None
+    events: int = 8
+    pause: float = 0.3
+
+
+_D = DemoOptions()
+app = typer.Typer(add_completion=False, rich_markup_mode="markdown")
+
+
+@app.command(help=__doc__, epilog="Example: recsys demo --user 405 --events 12 --genre Drama")
+def cli(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="MovieLens 100K [default: RECSYS_DATA_DIR]", show_default=False),
+    ] = _D.data_dir,
+    genre: Annotated[
+        str, typer.Option(help="Genre the replayed session should lean into.")
+    ] = _D.genre,
+    user: Annotated[
+        str | None,
+        typer.Option(help="Replay this user instead of choosing one.", show_default=False),
+    ] = _D.user,
+    events: Annotated[int, typer.Option(min=1, help="Events to replay.")] = _D.events,
+    pause: Annotated[float, typer.Option(min=0.0, help="Seconds between events.")] = _D.pause,
+) -> None:
+    code = main(DemoOptions(**locals()))  # the parameters are DemoOptions' fields
+    if code:
+        raise typer.Exit(code)
+
+
+def main(options: DemoOptions = _D) -> int:
+    base = get_settings()
+    args = options
+    data_dir = options.data_dir or base.data_dir
+
+    inter, items = load_movielens(data_dir)
     titles = {it.item_id: it for it in items}
     cutoff = quantile_time(inter, CUTOFF_QUANTILE)
     replay = choose_replay(inter, titles, cutoff, args.genre, args.events, args.user)
@@ -75,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_dir = base.state_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     demo_dir.mkdir(parents=True)
-    version = ensure_model(base, args.data_dir, cutoff)
+    version = ensure_model(base, data_dir, cutoff)
 
     with DevBroker(free_port(), log_path=demo_dir / "broker.log") as broker:
         env = {
@@ -217,4 +248,4 @@ def show(title: str, recs: dict[str, Any], genre: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="python -m infra.demo")
