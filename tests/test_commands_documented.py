@@ -26,7 +26,8 @@ runner = CliRunner()
 
 
 def documented(prefix: str) -> list[str]:
-    """The README's snippets starting with ``prefix``: inline code and fenced lines."""
+    """The README's snippets starting with ``prefix``: inline code and fenced lines
+    (``kubectl -n recsys …`` names a namespace, not a command)."""
     spans = [" ".join(s.split()) for s in re.findall(r"`([^`]+)`", README.replace("```", ""))]
     fenced = [
         line.strip()
@@ -35,7 +36,7 @@ def documented(prefix: str) -> list[str]:
     ]
     found = []
     for text in spans + fenced:
-        for m in re.finditer(rf"(?:^|[\s=(]|\.venv/bin/){prefix} [^`]*", text):
+        for m in re.finditer(rf"(?:^|(?<!-n)[\s=(]|\.venv/bin/){prefix} [^`]*", text):
             found.append(m.group(0).strip(" =(").removeprefix(".venv/bin/").replace("\\|", "|"))
     return sorted(set(found))
 
