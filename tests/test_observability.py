@@ -8,7 +8,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from api.observability import JsonFormatter, RequestContext
+from api.observability import RequestContext
+from core.logs import JsonFormatter
 
 
 def _app(mode: str = "all") -> FastAPI:
