@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka import KafkaException
-from tqdm import tqdm
 
 from core.events import ValidEvent
 from core.fold import FoldParams, fold_event
+from core.progress import Progress
 from core.records import ItemRecord, ModelRecord, Profile, UserHead, iso
 from core.settings import Settings
 from core.state import UserState
@@ -364,12 +364,11 @@ def produce(
             failed.append(str(err))
 
     producer = bulk_producer(bootstrap, on_delivery=on_delivery)
-    bar = tqdm(
-        total=total,
-        unit="msg",
-        unit_scale=True,
-        desc=f"produce {topic}",
-        disable=not progress or (total is not None and total < 50_000),
+    bar = Progress(
+        total,
+        f"produce {topic}",
+        "msg",
+        quiet=not progress or (total is not None and total < 50_000),
         leave=False,
     )
     n = 0

@@ -18,10 +18,9 @@ import logging
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from core.artifacts import latest_version, load_artifacts
 from core.logs import configure_logging
+from core.progress import Progress
 from core.records import ModelRecord, Profile
 from core.settings import Settings, get_settings
 from featurestore.backend import StoreLocked
@@ -47,9 +46,7 @@ def publish_model_dir(
             for uid, vec in zip(art.profile_user_ids, art.profile_vectors, strict=True)
         ]
         total = len(art.items) + len(profiles)
-        with tqdm(
-            total=total, desc=f"publish {art.version}", unit="pt", disable=not show_progress
-        ) as bar:
+        with Progress(total, f"publish {art.version}", "pt", quiet=not show_progress) as bar:
             store.publish_model(record, art.items, art.item_vectors, profiles, progress=bar.update)
     if activate:
         store.activate(art.version)

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from core.fold import decay_weights
+from core.progress import Progress
 from training.data import Interactions, index_of
 from training.model import TwoTower, in_batch_softmax_loss
 
@@ -136,20 +136,22 @@ def _fit(
     losses = []
     for epoch in range(cfg.epochs):
         perm = torch.from_numpy(rng.permutation(n))
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=quiet, leave=False)
         total = 0.0
-        for step in bar:
-            b = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            item_vecs = model.items()
-            users = model.users(item_vecs, hist_items[b], hist_weights[b])
-            loss = in_batch_softmax_loss(users, item_vecs, targets[b], log_q_t, temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        with Progress(steps, desc, "step", quiet=quiet, leave=False) as bar:
+            for step in range(steps):
+                b = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                item_vecs = model.items()
+                users = model.users(item_vecs, hist_items[b], hist_weights[b])
+                loss = in_batch_softmax_loss(users, item_vecs, targets[b], log_q_t, temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item()
+                bar.update()
+                bar.set_postfix(loss=f"{total / (step + 1):.4f}")
         losses.append(total / steps)
         if not quiet:
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {losses[-1]:.4f}")
+            print(f"{desc}  loss {losses[-1]:.4f}  ({bar.seconds:.1f}s)", flush=True)
     model.eval()
     return losses
