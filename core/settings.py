@@ -4,7 +4,8 @@ component. Every default is defined here and nowhere else.
 Each field reads from an environment variable named ``RECSYS_<GROUP>_<FIELD>``
 (``fold.half_life_seconds`` <- ``RECSYS_FOLD_HALF_LIFE_SECONDS``,
 ``kafka.bootstrap_servers`` <- ``RECSYS_KAFKA_BOOTSTRAP_SERVERS``); the fields at the top
-(paths, log format) read ``RECSYS_<FIELD>`` (``RECSYS_STATE_DIR``, ``RECSYS_LOG_JSON``). A
+(paths, training threads, log format) read ``RECSYS_<FIELD>`` (``RECSYS_STATE_DIR``,
+``RECSYS_LOG_JSON``). A
 ``.env`` file works too. Dict, list and set fields take JSON:
 ``RECSYS_FOLD_EVENT_WEIGHTS='{"view": 1, "purchase": 10}'``.
 """
@@ -393,6 +394,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         PROJECT_ROOT.parent / "shared" / "data" / "ml-100k",
         description="MovieLens 100K in RecBole atomic format (.inter, .item).",
+    )
+    train_threads: int = Field(
+        1,
+        ge=1,
+        description="Threads torch uses for training (intra-op; inter-op is 1). One keeps "
+        "training steady when another job takes a core (threads that wait on each other "
+        "collapse: 2 threads took 7x longer with one of two cores busy) and results the "
+        "same from run to run for a seed; raise it on a machine with idle cores.",
     )
     log_json: bool | None = Field(
         None,

@@ -17,13 +17,17 @@ from core.progress import Progress
 from training.data import Interactions, index_of
 from training.model import TwoTower, in_batch_softmax_loss
 
-THREADS = 2  # fixed, so float reductions (and so results) repeat from run to run
 
-
-def seed_everything(seed: int) -> None:
-    """Seed torch and fix its thread count: the same seed then gives the same model."""
+def seed_everything(seed: int, threads: int) -> None:
+    """Seed torch and fix its thread count (the ``train_threads`` setting): the same seed
+    and thread count then give the same model (float reductions split by thread)."""
     torch.manual_seed(seed)
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)  # allowed once, before any inter-op work
+        except RuntimeError:
+            pass
 
 
 @dataclass(frozen=True, slots=True)
