@@ -37,6 +37,8 @@ PRODUCER_CONFIG = {"partitioner": "murmur2_random"}
 SEND_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 POLL_SECONDS = 0.2
+TOPIC_TIMEOUT_SECONDS = 2.0
+"""How long a background producer's start may wait for the broker to create its topic."""
 """How long the delivery-report thread waits for a report before checking for stop."""
 ACK_CHECK_SECONDS = 0.25
 """While a send waits for acknowledgements, how often it asks the Kafka watch."""
@@ -68,10 +70,16 @@ class _Polled:
     """
 
     def __init__(
-        self, producer: Producer, name: str, before_polling: Callable[[], None] | None = None
+        self,
+        producer: Producer,
+        name: str,
+        before_polling: Callable[[], None] | None = None,
+        before_seconds: float = 0.0,
     ) -> None:
         self.producer = producer
         self._before = before_polling
+        self._before_seconds = before_seconds
+        """The longest ``before_polling`` takes: ``close`` waits for it on top."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -91,7 +99,7 @@ class _Polled:
     def close(self, timeout: float) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(timeout + self._before_seconds)
         close_producer(self.producer, timeout)
 
 
@@ -324,7 +332,10 @@ class BackgroundProducer:
                 "acks": 1,
             }
         )
-        self._polled = _Polled(producer, thread_name, self._create_topic)
+        # Topic creation: one listing and one creation, each within the timeout.
+        self._polled = _Polled(
+            producer, thread_name, self._create_topic, 2 * TOPIC_TIMEOUT_SECONDS + 1.0
+        )
 
     def start(self) -> BackgroundProducer:
         self._polled.start()
@@ -332,7 +343,7 @@ class BackgroundProducer:
 
     def _create_topic(self) -> None:
         try:
-            ensure_topics(self._bootstrap, {self.topic: self._partitions})
+            ensure_topics(self._bootstrap, {self.topic: self._partitions}, TOPIC_TIMEOUT_SECONDS)
         except Exception as e:  # the broker may come later; produce() will retry
             log.warning("could not create topic %s: %s", self.topic, e)
 
