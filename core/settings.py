@@ -398,10 +398,11 @@ class Settings(BaseSettings):
     train_threads: int = Field(
         1,
         ge=1,
-        description="Threads torch uses for training (intra-op; inter-op is 1). One keeps "
-        "training steady when another job takes a core (threads that wait on each other "
-        "collapse: 2 threads took 7x longer with one of two cores busy) and results the "
-        "same from run to run for a seed; raise it on a machine with idle cores.",
+        description="Threads of torch (intra-op; inter-op is 1) and numpy's BLAS in "
+        "training. One keeps training steady when other jobs share the cores (two threads "
+        "on two shared cores wait on each other: an epoch took 5x longer, "
+        "docs/benchmarks.md) and results the same from run to run for a seed; raise it on "
+        "a machine with idle cores.",
     )
     log_json: bool | None = Field(
         None,

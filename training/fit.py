@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from core.fold import decay_weights
 from core.progress import Progress
@@ -19,10 +20,13 @@ from training.model import TwoTower, in_batch_softmax_loss
 
 
 def seed_everything(seed: int, threads: int) -> None:
-    """Seed torch and fix its thread count (the ``train_threads`` setting): the same seed
-    and thread count then give the same model (float reductions split by thread)."""
+    """Seed torch and fix the thread count of torch and of numpy's BLAS (the
+    ``train_threads`` setting): the same seed and thread count then give the same model
+    (float reductions split by thread). BLAS and torch threads that wait on each other
+    slow down many times over when another job takes a core, so the default is one."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
+    threadpool_limits(threads)  # for the rest of the process, not only a block
     if torch.get_num_interop_threads() != 1:
         try:
             torch.set_num_interop_threads(1)  # allowed once, before any inter-op work
