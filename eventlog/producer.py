@@ -37,9 +37,9 @@ PRODUCER_CONFIG = {"partitioner": "murmur2_random"}
 SEND_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 POLL_SECONDS = 0.2
+"""How long the delivery-report thread waits for a report before checking for stop."""
 TOPIC_TIMEOUT_SECONDS = 2.0
 """How long a background producer's start may wait for the broker to create its topic."""
-"""How long the delivery-report thread waits for a report before checking for stop."""
 ACK_CHECK_SECONDS = 0.25
 """While a send waits for acknowledgements, how often it asks the Kafka watch."""
 
@@ -95,6 +95,8 @@ class _Polled:
             except KafkaException as e:  # keep serving reports: they carry the error too
                 log.error("Kafka producer error: %s", e)
                 self._stop.wait(POLL_SECONDS)
+            except RuntimeError:  # closed under us: close gave up waiting for this thread
+                return
 
     def close(self, timeout: float) -> None:
         self._stop.set()
