@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 """The id of the HTTP request being served, set by the API's middleware."""
@@ -68,6 +68,22 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (not the stream
+    it was at set-up, which a caller may have replaced and closed since)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+    def flush(self) -> None:
+        self.stream = sys.stderr
+        super().flush()
+
+
 def is_terminal(stream: IO[str] | None) -> bool:
     try:
         return stream is not None and stream.isatty()
@@ -85,9 +101,9 @@ def wants_json(log_json: bool | None, stream: IO[str] | None = None) -> bool:
 def configure_logging(
     log_json: bool | None, level: int = logging.INFO, stream: IO[str] | None = None
 ) -> None:
-    """Send the root logger's records to ``stream`` (default: stderr), as JSON lines or
-    text (``wants_json``), replacing any handler set before."""
-    handler = logging.StreamHandler(stream)
+    """Send the root logger's records to ``stream`` (default: stderr, as it is at each
+    record), as JSON lines or text (``wants_json``), replacing any handler set before."""
+    handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if wants_json(log_json, stream) else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
