@@ -13,10 +13,18 @@ recsys := "python -m infra.cli"
 default:
     @just --list --unsorted
 
-# install the project and its dev tools into .venv
+# install the project and its dev tools into .venv, at the locked versions
 setup:
     test -d .venv || python3.11 -m venv .venv
-    .venv/bin/pip install -e '.[dev]'
+    .venv/bin/pip install -r requirements/dev.lock -e '.[dev]'
+
+# regenerate requirements/*.lock from pyproject.toml (keeps locked versions; just lock --upgrade)
+lock *ARGS:
+    requirements/lock.sh {{ARGS}}
+
+# validate the deployment files offline: Kubernetes schemas, the Compose specification
+validate-deploy:
+    python -m pytest -q tests/test_deploy.py
 
 # the whole loop on MovieLens 100K: broker, training, service, a live replay
 demo *ARGS:
@@ -51,8 +59,8 @@ publish *ARGS:
     {{recsys}} publish {{ARGS}}
 
 # the dev broker: just broker [run|start|stop|status] (run: in the foreground, Ctrl-C stops it)
-broker *ARGS="run":
-    {{recsys}} broker {{ARGS}}
+broker action="run":
+    {{recsys}} broker {{action}}
 
 # replay an event log (or --movielens) into Kafka with its time gaps: just replay events.jsonl --speed 60
 replay *ARGS:
@@ -63,6 +71,7 @@ user *ARGS:
     {{recsys}} user {{ARGS}}
 
 # model versions through the running service: just models list | activate V | rollback V
+# (list: a read key or none; the others: an admin key in RECSYS_API_KEY)
 models *ARGS:
     {{recsys}} models {{ARGS}}
 
@@ -74,19 +83,24 @@ eval *ARGS:
 
 # both benchmarks with modest defaults (about 15 minutes on 2 cores): dataflow, then API
 bench:
-    python -m bench.flow --events 1000000 --repeat 2 --duration 10
-    python -m bench.serving --repeat 3 --duration 8
+    {{recsys}} bench flow --events 1000000 --repeat 2 --duration 10
+    {{recsys}} bench serving --repeat 3 --duration 8
 
 # dataflow events/s (1 and 2 workers) vs a no-op Bytewax flow, then freshness at 5k/s: just bench-dataflow --events 200000 --workers 1
 bench-dataflow *ARGS:
-    python -m bench.flow {{ARGS}}
+    {{recsys}} bench flow {{ARGS}}
 
 # the service under wrk at fixed offered loads and at peak, recommendations vs healthz (100k items/users): just bench-api --rates 500
 bench-api *ARGS:
-    python -m bench.serving {{ARGS}}
+    {{recsys}} bench serving {{ARGS}}
 
-# lint, format check and the import layers (ruff, import-linter)
+# lint, format check, the import layers and the types (ruff, import-linter, mypy)
 lint:
     ruff check .
     ruff format --check .
     lint-imports
+    mypy
+
+# the strict type check alone (mypy over every package; configuration in pyproject.toml)
+typecheck:
+    mypy

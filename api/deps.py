@@ -25,11 +25,13 @@ from featurestore.store import FeatureStore
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def get_resources(request: Request) -> Resources:
-    return request.app.state.resources  # type: ignore[no-any-return]
+    resources: Resources = request.app.state.resources
+    return resources
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -37,23 +39,28 @@ ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
 async def get_store(request: Request) -> FeatureStore:
-    return request.app.state.resources.store  # type: ignore[no-any-return]
+    store: FeatureStore = request.app.state.resources.store
+    return store
 
 
 async def get_catalogs(request: Request) -> CatalogProvider:
-    return request.app.state.resources.catalogs  # type: ignore[no-any-return]
+    catalogs: CatalogProvider = request.app.state.resources.catalogs
+    return catalogs
 
 
 async def get_recommender(request: Request) -> Recommender:
-    return request.app.state.resources.recommender  # type: ignore[no-any-return]
+    recommender: Recommender = request.app.state.resources.recommender
+    return recommender
 
 
 async def get_browser(request: Request) -> Browser:
-    return request.app.state.resources.browser  # type: ignore[no-any-return]
+    browser: Browser = request.app.state.resources.browser
+    return browser
 
 
 async def get_producer(request: Request) -> EventProducer:
-    return request.app.state.resources.producer  # type: ignore[no-any-return]
+    producer: EventProducer = request.app.state.resources.producer
+    return producer
 
 
 StoreDep = Annotated[FeatureStore, Depends(get_store)]

@@ -4,9 +4,11 @@ yet or not reachable now (503, worth a retry)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from api.service import NoModel, UnknownCategory
 from eventlog.producer import ProducerUnavailable
@@ -32,7 +34,10 @@ async def producer_down(_: Request, e: ProducerUnavailable) -> JSONResponse:
     return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "1"})
 
 
-EXCEPTION_HANDLERS = {
+Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
+"""What ``FastAPI(exception_handlers=...)`` takes for each exception class."""
+
+EXCEPTION_HANDLERS: dict[int | type[Exception], Handler] = {
     NoModel: no_model,
     StoreError: store_error,
     UnknownCategory: unknown_category,

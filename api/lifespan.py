@@ -108,7 +108,7 @@ def standalone(settings: Settings, store: FeatureStore | None = None) -> Lifespa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        st = store or await asyncio.to_thread(FeatureStore.open, settings)
+        st = store if store is not None else await asyncio.to_thread(FeatureStore.open, settings)
         try:
             catalogs = await load_model(settings, st)
             async with serving(app, settings, st, catalogs):

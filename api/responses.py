@@ -45,7 +45,7 @@ class Recommendations(BaseModel):
             user_id=result.user_id,
             model_version=cat.version,
             variant=result.variant,
-            strategy=result.strategy,  # type: ignore[arg-type]
+            strategy=result.strategy,
             realtime_weight=round(result.realtime_weight, 4),
             candidates=result.candidates,
             items=[

@@ -1,8 +1,8 @@
 """`just bench-dataflow`: how fast the dataflow folds a Kafka topic into the store, and how
 fresh a new event is once it has caught up.
 
-    python -m bench.flow [--events 1000000] [--repeat 2] [--workers 1,2]
-                                   [--rate 5000] [--duration 10] [--no-api]
+    recsys bench flow [--events 1000000] [--repeat 2] [--workers 1,2]
+                      [--rate 5000] [--duration 10] [--no-api]
 
 One run, on a dev broker (tansu, in memory) started on a free port and stopped at the end:
 
@@ -37,7 +37,6 @@ product's interpreter settings (``dataflow.flow.tune_gc``) and epoch length.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import cProfile
 import http.client
@@ -59,10 +58,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Annotated, Any
 
 import bytewax.operators as op
 import numpy as np
+import typer
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig
@@ -464,6 +465,11 @@ def _pcts(values: list[float]) -> dict[str, float]:
     }
 
 
+def _watcher(store: TimedStore) -> Callable[[list[str]], None]:
+    """Watch these users until each has one event folded."""
+    return lambda users: store.watch({u: 1 for u in users})
+
+
 def measure_freshness(
     flow: str,
     settings: Settings,
@@ -723,7 +729,7 @@ def _fresh_event(user: str, item: str, k: int) -> bytes:
 
 
 def measure_all_freshness(
-    base: Settings, world: World, tmp: Path, args: argparse.Namespace, epoch: timedelta | None
+    base: Settings, world: World, tmp: Path, args: Any, epoch: timedelta | None
 ) -> list[Freshness]:
     """Each freshness round on its own new dev broker, flow and topic.
 
@@ -778,7 +784,7 @@ def measure_all_freshness(
                             first_user,
                             args.seed + k,
                             store.reached,
-                            lambda us, st=store: st.watch({u: 1 for u in us}),
+                            _watcher(store),
                             store if kind == "product+poll" else None,
                         )
                     )
@@ -869,7 +875,9 @@ def print_freshness(f: Freshness) -> None:
     )
 
 
-def print_state_sizes(items: int = 100_000, seen_counts: Sequence[int] = (0, 100, 1000, 5000)):
+def print_state_sizes(
+    items: int = 100_000, seen_counts: Sequence[int] = (0, 100, 1000, 5000)
+) -> None:
     """Bytes per user of the store payload and the recovery snapshot by how many items the
     state remembers as seen (``fold.seen_cap``, 5,000 by default), beside 20 recent items,
     a 64-d vector and 5 categories; and the time to encode each."""
@@ -934,48 +942,67 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.flow", description=__doc__.split("\n")[0])
-    p.add_argument("--events", type=int, default=1_000_000)
-    p.add_argument("--users", type=int, default=20_000)
-    p.add_argument("--items", type=int, default=2_000)
-    p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--repeat", type=int, default=2)
-    p.add_argument("--rate", type=float, default=5_000.0, help="freshness: offered events/s")
-    p.add_argument(
-        "--duration", type=float, default=10.0, help="freshness: seconds of load (0: skip)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=600.0, help="per run")
-    p.add_argument(
-        "--epoch-s",
-        type=float,
-        help="experiment: Bytewax epoch interval (default: RECSYS_RECOVERY_EPOCH_SECONDS, 1 s)",
-    )
-    p.add_argument(
-        "--profile",
-        type=Path,
-        nargs="?",
-        const=Path("bench-dataflow.prof.txt"),
-        help="after the measured runs, profile one product run (cProfile; slower)",
-    )
-    p.add_argument(
-        "--workers", default="1,2", help="worker counts to measure (one process), e.g. 1,2"
-    )
-    p.add_argument(
-        "--no-api",
-        dest="api",
-        action="store_false",
-        help="skip the freshness run through GET /users/{id} of infra.serve",
-    )
-    p.add_argument(
-        "--no-recovery", action="store_true", help="experiment: product without Bytewax recovery"
-    )
-    p.add_argument("--json", type=Path, help="also write the results here")
-    p.add_argument(
-        "--state-sizes", action="store_true", help="only print the user state's sizes by seen items"
-    )
-    args = p.parse_args(argv)
+app = typer.Typer(add_completion=False)
+
+
+@app.command(
+    help=__doc__.split("\n\n")[0], epilog="Example: recsys bench flow --events 200000 --workers 1"
+)
+def cli(
+    events: Annotated[int, typer.Option(min=1, help="Events produced to the topic.")] = 1_000_000,
+    users: Annotated[int, typer.Option(min=1, help="Users of the synthetic world.")] = 20_000,
+    items: Annotated[int, typer.Option(min=1, help="Items of the synthetic world.")] = 2_000,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of the topic.")] = 4,
+    repeat: Annotated[int, typer.Option(min=1, help="Rounds of ceiling/product runs.")] = 2,
+    rate: Annotated[float, typer.Option(min=0.001, help="Freshness: offered events/s.")] = 5_000.0,
+    duration: Annotated[
+        float, typer.Option(min=0.0, help="Freshness: seconds of load (0: skip).")
+    ] = 10.0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic world.")] = 0,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds per run.")] = 600.0,
+    epoch_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Experiment: Bytewax epoch interval [default: RECSYS_RECOVERY_EPOCH_SECONDS]",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile", help="After the measured runs, profile one product run (cProfile; slower)."
+        ),
+    ] = False,
+    profile_out: Annotated[Path, typer.Option(help="Where --profile writes.")] = Path(
+        "bench-dataflow.prof.txt"
+    ),
+    workers: Annotated[
+        str, typer.Option(help="Worker counts to measure (one process), comma-separated.")
+    ] = "1,2",
+    api: Annotated[
+        bool,
+        typer.Option(
+            "--api/--no-api",
+            help="The freshness run through GET /users/{id} of infra.serve.",
+        ),
+    ] = True,
+    no_recovery: Annotated[
+        bool,
+        typer.Option("--no-recovery", help="Experiment: product without Bytewax recovery."),
+    ] = False,
+    json: Annotated[Path | None, typer.Option(help="Also write the results here.")] = None,
+    state_sizes: Annotated[
+        bool,
+        typer.Option("--state-sizes", help="Only print the user state's sizes by seen items."),
+    ] = False,
+) -> None:
+    options = locals()
+    options["profile"] = profile_out if profile else None
+    raise typer.Exit(main(SimpleNamespace(**options)))
+
+
+def main(args: Any) -> int:
+    """The benchmark as ``args`` (the fields of ``cli``'s options) says."""
     print_state_sizes()
     if args.state_sizes:
         return 0
@@ -988,19 +1015,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     broker = DevBroker(free_port(), log_path=tmp / "broker.log")
     try:
         broker.start()
-        base = Settings(
-            **nested(
-                dict(
-                    bootstrap_servers=broker.bootstrap,
-                    events_topic=TOPIC,
-                    dead_letter_topic=f"{TOPIC}.dlq",
-                    topic_partitions=args.partitions,
-                    state_dir=tmp,
-                    url=None,
-                    start_offset="earliest",
-                )
+        values: dict[str, Any] = nested(
+            dict(
+                bootstrap_servers=broker.bootstrap,
+                events_topic=TOPIC,
+                dead_letter_topic=f"{TOPIC}.dlq",
+                topic_partitions=args.partitions,
+                state_dir=tmp,
+                url=None,
+                start_offset="earliest",
             )
         )
+        base = Settings(**values)
         ensure_app_topics(base)
         assert broker.proc is not None
         clock = CpuClock(broker.proc.pid)
@@ -1026,13 +1052,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for w in worker_counts:
                 copts = FlowOptions(epoch, w)
                 popts = FlowOptions(epoch, w, recovery=not args.no_recovery)
-                t0 = clock.now()
+                start = clock.now()
                 with ceiling_flow(base, n, copts) as (sink, runner):
-                    results.append(wait_ceiling(sink, runner, args.timeout, clock, t0))
-                t0 = clock.now()
+                    results.append(wait_ceiling(sink, runner, args.timeout, clock, start))
+                start = clock.now()
                 store_dir = tmp / f"store-{i}-{w}"
                 with product_flow(base, world, expected, store_dir, popts) as (store, runner):
-                    res = wait_product(store, runner, n, args.timeout, f"product w{w}", clock, t0)
+                    res = wait_product(
+                        store, runner, n, args.timeout, f"product w{w}", clock, start
+                    )
                     results.append(res)
                     wrong = verify_counts(store, expected)
                     if wrong:
@@ -1051,11 +1079,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.profile:
             prof = cProfile.Profile()
-            t0 = clock.now()
+            start = clock.now()
             prof_dir = tmp / "store-prof"
             popts = FlowOptions(epoch, 1, recovery=not args.no_recovery)
             with product_flow(base, world, expected, prof_dir, popts, prof) as (store, runner):
-                res = wait_product(store, runner, n, args.timeout, "profiled", clock, t0)
+                res = wait_product(store, runner, n, args.timeout, "profiled", clock, start)
             print(
                 f"\nprofiled product run (not in the medians): {res.per_s:,.0f} ev/s under cProfile"
             )
@@ -1088,4 +1116,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="python -m bench.flow")

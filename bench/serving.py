@@ -1,6 +1,6 @@
 """`just bench-api`: throughput and latency of the service as production starts it.
 
-    python -m bench.serving [--rates 250,500,1000] [--peak-connections 8]
+    recsys bench serving [--rates 250,500,1000] [--peak-connections 8]
         [--concurrency 1,8,32] [--duration 8] [--repeat 3] [--users N] [--items N] [--profile]
 
 1. starts a dev broker (tansu) on a free port;
@@ -23,12 +23,11 @@
 5. reports medians over ``--repeat`` rounds of throughput and p50/p99 latency, the peak
    recommendations/healthz ratio and the server's CPU; stops everything it started.
 
-``python -m bench.serving load ...`` is the load generator process itself.
+``python -m bench.serving load ...`` (hidden) is the load generator process itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import cProfile
 import http.client
@@ -43,17 +42,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 
 from api.responses import Recommendations
 from api.service import Recommender
 from bench.synthetic import World, WorldConfig
 from core.artifacts import save_session
-from core.ranking import build_query, rerank, sequence_scores
+from core.ranking import Query, build_query, rerank, sequence_scores
 from core.session import SessionModel
 from core.settings import Settings
 from eventlog.admin import ensure_app_topics
@@ -61,7 +63,7 @@ from featurestore.backend import ItemFilter
 from featurestore.store import FeatureStore
 from infra.broker import DevBroker, free_port
 from infra.process import ServeProcess
-from training.sequence import SESSION, new_model
+from training.sequence import SESSION, SelfAttentive, new_model
 
 VERSION = "bench-api-1"
 HOST = "127.0.0.1"
@@ -138,16 +140,24 @@ async def _load(
     }
 
 
-def load_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.serving load")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--path", required=True, help="may contain {user}")
-    p.add_argument("--users", type=int, default=1)
-    p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+app = typer.Typer(add_completion=False, rich_markup_mode="markdown")
+
+
+@app.command("load", hidden=True)
+def load_cli(
+    port: Annotated[int, typer.Option(help="The service's port on 127.0.0.1.")],
+    path: Annotated[str, typer.Option(help="The path to ask; may contain {user}.")],
+    users: Annotated[int, typer.Option(min=1, help="Users {user} ranges over.")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="Connections.")] = 1,
+    warmup: Annotated[float, typer.Option(min=0.0, help="Unmeasured seconds.")] = 1.0,
+    duration: Annotated[float, typer.Option(min=0.0, help="Measured seconds.")] = 5.0,
+    seed: Annotated[int, typer.Option(help="Seed of the user choice.")] = 0,
+) -> None:
+    """The load generator process itself (closed loop on keep-alive connections)."""
+    raise typer.Exit(load_main(SimpleNamespace(**locals())))
+
+
+def load_main(args: Any) -> int:
     try:
         import uvloop  # optional: a faster event loop for the load generator
 
@@ -196,9 +206,17 @@ def prepare_store(settings: Settings, world: World, events_per_user: int) -> dic
     return times
 
 
+def _query_vector(user: str, q: Query) -> np.ndarray:
+    if q.vector is None:  # the profiled users all have state or a profile
+        raise RuntimeError(f"user {user} has no query vector to search with")
+    return q.vector
+
+
 def session_model(world: World) -> SessionModel:
     cfg = replace(SESSION, dim=world.cfg.dim, content=False)  # same exported shapes
-    return new_model(world.cfg.items, cfg, world.cfg.seed).export()
+    model = new_model(world.cfg.items, cfg, world.cfg.seed)
+    assert isinstance(model, SelfAttentive)  # SESSION is a self-attention encoder
+    return model.export()
 
 
 def start_server(state_dir: Path, bootstrap: str, log_path: Path) -> ServeProcess:
@@ -513,6 +531,7 @@ def profile_recommend(
             )
             for u in users
         }
+        vectors = {u: _query_vector(u, q) for u, q in queries.items()}
         seen = {
             u: sorted(catalog.index[r.item_id] for r in st.recent if r.item_id in catalog.index)
             if (st := states[u])
@@ -520,7 +539,7 @@ def profile_recommend(
             for u in users
         }
         cands = {
-            u: store.search_items(catalog.version, queries[u].vector, s.ranking.candidates, seen[u])
+            u: store.search_items(catalog.version, vectors[u], s.ranking.candidates, seen[u])
             for u in users
         }
         trending = rec.trending(catalog, now)
@@ -533,7 +552,7 @@ def profile_recommend(
         }
 
         def overfetch(u: str) -> list[tuple[int, float]]:
-            hits = store.search_items(catalog.version, queries[u].vector, n_cand + 5000)
+            hits = store.search_items(catalog.version, vectors[u], n_cand + 5000)
             drop = set(heavy[u])
             return [h for h in hits if h[0] not in drop][:n_cand]
 
@@ -559,14 +578,14 @@ def profile_recommend(
             (
                 f"  store.search_items ({s.ranking.candidates}, seen excluded)",
                 lambda u: store.search_items(
-                    catalog.version, queries[u].vector, s.ranking.candidates, seen[u]
+                    catalog.version, vectors[u], s.ranking.candidates, seen[u]
                 ),
             ),
             (
                 f"  store.search_items ({s.ranking.candidates}, seen excluded, available_only)",
                 lambda u: store.search_items(
                     catalog.version,
-                    queries[u].vector,
+                    vectors[u],
                     s.ranking.candidates,
                     seen[u],
                     ItemFilter(available_only=True),
@@ -574,18 +593,16 @@ def profile_recommend(
             ),
             (
                 f"  store.search_items ({s.ranking.candidates}, no filter)",
-                lambda u: store.search_items(
-                    catalog.version, queries[u].vector, s.ranking.candidates
-                ),
+                lambda u: store.search_items(catalog.version, vectors[u], s.ranking.candidates),
             ),
             (
                 f"  store.search_items ({n_cand}, 5,000 excluded: has-id)",
-                lambda u: store.search_items(catalog.version, queries[u].vector, n_cand, heavy[u]),
+                lambda u: store.search_items(catalog.version, vectors[u], n_cand, heavy[u]),
             ),
             (f"  store.search_items ({n_cand} + 5,000, dropped after)", overfetch),
             (
                 "  store.search_items (100, seen excluded)",
-                lambda u: store.search_items(catalog.version, queries[u].vector, 100, seen[u]),
+                lambda u: store.search_items(catalog.version, vectors[u], 100, seen[u]),
             ),
             (
                 "  rerank (candidates -> 10)",
@@ -667,6 +684,7 @@ def summarize_wrk(runs: list[WrkRun]) -> list[dict[str, float | int | str | None
     """Medians per (endpoint, offered load), then the peak ratio recommendations/healthz."""
     keys = sorted({(w.endpoint, w.offered) for w in runs}, key=lambda k: (k[0], k[1] or 1e12))
     rows: list[dict[str, float | int | str | None]] = []
+    peak: dict[str, float] = {}
     print("\nwrk medians (req/s, ms):")
     print(
         "| endpoint | offered req/s | achieved req/s | p50 ms | p99 ms | max ms | errors | server CPU |"
@@ -685,14 +703,15 @@ def summarize_wrk(runs: list[WrkRun]) -> list[dict[str, float | int | str | None
             "server_cpu": statistics.median(w.server_cpu_cores for w in rs),
         }
         rows.append(row)
+        if offered is None:
+            peak[ep] = float(statistics.median(w.rps for w in rs))
         print(
             f"| {ep} | {f'peak (c={rs[0].connections})' if offered is None else f'{offered:,.0f}'} "
             f"| {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['max_ms']:.1f} "
             f"| {row['errors']} | {row['server_cpu']:.2f} |"
         )
-    peak = {r["endpoint"]: r["rps"] for r in rows if r["offered"] is None}
     if "healthz" in peak and "recommendations" in peak:
-        ratio = float(peak["recommendations"]) / float(peak["healthz"])  # type: ignore[arg-type]
+        ratio = peak["recommendations"] / peak["healthz"]
         print(f"\npeak recommendations/healthz = {ratio:.3f} (target >= 0.40)")
         rows.append({"endpoint": "ratio", "offered": None, "rps": ratio})
     return rows
@@ -703,42 +722,57 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["load"]:
-        return load_main(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.split("\n")[0])
-    p.add_argument("--users", type=int, default=100_000)
-    p.add_argument("--items", type=int, default=100_000)
-    p.add_argument("--categories", type=int, default=40)
-    p.add_argument("--dim", type=int, default=64, help="the trained model's dimension")
-    p.add_argument("--events-per-user", type=int, default=10)
-    p.add_argument(
-        "--concurrency",
-        default="",
-        help="closed-loop levels with the built-in generator (comma-separated; default none)",
-    )
-    p.add_argument(
-        "--rates",
-        default="250,500,1000",
-        help="fixed offered loads (req/s) driven by wrk, comma-separated; empty: none",
-    )
-    p.add_argument(
-        "--peak-connections", type=int, default=8, help="wrk connections for the peak runs"
-    )
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per level")
-    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
-    p.add_argument("--repeat", type=int, default=3, help="rounds over all levels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--profile",
-        type=Path,
-        nargs="?",
-        const=Path("bench-api.prof.txt"),
-        help="afterwards, cProfile Recommender.recommend in-process",
-    )
-    p.add_argument("--json", type=Path, help="also write the results here")
-    args = p.parse_args(argv)
+@app.callback(
+    invoke_without_command=True,
+    help=__doc__,
+    epilog="Example: recsys bench serving --rates 500 --repeat 1",
+)
+def cli(
+    ctx: typer.Context,
+    users: Annotated[int, typer.Option(min=1, help="Users with a profile and state.")] = 100_000,
+    items: Annotated[int, typer.Option(min=1, help="Items of the synthetic model.")] = 100_000,
+    categories: Annotated[int, typer.Option(min=1, help="Item categories.")] = 40,
+    dim: Annotated[int, typer.Option(min=1, help="The trained model's dimension.")] = 64,
+    events_per_user: Annotated[
+        int, typer.Option(min=0, help="Recent events folded into each user's state.")
+    ] = 10,
+    concurrency: Annotated[
+        str,
+        typer.Option(
+            help="Closed-loop levels with the built-in generator (comma-separated; empty: none)."
+        ),
+    ] = "",
+    rates: Annotated[
+        str,
+        typer.Option(
+            help="Fixed offered loads (req/s) driven by wrk, comma-separated; empty: none."
+        ),
+    ] = "250,500,1000",
+    peak_connections: Annotated[
+        int, typer.Option(min=1, help="wrk connections for the peak runs.")
+    ] = 8,
+    duration: Annotated[float, typer.Option(min=0.0, help="Measured seconds per level.")] = 5.0,
+    warmup: Annotated[float, typer.Option(min=0.0, help="Unmeasured seconds per level.")] = 1.0,
+    repeat: Annotated[int, typer.Option(min=1, help="Rounds over all levels.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic world.")] = 0,
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Afterwards, cProfile Recommender.recommend in-process."),
+    ] = False,
+    profile_out: Annotated[Path, typer.Option(help="Where --profile writes.")] = Path(
+        "bench-api.prof.txt"
+    ),
+    json: Annotated[Path | None, typer.Option(help="Also write the results here.")] = None,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return  # `load`: the generator process
+    options = {k: v for k, v in locals().items() if k != "ctx"}
+    options["profile"] = profile_out if profile else None
+    raise typer.Exit(main(SimpleNamespace(**options)))
+
+
+def main(args: Any) -> int:
+    """The benchmark as ``args`` (the fields of ``cli``'s options) says."""
     levels_c = [int(c) for c in args.concurrency.split(",") if c]
     rates = [float(r) for r in args.rates.split(",") if r]
     signal.signal(signal.SIGTERM, _interrupt)
@@ -866,4 +900,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="python -m bench.serving")

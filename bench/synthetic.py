@@ -1,8 +1,8 @@
 """Synthetic events and a matching model, with structure planted so results can be checked.
 
-    python -m bench.synthetic --users 20000 --items 2000 --events 200000 --out events.jsonl
-    python -m bench.synthetic --users 20000 --items 2000 --events 200000 --kafka
-    python -m bench.synthetic ... --publish-model      # also publish the model to the store
+    recsys bench synthetic --users 20000 --items 2000 --events 200000 --out events.jsonl
+    recsys bench synthetic --users 20000 --items 2000 --events 200000 --kafka
+    recsys bench synthetic ... --publish-model synthetic-1   # also publish the model
 
 The world: M items ``i<k>`` in C categories ``c<j>``, each item's vector a unit vector
 near its category's centroid; U users ``u<k>``, each with a long-term taste (a few
@@ -17,18 +17,19 @@ it (``dataflow/events.py``), keyed by user. The same ``--seed`` gives the same b
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated, Any
 
 import numpy as np
-from confluent_kafka import KafkaException
+import typer
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from core.events import ValidEvent
 from core.fold import FoldParams, fold_event
@@ -143,7 +144,8 @@ def parse_time(text: str) -> float:
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+    unit: np.ndarray = rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+    return unit
 
 
 class World:
@@ -249,7 +251,7 @@ class World:
         """Taste slot per session, by taste weight, never the same as the user's last one."""
         cum = np.cumsum(self.taste_weight[s_user], axis=1)
         above = rng.random(len(s_user))[:, None] > cum
-        drawn = np.minimum(above.sum(axis=1), self.cfg.tastes - 1)
+        drawn: np.ndarray = np.minimum(above.sum(axis=1), self.cfg.tastes - 1)
         if self.cfg.tastes == 1:
             return drawn
         slots = drawn.tolist()
@@ -359,7 +361,7 @@ def produce(
     """
     failed: list[str] = []
 
-    def on_delivery(err, _msg) -> None:  # type: ignore[no-untyped-def]
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
         if err is not None and len(failed) < 10:
             failed.append(str(err))
 
@@ -403,39 +405,55 @@ def write_jsonl(records: Iterator[tuple[bytes, bytes]], path: Path) -> int:
     return n
 
 
-def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.synthetic", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--users", type=int, default=20_000)
-    p.add_argument("--items", type=int, default=2_000)
-    p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--categories", type=int, default=20)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--start", default=DEFAULT_START, help="first event time (RFC 3339 or Unix s)")
-    p.add_argument(
-        "--end-now",
-        action="store_true",
-        help="shift the stream so its last event is now (live-looking state)",
-    )
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--out", type=Path, help="write JSON lines here")
-    out.add_argument(
-        "--kafka",
-        action="store_true",
-        help="produce to RECSYS_KAFKA_EVENTS_TOPIC at RECSYS_KAFKA_BOOTSTRAP_SERVERS",
-    )
-    p.add_argument(
-        "--publish-model",
-        metavar="VERSION",
-        nargs="?",
-        const="synthetic-1",
-        help="publish and activate the matching model in the configured store",
-    )
-    args = p.parse_args(argv)
-    if not (args.out or args.kafka or args.publish_model):
-        p.error("say where to: --out FILE, --kafka and/or --publish-model")
+app = typer.Typer(add_completion=False, rich_markup_mode="markdown")
+
+
+@app.command(
+    help=__doc__,
+    epilog="Example: recsys bench synthetic --events 200000 --out events.jsonl",
+)
+def cli(
+    users: Annotated[int, typer.Option(min=1, help="Users in the world.")] = 20_000,
+    items: Annotated[int, typer.Option(min=1, help="Items in the catalogue.")] = 2_000,
+    events: Annotated[int, typer.Option(min=0, help="Events to generate.")] = 200_000,
+    categories: Annotated[int, typer.Option(min=1, help="Item categories.")] = 20,
+    dim: Annotated[int, typer.Option(min=1, help="The model's vector dimension.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the world and its events.")] = 0,
+    start: Annotated[str, typer.Option(help="First event time (RFC 3339 or Unix s).")] = (
+        DEFAULT_START
+    ),
+    end_now: Annotated[
+        bool,
+        typer.Option(
+            "--end-now", help="Shift the stream so its last event is now (live-looking state)."
+        ),
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Write JSON lines here.")] = None,
+    kafka: Annotated[
+        bool,
+        typer.Option(
+            "--kafka",
+            help="Produce to RECSYS_KAFKA_EVENTS_TOPIC at RECSYS_KAFKA_BOOTSTRAP_SERVERS.",
+        ),
+    ] = False,
+    publish_model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="VERSION",
+            help="Publish and activate the matching model (e.g. synthetic-1) in the "
+            "configured store.",
+        ),
+    ] = None,
+) -> None:
+    if out is not None and kafka:
+        raise typer.BadParameter("--out and --kafka exclude each other")
+    if not (out or kafka or publish_model):
+        raise typer.BadParameter("say where to: --out FILE, --kafka and/or --publish-model")
+    raise typer.Exit(main(SimpleNamespace(**locals())))
+
+
+def main(args: Any, log: Callable[[str], None] = print) -> int:
+    """Generate (and publish) as ``args`` (the fields of ``cli``'s options) says."""
 
     world = World(
         WorldConfig(
@@ -492,4 +510,4 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="python -m bench.synthetic")

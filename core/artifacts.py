@@ -231,7 +231,7 @@ def _checked_session(path: Path, n_items: int) -> SessionModel | None:
 
 def save_session(version_dir: Path, session: SessionModel) -> None:
     """Write ``session.npz`` (numpy arrays only) into a version directory."""
-    np.savez(Path(version_dir) / SESSION_FILE, **to_arrays(session))
+    np.savez(Path(version_dir) / SESSION_FILE, allow_pickle=False, **to_arrays(session))
 
 
 def load_session(version_dir: Path) -> SessionModel | None:

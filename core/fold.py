@@ -31,7 +31,8 @@ _PRUNE = 1e-4
 
 def decay_factor(dt: float, half_life: float) -> float:
     """2^(-dt/half_life): the weight left after ``dt`` seconds."""
-    return 2.0 ** (-dt / half_life)
+    factor: float = 2.0 ** (-dt / half_life)
+    return factor
 
 
 def decayed_add(
@@ -46,7 +47,8 @@ def decayed_add(
 
 def decay_weights(ts: np.ndarray, ref_ts: float | np.ndarray, half_life: float) -> np.ndarray:
     """Vectorised ``decay_factor(ref_ts - ts)``; training pools histories with it."""
-    return np.exp2(-(np.asarray(ref_ts) - ts) / half_life)
+    weights: np.ndarray = np.exp2(-(np.asarray(ref_ts) - ts) / half_life)
+    return weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,7 @@ def fold_event(
 
 
 def _advance_session(state: UserState, event: ValidEvent, gap: float, session_gap: float) -> None:
+    sid: str | None
     if event.session_id is not None:
         new = event.session_id != state.session_id
         sid = event.session_id

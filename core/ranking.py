@@ -116,9 +116,13 @@ def build_query(
     absent (``has_realtime_vector``)."""
     realtime = None
     mass = 0.0
-    if has_realtime_vector(state, min_realtime_mass):
-        realtime = catalog.head.apply(state.vector)  # type: ignore[union-attr,arg-type]
-        mass = mass_at(state, now, half_life)  # type: ignore[arg-type]
+    if (
+        state is not None
+        and state.vector is not None
+        and has_realtime_vector(state, min_realtime_mass)
+    ):
+        realtime = catalog.head.apply(state.vector)
+        mass = mass_at(state, now, half_life)
     longterm = profile.vector if profile is not None else None
     if realtime is None and longterm is None:
         return Query(None, 0.0)
@@ -231,7 +235,8 @@ def _category_scores(rows: np.ndarray, catalog: Catalog, state: UserState | None
     share = np.array(
         [state.categories.get(c, 0.0) / total for c in catalog.category_names], dtype=np.float32
     )
-    return np.minimum(1.0, catalog.category_matrix[rows] @ share)
+    scores: np.ndarray = np.minimum(1.0, catalog.category_matrix[rows] @ share)
+    return scores
 
 
 def _recent_similarity(

@@ -128,19 +128,22 @@ class SessionModel:
 
     def scores(self, h: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Logits of catalogue ``rows`` after the session ``h`` (higher: likelier next)."""
-        return self.item_emb[rows] @ h + self.item_bias[rows]
+        logits: np.ndarray = self.item_emb[rows] @ h + self.item_bias[rows]
+        return logits
 
 
 def _layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
     mu = x.mean(axis=-1, keepdims=True)
     var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + LN_EPS) * g + b
+    out: np.ndarray = (x - mu) / np.sqrt(var + LN_EPS) * g + b
+    return out
 
 
 def _ln_vector(x: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``_layer_norm`` of one vector, without numpy's mean machinery (a few us each)."""
     c = x - x.sum() / x.shape[0]
-    return c / np.sqrt(c @ c / x.shape[0] + LN_EPS) * g + b
+    out: np.ndarray = c / np.sqrt(c @ c / x.shape[0] + LN_EPS) * g + b
+    return out
 
 
 def _newest(x: np.ndarray, b: Block) -> tuple[np.ndarray, np.ndarray]:

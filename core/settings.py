@@ -307,7 +307,7 @@ class RankingSettings(_Group):
     )
     mmr_pool: int = Field(50, ge=1, le=1000, description="Re-ranked items MMR picks from.")
     variants: dict[str, dict[str, float]] = Field(
-        default_factory=lambda: {"default": {}},
+        default_factory=lambda: {"default": dict[str, float]()},
         description="Named ranking configurations: overrides of the per-request ranking "
         'parameters by their names here (e.g. {"control": {}, "fresh": {"weight_recent": '
         "1.2}}). With two or more, each user is bucketed deterministically by a hash of "
@@ -487,12 +487,15 @@ def nested(values: dict[str, object]) -> dict[str, object]:
             raise ValueError(f"unknown setting {name!r}")
         group = FIELD_GROUPS[name]
         if group is None:
-            if isinstance(out.get(name), dict) and isinstance(value, dict):
-                out[name] = {**out[name], **value}  # type: ignore[dict-item]
-            else:
-                out[name] = value
+            prev = out.get(name)
+            out[name] = (
+                {**prev, **value} if isinstance(prev, dict) and isinstance(value, dict) else value
+            )
         else:
-            out.setdefault(group, {})[name] = value  # type: ignore[index]
+            grouped = out.setdefault(group, {})
+            if not isinstance(grouped, dict):
+                raise ValueError(f"setting {name!r} given with its group {group!r} not a dict")
+            grouped[name] = value
     return out
 
 

@@ -192,7 +192,7 @@ def _rows(b: bytes) -> array[int]:
     return rows
 
 
-_USER_FIELDS = (
+_UserFields = tuple[
     str,
     bytes | None,
     float,
@@ -207,8 +207,9 @@ _USER_FIELDS = (
     str | None,
     dict[int, int],
     str | None,
-)
-_unpack_user = msgspec.msgpack.Decoder(tuple[(*_USER_FIELDS, bytes)]).decode
+    bytes,
+]
+_unpack_user = msgspec.msgpack.Decoder(_UserFields).decode
 
 
 class _Features(msgspec.Struct):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
+from typing import Any
 
 from core.ranking import RankParams
 
@@ -30,4 +31,9 @@ def variant_params(
                 f"RECSYS_RANKING_VARIANTS: variant {name!r} sets unknown parameters {bad}; "
                 f"known: {sorted(known)}"
             )
-    return {name: replace(base, **dict(over)) for name, over in sorted(variants.items())}
+    # Values are checked by name above; a float for an int parameter is the caller's.
+    return {name: _with(base, over) for name, over in sorted(variants.items())}
+
+
+def _with(base: RankParams, over: Mapping[str, Any]) -> RankParams:
+    return replace(base, **over)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from confluent_kafka import Message
 
-from core.events import ValidEvent, encode
+from core.events import ErasureMarker, ValidEvent, encode, encode_erasure
 from core.settings import Settings
 from dataflow import metrics
 from eventlog.producer import PRODUCER_CONFIG, dlq_headers
@@ -51,22 +52,32 @@ class Rejected:
             msg.topic(),
             msg.partition(),
             msg.offset(),
-            msg.headers(),
+            # A consumed message's headers are a list of (name, bytes or None), or None;
+            # the stubs also allow the dict and str forms a producer accepts.
+            cast(list[tuple[str, bytes | None]] | None, msg.headers()),
         )
 
     @classmethod
     def of_event(
-        cls, event: ValidEvent, topic: str, partition: int, offset: int, reason: str, kind: str
+        cls,
+        event: ValidEvent | ErasureMarker,
+        topic: str,
+        partition: int,
+        offset: int,
+        reason: str,
+        kind: str,
     ) -> Rejected:
         """An event that was parsed but could not be applied: the original bytes are gone
         by then, so the dead letter holds its canonical JSON (``core.events.encode``),
         which can be produced again as it is."""
-        return cls(event.user_id.encode(), encode(event), reason, kind, topic, partition, offset)
+        raw = encode(event) if isinstance(event, ValidEvent) else encode_erasure(event)
+        return cls(event.user_id.encode(), raw, reason, kind, topic, partition, offset)
 
     def to_sink(self) -> DeadLetter:
         source = f"{self.topic}:{self.partition}:{self.offset}"
         headers = dlq_headers(self.reason, self.kind, source, self.headers)
-        return KafkaSinkMessage(key=self.key, value=self.value, headers=headers)
+        # Bytewax types header values as bytes; the producer takes None as well.
+        return KafkaSinkMessage(key=self.key, value=self.value, headers=headers)  # type: ignore[arg-type]
 
 
 def dead_letter(r: Rejected) -> DeadLetter:

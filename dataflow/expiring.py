@@ -9,18 +9,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from bytewax.operators import StatefulBatchLogic
 
+from core.events import ErasureMarker, ValidEvent
 from core.state import Trend, UserState
 from dataflow.deadletter import Rejected
 from dataflow.metrics import StepMetrics
-from dataflow.parsing import Accepted
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", UserState, Trend)
+
+
+class Positioned(Protocol):
+    """What a stateful step folds: an event (``Accepted``) or a user's erasure marker
+    (``Erasure``), and where it sits in the events topic."""
+
+    @property
+    def event(self) -> ValidEvent | ErasureMarker: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+V = TypeVar("V", bound=Positioned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,20 +50,20 @@ class KeyErased:
     rest: list[Any]
 
 
-class Folder(Protocol[S]):
+class Folder(Protocol[S, V]):
     """What a stateful step does with one key's state."""
 
     metrics: StepMetrics
     check_every: float | None
     """Seconds between ``migrate`` calls on each held key; None: never."""
 
-    def load(self, first: Accepted) -> S:
+    def load(self, first: V) -> S:
         """The state of a key the flow does not hold (``first`` is its first event)."""
 
     def resume(self, snapshot: bytes) -> S:
         """The state a recovery snapshot (``S.to_snapshot``) holds."""
 
-    def fold(self, state: S, batch: list[Accepted]) -> bool | KeyErased:
+    def fold(self, state: S, batch: list[V]) -> bool | KeyErased:
         """Apply ``batch`` to ``state`` in place; True if anything changed, ``KeyErased``
         if the state is void."""
 
@@ -56,7 +71,7 @@ class Folder(Protocol[S]):
         """Bring a held state up to date without an event; True if it changed."""
 
 
-class ExpiringState(StatefulBatchLogic[Accepted, S | Rejected, bytes]):
+class ExpiringState(StatefulBatchLogic[V, S | Rejected, bytes], Generic[S, V]):
     """Bytewax logic for one key: fold each micro-batch, emit the new state, forget the
     key after ``ttl`` seconds without events; replace its state when the folder returns
     ``KeyErased``.
@@ -78,9 +93,14 @@ class ExpiringState(StatefulBatchLogic[Accepted, S | Rejected, bytes]):
     """
 
     def __init__(
-        self, folder: Folder[S], ttl: float, emit_every: float, topic: str, resume: bytes | None
+        self,
+        folder: Folder[S, V],
+        ttl: float,
+        emit_every: float,
+        topic: str,
+        resume: bytes | None,
     ) -> None:
-        self._folder = folder
+        self._folder: Folder[S, V] = folder
         self._topic = topic
         self._ttl = ttl
         self._emit_every = emit_every
@@ -94,13 +114,13 @@ class ExpiringState(StatefulBatchLogic[Accepted, S | Rejected, bytes]):
 
     @classmethod
     def builder(
-        cls, folder: Folder[S], ttl: float, topic: str, emit_every: float = 0.0
-    ) -> Callable[[bytes | None], ExpiringState[S]]:
+        cls, folder: Folder[S, V], ttl: float, topic: str, emit_every: float = 0.0
+    ) -> Callable[[bytes | None], ExpiringState[S, V]]:
         """The ``builder`` ``op.stateful_batch`` calls for each new or resumed key;
         ``topic``: the events topic, named in dead letters."""
         return lambda resume: cls(folder, ttl, emit_every, topic, resume)
 
-    def on_batch(self, values: list[Accepted]) -> tuple[list[S | Rejected], bool]:
+    def on_batch(self, values: list[V]) -> tuple[list[S | Rejected], bool]:
         state = self._state
         if state is None:
             state = self._state = self._folder.load(values[0])
@@ -146,9 +166,7 @@ class ExpiringState(StatefulBatchLogic[Accepted, S | Rejected, bytes]):
                 continue
             return out, StatefulBatchLogic.RETAIN
 
-    def _fold_apart(
-        self, state: S, values: list[Accepted], now: float
-    ) -> tuple[list[S | Rejected], bool]:
+    def _fold_apart(self, state: S, values: list[V], now: float) -> tuple[list[S | Rejected], bool]:
         """The batch again, one event at a time: the events that fail alone are
         dead-lettered, the others folded (those the failed attempt applied are skipped by
         their offsets). Off the hot path: only after a fold raised."""
@@ -186,10 +204,10 @@ class ExpiringState(StatefulBatchLogic[Accepted, S | Rejected, bytes]):
             if self._state is not None and self._migrate(self._state):
                 self._pending = True
                 self._next_emit = 0.0
-        if self._pending and now >= self._next_emit:
+        if self._pending and self._state is not None and now >= self._next_emit:
             self._pending = False
             self._next_emit = now + self._emit_every
-            return [self._state], StatefulBatchLogic.RETAIN  # type: ignore[list-item]
+            return [self._state], StatefulBatchLogic.RETAIN
         if self._pending or now < self._expires:
             return [], StatefulBatchLogic.RETAIN
         m = self._folder.metrics
@@ -213,4 +231,7 @@ class ExpiringState(StatefulBatchLogic[Accepted, S | Rejected, bytes]):
         return datetime.fromtimestamp(at, tz=UTC)
 
     def snapshot(self) -> bytes:
-        return self._state.to_snapshot()  # type: ignore[union-attr]
+        # A key's logic is built for its first batch (which loads the state) or from a
+        # snapshot: there is a state by the time Bytewax asks for one.
+        assert self._state is not None
+        return self._state.to_snapshot()

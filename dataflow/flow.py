@@ -27,10 +27,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeGuard, cast
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from confluent_kafka import Message
@@ -103,22 +103,25 @@ def build_flow(
     messages = op.input("events", flow, source)
     parsed = op.flat_map_batch("parse", messages, Parser(settings).parse_batch)
     # events and users' erasure markers, in order; the markers go to the users' fold only
-    accepted = op.branch("accepted", parsed, lambda x: x.__class__ is not Rejected)
+    accepted = op.branch("accepted", parsed, _accepted)
 
     ttl = settings.dataflow.state_ttl_seconds
     topic = settings.kafka.events_topic
     by_user = op.key_on("by_user", accepted.trues, _user_key)
     users = ExpiringState.builder(folders.users, ttl, topic)
     states = op.branch("user_folded", op.stateful_batch("fold_user", by_user, users), _folded)
-    op.output("user_state", states.trues, sinks.user_state)
+    # the users' fold also emits UserErased (``KeyErased.emit``), in order with the states
+    user_states = cast(Stream[tuple[str, UserState | UserErased]], states.trues)
+    op.output("user_state", user_states, sinks.user_state)
 
     by_item = op.flat_map_batch("by_item", accepted.trues, _by_item)
     counts = ExpiringState.builder(folders.items, ttl, topic, settings.dataflow.trend_emit_seconds)
     trends = op.branch("item_counted", op.stateful_batch("count_item", by_item, counts), _folded)
-    op.output("item_trends", trends.trues, sinks.item_trends)
+    op.output("item_trends", cast(Stream[tuple[str, Trend]], trends.trues), sinks.item_trends)
 
+    # Bytewax's branch narrows only its true side: the false sides hold the Rejected.
     failed = op.map("fold_failed", op.merge("failed", states.falses, trends.falses), _value)
-    rejected = op.merge("rejected", accepted.falses, failed)
+    rejected = op.merge("rejected", cast(Stream[Rejected], accepted.falses), failed)
     op.output("dead_letter", op.map("count_rejected", rejected, dead_letter), sinks.dead_letter)
     return flow
 
@@ -129,15 +132,20 @@ def _user_key(a: Accepted | Erasure) -> str:
 
 def _by_item(batch: list[Accepted | Erasure]) -> list[tuple[str, Accepted]]:
     """Events keyed by item (``op.key_on`` without its per-item calls), markers left out."""
-    return [(a.event.item_id, a) for a in batch if a.__class__ is Accepted]  # type: ignore[misc]
+    return [(a.event.item_id, a) for a in batch if isinstance(a, Accepted)]
+
+
+def _accepted(x: Accepted | Erasure | Rejected) -> TypeGuard[Accepted | Erasure]:
+    return x.__class__ is not Rejected
 
 
 def _folded(kv: tuple[str, object]) -> bool:
     return not isinstance(kv[1], Rejected)
 
 
-def _value(kv: tuple[str, Rejected]) -> Rejected:
-    return kv[1]
+def _value(kv: tuple[str, object]) -> Rejected:
+    """A failed fold's dead letter (``_folded`` sent only those here)."""
+    return cast(Rejected, kv[1])
 
 
 def kafka_flow(

@@ -42,7 +42,7 @@ class Parser:
         self._max_bytes = settings.fold.max_event_bytes
         self._min_ts = settings.fold.min_timestamp.timestamp()
 
-    def parse_batch(self, msgs: list[Message]) -> list[Accepted | Rejected]:
+    def parse_batch(self, msgs: list[Message]) -> list[Accepted | Erasure | Rejected]:
         """One call per batch the source hands over (up to its batch size)."""
         metrics.SOURCE_BATCH_MESSAGES.observe(len(msgs))
         metrics.EVENTS_IN.inc(len(msgs))
@@ -50,7 +50,7 @@ class Parser:
         now = time.time()  # once per batch: the batch is read within milliseconds
         return [one(m, now) for m in msgs]
 
-    def _parse(self, msg: Message, now: float) -> Accepted | Rejected:
+    def _parse(self, msg: Message, now: float) -> Accepted | Erasure | Rejected:
         try:
             raw = msg.value()
             err = msg.error()
@@ -72,9 +72,11 @@ class Parser:
                 kafka_ts,
                 min_ts=self._min_ts,
             )
-            return Accepted(event, msg.partition(), msg.offset(), kafka_ts)
+            # A consumed message has a partition and an offset; the stubs type a produced
+            # one too (None before delivery). No check here: this runs once per event.
+            return Accepted(event, msg.partition(), msg.offset(), kafka_ts)  # type: ignore[arg-type]
         except InvalidEvent as e:
-            if e.kind not in _NOT_A_MARKER and (marker := decode_erasure(raw)) is not None:
+            if e.kind not in _NOT_A_MARKER and raw and (marker := decode_erasure(raw)) is not None:
                 return erasure(msg, marker, kafka_ts)
             return Rejected.of_message(msg, str(e), e.kind)
         except Exception as e:  # no message may stop the flow
@@ -105,4 +107,6 @@ def erasure(msg: Message, marker: ErasureMarker, kafka_ts: float) -> Erasure | R
     if msg.key() != marker.user_id.encode():
         reason = f"erasure marker of user {marker.user_id!r} keyed by {msg.key()!r}, not its user"
         return Rejected.of_message(msg, reason, "invalid_erasure")
-    return Erasure(marker, msg.partition(), msg.offset(), kafka_ts)
+    partition, offset = msg.partition(), msg.offset()
+    assert partition is not None and offset is not None  # set on every consumed message
+    return Erasure(marker, partition, offset, kafka_ts)

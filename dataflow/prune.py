@@ -19,11 +19,13 @@ reads them, ``BYTEWAX_SCHEMA`` names what it relies on, and it stops with a clea
 
 from __future__ import annotations
 
-import argparse
 import select
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 MARGIN_EPOCHS = 2
 """Markers younger than the committed epoch minus this stay: a resume might be near."""
@@ -106,30 +108,35 @@ def snapshot_rows(db_dir: Path, markers_only: bool = False) -> int:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("db_dir", type=Path, help="the flow's recovery directory")
-    p.add_argument("--every", type=float, default=30.0, help="seconds between passes")
-    p.add_argument("--count", action="store_true", help="print the snapshot rows and exit")
-    p.add_argument(
-        "--markers", action="store_true", help="print the deletion markers held and exit"
-    )
-    args = p.parse_args(argv)
-    if mismatch := schema_mismatch(args.db_dir):
+app = typer.Typer(add_completion=False)
+
+
+@app.command(help=__doc__.split("\n\n")[0])
+def main(
+    db_dir: Annotated[Path, typer.Argument(help="The flow's recovery directory.")],
+    every: Annotated[float, typer.Option(min=0.0, help="Seconds between passes.")] = 30.0,
+    count: Annotated[
+        bool, typer.Option("--count", help="Print the snapshot rows and exit.")
+    ] = False,
+    markers: Annotated[
+        bool, typer.Option("--markers", help="Print the deletion markers held and exit.")
+    ] = False,
+) -> None:
+    if mismatch := schema_mismatch(db_dir):
         print(f"not pruning: {mismatch}", file=sys.stderr, flush=True)
-        return 2
-    if args.count or args.markers:
-        print(snapshot_rows(args.db_dir, markers_only=args.markers))
-        return 0
+        raise typer.Exit(2)
+    if count or markers:
+        print(snapshot_rows(db_dir, markers_only=markers))
+        return
     while True:
         try:
-            print(prune_deleted(args.db_dir), flush=True)
+            print(prune_deleted(db_dir), flush=True)
         except sqlite3.Error as e:  # busy, or a partition mid-creation: the next pass retries
-            print(f"pruning {args.db_dir} failed: {e}", file=sys.stderr, flush=True)
-        ready, _, _ = select.select([sys.stdin], [], [], args.every)
+            print(f"pruning {db_dir} failed: {e}", file=sys.stderr, flush=True)
+        ready, _, _ = select.select([sys.stdin], [], [], every)
         if ready and not sys.stdin.readline():
-            return 0  # stdin closed: the flow's process has ended
+            return  # stdin closed: the flow's process has ended
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="python -m dataflow.prune")

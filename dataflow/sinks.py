@@ -60,7 +60,7 @@ class StoreWrites:
         return "; ".join(self._failing.values()) or None
 
     def write(
-        self, collection: str, write: Callable[[Sequence[T]], None], batch: Sequence[T]
+        self, collection: str, write: Callable[[Sequence[T]], object], batch: Sequence[T]
     ) -> None:
         delay = RETRY_FIRST_SECONDS
         failures = 0
@@ -92,10 +92,10 @@ class _UserStatePartition(StatelessSinkPartition[tuple[str, UserState | UserEras
     def write_batch(self, items: list[tuple[str, UserState | UserErased]]) -> None:
         latest: dict[str, UserState] = {}
         for user, state in items:
-            if state.__class__ is UserErased:
-                self._erase(latest, state)  # type: ignore[arg-type]
+            if isinstance(state, UserErased):
+                self._erase(latest, state)
             else:
-                latest[user] = state  # type: ignore[assignment]
+                latest[user] = state
         if not latest:
             return
         t0 = time.perf_counter()

@@ -7,8 +7,11 @@ lookup, model switches and metrics.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 from core.catalog import Catalog, CatalogProvider, RowMaps
 from core.fold import FoldParams, fold_event, rebuild_vector
@@ -114,17 +117,18 @@ class UserFolder:
         offsets = state.offsets
         applied = 0
         now = time.time()
-        marker = Erasure
+        vector: np.ndarray | None
+        categories: Sequence[str]
         for acc in batch:
             last = offsets.get(acc.partition, -1)
             if acc.offset <= last:
                 metrics.EVENTS_DUPLICATE.inc()
                 continue
-            if acc.__class__ is marker:
-                return self._erase(acc, batch, applied)  # type: ignore[arg-type]
+            if isinstance(acc, Erasure):
+                return self._erase(acc, batch, applied)
             ev = acc.event
             i = None if catalog is None else catalog.index.get(ev.item_id)
-            if i is None:
+            if i is None or catalog is None:
                 vector, categories = None, ()
             else:
                 vector, categories = catalog.vectors[i], catalog.items[i].categories

@@ -27,7 +27,8 @@ def top_k(scores: np.ndarray, exclude: Sequence[int], k: int) -> list[int]:
         return []
     part = np.argpartition(-s, k - 1)[:k]
     order = np.lexsort((part, -s[part]))
-    return part[order].tolist()
+    rows: list[int] = part[order].tolist()
+    return rows
 
 
 class Popularity:

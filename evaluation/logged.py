@@ -24,7 +24,7 @@ from core.session import SessionModel
 from core.settings import Settings
 from core.state import UserState
 from evaluation.bundle import Bundle
-from evaluation.prequential import events_of, systems_for
+from evaluation.prequential import Served, events_of, systems_for
 from evaluation.split import Split
 from training.data import index_of
 
@@ -64,7 +64,8 @@ class Logged:
         mine = score[np.arange(len(t)), t][:, None]
         idx = np.arange(score.shape[1])[None, :]
         above = (score > mine) | ((score == mine) & (idx < t[:, None]))
-        return got & (above.sum(axis=1) < K)
+        hit: np.ndarray = got & (above.sum(axis=1) < K)
+        return hit
 
     def save(self, path: Path) -> None:
         """The arrays, to try other weightings or term transforms later."""
@@ -72,6 +73,7 @@ class Logged:
         ranks = {f"rank:{n}": r for n, r in self.sequence_rank.items()}
         np.savez(
             path,
+            allow_pickle=False,
             terms=np.array(self.terms),
             features=self.features,
             valid=self.valid,
@@ -117,7 +119,9 @@ def log_candidates(
     targets: list[int] = []
     ranks: dict[str, list[int]] = {}
     with systems_for(val.train, bundle, logging_settings, seed, ("product",)) as (sy, feeders):
-        rec = sy[0].recommender
+        product = sy[0]
+        assert isinstance(product, Served)  # the one system asked for: the store-backed product
+        rec = product.recommender
         stream = zip(events_of(val.test), test_rows.tolist(), strict=True)
         for ev, row in progress(stream, total=len(val.test), desc="log", unit="ev", quiet=quiet):
             u = ev.user_id
@@ -153,7 +157,12 @@ def log_candidates(
 
 
 def _model_rank(
-    model: SessionModel, catalog: Catalog, state: UserState | None, now: float, row: int, seen
+    model: SessionModel,
+    catalog: Catalog,
+    state: UserState | None,
+    now: float,
+    row: int,
+    seen: set[str],
 ) -> int:
     """0-based rank of ``row`` by the session model among the items not ``seen``."""
     known = [r for r in (state.recent if state else []) if r.item_id in catalog.index]

@@ -20,11 +20,11 @@ usual protocol: a frozen store cannot know what the user picked since.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from core.artifacts import save_session
 from core.events import ValidEvent
 from core.progress import progress
 from core.settings import Settings
+from core.state import Trend, UserState
 from dataflow.parsing import Accepted
 from dataflow.trends import TrendFolder
 from dataflow.users import UserFolder
@@ -59,6 +60,14 @@ class System(Protocol):
         """Top-k catalogue rows, none of ``exclude``; ``fresh`` = how many of ``exclude``
         the user picked after the cutoff (the store-backed systems may not know them)."""
         ...
+
+
+Feeder = Callable[[ValidEvent, int], object]
+"""Told every test event (and its catalogue row) after all systems recommended."""
+
+
+def _feeder(system: SequenceBaseline) -> Feeder:
+    return lambda ev, row: system.observe(ev.user_id, row, ev.ts)
 
 
 class Baseline:
@@ -93,15 +102,15 @@ class Features:
         self.catalogs.refresh()
         self._users = UserFolder(self.settings, self.store, self.catalogs)
         self._trends = TrendFolder(self.settings, self.store, self.catalogs)
-        self._states: dict = {}
-        self._trend_states: dict = {}
+        self._states: dict[str, UserState] = {}
+        self._trend_states: dict[str, Trend] = {}
         self._offset = 0
 
     def feed(self, events: Iterable[ValidEvent], write_each: bool = True) -> None:
         """Fold events as the dataflow does, writing state as its sinks do (per event when
         ``write_each``, else once at the end: the same final state, faster)."""
-        touched_u: dict = {}
-        touched_t: dict = {}
+        touched_u: dict[str, UserState] = {}
+        touched_t: dict[str, Trend] = {}
         for ev in events:
             acc = Accepted(ev, REPLAY_PARTITION, self._offset, ev.ts)
             self._offset += 1
@@ -246,7 +255,7 @@ class Run:
     session_position: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """1-based position of this event in the user's session (a new session after
     ``session_gap_seconds`` without events, as the fold counts sessions)."""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @contextmanager
@@ -261,12 +270,12 @@ def systems_for(
     als: AlsConfig | None = None,
     sequence: Mapping[str, SeqConfig] | None = None,
     seeds: Sequence[int] = SEEDS,
-) -> Iterator[tuple[list, list]]:
+) -> Iterator[tuple[list[System], list[Feeder]]]:
     """(systems, feeders): feeders get every test event after all systems recommended."""
     item_ids = [i.item_id for i in bundle.items]
     with ExitStack() as stack:
-        systems: list = []
-        feeders: list = []
+        systems: list[System] = []
+        feeders: list[Feeder] = []
         pop = Popularity(train, item_ids)
         feeders.append(lambda ev, row: pop.observe(ev.user_id, row, ev.ts))
         if "popularity" in names:
@@ -285,7 +294,7 @@ def systems_for(
                         seeded_name(model, sd), train, item_ids, pop, cfg, sd
                     )
                     systems.append(sq)
-                    feeders.append(lambda ev, row, sq=sq: sq.observe(ev.user_id, row, ev.ts))
+                    feeders.append(_feeder(sq))
         store_systems = [
             n
             for n in names

@@ -64,7 +64,7 @@ def figures(run: Run) -> dict[str, Any]:
     out: dict[str, Any] = {"systems": {}, "events": len(run.user_cold)}
     for name, members in groups(run.systems).items():
         per = [_system_metrics(run, s) for s in members]
-        m = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+        m: dict[str, Any] = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
         m["events"] = int(per[0]["events"])
         if len(members) > 1 or members[0] != name:
             for key in ("hr", "ndcg", "mrr", "hr_cold_users", "hr_warm_users"):
@@ -86,7 +86,7 @@ def figures(run: Run) -> dict[str, Any]:
     hr = {s: out["systems"][s]["hr"] for s in out["systems"]}
     base = {s: hr[s] for s in BASELINES if s in hr}
     if "product" in hr and base:
-        best = max(base, key=base.get)
+        best = max(base, key=lambda s: base[s])
         out["best_baseline"] = best
         out["ratio_best_baseline"] = hr["product"] / base[best] if base[best] else float("inf")
     if "product" in hr and hr.get("batch_two_tower"):
@@ -94,7 +94,9 @@ def figures(run: Run) -> dict[str, Any]:
     return out
 
 
-def _breakdown(run: Run, values: np.ndarray, buckets: Sequence[tuple[int, int]]) -> list[dict]:
+def _breakdown(
+    run: Run, values: np.ndarray, buckets: Sequence[tuple[int, int]]
+) -> list[dict[str, Any]]:
     """HR@10 and NDCG@10 per bucket of ``values`` (seeded models: mean over seeds)."""
     rows = []
     grouped = groups(run.systems)

@@ -1,24 +1,26 @@
-"""``python -m evaluation.run``: prequential replay of MovieLens 100K, product vs baselines.
+"""`recsys evaluate` (``python -m evaluation.run``): prequential replay of MovieLens 100K,
+product vs baselines.
 
-python -m evaluation.run                  # full run, report under reports/eval
-python -m evaluation.run --tune           # choose the ranking knobs on the validation slice
-python -m evaluation.run --max-events 2000 --epochs 2   # a quick look
+`recsys evaluate` runs it in full, report under reports/eval; `--tune` chooses the ranking
+knobs on the validation slice; `--max-events 2000 --epochs 2` takes a quick look.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from core.records import iso
-from core.settings import PROJECT_ROOT, Settings, get_settings
+from core.settings import PROJECT_ROOT, get_settings
 from evaluation.baselines import AlsConfig, KnnConfig
 from evaluation.bundle import train_bundle
 from evaluation.prequential import SYSTEMS, replay
@@ -70,13 +72,16 @@ KNN = KnnConfig(last_items=40, position_decay=0.9, covisit=CovisitConfig(window=
 ALS = AlsConfig(factors=32, regularization=0.01, alpha=1.0, iterations=15)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(cfg: EvalConfig | None = None) -> int:
     settings = get_settings()
-    args = parse_args(argv, settings)
-    say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    args = cfg or EvalConfig()
+    data_dir = args.data_dir or settings.data_dir
+    say: Callable[[str], None] = (
+        (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    )
     started = time.perf_counter()
     try:
-        inter, items = load_movielens(args.data_dir)
+        inter, items = load_movielens(data_dir)
     except (FileNotFoundError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -152,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     t_replay = time.perf_counter() - t0
     fig = figures(run)
     meta: dict[str, Any] = {
-        "command": " ".join(
-            ["python -m evaluation.run", shlex.join(argv if argv is not None else sys.argv[1:])]
-        ).strip(),
+        "command": " ".join(["recsys evaluate", shlex.join(_options_given())]).strip(),
         "seed": args.seed,
         "cutoff_quantile": args.cutoff,
         "cutoff_time": iso(split.cutoff),
@@ -185,14 +188,15 @@ def main(argv: list[str] | None = None) -> int:
 def _sequence_tuning(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get("sequence")
+    tuning: dict[str, Any] = json.loads(path.read_text())
+    return tuning.get("sequence")
 
 
 def _tuning_summary(path: Path) -> str | None:
     if not path.is_file():
         return None
     t = json.loads(path.read_text())
-    return (
+    text: str = (
         f"`python -m evaluation.run --tune` replayed the last {t['validation_events']:,} "
         f"training events (from {t['validation_start']}) with a model trained on the events "
         f"before them. Product HR@10 there: {t['product']['hr']:.4f} with "
@@ -206,6 +210,7 @@ def _tuning_summary(path: Path) -> str | None:
             else ""
         )
     )
+    return text
 
 
 def summary(fig: dict[str, Any], meta: dict[str, Any], path: Path) -> str:
@@ -229,46 +234,125 @@ def summary(fig: dict[str, Any], meta: dict[str, Any], path: Path) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m evaluation.run",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--data-dir", type=Path, default=settings.data_dir)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--cutoff", type=float, default=0.8, help="time quantile of the split")
-    p.add_argument("--cold-items", type=float, default=0.1, help="share of items held out")
-    p.add_argument(
-        "--validation", type=float, default=0.1, help="share of training events to tune on"
-    )
-    p.add_argument("--epochs", type=int, default=FitConfig().epochs)
-    p.add_argument("--max-events", type=int, help="replay only the first N test events")
-    p.add_argument(
-        "--seeds",
-        type=lambda v: [int(x) for x in v.split(",") if x],
-        default=list(SEEDS),
-        help="seeds of the SASRec/GRU4Rec baselines (comma-separated)",
-    )
-    p.add_argument(
-        "--seq-epochs", type=int, help="override the sequence models' epochs (a quick look)"
-    )
-    p.add_argument("--tune", action="store_true", help="tune on the validation slice instead")
-    p.add_argument("--rounds", type=int, default=1, help="coordinate-ascent rounds for --tune")
-    p.add_argument(
-        "--tune-sequence",
-        choices=SEQUENCE_PARTS,
-        help="tune on the validation slice: the SASRec/GRU4Rec baselines, the product's "
-        "session model, or its re-rank weight (logged candidates); merged into tuning.json",
-    )
-    p.add_argument("--no-mmr", action="store_true", help="skip the MMR diversity variant")
-    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "eval")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    if not 0 < args.cutoff < 1 or not 0 <= args.cold_items < 1 or not 0 < args.validation < 1:
-        p.error("--cutoff and --validation must be in (0, 1), --cold-items in [0, 1)")
-    return args
+def _options_given() -> list[str]:
+    """This run's options as typed, for the report (after ``evaluate`` under `recsys`)."""
+    argv = sys.argv[1:]
+    return argv[1:] if argv[:1] in (["evaluate"], ["eval"]) else argv
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One run's options (`recsys evaluate --help` explains each); ``data_dir`` None: the
+    settings' RECSYS_DATA_DIR."""
+
+    data_dir: Path | None = None
+    seed: int = 42
+    cutoff: float = 0.8
+    cold_items: float = 0.1
+    validation: float = 0.1
+    epochs: int = FitConfig().epochs
+    max_events: int | None = None
+    seeds: tuple[int, ...] = SEEDS
+    seq_epochs: int | None = None
+    tune: bool = False
+    rounds: int = 1
+    tune_sequence: str | None = None
+    no_mmr: bool = False
+    out: Path = PROJECT_ROOT / "reports" / "eval"
+    quiet: bool = False
+
+
+_D = EvalConfig()
+app = typer.Typer(add_completion=False, rich_markup_mode="markdown")
+
+
+def _open_share(value: float) -> float:
+    if not 0.0 < value < 1.0:
+        raise typer.BadParameter("must be in (0, 1)")
+    return value
+
+
+def _share(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise typer.BadParameter("must be in [0, 1)")
+    return value
+
+
+def _seeds(value: str | None) -> tuple[int, ...]:
+    if value is None:
+        return _D.seeds
+    try:
+        return tuple(int(x) for x in value.split(",") if x)
+    except ValueError:
+        raise typer.BadParameter("comma-separated integers, e.g. 0,1,2") from None
+
+
+def _sequence_part(value: str | None) -> str | None:
+    if value is not None and value not in SEQUENCE_PARTS:
+        raise typer.BadParameter(f"one of {', '.join(SEQUENCE_PARTS)}")
+    return value
+
+
+@app.command(help=__doc__, epilog="Example: recsys evaluate --max-events 2000 --epochs 2")
+def cli(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="MovieLens dir [default: RECSYS_DATA_DIR]", show_default=False),
+    ] = _D.data_dir,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the models.")] = _D.seed,
+    cutoff: Annotated[
+        float, typer.Option(callback=_open_share, help="Time quantile of the split.")
+    ] = _D.cutoff,
+    cold_items: Annotated[
+        float, typer.Option(callback=_share, help="Share of items held out (cold items).")
+    ] = _D.cold_items,
+    validation: Annotated[
+        float, typer.Option(callback=_open_share, help="Share of training events to tune on.")
+    ] = _D.validation,
+    epochs: Annotated[int, typer.Option(min=1, help="Two-tower epochs.")] = _D.epochs,
+    max_events: Annotated[
+        int | None, typer.Option(min=1, help="Replay only the first N test events.")
+    ] = _D.max_events,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            callback=_seeds,
+            metavar="N,N,...",
+            help="Seeds of the SASRec/GRU4Rec baselines, comma-separated "
+            f"[default: {','.join(map(str, _D.seeds))}]",
+            show_default=False,
+        ),
+    ] = None,
+    seq_epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Override the sequence models' epochs (a quick look)."),
+    ] = _D.seq_epochs,
+    tune: Annotated[
+        bool, typer.Option("--tune", help="Tune on the validation slice instead.")
+    ] = _D.tune,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Coordinate-ascent rounds for --tune.")
+    ] = _D.rounds,
+    tune_sequence: Annotated[
+        str | None,
+        typer.Option(
+            callback=_sequence_part,
+            metavar="|".join(SEQUENCE_PARTS),
+            help="Tune on the validation slice: the SASRec/GRU4Rec baselines, the product's "
+            "session model, or its re-rank weight (logged candidates); merged into "
+            "tuning.json.",
+        ),
+    ] = _D.tune_sequence,
+    no_mmr: Annotated[
+        bool, typer.Option("--no-mmr", help="Skip the MMR diversity variant.")
+    ] = _D.no_mmr,
+    out: Annotated[Path, typer.Option(help="Report directory.")] = _D.out,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = _D.quiet,
+) -> None:
+    code = main(EvalConfig(**locals()))  # the parameters are EvalConfig's fields (seeds: parsed)
+    if code:
+        raise typer.Exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="python -m evaluation.run")

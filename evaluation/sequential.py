@@ -7,8 +7,9 @@ user's live history (the events before the cutoff and every test event so far, t
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class SequenceBaseline:
         popularity: Popularity,
         cfg: SeqConfig,
         seed: int,
-        log=None,
+        log: Callable[[str], None] | None = None,
     ) -> SequenceBaseline:
         seqs = user_sequences(train, item_ids)
         model = new_model(len(item_ids), cfg, seed)
@@ -153,20 +154,29 @@ def ranks_on(
     return ranks
 
 
+class Checkpoint(TypedDict):
+    """One point of a configuration's epoch curve on the validation replay."""
+
+    epochs: int
+    hr: float
+    ndcg: float
+    loss: NotRequired[float]
+
+
 def checkpoints(
     val: Split,
     item_ids: list[str],
     cfg: SeqConfig,
     seed: int,
     every: int,
-    log=None,
+    log: Callable[[str], None] | None = None,
     content: np.ndarray | None = None,
-) -> list[dict[str, object]]:
+) -> list[Checkpoint]:
     """Train ``cfg`` on ``val.train`` and replay ``val.test`` every ``every`` epochs:
     [{"epochs", "hr", "ndcg", "loss"}] (one training run gives the whole epoch curve)."""
     seqs = user_sequences(val.train, item_ids)
     model = new_model(len(item_ids), cfg, seed, content if cfg.content else None)
-    out: list[dict[str, object]] = []
+    out: list[Checkpoint] = []
     losses: list[float] = []
 
     def score(epoch: int) -> None:
@@ -198,7 +208,7 @@ def tune_sequence(
     grid: Mapping[str, Sequence[object]],
     seed: int,
     every: int = 5,
-    log=print,
+    log: Callable[[str], None] = print,
     content: np.ndarray | None = None,
 ) -> tuple[SeqConfig, float, list[dict[str, object]]]:
     """Coordinate ascent over ``grid`` (one pass, strict improvement); each configuration
@@ -219,7 +229,8 @@ def tune_sequence(
     best_cfg, (best_epochs, best_hr) = base, run(base)
     for knob, values in grid.items():
         for v in values:
-            cfg = replace(best_cfg, **{knob: v})
+            over: dict[str, Any] = {knob: v}  # a SeqConfig field, by the grid's name
+            cfg = replace(best_cfg, **over)
             epochs, hr = run(cfg)
             if hr > best_hr + 1e-9:
                 best_cfg, best_epochs, best_hr = cfg, epochs, hr

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def coordinate_ascent(
 ) -> tuple[dict[str, Any], float, list[tuple[dict[str, Any], float]]]:
     """Best values found, their score, and every (values, score) tried."""
     best = dict(start)
-    cache: dict[tuple, float] = {}
+    cache: dict[tuple[tuple[str, Any], ...], float] = {}
     tried: list[tuple[dict[str, Any], float]] = []
 
     def scored(values: dict[str, Any]) -> float:
@@ -88,8 +88,13 @@ def coordinate_ascent(
 
 
 def tune_product(
-    val: Split, bundle: Bundle, settings: Settings, seed: int, rounds: int = 1, log=print
-) -> tuple[dict[str, Any], float, list]:
+    val: Split,
+    bundle: Bundle,
+    settings: Settings,
+    seed: int,
+    rounds: int = 1,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], float, list[tuple[dict[str, Any], float]]]:
     start = {k: settings.value(k) for k in PRODUCT_GRID}
 
     def score(values: dict[str, Any]) -> float:
@@ -101,8 +106,13 @@ def tune_product(
 
 
 def tune_knn(
-    val: Split, bundle: Bundle, settings: Settings, seed: int, base: KnnConfig, log=print
-) -> tuple[KnnConfig, float, list]:
+    val: Split,
+    bundle: Bundle,
+    settings: Settings,
+    seed: int,
+    base: KnnConfig,
+    log: Callable[[str], None] = print,
+) -> tuple[KnnConfig, float, list[tuple[dict[str, Any], float]]]:
     start = {k: getattr(base, k) for k in KNN_GRID}
 
     def score(values: dict[str, Any]) -> float:
@@ -210,7 +220,7 @@ def tune_sequence_weight(
         quiet=False,
     )
     logged.save(settings.state_dir / "cache" / "logged-validation.npz")
-    start = {t: float(settings.value(weight_setting(t))) for t in WEIGHT_GRID}
+    start = {t: float(cast(float, settings.value(weight_setting(t)))) for t in WEIGHT_GRID}
     out: dict[str, Any] = {
         "candidate_recall": logged.recall(),
         "candidate_recall_with_session_top": {

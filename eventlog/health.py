@@ -16,12 +16,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client import Gauge
 
 from core.settings import Settings
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +190,7 @@ class KafkaWatch:
         return {tp.partition: self._wait(f).offset for tp, f in futures.items()}
 
     @staticmethod
-    def _wait(future: concurrent.futures.Future):  # type: ignore[type-arg,no-untyped-def]
+    def _wait(future: concurrent.futures.Future[_T]) -> _T:
         return future.result(timeout=PROBE_TIMEOUT_SECONDS + 1.0)
 
 

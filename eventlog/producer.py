@@ -255,7 +255,9 @@ class EventProducer:
         marker = ErasureMarker(user_id, time.time(), before)
         acks = self._deliver([(user_id.encode(), encode_erasure(marker))], "the erasure")
         assert acks.last is not None
-        return MarkerSent(marker, acks.last.partition(), acks.last.offset(), log_id)
+        partition, offset = acks.last.partition(), acks.last.offset()
+        assert partition is not None and offset is not None  # set on every delivered message
+        return MarkerSent(marker, partition, offset, log_id)
 
     def _deliver(self, messages: list[tuple[bytes, bytes]], what: str) -> _Acks:
         """Produce (key, value) messages; return once the broker acknowledged them all."""

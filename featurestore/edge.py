@@ -14,7 +14,7 @@ import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import qdrant_edge as q
@@ -25,7 +25,8 @@ from featurestore.layout import CollectionSpec
 
 def _rows(vectors: np.ndarray | Sequence[Sequence[float]]) -> list[list[float]]:
     if isinstance(vectors, np.ndarray):
-        return vectors.astype(np.float32, copy=False).tolist()
+        rows: list[list[float]] = vectors.astype(np.float32, copy=False).tolist()
+        return rows
     return [list(v) for v in vectors]
 
 
@@ -33,9 +34,15 @@ def _id(point_id: object) -> int | str:
     return point_id if isinstance(point_id, int) else str(point_id)
 
 
+def _dense(vector: object) -> list[float] | None:
+    """A point's vector: every collection here holds one unnamed dense vector
+    (``featurestore.layout``), so the library's named/sparse/multi shapes never occur."""
+    return cast(list[float] | None, vector)
+
+
 def _filter(exclude_ids: Sequence[int | str], f: ItemFilter | None) -> q.Filter | None:
-    must: list = []
-    must_not: list = []
+    must: list[q.ConditionType] = []
+    must_not: list[q.ConditionType] = []
     if exclude_ids:
         must_not.append(q.HasIdCondition(set(exclude_ids)))
     if f is not None:
@@ -50,8 +57,9 @@ def _filter(exclude_ids: Sequence[int | str], f: ItemFilter | None) -> q.Filter 
         if f.available_only:
             # qdrant-edge-py 0.9.0 reads a Python bool in MatchValue as the integer 0/1,
             # which never matches a bool payload; numpy's bool_ is not an int and converts
-            # to a real bool.
-            must_not.append(q.FieldCondition("available", match=q.MatchValue(np.bool_(False))))
+            # to a real bool. (Its stubs say bool: the ignore below is for that.)
+            no = np.bool_(False)
+            must_not.append(q.FieldCondition("available", match=q.MatchValue(no)))  # type: ignore[arg-type]
     if not must and not must_not:
         return None
     return q.Filter(must=must or None, must_not=must_not or None)
@@ -157,7 +165,7 @@ class EdgeBackend:
             return []
         records = self._shard(name).retrieve(list(ids), True, with_vectors)
         return [
-            StoredPoint(_id(r.id), r.payload or {}, r.vector if with_vectors else None)
+            StoredPoint(_id(r.id), r.payload or {}, _dense(r.vector) if with_vectors else None)
             for r in records
         ]
 
@@ -196,7 +204,9 @@ class EdgeBackend:
                 )
             )
             for r in records:
-                yield StoredPoint(_id(r.id), r.payload or {}, r.vector if with_vectors else None)
+                yield StoredPoint(
+                    _id(r.id), r.payload or {}, _dense(r.vector) if with_vectors else None
+                )
             if offset is None:
                 return
 

@@ -1,7 +1,7 @@
 """Publish a trained model version to the feature store and make it the live one.
 
-    python -m featurestore.publish                 # the version named by <model_dir>/LATEST
-    python -m featurestore.publish --version V     # a given version (also: roll back to it)
+    recsys publish                 # the version named by <model_dir>/LATEST
+    recsys publish --version V     # a given version (also: roll back to it)
 
 Items and profiles go into collections of their own version, beside the live ones; the
 switch is one write of the active pointer, which serving and the dataflow follow.
@@ -13,10 +13,11 @@ from scratch by the next run.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
 
 from core.artifacts import latest_version, load_artifacts
 from core.logs import configure_logging
@@ -71,28 +72,54 @@ def publish_from_training(path: Path, settings: Settings) -> None:
         store.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+app = typer.Typer(add_completion=False, rich_markup_mode="markdown")
+
+
+@app.command(
+    help="Publish a trained version from the model directory to the store and make it live "
+    "(also: roll back to an older one).\n\nNeeds the store itself: while a service holds the "
+    "embedded store, use `recsys models publish` (through its API).",
+    epilog="Example: recsys publish --version 20240101T000000Z-abc123",
+)
+def main(
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="Version directory name [default: the one LATEST names]", show_default=False
+        ),
+    ] = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="Trained versions [default: RECSYS_MODEL_DIR]", show_default=False),
+    ] = None,
+    no_activate: Annotated[
+        bool, typer.Option("--no-activate", help="Publish without switching to it.")
+    ] = False,
+) -> None:
     settings = get_settings()
     configure_logging(settings.log_json)
-    p = argparse.ArgumentParser(
-        prog="python -m featurestore.publish", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--model-dir", type=Path, default=settings.model_dir)
-    p.add_argument("--version", help="version directory name (default: LATEST)")
-    p.add_argument("--no-activate", action="store_true", help="publish without switching to it")
-    args = p.parse_args(argv)
-    version = args.version or latest_version(args.model_dir)
-    if version is None:
-        print(f"no model in {args.model_dir}; train one with `just train`", file=sys.stderr)
-        return 2
-    store = FeatureStore.open(settings)
+    models = model_dir or settings.model_dir
+    assert models is not None  # the settings fill model_dir from the state dir
+    version = version or latest_version(models)
+    if version is None or not (models / version).is_dir():
+        _fail(f"no trained model {version or 'LATEST'} in {models}; train one with `recsys train`")
     try:
-        publish_model_dir(store, args.model_dir / version, not args.no_activate, show_progress=True)
+        store = FeatureStore.open(settings)
+    except StoreLocked as e:
+        _fail(f"{e}; a running service holds it: use `recsys models publish`")
+    except Exception as e:  # a Qdrant server that does not answer, a broken store
+        _fail(f"cannot open the store: {e} (RECSYS_QDRANT_URL / RECSYS_STATE_DIR)")
+    try:
+        publish_model_dir(store, models / version, not no_activate, show_progress=True)
     finally:
         store.close()
-    print(f"{'published' if args.no_activate else 'published and activated'} {version}")
-    return 0
+    print(f"{'published' if no_activate else 'published and activated'} {version}")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="python -m featurestore.publish")

@@ -12,7 +12,7 @@ retries.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -21,9 +21,20 @@ from featurestore.backend import ItemFilter, StoredPoint, StoreError
 from featurestore.layout import CollectionSpec
 
 
+def _id(point_id: object) -> int | str:
+    """Integers stay integers; a UUID id comes back as its string."""
+    return point_id if isinstance(point_id, int) else str(point_id)
+
+
+def _dense(vector: object) -> list[float] | None:
+    """A point's vector: every collection here holds one unnamed dense vector
+    (``featurestore.layout``), so the library's named/sparse/multi shapes never occur."""
+    return cast(list[float] | None, vector)
+
+
 def _filter(exclude_ids: Sequence[int | str], f: ItemFilter | None) -> models.Filter | None:
-    must: list = []
-    must_not: list = []
+    must: list[models.Condition] = []
+    must_not: list[models.Condition] = []
     if exclude_ids:
         must_not.append(models.HasIdCondition(has_id=list(exclude_ids)))
     if f is not None:
@@ -125,7 +136,7 @@ class ServerBackend:
             name, ids=list(ids), with_payload=True, with_vectors=with_vectors
         )
         return [
-            StoredPoint(r.id, r.payload or {}, r.vector if with_vectors else None)  # type: ignore[arg-type]
+            StoredPoint(_id(r.id), r.payload or {}, _dense(r.vector) if with_vectors else None)
             for r in records
         ]
 
@@ -146,7 +157,7 @@ class ServerBackend:
             query_filter=flt,
             with_payload=with_payload,
         )
-        return [StoredPoint(p.id, p.payload or {}, None, p.score) for p in res.points]
+        return [StoredPoint(_id(p.id), p.payload or {}, None, p.score) for p in res.points]
 
     def scroll(
         self, name: str, with_vectors: bool = False, batch: int = 1024
@@ -157,7 +168,9 @@ class ServerBackend:
                 name, limit=batch, offset=offset, with_payload=True, with_vectors=with_vectors
             )
             for r in records:
-                yield StoredPoint(r.id, r.payload or {}, r.vector if with_vectors else None)  # type: ignore[arg-type]
+                yield StoredPoint(
+                    _id(r.id), r.payload or {}, _dense(r.vector) if with_vectors else None
+                )
             if offset is None:
                 return
 
@@ -168,7 +181,7 @@ class ServerBackend:
             with_payload=True,
             order_by=models.OrderBy(key=key, direction=models.Direction.DESC),
         )
-        return [StoredPoint(r.id, r.payload or {}) for r in records]
+        return [StoredPoint(_id(r.id), r.payload or {}) for r in records]
 
     def count(self, name: str) -> int:
         return self._c.count(name, exact=True).count

@@ -33,7 +33,7 @@ from featurestore.backend import Backend, ItemFilter, StoreError
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int], None]
+Progress = Callable[[int], object]
 
 ITEM_IDS_KEPT = 4
 """Model versions whose item ids ``FeatureStore.item_ids`` keeps in memory."""
@@ -364,7 +364,7 @@ class FeatureStore:
         """(user id, items seen in training) of up to ``limit`` long-term profiles of a
         version, in storage order: users a client can pick knowing the model has a
         history for them. Reads no more than it returns."""
-        out = []
+        out: list[tuple[str, int]] = []
         for p in self.backend.scroll(col.profiles_collection(version), batch=min(limit, 1024)):
             if len(out) >= limit:
                 break

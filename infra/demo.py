@@ -14,7 +14,6 @@ The user is chosen as the one whose post-cutoff session leans hardest into one g
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import signal
@@ -22,19 +21,23 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
 import httpx
+import typer
 
 from core.artifacts import list_versions
+from core.records import ItemRecord
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from eventlog.admin import ensure_app_topics
 from featurestore.publish import publish_model_dir
 from featurestore.store import FeatureStore
 from infra.broker import DevBroker, free_port
 from infra.process import ServeProcess, ServiceNotReady
-from training.data import load_movielens, quantile_time
+from training.data import Interactions, load_movielens, quantile_time
 
 CUTOFF_QUANTILE = 0.85
 EVAL_RESULTS = Path("reports/eval/results.json")
@@ -56,17 +59,48 @@ class Replay:
     history: int
 
 
-def main(argv: list[str] | None = None) -> int:
-    base = get_settings()
-    p = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", type=Path, default=base.data_dir)
-    p.add_argument("--genre", default="Sci-Fi", help="genre the replayed session should lean into")
-    p.add_argument("--user", help="replay this user instead of choosing one")
-    p.add_argument("--events", type=int, default=8, help="events to replay")
-    p.add_argument("--pause", type=float, default=0.3, help="seconds between events")
-    args = p.parse_args(argv)
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `recsys demo` replays; ``data_dir`` None: the settings' RECSYS_DATA_DIR."""
 
-    inter, items = load_movielens(args.data_dir)
+    data_dir: Path | None = None
+    genre: str = "Sci-Fi"
+    user: str | None = None
+    events: int = 8
+    pause: float = 0.3
+
+
+_D = DemoOptions()
+app = typer.Typer(add_completion=False, rich_markup_mode="markdown")
+
+
+@app.command(help=__doc__, epilog="Example: recsys demo --user 405 --events 12 --genre Drama")
+def cli(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="MovieLens 100K [default: RECSYS_DATA_DIR]", show_default=False),
+    ] = _D.data_dir,
+    genre: Annotated[
+        str, typer.Option(help="Genre the replayed session should lean into.")
+    ] = _D.genre,
+    user: Annotated[
+        str | None,
+        typer.Option(help="Replay this user instead of choosing one.", show_default=False),
+    ] = _D.user,
+    events: Annotated[int, typer.Option(min=1, help="Events to replay.")] = _D.events,
+    pause: Annotated[float, typer.Option(min=0.0, help="Seconds between events.")] = _D.pause,
+) -> None:
+    code = main(DemoOptions(**locals()))  # the parameters are DemoOptions' fields
+    if code:
+        raise typer.Exit(code)
+
+
+def main(options: DemoOptions = _D) -> int:
+    base = get_settings()
+    args = options
+    data_dir = options.data_dir or base.data_dir
+
+    inter, items = load_movielens(data_dir)
     titles = {it.item_id: it for it in items}
     cutoff = quantile_time(inter, CUTOFF_QUANTILE)
     replay = choose_replay(inter, titles, cutoff, args.genre, args.events, args.user)
@@ -74,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_dir = base.state_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     demo_dir.mkdir(parents=True)
-    version = ensure_model(base, args.data_dir, cutoff)
+    version = ensure_model(base, data_dir, cutoff)
     assert base.model_dir is not None
     print(explain_metrics(base.model_dir / version, PROJECT_ROOT / EVAL_RESULTS))
 
@@ -102,7 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if server.returncode in (0, -signal.SIGTERM) else 1
 
 
-def choose_replay(inter, titles, cutoff: float, genre: str, n: int, user: str | None) -> Replay:
+def choose_replay(
+    inter: Interactions,
+    titles: Mapping[str, ItemRecord],
+    cutoff: float,
+    genre: str,
+    n: int,
+    user: str | None,
+) -> Replay:
     """The user with history before the cutoff whose next n events hold most of `genre`."""
     before_counts = Counter(inter.user_ids[inter.ts < cutoff])
     after: dict[str, list[tuple[str, str]]] = {}
@@ -191,7 +232,9 @@ def publish(settings: Settings, version: str) -> None:
         store.close()
 
 
-def run_replay(api: httpx.Client, replay: Replay, titles, genre: str, pause: float) -> None:
+def run_replay(
+    api: httpx.Client, replay: Replay, titles: Mapping[str, ItemRecord], genre: str, pause: float
+) -> None:
     uid = replay.user_id
     print(
         f"\nReplaying user {uid}: {replay.history} ratings before the cutoff form their "
@@ -225,12 +268,12 @@ def run_replay(api: httpx.Client, replay: Replay, titles, genre: str, pause: flo
         time.sleep(pause)
 
 
-def like(recs: dict, categories: list[str]) -> int:
+def like(recs: dict[str, Any], categories: list[str]) -> int:
     """How many recommended items share a category with the item just watched."""
     return sum(bool(set(categories) & set(i["categories"])) for i in recs["items"])
 
 
-def show(title: str, recs: dict, genre: str) -> None:
+def show(title: str, recs: dict[str, Any], genre: str) -> None:
     items = recs["items"]
     share = sum(genre in i["categories"] for i in items)
     print(f"  {title}; {genre} in top-10: {share}/10")
@@ -242,4 +285,4 @@ def show(title: str, recs: dict, genre: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="python -m infra.demo")

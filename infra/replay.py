@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
@@ -202,7 +203,7 @@ def replay(
     settings: Settings,
     options: ReplayOptions,
     producer: Producer,
-    on_event: Callable[[], None] = lambda: None,
+    on_event: Callable[[], object] = lambda: None,
     clock: Callable[[], float] = time.monotonic,
 ) -> ReplayStats:
     """Send ``records`` to ``settings.kafka.events_topic`` on schedule; invalid ones to the
@@ -214,10 +215,17 @@ def replay(
         if err is not None:
             stats.failed += 1
 
-    def produce(topic: str, key: bytes | None, value: bytes, headers=None) -> None:
+    def produce(
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes | None]] | None = None,
+    ) -> None:
         while True:
             try:
-                producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
+                # the producer only reads the list (its stubs' element type is wider)
+                hdrs = cast(list[tuple[str, str | bytes | None]] | None, headers)
+                producer.produce(topic, value, key, headers=hdrs, on_delivery=delivered)
                 return
             except BufferError:  # the local queue is full: let it drain
                 producer.poll(0.05)

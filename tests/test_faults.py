@@ -143,9 +143,10 @@ def test_the_service_starts_with_the_broker_unreachable_and_picks_it_up(make_set
 
 def test_recsys_serve_starts_with_its_broker_unreachable_and_picks_it_up(make_settings, tmp_path):
     """`python -m infra.serve` (what `recsys serve` runs) with a broker that does not answer
-    yet: it serves, not ready, and gets ready once the broker is there."""
+    yet and is not its own to start (127.0.0.2: not the dev broker's loopback address): it
+    serves, not ready, and gets ready once the broker is there."""
     port = free_port()
-    settings = make_settings(bootstrap_servers=f"127.0.0.1:{port}")
+    settings = make_settings(bootstrap_servers=f"127.0.0.2:{port}")
     store = FeatureStore.open(settings)
     publish(store, n=40, dim=8)
     store.close()
@@ -174,7 +175,7 @@ def test_recsys_serve_starts_with_its_broker_unreachable_and_picks_it_up(make_se
 
             r = wait_for(unreachable, timeout=60)
             assert r.status_code == 503 and "kafka" in r.json()["failed"], r.json()
-            with DevBroker(port, log_path=tmp_path / "broker.log"):
+            with DevBroker(port, "127.0.0.2", log_path=tmp_path / "broker.log"):
                 back = time.monotonic()
                 server.wait_ready(timeout=10)
                 assert api.post("/events", json=event("zoe")).status_code == 202

@@ -65,7 +65,7 @@ class Interactions:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def take(self, selector: np.ndarray) -> Interactions:
+    def take(self, selector: np.ndarray | slice) -> Interactions:
         """A subset by boolean mask or increasing indices; time order is kept."""
         return Interactions(
             self.user_ids[selector],

@@ -100,7 +100,8 @@ def item_log_q(inter: Interactions, item_ids: list[str]) -> np.ndarray:
     """log of each item's share of training events (unseen items get a pseudo-count of 1)."""
     counts = np.bincount(index_of(inter.item_ids, item_ids), minlength=len(item_ids))
     counts = np.maximum(counts, 1).astype(np.float64)
-    return np.log(counts / counts.sum())
+    log_q: np.ndarray = np.log(counts / counts.sum())
+    return log_q
 
 
 def fit(

@@ -61,6 +61,11 @@ class ItemTower(nn.Module):
     items from text and categories alone, which is all a cold item has.
     """
 
+    # buffers (registered in __init__): they move with the module, they are not trained
+    text: Tensor
+    categories: Tensor
+    id_index: Tensor
+
     def __init__(
         self,
         text: np.ndarray,
@@ -134,14 +139,15 @@ class TwoTower(nn.Module):
         computed with the dataflow's own ``decay_weights``.
         """
         pooled = torch.einsum("bh,bhd->bd", hist_weights, item_vecs[hist_items])
-        return self.head(pooled)
+        users: Tensor = self.head(pooled)
+        return users
 
     @torch.no_grad()
     def item_vectors(self) -> np.ndarray:
         """Serving item vectors: no id dropout, float32, L2-normalised."""
         was = self.training
         self.eval()
-        vecs = self.items().numpy().astype(np.float32)
+        vecs: np.ndarray = self.items().numpy().astype(np.float32)
         self.train(was)
         return vecs
 

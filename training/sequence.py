@@ -11,9 +11,10 @@ window, are context only). The first window starts at a random offset each epoch
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -98,6 +99,9 @@ class SelfAttentive(nn.Module):
     """SASRec with a tied item table; optionally time-gap and content inputs. The exact
     function ``core.session.SessionModel`` computes in numpy (``export``)."""
 
+    content: Tensor
+    """(n_items, text dim) item vectors, a buffer registered when ``cfg.content``."""
+
     def __init__(self, n_items: int, cfg: SeqConfig, content: np.ndarray | None = None) -> None:
         super().__init__()
         d = cfg.dim
@@ -140,7 +144,8 @@ class SelfAttentive(nn.Module):
         mask = causal[None] & (real[:, None, :] | torch.eye(n, dtype=torch.bool)[None])
         for b in self.blocks:
             x = b(x, mask) * real[..., None]
-        return self.lnf(x)
+        out: Tensor = self.lnf(x)
+        return out
 
     def logits(self, h: Tensor) -> Tensor:
         out = h @ self.table()[: self.n_items].T
@@ -153,7 +158,7 @@ class SelfAttentive(nn.Module):
 
         d = self.cfg.dim
         zeros = np.zeros((GAP_BUCKETS, d), np.float32)
-        blocks = tuple(b.export(f32) for b in self.blocks)
+        blocks = tuple(cast(_Block, b).export(f32) for b in self.blocks)
         return SessionModel(
             item_emb=f32(self.table()[: self.n_items]),
             item_bias=f32(self.bias) if self.bias is not None else np.zeros(self.n_items, "f4"),
@@ -182,9 +187,10 @@ class _Block(nn.Module):
         w = self.drop(torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1))
         x = q_in + self.drop(self.o(w @ v))
         x = self.ln2(x)
-        return x + self.drop(self.ff2(self.drop(F.relu(self.ff1(x)))))
+        out: Tensor = x + self.drop(self.ff2(self.drop(F.relu(self.ff1(x)))))
+        return out
 
-    def export(self, f32) -> Block:
+    def export(self, f32: Callable[[Tensor], np.ndarray]) -> Block:
         lin = {"q": self.q, "k": self.k, "v": self.v, "o": self.o, "1": self.ff1, "2": self.ff2}
         values = {}
         for name in BLOCK_FIELDS:
@@ -210,10 +216,12 @@ class Gru4Rec(nn.Module):
 
     def forward(self, items: Tensor, prev: Tensor, nxt: Tensor) -> Tensor:
         h, _ = self.gru(self.drop(self.emb(items)))
-        return self.drop(h)
+        out: Tensor = self.drop(h)
+        return out
 
     def logits(self, h: Tensor) -> Tensor:
-        return self.out(h)
+        out: Tensor = self.out(h)
+        return out
 
 
 def new_model(
@@ -279,8 +287,17 @@ def torch_threads(n: int = THREADS) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+SeqModel = SelfAttentive | Gru4Rec
+"""A next-item model: (B, L) rows -> states (``forward``), states -> catalogue logits."""
+
+
 def fit_sequences(
-    model: nn.Module, seqs: Sequences, cfg: SeqConfig, seed: int, log=None, on_epoch=None
+    model: SeqModel,
+    seqs: Sequences,
+    cfg: SeqConfig,
+    seed: int,
+    log: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Adam over shuffled windows, full-softmax cross-entropy at every target; returns
     each epoch's mean loss. Deterministic for a seed (one thread). ``on_epoch(epoch)``
@@ -320,7 +337,11 @@ def fit_sequences(
 
 @torch.no_grad()
 def next_scores(
-    model: nn.Module, rows: np.ndarray, ts: np.ndarray, now: np.ndarray, max_len: int
+    model: SeqModel,
+    rows: Sequence[Sequence[int]],
+    ts: Sequence[Sequence[float]],
+    now: Sequence[float],
+    max_len: int,
 ) -> np.ndarray:
     """(B, n_items) logits after each of B histories (lists of rows/times, oldest first,
     asked at ``now``), with the training's left padding. Call inside ``torch_threads``."""
@@ -328,8 +349,8 @@ def next_scores(
     items = np.full((len(rows), max_len), n_items, dtype=np.int64)
     prev = np.zeros_like(items)
     nxt = np.zeros_like(items)
-    for i, (r, t, at) in enumerate(zip(rows, ts, now, strict=True)):
-        r, t = np.asarray(r)[-max_len:], np.asarray(t, dtype=np.float64)[-max_len:]
+    for i, (hist_rows, hist_ts, at) in enumerate(zip(rows, ts, now, strict=True)):
+        r, t = np.asarray(hist_rows)[-max_len:], np.asarray(hist_ts, dtype=np.float64)[-max_len:]
         if not len(r):
             continue
         items[i, max_len - len(r) :] = r
@@ -338,7 +359,8 @@ def next_scores(
         prev[i, max_len - len(r) :] = gap_buckets(gp)
         nxt[i, max_len - len(r) :] = gap_buckets(np.append(t[1:], at) - t)
     h = model(torch.from_numpy(items), torch.from_numpy(prev), torch.from_numpy(nxt))
-    return model.logits(h[:, -1]).numpy()
+    scores: np.ndarray = model.logits(h[:, -1]).numpy()
+    return scores
 
 
 def train_session_model(
@@ -347,7 +369,7 @@ def train_session_model(
     cfg: SeqConfig,
     seed: int,
     content: np.ndarray | None = None,
-    log=None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[SessionModel, list[float]]:
     """The product's session model: a self-attention encoder trained on ``inter``,
     exported for numpy serving."""

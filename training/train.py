@@ -1,4 +1,4 @@
-"""``python -m training.train``: load -> split -> embed text -> fit -> held-out check ->
+"""`recsys train` (``python -m training.train``): load -> split -> embed text -> fit -> held-out check ->
 write the model version -> publish.
 
 One run produces one versioned model directory (see ``core.artifacts``) with item
@@ -9,19 +9,19 @@ gives the same model.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+import typer
 
 from core.artifacts import write_artifacts
 from core.records import ItemRecord, iso
@@ -53,99 +53,237 @@ from training.sequence import SESSION, session_holdout_hr, train_session_model
 from training.text import MODEL_NAME, embed_items
 
 # -----------------------------------------------------------------------------
-# config: every option, its default from the settings or the model/fit configs
+# config: every option of a run; its default from the settings or the model/fit configs
 
 _FIT, _MODEL = FitConfig(), ModelConfig()
 
 
-def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m training.train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    src = p.add_argument_group("input")
-    src.add_argument(
-        "--data-dir",
-        type=Path,
-        default=settings.data_dir,
-        help="MovieLens dir with *.inter and *.item (default: %(default)s)",
-    )
-    src.add_argument("--events-jsonl", type=Path, help="train on a JSON-lines event log instead")
-    src.add_argument("--items", type=Path, help="MovieLens-style .item file for --events-jsonl")
-    src.add_argument(
-        "--until",
-        type=_time_arg,
-        help="use only events strictly before this time (ISO-8601 with zone, or unix seconds)",
-    )
-    src.add_argument("--max-users", type=int, help="deterministic slice: first N user ids")
-    src.add_argument("--max-items", type=int, help="deterministic slice: N most used items")
+@dataclass(frozen=True)
+class TrainConfig:
+    """One run's options (`recsys train --help` explains each). A ``None`` path or
+    half-life means the settings' value: RECSYS_DATA_DIR, RECSYS_MODEL_DIR,
+    <RECSYS_STATE_DIR>/cache, RECSYS_FOLD_HALF_LIFE_SECONDS (as the dataflow)."""
 
-    tr = p.add_argument_group("training")
-    tr.add_argument(
-        "--holdout",
-        type=float,
-        default=0.2,
-        help="share of the latest events held out for the held-out check (0: none)",
-    )
-    tr.add_argument("--seed", type=int, default=42)
-    tr.add_argument("--epochs", type=int, default=_FIT.epochs)
-    tr.add_argument("--batch-size", type=int, default=_FIT.batch_size)
-    tr.add_argument("--dim", type=int, default=_MODEL.dim)
-    tr.add_argument("--lr", type=float, default=_FIT.lr)
-    tr.add_argument("--weight-decay", type=float, default=_FIT.weight_decay)
-    tr.add_argument("--temperature", type=float, default=_MODEL.temperature)
-    tr.add_argument(
-        "--history", type=int, default=_FIT.history, help="events pooled per training example (H)"
-    )
-    tr.add_argument(
-        "--session-epochs",
-        type=int,
-        default=SESSION.epochs,
-        help="epochs of the session model (self-attention over recent items and their time "
-        "gaps, exported to session.npz); 0: none",
-    )
-    tr.add_argument(
-        "--half-life",
-        type=float,
-        default=settings.fold.half_life_seconds,
-        help="decay half-life in seconds (default: settings, as the dataflow)",
-    )
+    # input
+    data_dir: Path | None = None
+    events_jsonl: Path | None = None
+    items: Path | None = None
+    until: float | None = None
+    max_users: int | None = None
+    max_items: int | None = None
+    # training
+    holdout: float = 0.2
+    seed: int = 42
+    epochs: int = _FIT.epochs
+    batch_size: int = _FIT.batch_size
+    dim: int = _MODEL.dim
+    lr: float = _FIT.lr
+    weight_decay: float = _FIT.weight_decay
+    temperature: float = _MODEL.temperature
+    history: int = _FIT.history
+    session_epochs: int = SESSION.epochs
+    half_life: float | None = None
+    # output
+    model_dir: Path | None = None
+    cache_dir: Path | None = None
+    no_publish: bool = False
+    quiet: bool = False
 
-    out = p.add_argument_group("output")
-    out.add_argument("--model-dir", type=Path, default=settings.model_dir)
-    out.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=settings.state_dir / "cache",
-        help="text-embedding cache (default: %(default)s)",
-    )
-    out.add_argument("--no-publish", action="store_true", help="write the model dir only")
-    out.add_argument("--quiet", action="store_true", help="no progress output")
-    return _checked(p, p.parse_args(argv))
+    def resolved(self, settings: Settings) -> Resolved:
+        """The paths and half-life, every ``None`` filled from the settings."""
+        model_dir = self.model_dir or settings.model_dir
+        assert model_dir is not None, "Settings derives it from state_dir"
+        return Resolved(
+            data_dir=self.data_dir or settings.data_dir,
+            model_dir=model_dir,
+            cache_dir=self.cache_dir or settings.state_dir / "cache",
+            half_life=self.half_life or settings.fold.half_life_seconds,
+        )
 
 
-def _checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    if not 0.0 <= args.holdout < 1.0:
-        p.error("--holdout must be in [0, 1)")
-    if args.session_epochs < 0:
-        p.error("--session-epochs must be >= 0")
-    for name in ("epochs", "batch_size", "dim", "history", "max_users", "max_items"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not (args.half_life > 0 and args.temperature > 0):
-        p.error("--half-life and --temperature must be > 0")
-    return args
+@dataclass(frozen=True)
+class Resolved:
+    """A run's paths and half-life, after the settings filled what the options left."""
+
+    data_dir: Path
+    model_dir: Path
+    cache_dir: Path
+    half_life: float
+
+
+_D = TrainConfig()
+app = typer.Typer(add_completion=False, rich_markup_mode="markdown")
+_IN, _TRAIN, _OUT = "Input", "Training", "Output"
+
+
+def _time_arg(value: str) -> float:
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def _share(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise typer.BadParameter("must be in [0, 1)")
+    return value
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise typer.BadParameter("must be > 0")
+    return value
+
+
+@app.command(help=__doc__, epilog="Example: recsys train --until 1998-03-01T00:00:00Z --seed 7")
+def cli(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="MovieLens dir with *.inter and *.item [default: RECSYS_DATA_DIR]",
+            show_default=False,
+            rich_help_panel=_IN,
+        ),
+    ] = _D.data_dir,
+    events_jsonl: Annotated[
+        Path | None,
+        typer.Option(help="Train on a JSON-lines event log instead.", rich_help_panel=_IN),
+    ] = _D.events_jsonl,
+    items: Annotated[
+        Path | None,
+        typer.Option(help="MovieLens-style .item file for --events-jsonl.", rich_help_panel=_IN),
+    ] = _D.items,
+    until: Annotated[
+        float | None,
+        typer.Option(
+            parser=_time_arg,
+            metavar="TIME",
+            help="Use only events strictly before this time (ISO-8601 with zone, or unix s).",
+            rich_help_panel=_IN,
+        ),
+    ] = _D.until,
+    max_users: Annotated[
+        int | None,
+        typer.Option(min=1, help="Deterministic slice: the first N user ids.", rich_help_panel=_IN),
+    ] = _D.max_users,
+    max_items: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Deterministic slice: the N most used items.", rich_help_panel=_IN
+        ),
+    ] = _D.max_items,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            callback=_share,
+            help="Share of the latest events held out for the held-out check (0: none).",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = _D.holdout,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Random seed: the same seed on the same data, the same model.",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = _D.seed,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Passes over the training examples.", rich_help_panel=_TRAIN)
+    ] = _D.epochs,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Examples per step.", rich_help_panel=_TRAIN)
+    ] = _D.batch_size,
+    dim: Annotated[
+        int, typer.Option(min=1, help="Embedding dimension of both towers.", rich_help_panel=_TRAIN)
+    ] = _D.dim,
+    lr: Annotated[
+        float,
+        typer.Option(callback=_positive, help="AdamW learning rate.", rich_help_panel=_TRAIN),
+    ] = _D.lr,
+    weight_decay: Annotated[
+        float, typer.Option(min=0.0, help="AdamW weight decay.", rich_help_panel=_TRAIN)
+    ] = _D.weight_decay,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            callback=_positive,
+            help="Softmax temperature of the in-batch loss.",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = _D.temperature,
+    history: Annotated[
+        int,
+        typer.Option(min=1, help="Events pooled per training example (H).", rich_help_panel=_TRAIN),
+    ] = _D.history,
+    session_epochs: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Epochs of the session model (self-attention over recent items and their time "
+            "gaps, exported to session.npz); 0: none.",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = _D.session_epochs,
+    half_life: Annotated[
+        float | None,
+        typer.Option(
+            callback=_positive,
+            help="Decay half-life in seconds [default: RECSYS_FOLD_HALF_LIFE_SECONDS, as the "
+            "dataflow]",
+            show_default=False,
+            rich_help_panel=_TRAIN,
+        ),
+    ] = _D.half_life,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the version directory goes [default: RECSYS_MODEL_DIR]",
+            show_default=False,
+            rich_help_panel=_OUT,
+        ),
+    ] = _D.model_dir,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Text-embedding cache [default: RECSYS_STATE_DIR/cache]",
+            show_default=False,
+            rich_help_panel=_OUT,
+        ),
+    ] = _D.cache_dir,
+    no_publish: Annotated[
+        bool, typer.Option("--no-publish", help="Write the model dir only.", rich_help_panel=_OUT)
+    ] = _D.no_publish,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="No progress output.", rich_help_panel=_OUT)
+    ] = _D.quiet,
+) -> None:
+    code = run(TrainConfig(**locals()))  # the parameters are TrainConfig's fields
+    if code:
+        raise typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` as `recsys train` does and run; the exit code (2: bad options)."""
+    command = typer.main.get_command(app)
+    try:  # without standalone mode, a typer.Exit comes back as the return value
+        result = command.main(args=argv, prog_name="recsys train", standalone_mode=False)
+    except typer.Exit as e:
+        return e.exit_code
+    except Exception as e:  # a usage error: the message, as on the command line
+        if not hasattr(e, "show"):
+            raise
+        e.show()
+        return 2
+    return result if isinstance(result, int) else 0
 
 
 # -----------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(cfg: TrainConfig) -> int:
     # config ------------------------------------------------------------------
     settings = get_settings()
-    args = parse_args(argv, settings)
+    args, paths = cfg, cfg.resolved(settings)
     started = time.perf_counter()
     say = _printer(args.quiet)
     seed_everything(args.seed, settings.train_threads)
@@ -158,12 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         history=args.history,
-        half_life=args.half_life,
+        half_life=paths.half_life,
     )
 
     # data: events and catalogue, the slice, the temporal split, text vectors ---
     try:
-        source = load_source(args, settings)
+        source = load_source(args, paths.data_dir, settings)
     except (FileNotFoundError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -185,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"train {len(train):,} events, held out {len(test):,} from {iso(split_ts) or '-'}")
 
     item_ids = [i.item_id for i in items]
-    text = embed_items(items, args.cache_dir, quiet=args.quiet)
+    text = embed_items(items, paths.cache_dir, quiet=args.quiet)
 
     # model -------------------------------------------------------------------
     model = TwoTower(text, category_matrix(items)[0], id_index(train, item_ids), model_cfg)
@@ -230,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     path = write_artifacts(
-        args.model_dir,
+        paths.model_dir,
         fingerprint=fp,
         seed=args.seed,
         config=config,
@@ -259,12 +397,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def fit_session(
-    args: argparse.Namespace,
+    args: TrainConfig,
     train: Interactions,
     test: Interactions,
     item_ids: list[str],
     item_vectors: np.ndarray,
-    say,
+    say: Callable[[str], None],
 ) -> tuple[SessionModel | None, dict[str, Any]]:
     """The session model on the training split (two-tower vectors as its content input),
     and its held-out next-item HR@10 over the training split's users' later events."""
@@ -288,18 +426,18 @@ class Source:
     invalid_lines: int = 0
 
 
-def load_source(args: argparse.Namespace, settings: Settings) -> Source:
+def load_source(args: TrainConfig, data_dir: Path, settings: Settings) -> Source:
     """MovieLens from --data-dir, or a product event log with its item catalogue."""
     if args.events_jsonl is None:
-        inter, items = load_movielens(args.data_dir)
-        paths = [find_file(args.data_dir, "inter"), find_file(args.data_dir, "item")]
+        inter, items = load_movielens(data_dir)
+        paths = [find_file(data_dir, "inter"), find_file(data_dir, "item")]
         return Source("movielens", inter, items, paths)
-    item_file = args.items or _optional_item_file(args.data_dir)
-    items = load_items(item_file) if item_file else None
+    item_file = args.items or _optional_item_file(data_dir)
+    known = load_items(item_file) if item_file else None
     with warnings.catch_warnings():
         warnings.simplefilter("always")  # one summary per run, even when run twice
         inter, items, invalid = load_jsonl_events(
-            args.events_jsonl, settings.fold.event_weights, items
+            args.events_jsonl, settings.fold.event_weights, known
         )
     paths = [args.events_jsonl] + ([item_file] if item_file else [])
     return Source("jsonl", inter, items, paths, len(invalid))
@@ -316,7 +454,7 @@ def _optional_item_file(data_dir: Path) -> Path | None:
 
 
 def run_config(
-    args: argparse.Namespace,
+    args: TrainConfig,
     model_cfg: ModelConfig,
     fit_cfg: FitConfig,
     weights: Mapping[str, float],
@@ -351,7 +489,7 @@ def summary(results: dict[str, Any], split_ts: float, path: Path, seconds: float
     else:
         result = (
             f"Recall@10 = {results['recall_at_10']:.4f}  NDCG@10 = {results['ndcg_at_10']:.4f}  "
-            f"({results['users_evaluated']} users, held-out after {iso(split_ts)[:10]})"
+            f"({results['users_evaluated']} users, held-out after {(iso(split_ts) or '?')[:10]})"
         )
     lines = [
         f"trained in {seconds:.1f}s; final loss {results['train_loss'][-1]:.4f}"
@@ -367,14 +505,7 @@ def summary(results: dict[str, Any], split_ts: float, path: Path, seconds: float
     return "\n".join(lines)
 
 
-def _time_arg(value: str) -> float:
-    try:
-        return parse_time(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _printer(quiet: bool):
+def _printer(quiet: bool) -> Callable[[str], None]:
     def say(msg: str) -> None:
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
@@ -383,4 +514,4 @@ def _printer(quiet: bool):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(prog_name="python -m training.train")

@@ -1,13 +1,15 @@
-"""Model versions (needs an admin key): list, publish, activate or roll back, reload."""
+"""Model versions: the read-only listing (GET /models, a read key or none when no read key
+is configured) and the admin endpoints (an admin key): publish, activate or roll back,
+reload."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
 from pydantic import BaseModel, Field
 
-from api.deps import CatalogsDep, SettingsDep, StoreDep, require_admin
+from api.deps import CatalogsDep, SettingsDep, StoreDep, require_admin, require_read
 from api.model_watch import check_once
 from api.model_watch import refresh as refresh_catalog
 from api.params import VERSION_PATTERN, Version
@@ -17,10 +19,42 @@ from featurestore.backend import StoreError
 from featurestore.publish import publish_model_dir
 from featurestore.store import FeatureStore
 
-router = APIRouter(tags=["admin"], dependencies=[require_admin])
+router = APIRouter(tags=["models"])
 
-# FeatureStore.models_overview(): the published versions, the active one, the one served.
-Overview = dict  # type: ignore[type-arg]
+
+class HeldOut(BaseModel):
+    """The held-out check of training (the latest events of the data, not trained on);
+    null where the run had none."""
+
+    recall_at_10: float | None = None
+    ndcg_at_10: float | None = None
+    users_evaluated: int | None = None
+    popularity_recall_at_10: float | None = Field(
+        None, description="The same check for the most popular items (the baseline)"
+    )
+    popularity_ndcg_at_10: float | None = None
+    session_hr_at_10: float | None = Field(
+        None, description="The session model's next-item hit rate at 10"
+    )
+
+
+class ModelVersion(BaseModel):
+    version: str
+    created_at: str = Field(description="When it was trained (RFC 3339)")
+    items: int
+    profiles: int = Field(description="Users with a long-term profile")
+    active: bool
+    held_out: HeldOut
+    metrics: dict[str, Any] = Field(description="Everything its training recorded")
+
+
+class Overview(BaseModel):
+    """The published versions (oldest first), the active one and the one this process
+    serves (it follows the active one within seconds)."""
+
+    active: str | None
+    serving: str | None
+    models: list[ModelVersion]
 
 
 class PublishRequest(BaseModel):
@@ -34,16 +68,54 @@ class PublishRequest(BaseModel):
 
 def _models(store: FeatureStore, catalogs: CatalogProvider) -> Overview:
     serving = catalogs.current
-    return store.models_overview(serving.version if serving else None)
+    return overview_of(store.models_overview(serving.version if serving else None))
 
 
-@router.get("/admin/models")
-def admin_models(store: StoreDep, catalogs: CatalogsDep) -> Overview:
-    """Published versions, the active one, and the one this process serves."""
+def overview_of(raw: dict[str, Any]) -> Overview:
+    """``FeatureStore.models_overview()`` as the response (also `recsys models --store`)."""
+    return Overview(
+        active=raw["active"],
+        serving=raw["serving"],
+        models=[_version(m, raw["active"]) for m in raw["models"]],
+    )
+
+
+def _version(m: dict[str, Any], active: str | None) -> ModelVersion:
+    metrics = m.get("metrics") or {}
+    popularity = metrics.get("popularity") or {}
+    return ModelVersion(
+        version=m["version"],
+        created_at=m["created_at"],
+        items=m.get("items", 0),
+        profiles=m.get("profiles", 0),
+        active=m["version"] == active,
+        held_out=HeldOut(
+            recall_at_10=metrics.get("recall_at_10"),
+            ndcg_at_10=metrics.get("ndcg_at_10"),
+            users_evaluated=metrics.get("users_evaluated"),
+            popularity_recall_at_10=popularity.get("recall_at_10"),
+            popularity_ndcg_at_10=popularity.get("ndcg_at_10"),
+            session_hr_at_10=metrics.get("session_hr_at_10"),
+        ),
+        metrics=metrics,
+    )
+
+
+@router.get("/models", dependencies=[require_read])
+def models(store: StoreDep, catalogs: CatalogsDep) -> Overview:
+    """The published versions with their training date and held-out metrics, the active
+    one and the one served: read-only, so a read key (or none, when no read key is
+    configured) is enough."""
     return _models(store, catalogs)
 
 
-@router.post("/admin/models/publish")
+@router.get("/admin/models", dependencies=[require_admin], tags=["admin"])
+def admin_models(store: StoreDep, catalogs: CatalogsDep) -> Overview:
+    """The same as GET /models, behind the admin key."""
+    return _models(store, catalogs)
+
+
+@router.post("/admin/models/publish", dependencies=[require_admin], tags=["admin"])
 def admin_publish(
     settings: SettingsDep,
     store: StoreDep,
@@ -66,7 +138,7 @@ def admin_publish(
     return _models(store, catalogs)
 
 
-@router.post("/admin/models/{version}/activate")
+@router.post("/admin/models/{version}/activate", dependencies=[require_admin], tags=["admin"])
 def admin_activate(version: Version, store: StoreDep, catalogs: CatalogsDep) -> Overview:
     """Make a published version live (a rollback is activating an older one)."""
     if store.model(version) is None:
@@ -76,7 +148,7 @@ def admin_activate(version: Version, store: StoreDep, catalogs: CatalogsDep) -> 
     return _models(store, catalogs)
 
 
-@router.post("/admin/reload")
+@router.post("/admin/reload", dependencies=[require_admin], tags=["admin"])
 def admin_reload(settings: SettingsDep, store: StoreDep, catalogs: CatalogsDep) -> Overview:
     """Check for a new model now instead of at the next poll."""
     check_once(settings, store, catalogs)

@@ -5,9 +5,10 @@ Each command runs an existing entry point (``infra.serve``, ``dataflow.run``,
 from ``RECSYS_*`` environment variables (``core/settings.py``); the CLI adds only
 ``RECSYS_API_URL`` and ``RECSYS_API_KEY``, for the commands that call the API.
 
-The commands, by module: ``engine`` (serve, api, dataflow, broker, demo), ``models``
-(train, evaluate, publish, models ...), ``system`` (replay, user show/delete, topics,
-init), with
+The commands, by module: ``engine`` (serve, api, broker), ``models`` (models ...),
+``system`` (replay, user show/delete, topics, init), and beside what they run, loaded
+lazily: ``training.train`` (train), ``evaluation.run`` (evaluate), ``featurestore.publish``
+(publish), ``infra.demo`` (demo), ``dataflow.run`` (dataflow), ``bench.cli`` (bench ...); with
 ``common`` (options, one-line errors), ``remote`` (the API client), ``registry`` (the
 store and topics directly) and ``replay_command`` (replay's source, progress, summary).
 A command imports what it runs inside its function, so that ``recsys --help`` and every
@@ -16,14 +17,26 @@ other command start without loading uvicorn, Bytewax, torch, Qdrant or Kafka cli
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from infra.cli import engine, models, system
+from infra.cli.lazy import lazy_group
+
+# Commands that live beside what they run and load torch, Bytewax or Qdrant on import:
+# imported only when run or asked for --help (``infra.cli.lazy``).
+LAZY = {
+    "train": ("training.train:app", "Train the two-tower and publish it."),
+    "evaluate": ("evaluation.run:app", "Streaming evaluation against baselines on MovieLens."),
+    "eval": ("evaluation.run:app", "Same as evaluate."),
+    "publish": ("featurestore.publish:app", "Publish a trained version to the store directly."),
+    "demo": ("infra.demo:app", "The whole loop on MovieLens 100K: broker, training, service."),
+    "dataflow": ("dataflow.run:app", "The Bytewax dataflow alone, recovery on."),
+    "bench": ("bench.cli:app", "Benchmarks: dataflow throughput, API latency, synthetic data."),
+}
 
 app = typer.Typer(
     name="recsys",
+    cls=lazy_group(LAZY, hidden=frozenset({"eval"})),
     help="Run, feed and inspect the real-time recommendation engine.\n\n"
     "Settings come from RECSYS_* environment variables (README, Configuration); "
     "`recsys COMMAND --help` explains each command.",
@@ -34,25 +47,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# A wrapped entry point parses its own arguments, --help included.
-wrapped: dict[str, Any] = {
-    "context_settings": {
-        "allow_extra_args": True,
-        "ignore_unknown_options": True,
-        "help_option_names": [],
-    },
-    "add_help_option": False,
-}
-
 app.command()(engine.serve)
 app.command()(engine.api)
-app.command()(engine.dataflow)
 app.command()(engine.broker)
-app.command(**wrapped)(models.train)
-app.command(**wrapped)(models.evaluate)
-app.command("eval", hidden=True, **wrapped)(models.evaluate)
-app.command(**wrapped)(models.publish)
-app.command(**wrapped)(engine.demo)
 app.command()(system.replay)
 app.add_typer(system.user_app, name="user")
 app.add_typer(models.models_app, name="models")

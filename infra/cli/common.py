@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import quote
 
 import typer
 
@@ -43,8 +42,3 @@ def exit_with(code: int | None) -> None:
     """Exit with an entry point's non-zero return code; return on 0 or None."""
     if code:
         raise typer.Exit(code)
-
-
-def url_path(segment: str) -> str:
-    """An id as one URL path segment."""
-    return quote(segment, safe="")

@@ -1,65 +1,29 @@
-"""`recsys train`, `evaluate`, `publish` and `recsys models ...`: making a model and putting
-it live, through the running service's API or, when none answers, on the store directly.
+"""`recsys models ...`: the published model versions, through the running service's API
+or, when none answers, on the store directly.
 
-The entry points and the store are imported inside the commands (CLI start-up time, see
-``infra.cli``).
+The store is imported inside the commands (CLI start-up time, see ``infra.cli``).
 """
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from infra.cli.common import ApiKey, ApiUrl, exit_with, fail, settings, url_path
-from infra.cli.remote import ApiClient, ApiUnreachable, CliError, default_api_url, format_models
+from client import ModelsOverview, RecsysClient
+from infra.cli.common import ApiKey, ApiUrl, fail, settings
+from infra.cli.remote import ApiUnreachable, CliError, api_client, default_api_url, format_models
+
+if TYPE_CHECKING:  # the store is opened only when the API does not answer
+    from featurestore.store import FeatureStore
 
 models_app = typer.Typer(
-    help="Published model versions: list, publish, activate (roll back).",
+    help="Published model versions: list (a read key, or none), publish, activate, roll "
+    "back (an admin key).",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
-
-
-# --- the entry points, with their own options ---------------------------------------------
-
-
-def train(ctx: typer.Context) -> None:
-    """Train the two-tower and publish it (`recsys train --help` lists every option).
-
-    Example: recsys train --until 1998-03-01T00:00:00Z --seed 7
-    """
-    from training.train import main as run
-
-    exit_with(run(ctx.args))
-
-
-def evaluate(ctx: typer.Context) -> None:
-    """Streaming evaluation against baselines on MovieLens (`--help` for options).
-
-    Example: recsys evaluate --tune
-    """
-    from evaluation.run import main as run
-
-    exit_with(run(ctx.args))
-
-
-def publish(ctx: typer.Context) -> None:
-    """Publish a trained version from the model directory to the store (`--help`).
-
-    Needs the store itself: with a running service on the embedded store use
-    `recsys models publish` (through the API) instead.
-
-    Example: recsys publish --version 20240101T000000Z-abc123
-    """
-    from featurestore.backend import StoreLocked
-    from featurestore.publish import main as run
-
-    try:
-        exit_with(run(ctx.args))
-    except StoreLocked as e:
-        raise fail(f"{e}; a running service holds it: use `recsys models publish`") from None
 
 
 # --- the model registry -------------------------------------------------------------------
@@ -78,13 +42,14 @@ def _models_call(
     api_url: str | None,
     api_key: str | None,
     direct: bool,
-    via_api: Any,
-    via_store: Any,
-) -> dict[str, Any]:
+    scope: str,
+    via_api: Callable[[RecsysClient], ModelsOverview],
+    via_store: Callable[[FeatureStore], ModelsOverview],
+) -> ModelsOverview:
     """Through the API; when nothing answers at the default URL, the store directly."""
     if not direct:
         try:
-            with ApiClient(api_url or default_api_url(settings()), api_key) as client:
+            with api_client(api_url or default_api_url(settings()), api_key, scope) as client:
                 return via_api(client)
         except ApiUnreachable as e:
             if api_url is not None:
@@ -103,17 +68,21 @@ def models_list(
     store: StoreOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Published versions and the active one (* marks it).
+    """Published versions (* marks the active one) with their training date and held-out
+    Recall@10 beside popularity's, through GET /models: a read key, or none while the
+    server has no read keys.
 
-    Example: RECSYS_API_KEY=... recsys models list
+    Example: recsys models list
     """
+    from infra.cli import registry
+
     try:
         overview = _models_call(
-            api_url, api_key, store, lambda c: c.get("/admin/models"), lambda s: s.models_overview()
+            api_url, api_key, store, "read", RecsysClient.models, registry.overview
         )
     except CliError as e:
         raise fail(str(e)) from None
-    typer.echo(json.dumps(overview, indent=2) if as_json else format_models(overview))
+    typer.echo(overview.model_dump_json(indent=2) if as_json else format_models(overview))
 
 
 @models_app.command("activate")
@@ -134,7 +103,8 @@ def models_activate(
             api_url,
             api_key,
             store,
-            lambda c: c.post(f"/admin/models/{url_path(version)}/activate"),
+            "admin",
+            lambda c: c.activate(version),
             lambda s: registry.activate(s, version),
         )
     except CliError as e:
@@ -177,7 +147,8 @@ def models_publish(
             api_url,
             api_key,
             store,
-            lambda c: c.post("/admin/models/publish", {"version": version, "activate": activate}),
+            "admin",
+            lambda c: c.publish(version, activate),
             lambda s: registry.publish(s, settings(), version, activate),
         )
     except CliError as e:

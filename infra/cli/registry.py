@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
+from api.routes.admin import overview_of
+from client.models import ModelsOverview
 from core.artifacts import latest_version
 from core.settings import Settings
 from eventlog import admin
@@ -41,17 +42,22 @@ def open_store(settings: Settings) -> Iterator[FeatureStore]:
         store.close()
 
 
-def activate(store: FeatureStore, version: str) -> dict[str, Any]:
+def overview(store: FeatureStore) -> ModelsOverview:
+    """The store's model registry, typed as GET /models answers it."""
+    return ModelsOverview.model_validate(overview_of(store.models_overview()).model_dump())
+
+
+def activate(store: FeatureStore, version: str) -> ModelsOverview:
     try:
         store.activate(version)
     except StoreError as e:
         raise CliError(f"{e}; published: {[m.version for m in store.list_models()]}") from None
-    return store.models_overview()
+    return overview(store)
 
 
 def publish(
     store: FeatureStore, settings: Settings, version: str | None, activate: bool
-) -> dict[str, Any]:
+) -> ModelsOverview:
     assert settings.model_dir is not None
     version = version or latest_version(settings.model_dir)
     if version is None or not (settings.model_dir / version).is_dir():
@@ -59,7 +65,7 @@ def publish(
             f"no trained model {version!r} under {settings.model_dir}; run `recsys train`"
         )
     publish_model_dir(store, settings.model_dir / version, activate, show_progress=True)
-    return store.models_overview()
+    return overview(store)
 
 
 def ensure_live_model(settings: Settings, train_if_missing: bool) -> str:

@@ -1,16 +1,21 @@
-"""The CLI's view of a running system: its HTTP API, or the store directly when none runs.
+"""The CLI's view of a running system through its HTTP API (the typed ``client``
+package), and how it renders what it read.
 
 A running service holds the embedded store (one process may open it), so inspecting a
-live system goes through the API; the admin endpoints need an admin key
-(``RECSYS_API_ADMIN_KEYS`` on the server, ``--api-key`` / ``RECSYS_API_KEY`` here).
+live system goes through the API: reads need a read key (or none while the server has no
+read keys), publish/activate/rollback and erasure an admin key (``--api-key`` /
+``RECSYS_API_KEY`` here).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-import httpx
-
+from client import RecsysClient
+from client import errors as client_errors
+from client.models import ModelsOverview
 from core.settings import Settings
 
 
@@ -31,51 +36,30 @@ def default_api_url(settings: Settings) -> str:
     return f"http://{host}:{settings.api.port}"
 
 
-class ApiClient:
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
-
-    def __enter__(self) -> ApiClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._http.close()
-
-    def request(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            r = self._http.request(method, path, **kw)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise ApiUnreachable(
-                f"cannot reach the API at {self.base_url} ({e}); is `recsys serve` (or "
-                "`recsys api`) running? Point --api-url (RECSYS_API_URL) at it."
-            ) from None
-        except httpx.HTTPError as e:
-            raise CliError(f"{method} {self.base_url}{path} failed: {e}") from None
-        if r.status_code < 400:
-            return r.json()
-        detail = _detail(r)
-        if r.status_code in (401, 403):
-            raise CliError(
-                f"{r.status_code} from {self.base_url}{path}: {detail} "
-                "(pass a key with --api-key or RECSYS_API_KEY)"
-            )
-        raise CliError(f"{r.status_code} from {self.base_url}{path}: {detail}")
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params or None)
-
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.request("POST", path, json=body)
+KEY_HINTS = {
+    "read": "a read key (RECSYS_API_READ_KEYS on the server)",
+    "admin": "an admin key (RECSYS_API_ADMIN_KEYS on the server)",
+}
 
 
-def _detail(r: httpx.Response) -> str:
+@contextmanager
+def api_client(
+    url: str, api_key: str | None, scope: str = "read", timeout: float = 10.0
+) -> Iterator[RecsysClient]:
+    """The typed client; its errors as CliError, each one line saying what to set.
+    ``scope``: the key the calls need, named in a 401/403's message."""
     try:
-        detail = r.json().get("detail", r.text)
-    except ValueError:
-        return r.text.strip()[:200] or r.reason_phrase
-    return detail if isinstance(detail, str) else str(detail)[:300]
+        with RecsysClient(url, api_key, timeout=timeout) as client:
+            yield client
+    except client_errors.ApiUnreachable as e:
+        raise ApiUnreachable(f"{e} Point --api-url (RECSYS_API_URL) at it.") from None
+    except client_errors.AuthError as e:
+        given = "a key that may not do this" if api_key else "no key"
+        raise CliError(
+            f"{e} ({given}: set RECSYS_API_KEY or pass --api-key with {KEY_HINTS[scope]})"
+        ) from None
+    except client_errors.ApiError as e:
+        raise CliError(str(e)) from None
 
 
 # --- rendering ----------------------------------------------------------------------
@@ -134,21 +118,24 @@ def format_erasure(erased: dict[str, Any]) -> str:
     )
 
 
-def format_models(overview: dict[str, Any]) -> str:
-    """The model registry (GET /admin/models, or the store), newest last."""
-    rows = [f"active: {overview.get('active') or '-'}"]
-    if overview.get("serving") is not None:
-        rows[0] += f", served by this API: {overview['serving']}"
-    models = overview.get("models") or []
-    if not models:
+def format_models(overview: ModelsOverview) -> str:
+    """The published versions, oldest first, with their held-out Recall@10 against the
+    popularity baseline's (the same check, the most popular items)."""
+    head = f"active: {overview.active or '-'}"
+    if overview.serving is not None:
+        head += f", served by this API: {overview.serving}"
+    rows = [head]
+    if not overview.models:
         rows.append("no model published; train one with `recsys train`")
-    for m in models:
-        mark = "*" if m["version"] == overview.get("active") else " "
-        metrics = m.get("metrics") or {}
-        recall = metrics.get("recall_at_10")
+    for m in overview.models:
+        held = m.held_out
+        quality = ""
+        if held.recall_at_10 is not None:
+            quality = f", held-out recall@10 {held.recall_at_10:.4f}"
+            if held.popularity_recall_at_10 is not None:
+                quality += f" (popularity {held.popularity_recall_at_10:.4f})"
         rows.append(
-            f"{mark} {m['version']}  created {m.get('created_at') or '-'}  "
-            f"{m.get('items', 0)} items, {m.get('profiles', 0)} profiles"
-            + (f", recall@10 {recall:.3f}" if isinstance(recall, (int, float)) else "")
+            f"{'*' if m.active else ' '} {m.version}  trained {m.created_at}  "
+            f"{m.items} items, {m.profiles} profiles{quality}"
         )
     return "\n".join(rows)

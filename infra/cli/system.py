@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
-from infra.cli.common import ApiKey, ApiUrl, fail, settings, url_path
-from infra.cli.remote import ApiClient, CliError, default_api_url, format_erasure, format_user
+from infra.cli.common import ApiKey, ApiUrl, fail, settings
+from infra.cli.remote import CliError, api_client, default_api_url, format_erasure, format_user
+
+if TYPE_CHECKING:  # Typer's groups take the Context of the click it vendors
+    from typer._click import Context as ClickContext
 
 ERASE_TIMEOUT_SECONDS = 30.0
 """The service waits for Kafka's acknowledgement of the marker (up to ~15 s when Kafka is
@@ -157,7 +159,7 @@ class _UserCommands(TyperGroup):
     """`recsys user ID` is `recsys user show ID`: a first argument that names no command
     is a user id."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["show", *args]
         return super().parse_args(ctx, args)
@@ -191,13 +193,9 @@ def user(
     """
     url = api_url or default_api_url(settings())
     try:
-        with ApiClient(url, api_key) as client:
-            features = client.get(f"/users/{url_path(user_id)}")
-            recs = (
-                client.get(f"/recommendations/{url_path(user_id)}", k=k)
-                if recommendations
-                else None
-            )
+        with api_client(url, api_key, "read") as client:
+            features = client.user(user_id).model_dump(mode="json")
+            recs = client.recommend(user_id, k).model_dump(mode="json") if recommendations else None
     except CliError as e:
         raise fail(str(e)) from None
     if as_json:
@@ -225,8 +223,8 @@ def user_delete(
     """
     url = api_url or default_api_url(settings())
     try:
-        with ApiClient(url, api_key, timeout=ERASE_TIMEOUT_SECONDS) as client:
-            erased = client.request("DELETE", f"/users/{url_path(user_id)}")
+        with api_client(url, api_key, "admin", timeout=ERASE_TIMEOUT_SECONDS) as client:
+            erased = client.delete_user(user_id).model_dump(mode="json")
     except CliError as e:
         raise fail(str(e)) from None
     typer.echo(json.dumps(erased, indent=2) if as_json else format_erasure(erased))

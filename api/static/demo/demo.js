@@ -460,7 +460,34 @@
     }, 10000);
   }
 
+  // The live model: its training date and held-out Recall@10 beside popularity's.
+  async function loadModels() {
+    let overview;
+    try {
+      overview = await api("/models");
+    } catch (e) {
+      return; // a read key the page does not have yet: no model line
+    }
+    const live = overview.models.find((m) => m.version === overview.active);
+    if (!live) {
+      $("model-info").textContent = "No model is active yet.";
+      return;
+    }
+    const h = live.held_out;
+    const recall =
+      h.recall_at_10 == null
+        ? ""
+        : `; held-out Recall@10 ${h.recall_at_10.toFixed(4)}` +
+          (h.popularity_recall_at_10 == null
+            ? ""
+            : ` (popularity ${h.popularity_recall_at_10.toFixed(4)})`);
+    $("model-info").textContent =
+      `Model ${live.version}, trained ${live.created_at.slice(0, 10)}${recall}; ` +
+      `${overview.models.length} version(s) published.`;
+  }
+
   async function init() {
+    loadModels();
     let known = [];
     try {
       known = await loadChoices();

@@ -1,0 +1,116 @@
+"""The typed API client (``client``) against a running service: each call returns the
+typed response, and each error is one line naming what to do."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from api.app import create_app
+from client import (
+    ApiError,
+    ApiUnreachable,
+    AuthError,
+    ModelsOverview,
+    NotFound,
+    Recommendations,
+    RecsysClient,
+    UserFeatures,
+)
+from featurestore import FeatureStore
+from infra.broker import free_port
+from infra.process import serve_in_thread
+from tests.helpers import publish
+
+READ, WRITE, ADMIN = "r-key", "w-key", "a-key"
+
+
+def test_an_unreachable_service_is_one_line():
+    url = f"http://127.0.0.1:{free_port()}"
+    with RecsysClient(url) as api, pytest.raises(ApiUnreachable) as e:
+        api.health()
+    assert str(e.value).startswith(f"cannot reach the API at {url}")
+    assert "recsys serve" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_errors_carry_status_and_detail_without_a_server():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/models":
+            return httpx.Response(403, json={"detail": "read key required"})
+        return httpx.Response(404, json={"detail": "unknown user"})
+
+    api = RecsysClient("http://api.test", transport=httpx.MockTransport(handler))
+    with pytest.raises(AuthError) as e:
+        api.models()
+    assert e.value.status == 403 and e.value.detail == "read key required"
+    assert str(e.value) == "403 from http://api.test/models: read key required"
+    with pytest.raises(NotFound):
+        api.user("a b/c")
+
+
+@pytest.mark.integration
+def test_every_call_against_the_running_service(broker, make_settings):
+    settings = make_settings(
+        broker,
+        inprocess=False,
+        impressions_enabled=False,
+        read_keys={READ},
+        write_keys={WRITE},
+        admin_keys={ADMIN},
+    )
+    store = FeatureStore.open(settings)
+    publish(store, "v1", n=40, dim=8, seed=0)
+    publish(store, "v2", n=40, dim=8, seed=1)
+    store.close()
+    with serve_in_thread(create_app(settings)) as url:
+        anonymous = RecsysClient(url)
+        reader = RecsysClient(url, READ)
+        writer = RecsysClient(url, WRITE)
+        admin = RecsysClient(url, ADMIN)
+
+        assert anonymous.health().status == "ok"
+        ready = anonymous.ready()
+        assert ready.status in ("ok", "ready") and ready.failed == []
+        with pytest.raises(AuthError) as e:
+            anonymous.recommend("u1")
+        assert e.value.status == 401
+
+        recs = reader.recommend("u1", k=3, explain=True)
+        assert isinstance(recs, Recommendations) and recs.model_version == "v2"
+        assert len(recs.items) == 3 and recs.items[0].score_breakdown is not None
+        assert recs.strategy == "personalized"
+        only = reader.recommend("u1", k=5, categories=["Sci-Fi"])
+        assert all("Sci-Fi" in item.categories for item in only.items)
+
+        user = reader.user("u1")
+        assert isinstance(user, UserFeatures) and user.has_long_term_profile
+        with pytest.raises(NotFound):
+            reader.user("nobody")
+
+        # listing models is a read; publishing and activating need the admin key
+        listed = reader.models()
+        assert isinstance(listed, ModelsOverview) and listed.active == "v2"
+        assert [m.version for m in listed.models] == ["v1", "v2"]
+        assert [m.active for m in listed.models] == [False, True]
+        assert all(m.created_at for m in listed.models)
+        with pytest.raises(AuthError):
+            reader.activate("v1")
+        assert admin.activate("v1").active == "v1"
+        with pytest.raises(NotFound):
+            admin.activate("v9")
+
+        event = {
+            "event_type": "view",
+            "user_id": "u-client",
+            "item_id": recs.items[0].item_id,
+            "timestamp": time.time(),
+        }
+        assert writer.post_events(event) == 1
+        assert writer.post_events([event, {**event, "event_type": "click"}]) == 2
+        with pytest.raises(ApiError) as bad:
+            writer.post_events({**event, "event_type": "nope"})
+        assert bad.value.status == 422
+        for api in (anonymous, reader, writer, admin):
+            api.close()
