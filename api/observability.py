@@ -1,4 +1,4 @@
-"""Request ids, per-route latency, request size limits and JSON logs.
+"""Request ids, per-route latency and request size limits (the log format: ``core.logs``).
 
 A pure ASGI middleware rather than ``@app.middleware("http")``: Starlette's
 ``BaseHTTPMiddleware`` runs the endpoint in a separate task and streams the response
@@ -7,7 +7,6 @@ through a memory channel, which cost ~35 % of a trivial endpoint's throughput.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import re
@@ -18,10 +17,8 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-CLIENT_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "client_request_id", default=None
-)
+from core.logs import CLIENT_REQUEST_ID, REQUEST_ID
+
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 REQUEST_SECONDS = Histogram(
@@ -170,41 +167,3 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
         }
     )
     await send({"type": "http.response.body", "body": data})
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, the current request id
-    (and the client's, if it sent one), and any ``extra={"fields": {...}}``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        rid = REQUEST_ID.get()
-        if rid is not None:
-            out["request_id"] = rid
-            client = CLIENT_REQUEST_ID.get()
-            if client is not None:
-                out["client_request_id"] = client
-        fields = getattr(record, "fields", None)
-        if fields:
-            out.update(fields)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def configure_logging(json_lines: bool, level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler()
-    if json_lines:
-        formatter = JsonFormatter()
-        formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)

@@ -69,9 +69,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
-from tqdm import tqdm
 
 from bench.synthetic import Events, World, WorldConfig, produce, producer_config
+from core.progress import Progress
 from core.records import iso
 from core.settings import Settings, nested
 from core.state import RecentItem, Trend, UserState
@@ -406,14 +406,7 @@ def wait_product(
     t0: tuple[float, float, float],
 ) -> RunResult:
     base = folded_total()
-    bar = tqdm(
-        total=n,
-        unit="ev",
-        unit_scale=True,
-        desc=label,
-        leave=False,
-        disable=n < 50_000 or not sys.stderr.isatty(),
-    )
+    bar = Progress(n, label, "ev", quiet=n < 50_000, leave=False)
     deadline = time.monotonic() + timeout
     try:
         while not store.all_reached.wait(0.25):

@@ -30,10 +30,10 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from confluent_kafka import KafkaError, KafkaException, Message
-from tqdm import tqdm
 
 from core.events import ValidEvent
 from core.fold import FoldParams, fold_event
+from core.progress import Progress
 from core.records import ItemRecord, ModelRecord, Profile, UserHead, iso
 from core.settings import Settings
 from core.state import UserState
@@ -366,12 +366,11 @@ def produce(
             failed.append(str(err))
 
     producer = bulk_producer(bootstrap, on_delivery=on_delivery)
-    bar = tqdm(
-        total=total,
-        unit="msg",
-        unit_scale=True,
-        desc=f"produce {topic}",
-        disable=not progress or (total is not None and total < 50_000),
+    bar = Progress(
+        total,
+        f"produce {topic}",
+        "msg",
+        quiet=not progress or (total is not None and total < 50_000),
         leave=False,
     )
     n = 0

@@ -3,9 +3,11 @@ component. Every default is defined here and nowhere else.
 
 Each field reads from an environment variable named ``RECSYS_<GROUP>_<FIELD>``
 (``fold.half_life_seconds`` <- ``RECSYS_FOLD_HALF_LIFE_SECONDS``,
-``kafka.bootstrap_servers`` <- ``RECSYS_KAFKA_BOOTSTRAP_SERVERS``); the paths at the top
-read ``RECSYS_<FIELD>`` (``RECSYS_STATE_DIR``). A ``.env`` file works too. Dict, list and
-set fields take JSON: ``RECSYS_FOLD_EVENT_WEIGHTS='{"view": 1, "purchase": 10}'``.
+``kafka.bootstrap_servers`` <- ``RECSYS_KAFKA_BOOTSTRAP_SERVERS``); the fields at the top
+(paths, training threads, log format) read ``RECSYS_<FIELD>`` (``RECSYS_STATE_DIR``,
+``RECSYS_LOG_JSON``). A
+``.env`` file works too. Dict, list and set fields take JSON:
+``RECSYS_FOLD_EVENT_WEIGHTS='{"view": 1, "purchase": 10}'``.
 """
 
 from __future__ import annotations
@@ -373,7 +375,6 @@ class ApiSettings(_Group):
         "recommendation throughput), or none.",
     )
     access_log_slow_ms: float = Field(100.0, ge=0)
-    log_json: bool = Field(True, description="`recsys serve` logs JSON lines (else plain text).")
 
 
 class Settings(BaseSettings):
@@ -393,6 +394,20 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         PROJECT_ROOT.parent / "shared" / "data" / "ml-100k",
         description="MovieLens 100K in RecBole atomic format (.inter, .item).",
+    )
+    train_threads: int = Field(
+        1,
+        ge=1,
+        description="Threads of torch (intra-op; inter-op is 1) and numpy's BLAS in "
+        "training. One keeps training steady when other jobs share the cores (two threads "
+        "on two shared cores wait on each other: an epoch took 5x longer, "
+        "docs/benchmarks.md) and results the same from run to run for a seed; raise it on "
+        "a machine with idle cores.",
+    )
+    log_json: bool | None = Field(
+        None,
+        description="Log JSON lines (true) or readable text (false). Unset: text on a "
+        "terminal, JSON lines otherwise (containers, CI, files, log shippers).",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)

@@ -36,6 +36,7 @@ from bytewax.outputs import Sink
 from confluent_kafka import Message
 
 from core.catalog import CatalogProvider
+from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from core.state import Trend, UserState
 from dataflow.deadletter import DeadLetter, Rejected, dead_letter, dead_letter_sink
@@ -203,8 +204,8 @@ def get_flow(
 ) -> Dataflow:
     """Factory for ``python -m dataflow.run`` (and ``bytewax.run "dataflow.flow:get_flow()"``);
     ``progress`` gets the source's positions, for the consumer lag."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
+    configure_logging(settings.log_json)
     store = FeatureStore.open(settings)
     atexit.register(store.close)
     catalogs = store.catalog_provider()

@@ -50,7 +50,7 @@ def train_bundle(
 ) -> Bundle:
     """Train on ``train`` only; items absent from it keep the shared id row (cold items
     placed by their text and categories alone). ``session`` None: no session model."""
-    seed_everything(seed)
+    seed_everything(seed, settings.train_threads)
     rng = np.random.default_rng(seed)
     item_ids = [i.item_id for i in items]
     weights = settings.fold.event_weights

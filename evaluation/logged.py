@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from core.catalog import Catalog
+from core.progress import progress
 from core.ranking import sequence_scores
 from core.session import SessionModel
 from core.settings import Settings
@@ -123,7 +123,7 @@ def log_candidates(
         assert isinstance(product, Served)  # the one system asked for: the store-backed product
         rec = product.recommender
         stream = zip(events_of(val.test), test_rows.tolist(), strict=True)
-        for ev, row in tqdm(stream, total=len(val.test), disable=quiet, desc="log"):
+        for ev, row in progress(stream, total=len(val.test), desc="log", unit="ev", quiet=quiet):
             u = ev.user_id
             res = rec.recommend(u, 100_000, now=ev.ts, exclude_items=sorted(seen.get(u, ())))
             rows = np.array([r.row for r in res.items], dtype=np.int64)

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from api.service import Recommender
 from core.artifacts import save_session
 from core.events import ValidEvent
+from core.progress import progress
 from core.settings import Settings
 from core.state import Trend, UserState
 from dataflow.parsing import Accepted
@@ -389,12 +389,12 @@ def replay(
             if isinstance(s, SequenceBaseline):
                 s.prepare(test.user_ids.tolist(), test_rows.tolist(), test.ts.tolist(), k)
         for e, (ev, row) in enumerate(
-            tqdm(
+            progress(
                 zip(events_of(test), test_rows.tolist(), strict=True),
                 total=n,
                 desc=desc,
                 unit="ev",
-                disable=quiet,
+                quiet=quiet,
                 mininterval=1.0,
             )
         ):

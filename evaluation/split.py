@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.records import ItemRecord
-from training.data import Interactions, quantile_time
+from training.data import Interactions, member_of, quantile_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,5 +40,5 @@ def temporal_split(
     ids = np.array(sorted(i.item_id for i in items), dtype=object)
     cold = frozenset(rng.choice(ids, round(cold_share * len(ids)), replace=False).tolist())
     before = inter.ts < cutoff
-    on_cold = np.isin(inter.item_ids, np.array(sorted(cold), dtype=object))
+    on_cold = member_of(inter.item_ids, cold)
     return Split(inter.take(before & ~on_cold), inter.take(~before), cutoff, cold)

@@ -66,9 +66,10 @@ def create_topics(
     """Create the topics missing (name -> partitions); existing ones are left as they are.
 
     Returns name -> partitions created (0: it existed), in the order given. Raises
-    ``TopicNotCreated`` for the first topic the broker would not create."""
+    ``TopicNotCreated`` for the first topic the broker would not create, KafkaException
+    when the broker does not answer within ``timeout``."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
+    existing = set(admin.list_topics(timeout=timeout).topics)
     created = {t: 0 for t in topics if t in existing}
     missing = [NewTopic(t, n, replication_factor) for t, n in topics.items() if t not in existing]
     for topic, fut in admin.create_topics(missing).items() if missing else ():
@@ -83,9 +84,9 @@ def create_topics(
     return {t: created[t] for t in topics}
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
+def ensure_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0) -> None:
     """Create missing topics (name -> partitions), one replica each."""
-    create_topics(bootstrap, topics)
+    create_topics(bootstrap, topics, timeout=timeout)
 
 
 # The id a broker reports for a topic it does not give ids to (Kafka < 2.8).

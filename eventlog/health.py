@@ -34,6 +34,9 @@ PROBE_TIMEOUT_SECONDS = 2.0
 # The id a broker reports for a topic it does not give ids to (Kafka < 2.8).
 _NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"
 
+CLOSE_TIMEOUT_SECONDS = 3 * (PROBE_TIMEOUT_SECONDS + 1.0) + 1.0
+"""The longest ``close`` waits: one probe's three requests, each timed out."""
+
 KAFKA_REACHABLE = Gauge(
     "recsys_kafka_reachable", "1 while the last probe of the Kafka cluster was answered, else 0"
 )
@@ -90,9 +93,13 @@ class KafkaWatch:
         return self
 
     def close(self) -> None:
-        """Stop probing. A probe under way ends on its own (the thread is a daemon)."""
+        """Stop probing: a probe under way is waited for (its requests time out within
+        ``PROBE_TIMEOUT_SECONDS`` each), so the admin client ends with the watch."""
         self._stop.set()
-        self._thread.join(0.2)
+        if self._thread.is_alive():
+            self._thread.join(CLOSE_TIMEOUT_SECONDS)
+            if self._thread.is_alive():
+                log.warning("the Kafka watch did not stop within %.0fs", CLOSE_TIMEOUT_SECONDS)
 
     @property
     def probed(self) -> bool:

@@ -38,6 +38,8 @@ SEND_TIMEOUT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 POLL_SECONDS = 0.2
 """How long the delivery-report thread waits for a report before checking for stop."""
+TOPIC_TIMEOUT_SECONDS = 2.0
+"""How long a background producer's start may wait for the broker to create its topic."""
 ACK_CHECK_SECONDS = 0.25
 """While a send waits for acknowledgements, how often it asks the Kafka watch."""
 
@@ -59,13 +61,25 @@ class MarkerSent:
 
 class _Polled:
     """A producer and the daemon thread that serves its delivery reports (and logs), so
-    callers only ever queue messages. ``before_polling``, if any, runs first on that thread."""
+    callers only ever queue messages. ``before_polling``, if any, runs first on that thread.
+
+    ``close`` stops the thread, delivers what is queued (or gives it up after the
+    timeout) and destroys the librdkafka client, so no connection or broker thread
+    outlives its owner (a client left to the interpreter's exit keeps reconnecting to a
+    broker that is gone, and may crash the exit).
+    """
 
     def __init__(
-        self, producer: Producer, name: str, before_polling: Callable[[], None] | None = None
+        self,
+        producer: Producer,
+        name: str,
+        before_polling: Callable[[], None] | None = None,
+        before_seconds: float = 0.0,
     ) -> None:
         self.producer = producer
         self._before = before_polling
+        self._before_seconds = before_seconds
+        """The longest ``before_polling`` takes: ``close`` waits for it on top."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -81,12 +95,29 @@ class _Polled:
             except KafkaException as e:  # keep serving reports: they carry the error too
                 log.error("Kafka producer error: %s", e)
                 self._stop.wait(POLL_SECONDS)
+            except RuntimeError:  # closed under us: close gave up waiting for this thread
+                return
 
     def close(self, timeout: float) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout)
-        self.producer.flush(timeout)
+            self._thread.join(timeout + self._before_seconds)
+        close_producer(self.producer, timeout)
+
+
+def close_producer(producer: Producer, timeout: float) -> int:
+    """Deliver what ``producer`` holds within ``timeout``, give the rest up (each message
+    gets its delivery report, failed) and destroy the client. Returns how many messages
+    were given up. Closing twice is harmless."""
+    try:
+        left = producer.flush(timeout)
+        if left:
+            producer.purge()
+            producer.flush(0)  # serve the purged messages' (failed) delivery reports
+        producer.close()
+    except RuntimeError:  # closed already
+        return 0
+    return left
 
 
 class _Acks:
@@ -155,6 +186,8 @@ class EventProducer:
         self._outages = 0
         """``watch.outages`` when the current producer was made."""
         self._lock = threading.Lock()
+        self._closing: list[threading.Thread] = []
+        """Threads closing discarded producers; ``close`` waits for them."""
 
     def _config(self) -> dict[str, object]:
         return {
@@ -187,12 +220,14 @@ class EventProducer:
     def _discard(self, polled: _Polled) -> None:
         """The next ``send`` makes a new producer; this one reports what other requests
         still wait for (or fails it) on a thread of its own, then goes."""
+        closing = threading.Thread(
+            target=polled.close, args=(SEND_TIMEOUT_SECONDS,), name="producer-close", daemon=True
+        )
         with self._lock:
             if self._polled is polled:
                 self._polled = None
-        threading.Thread(
-            target=polled.close, args=(SEND_TIMEOUT_SECONDS,), name="producer-close", daemon=True
-        ).start()
+            self._closing = [t for t in self._closing if t.is_alive()] + [closing]
+        closing.start()
 
     def _connect(self) -> _Polled:
         producer = Producer(self._config())
@@ -259,8 +294,15 @@ class EventProducer:
             )
 
     def close(self) -> None:
-        if self._polled is not None:
-            self._polled.close(timeout=5)
+        """Deliver or give up what is queued, destroy every producer made, and wait for
+        the ones being discarded."""
+        with self._lock:
+            polled, self._polled = self._polled, None
+            closing, self._closing = self._closing, []
+        if polled is not None:
+            polled.close(timeout=SEND_TIMEOUT_SECONDS)
+        for t in closing:
+            t.join(SEND_TIMEOUT_SECONDS + 1)
 
 
 class BackgroundProducer:
@@ -294,7 +336,10 @@ class BackgroundProducer:
                 "acks": 1,
             }
         )
-        self._polled = _Polled(producer, thread_name, self._create_topic)
+        # Topic creation: one listing and one creation, each within the timeout.
+        self._polled = _Polled(
+            producer, thread_name, self._create_topic, 2 * TOPIC_TIMEOUT_SECONDS + 1.0
+        )
 
     def start(self) -> BackgroundProducer:
         self._polled.start()
@@ -302,7 +347,7 @@ class BackgroundProducer:
 
     def _create_topic(self) -> None:
         try:
-            ensure_topics(self._bootstrap, {self.topic: self._partitions})
+            ensure_topics(self._bootstrap, {self.topic: self._partitions}, TOPIC_TIMEOUT_SECONDS)
         except Exception as e:  # the broker may come later; produce() will retry
             log.warning("could not create topic %s: %s", self.topic, e)
 
@@ -313,7 +358,7 @@ class BackgroundProducer:
         """Queue one message; False if it was dropped (the local queue is full)."""
         try:
             self._polled.producer.produce(self.topic, value, key, on_delivery=self._delivered)
-        except (BufferError, KafkaException):
+        except (BufferError, KafkaException, RuntimeError):  # RuntimeError: closed
             return False
         return True
 

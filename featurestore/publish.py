@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from tqdm import tqdm
 
 from core.artifacts import latest_version, load_artifacts
+from core.logs import configure_logging
+from core.progress import Progress
 from core.records import ModelRecord, Profile
 from core.settings import Settings, get_settings
 from featurestore.backend import StoreLocked
@@ -46,9 +47,7 @@ def publish_model_dir(
             for uid, vec in zip(art.profile_user_ids, art.profile_vectors, strict=True)
         ]
         total = len(art.items) + len(profiles)
-        with tqdm(
-            total=total, desc=f"publish {art.version}", unit="pt", disable=not show_progress
-        ) as bar:
+        with Progress(total, f"publish {art.version}", "pt", quiet=not show_progress) as bar:
             store.publish_model(record, art.items, art.item_vectors, profiles, progress=bar.update)
     if activate:
         store.activate(art.version)
@@ -97,8 +96,8 @@ def main(
         bool, typer.Option("--no-activate", help="Publish without switching to it.")
     ] = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = get_settings()
+    configure_logging(settings.log_json)
     models = model_dir or settings.model_dir
     assert models is not None  # the settings fill model_dir from the state dir
     version = version or latest_version(models)

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from eventlog.admin import broker_answers, ensure_app_topics, host_port, port_open, wait_for_broker
 
@@ -146,8 +147,8 @@ def start_if_needed(settings: Settings) -> DevBroker | None:
 
 def main(command: str) -> int:
     """`recsys broker run|start|stop|status` on RECSYS_KAFKA_BOOTSTRAP_SERVERS."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = get_settings()
+    configure_logging(settings.log_json)
     bootstrap = settings.kafka.bootstrap_servers
     pidfile = _pidfile(settings)
     if command == "status":

@@ -30,7 +30,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.lifespan import load_model, serving
-from api.observability import configure_logging
+from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from dataflow.runner import DataflowThread
 from eventlog.admin import broker_answers, ensure_app_topics
@@ -91,7 +91,7 @@ class StartupError(RuntimeError):
 
 def main() -> int:
     settings = get_settings()
-    configure_logging(settings.api.log_json)
+    configure_logging(settings.log_json)
     check_port_free(settings.api.host, settings.api.port)
     store = open_store(settings)
     try:

@@ -4,7 +4,6 @@ once per session on a free loopback port, and the real Qdrant engine."""
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,23 +29,3 @@ def make_settings(tmp_path: Path):
     return lambda bootstrap=None, **overrides: isolated_settings(
         tmp_path / "var", bootstrap, **overrides
     )
-
-
-_status = {"exit": 0}
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _status["exit"] = int(exitstatus)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """End the process with the run's own status once pytest has reported.
-
-    Kafka clients that tests leave open (librdkafka threads) can crash the interpreter's
-    final teardown after the summary line; that crash would then replace the run's exit
-    status. Every test has finished and reported by now.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(_status["exit"])

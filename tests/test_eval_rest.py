@@ -32,7 +32,7 @@ from evaluation.bundle import Bundle, assemble
 from evaluation.prequential import Features, ReplayClock, events_of, replay
 from evaluation.scoring import rank_of
 from evaluation.split import Split, temporal_split
-from eventlog.producer import PRODUCER_CONFIG
+from eventlog.producer import PRODUCER_CONFIG, close_producer
 from featurestore.store import FeatureStore
 from infra.broker import free_port
 from infra.serve import build_app
@@ -140,29 +140,32 @@ def rest_ranks(
     prepared.close()
     rows = {it.item_id: r for r, it in enumerate(bundle.items)}
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, **PRODUCER_CONFIG})
-    with Server(prepared.settings) as srv:
-        clock = ReplayClock()
-        srv.app.state.resources.recommender.clock = clock
-        for ev in events_of(test):
-            clock.now = ev.ts
-            status, body = srv.get(f"/recommendations/{ev.user_id}?k={K}")
-            assert status == 200, body
-            yield rank_of([rows[i["item_id"]] for i in body["items"]], rows[ev.item_id], K)
-            before = srv.store.read_user_state(ev.user_id)
-            count = 0 if before is None else before.event_count
-            part, offset = produce(producer, settings.kafka.events_topic, ev)
-            wait_for(
-                lambda u=ev.user_id, c=count: (
-                    (s := srv.store.read_user_state(u)) and s.event_count == c + 1
-                ),
-                timeout=30,
-            )
-            wait_for(
-                lambda i=ev.item_id, p=part, o=offset: (
-                    (t := srv.store.read_trends([i]).get(i)) and t.offsets.get(p) == o
-                ),
-                timeout=30,
-            )
+    try:
+        with Server(prepared.settings) as srv:
+            clock = ReplayClock()
+            srv.app.state.resources.recommender.clock = clock
+            for ev in events_of(test):
+                clock.now = ev.ts
+                status, body = srv.get(f"/recommendations/{ev.user_id}?k={K}")
+                assert status == 200, body
+                yield rank_of([rows[i["item_id"]] for i in body["items"]], rows[ev.item_id], K)
+                before = srv.store.read_user_state(ev.user_id)
+                count = 0 if before is None else before.event_count
+                part, offset = produce(producer, settings.kafka.events_topic, ev)
+                wait_for(
+                    lambda u=ev.user_id, c=count: (
+                        (s := srv.store.read_user_state(u)) and s.event_count == c + 1
+                    ),
+                    timeout=30,
+                )
+                wait_for(
+                    lambda i=ev.item_id, p=part, o=offset: (
+                        (t := srv.store.read_trends([i]).get(i)) and t.offsets.get(p) == o
+                    ),
+                    timeout=30,
+                )
+    finally:
+        close_producer(producer, 5)  # also when the caller stops early
 
 
 def test_rest_path_hits_where_the_in_process_harness_hits(movielens, broker, tmp_path):

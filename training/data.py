@@ -288,18 +288,18 @@ def restrict(
     ``max_users`` user ids in sorted order. Returns how many events referenced items
     missing from the catalogue: the dataflow gives those no vector, so training drops them.
     """
-    known = np.isin(inter.item_ids, np.array([i.item_id for i in items], dtype=object))
+    known = member_of(inter.item_ids, [i.item_id for i in items])
     unknown = int((~known).sum())
     inter = inter.take(known)
     if max_items is not None:
         ids, counts = np.unique(inter.item_ids, return_counts=True)
         keep = ids[np.lexsort((ids, -counts))][:max_items]
-        inter = inter.take(np.isin(inter.item_ids, keep))
+        inter = inter.take(member_of(inter.item_ids, keep.tolist()))
         kept = set(keep.tolist())
         items = [i for i in items if i.item_id in kept]
     if max_users is not None:
         keep = np.unique(inter.user_ids)[:max_users]
-        inter = inter.take(np.isin(inter.user_ids, keep))
+        inter = inter.take(member_of(inter.user_ids, keep.tolist()))
     return inter, items, unknown
 
 
@@ -335,6 +335,13 @@ def describe(inter: Interactions) -> dict[str, Any]:
         "time_min": iso(rng[0]) if rng else None,
         "time_max": iso(rng[1]) if rng else None,
     }
+
+
+def member_of(values: np.ndarray, keep: Iterable[str]) -> np.ndarray:
+    """Boolean mask: which of ``values`` (ids, an object array) are in ``keep``. A set
+    lookup per value: ``np.isin`` on object arrays took minutes for MovieLens 100K."""
+    wanted = set(keep)
+    return np.fromiter((v in wanted for v in values.tolist()), dtype=bool, count=len(values))
 
 
 def index_of(values: np.ndarray, vocabulary: Sequence[str]) -> np.ndarray:

@@ -11,19 +11,27 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from threadpoolctl import threadpool_limits
 
 from core.fold import decay_weights
+from core.progress import Progress
 from training.data import Interactions, index_of
 from training.model import TwoTower, in_batch_softmax_loss
 
-THREADS = 2  # fixed, so float reductions (and so results) repeat from run to run
 
-
-def seed_everything(seed: int) -> None:
-    """Seed torch and fix its thread count: the same seed then gives the same model."""
+def seed_everything(seed: int, threads: int) -> None:
+    """Seed torch and fix the thread count of torch and of numpy's BLAS (the
+    ``train_threads`` setting): the same seed and thread count then give the same model
+    (float reductions split by thread). BLAS and torch threads that wait on each other
+    slow down many times over when another job takes a core, so the default is one."""
     torch.manual_seed(seed)
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)  # for the rest of the process, not only a block
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)  # allowed once, before any inter-op work
+        except RuntimeError:
+            pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,20 +145,22 @@ def _fit(
     losses = []
     for epoch in range(cfg.epochs):
         perm = torch.from_numpy(rng.permutation(n))
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=quiet, leave=False)
         total = 0.0
-        for step in bar:
-            b = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            item_vecs = model.items()
-            users = model.users(item_vecs, hist_items[b], hist_weights[b])
-            loss = in_batch_softmax_loss(users, item_vecs, targets[b], log_q_t, temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        with Progress(steps, desc, "step", quiet=quiet, leave=False) as bar:
+            for step in range(steps):
+                b = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                item_vecs = model.items()
+                users = model.users(item_vecs, hist_items[b], hist_weights[b])
+                loss = in_batch_softmax_loss(users, item_vecs, targets[b], log_q_t, temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item()
+                bar.update()
+                bar.set_postfix(loss=f"{total / (step + 1):.4f}")
         losses.append(total / steps)
         if not quiet:
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {losses[-1]:.4f}")
+            print(f"{desc}  loss {losses[-1]:.4f}  ({bar.seconds:.1f}s)", flush=True)
     model.eval()
     return losses

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from core.records import UserHead
-from training.data import Interactions, index_of
+from training.data import Interactions, index_of, member_of
 from training.profiles import pooled_histories, user_vectors
 from training.quality import aggregate
 
@@ -35,7 +35,7 @@ def holdout_check(
     test_rows, train_rows = index_of(test.item_ids, item_ids), index_of(train.item_ids, item_ids)
     test_users = np.unique(test.user_ids)
     users, pooled = pooled_histories(train, item_ids, item_vectors, event_weights, half_life)
-    users_mask = np.isin(users, test_users)
+    users_mask = member_of(users, test_users.tolist())
     users, pooled = users[users_mask], pooled[users_mask]
 
     # Seen-in-training mask, and relevant sets, per evaluated user.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.progress import Progress
 from core.records import ItemRecord
 
 if TYPE_CHECKING:  # heavy: imported when the text cache misses (``_model``)
@@ -60,19 +61,28 @@ def embed_items(
 
 
 def encode(texts: list[str], batch_size: int = 128, quiet: bool = False) -> np.ndarray:
-    """Run the encoder from the locally installed model; never touches the network."""
-    if quiet:
-        # Lazy: transformers is heavy and only needed when the text cache misses.
-        from transformers.utils import logging as hf_logging
+    """Run the encoder from the locally installed model; never touches the network.
+    Progress is ours (``core.progress``), not the libraries' bars."""
+    # Lazy: transformers is heavy and only needed when the text cache misses.
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-    vectors = _model().encode(
-        texts,
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=not quiet,
-    )
+    hf_logging.disable_progress_bar()
+    model = _model()
+    parts = []
+    with Progress(len(texts), "embed item texts", "item", quiet=quiet) as bar:
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start : start + batch_size]
+            parts.append(
+                model.encode(
+                    batch,
+                    batch_size=batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+            )
+            bar.update(len(batch))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, TEXT_DIM), np.float32)
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 

@@ -44,7 +44,7 @@ from training.data import (
     restrict,
     temporal_split,
 )
-from training.fit import THREADS, FitConfig, build_examples, fit, item_log_q, seed_everything
+from training.fit import FitConfig, build_examples, fit, item_log_q, seed_everything
 from training.holdout import holdout_check
 from training.model import ModelConfig, TwoTower, category_matrix, id_index
 from training.popularity import with_popularity
@@ -286,7 +286,7 @@ def run(cfg: TrainConfig) -> int:
     args, paths = cfg, cfg.resolved(settings)
     started = time.perf_counter()
     say = _printer(args.quiet)
-    seed_everything(args.seed)
+    seed_everything(args.seed, settings.train_threads)
     rng = np.random.default_rng(args.seed)
     weights = settings.fold.event_weights
     model_cfg = ModelConfig(dim=args.dim, temperature=args.temperature)
@@ -333,7 +333,7 @@ def run(cfg: TrainConfig) -> int:
     if not len(examples):
         print("error: no user has two training events; nothing to learn from", file=sys.stderr)
         return 2
-    say(f"training on {len(examples):,} examples ({THREADS} threads)")
+    say(f"training on {len(examples):,} examples ({torch.get_num_threads()} threads)")
     losses = fit(model, examples, item_log_q(train, item_ids), fit_cfg, rng, quiet=args.quiet)
     item_vectors, head = model.item_vectors(), model.head.export()
     session, session_metrics = fit_session(args, train, test, item_ids, item_vectors, say)
@@ -475,7 +475,7 @@ def run_config(
         "max_items": args.max_items,
         "seen_cap": SEEN_CAP,
         "popularity_from": "training split",
-        "threads": THREADS,
+        "threads": torch.get_num_threads(),
         "session": replace(SESSION, epochs=args.session_epochs).to_dict()
         if args.session_epochs
         else None,

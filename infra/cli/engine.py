@@ -57,11 +57,11 @@ def api(
     Example: RECSYS_QDRANT_URL=http://qdrant:6333 recsys api --host 0.0.0.0
     """
     _override(API_HOST=host, API_PORT=port)
-    from api.observability import configure_logging
+    from core.logs import configure_logging
     from infra.serve import StartupError, check_port_free, open_store, run_api
 
     cfg = settings()
-    configure_logging(cfg.api.log_json)
+    configure_logging(cfg.log_json)
     try:
         check_port_free(cfg.api.host, cfg.api.port)
         store = open_store(cfg)

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from tqdm import tqdm
-
+from core.progress import Progress
 from core.settings import Settings, get_settings
 from eventlog.admin import broker_answers, ensure_topics
+from eventlog.producer import close_producer
 from infra.cli.remote import CliError
 from infra.replay import (
     BadLine,
@@ -154,8 +154,11 @@ def run(req: Request, out: TextIO | None = None) -> ReplayStats:
     )
     producer = producer_for(settings)
     bar_total = min(total, req.limit) if req.limit is not None else total
-    with tqdm(total=bar_total, unit="ev", desc="replay", disable=req.quiet, file=sys.stderr) as bar:
-        stats = replay(records, settings, options, producer, on_event=lambda: bar.update())
+    try:
+        with Progress(bar_total, "replay", "ev", quiet=req.quiet) as bar:
+            stats = replay(records, settings, options, producer, on_event=lambda: bar.update())
+    finally:
+        close_producer(producer, 0)  # replay flushed; give up what is left and disconnect
     print(summary(stats, settings), file=out)
     if stats.failed:
         raise CliError(f"Kafka did not acknowledge {stats.failed} record(s) within 60 s")
