@@ -39,8 +39,13 @@ def test_serving_picks_up_a_new_model_and_moves_users_to_it(broker, make_setting
 
 
 def test_publish_cli_activates_latest_and_rolls_back(make_settings, monkeypatch, capsys):
+    from typer.testing import CliRunner
+
     from core.settings import get_settings
     from featurestore import publish as publish_cli
+
+    def publish(*args: str) -> int:
+        return CliRunner().invoke(publish_cli.app, list(args)).exit_code
 
     settings = make_settings()
     first = write_model_dir(settings.model_dir, seed=1)
@@ -48,11 +53,11 @@ def test_publish_cli_activates_latest_and_rolls_back(make_settings, monkeypatch,
     monkeypatch.setenv("RECSYS_STATE_DIR", str(settings.state_dir))
     get_settings.cache_clear()
     try:
-        assert publish_cli.main([]) == 0  # LATEST
+        assert publish() == 0  # LATEST
         store = FeatureStore.open(settings)
         assert store.active_version() == second
         store.close()
-        assert publish_cli.main(["--version", first]) == 0  # roll back
+        assert publish("--version", first) == 0  # roll back
         store = FeatureStore.open(settings)
         assert store.active_version() == first
         assert [m.version for m in store.list_models()] == [first, second]
