@@ -50,7 +50,12 @@ AvailableOnly = Annotated[
     bool, Query(description="Leave out items whose `available` payload is false")
 ]
 ExcludeSeen = Annotated[bool, Query(description="Leave out items the user interacted with")]
-Explain = Annotated[bool, Query(description="Add each item's score breakdown (ANN, re-rank terms)")]
+Explain = Annotated[
+    bool,
+    Query(
+        description="Add each item's score breakdown: each re-rank term once, adding up to the score"
+    ),
+]
 Diversity = Annotated[
     float | None,
     Query(
