@@ -54,6 +54,9 @@ MAX_REASONS = 2
 # A term must add at least this much to the score to be named as a reason.
 REASON_MIN_CONTRIBUTION = 0.03
 
+# Terms whose reason says the item is similar to one of the user's picks.
+_SIMILAR_TO_A_PICK = frozenset({"recent", "session"})
+
 _VERBS = {
     "view": "viewed",
     "click": "clicked on",
@@ -450,14 +453,18 @@ def _reasons(
         # Typical of the shortlist on every term: name what lifted it most.
         eligible = [max(eligible, key=lambda n: lift[n])]
     chosen: list[str] = []
+    alike: set[int | None] = set()  # picks already named for being similar to the item
     for name in eligible:
         if len(chosen) == MAX_REASONS or (chosen and standout[name] <= 0):
             break
-        text = _reason_text(
-            name, row, catalog, state, sources.get(name), trend, now, realtime_weight
-        )
+        src = sources.get(name)
+        if name in _SIMILAR_TO_A_PICK and src in alike:
+            continue  # "because you viewed X" and "in line with X" say the same thing
+        text = _reason_text(name, row, catalog, state, src, trend, now, realtime_weight)
         if text is not None and text not in chosen:
             chosen.append(text)
+            if name in _SIMILAR_TO_A_PICK:
+                alike.add(src)
     if not chosen:
         return ["popular with everyone" if state is None else "matches your taste"]
     return chosen

@@ -120,6 +120,9 @@ def test_each_item_gives_one_or_two_reasons_for_terms_that_lifted_it(picks):
             term = term_of(reason)
             assert r.terms[term] >= REASON_MIN_CONTRIBUTION, (reason, r.terms)
             assert r.terms[term] > median[term], (reason, r.terms, median)
+        alike = [x for x in r.reasons if term_of(x) in ("recent", "session")]
+        named = {x.split("Film ")[1].split(",")[0].split(" ")[0] for x in alike}
+        assert len(named) == len(alike), r.reasons  # one pick is not named twice for it
 
 
 @pytest.mark.parametrize("picks", [[0], [0, 6, 12], [3, 8, 14, 21, 27]])
