@@ -31,6 +31,7 @@ class Impression(msgspec.Struct):
     positions: list[int]
     """1-based rank of each item in the response."""
     scores: list[float]
+    """Each item's score as the response showed it."""
     model_version: str
     variant: str
     strategy: str
@@ -79,7 +80,7 @@ class ImpressionLog:
             user_id,
             list(items),
             list(range(1, len(items) + 1)),
-            [round(s, 5) for s in scores],
+            list(scores),
             model_version,
             variant,
             strategy,

@@ -7,19 +7,54 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.service import Result
+from core.catalog import Catalog
+from core.ranking import Ranked
+
+DECIMALS = 5
+"""Decimals of the score terms in a response."""
+
+
+def score_terms(r: Ranked) -> tuple[float, dict[str, float]]:
+    """The item's score and its terms as a response shows them: each term rounded to
+    ``DECIMALS`` and the score their float sum, in the order listed, so adding up the
+    breakdown gives the score exactly (a score rounded on its own could differ from the
+    terms' sum by a unit of the last decimal; this one at most by a float's last digit)."""
+    terms = {name: round(v, DECIMALS) for name, v in r.terms.items()}
+    return sum(terms.values()), terms
 
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float
+    score: float = Field(
+        description="The sum, in their listed order, of the re-rank terms' weighted "
+        f"contributions each rounded to {DECIMALS} decimals (the terms `score_breakdown` "
+        "lists): adding them up gives the score exactly"
+    )
     title: str
     categories: list[str]
-    reasons: list[str] = Field(description="Why this item: the features that moved it up")
+    reasons: list[str] = Field(
+        description="Why this item: its one or two terms that lifted it most against the "
+        "other candidates"
+    )
     score_breakdown: dict[str, float] | None = Field(
         None,
-        description="With explain=true: `ann_similarity` (the raw ANN dot product) and each "
-        "re-rank term's weighted contribution; `score` is the sum of the contributions.",
+        description="With explain=true: each re-rank term's weighted contribution, once "
+        "(`ann` is the ranking's ANN weight times the query-item cosine); the terms, added up "
+        "in this order, equal `score` exactly.",
     )
+
+    @classmethod
+    def from_ranked(cls, r: Ranked, catalog: Catalog, explain: bool) -> RecommendedItem:
+        score, terms = score_terms(r)
+        item = catalog.items[r.row]
+        return cls(
+            item_id=item.item_id,
+            score=score,
+            title=item.title,
+            categories=item.categories,
+            reasons=r.reasons,
+            score_breakdown=terms if explain else None,
+        )
 
 
 class Recommendations(BaseModel):
@@ -48,24 +83,7 @@ class Recommendations(BaseModel):
             strategy=result.strategy,
             realtime_weight=round(result.realtime_weight, 4),
             candidates=result.candidates,
-            items=[
-                RecommendedItem(
-                    item_id=cat.items[r.row].item_id,
-                    score=round(r.score, 5),
-                    title=cat.items[r.row].title,
-                    categories=cat.items[r.row].categories,
-                    reasons=r.reasons,
-                    score_breakdown=(
-                        {
-                            "ann_similarity": round(result.ann.get(r.row, 0.0), 5),
-                            **{name: round(v, 5) for name, v in r.terms.items()},
-                        }
-                        if explain
-                        else None
-                    ),
-                )
-                for r in result.items
-            ],
+            items=[RecommendedItem.from_ranked(r, cat, explain) for r in result.items],
         )
 
 

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from prometheus_client import Counter
@@ -62,8 +62,6 @@ class Result:
     realtime_weight: float
     candidates: int
     variant: str = "default"
-    ann: dict[int, float] = field(default_factory=dict)
-    """Row -> ANN similarity of the candidates (for explanations)."""
 
 
 class UnknownCategory(ValueError):
@@ -189,7 +187,6 @@ class Recommender:
             query.realtime_weight,
             len(candidates),
             variant,
-            dict(candidates),
         )
 
     def _query(

@@ -23,8 +23,15 @@ then scores each candidate on what the user did in the last minutes:
                 time gaps: p(item next) / p(best candidate next), in (0, 1]; items with no
                 training events, which the model never saw, get the candidates' median
 
-Each reason names a term that lifted the item above a typical candidate, ordered by
-how much it lifted it, so explanations stay truthful.
+Reasons: an item names one or two terms, never one that did not lift it. A term is
+eligible when it adds at least ``REASON_MIN_CONTRIBUTION`` to the score and more than it
+adds to the median candidate (every candidate is close to the query, say: that lifts
+none of them above the others). Among those, the term where the item stands out most
+against the shortlist (the re-ranked items the list is cut from) leads, so neighbouring
+items with different breakdowns give different reasons; a second term is named only if
+it stands out there too. The recent pick a reason names is the one that pulls that item
+most (see ``session_scores``), and "trending now" needs the item to be trending at all,
+which the fold grants only after ``fold.trending_min_users`` distinct users.
 """
 
 from __future__ import annotations
@@ -43,9 +50,12 @@ from core.settings import RankingSettings
 from core.state import UserState
 
 RECENT_ITEMS_COMPARED = 5
-MAX_REASONS = 3
+MAX_REASONS = 2
 # A term must add at least this much to the score to be named as a reason.
 REASON_MIN_CONTRIBUTION = 0.03
+
+# Terms whose reason says the item is similar to one of the user's picks.
+_SIMILAR_TO_A_PICK = frozenset({"recent", "session"})
 
 _VERBS = {
     "view": "viewed",
@@ -200,19 +210,21 @@ def rerank(
         contrib["sequence"] = params.weight_sequence * sequence
     total = sum(contrib.values())
     top = np.argsort(-total, kind="stable")[:k]
-    # A reason names what lifted this item above a typical candidate, not what every
-    # candidate shares (all of them are close to the query, say).
-    medians = np.median(np.stack(list(contrib.values())), axis=1)  # one call: ~25 us each
-    typical = dict(zip(contrib, medians.tolist(), strict=True))
+    stacked = np.stack(list(contrib.values()))  # (terms, candidates)
+    # What lifted an item above a typical candidate, and where it stands out among the
+    # shortlist it competes with for the list (one median call each: ~25 us).
+    typical = dict(zip(contrib, np.median(stacked, axis=1).tolist(), strict=True))
+    peers = dict(zip(contrib, np.median(stacked[:, top], axis=1).tolist(), strict=True))
 
     out = []
     for i in top:
         terms = {name: float(v[i]) for name, v in contrib.items()}
         lift = {name: terms[name] - typical[name] for name in terms}
+        standout = {name: terms[name] - peers[name] for name in terms}
         r = Ranked(int(rows[i]), float(total[i]), terms)
         r.reasons = _reasons(
             terms,
-            lift,
+            (lift, standout),
             int(rows[i]),
             catalog,
             state,
@@ -290,8 +302,10 @@ def session_scores(
     vecs: np.ndarray, catalog: Catalog, state: UserState | None, params: RankParams
 ) -> tuple[np.ndarray, list[int | None]]:
     """Per candidate: cosine to the user head applied to the recent items pooled with
-    weights g^(n-1-j) (position only); and the recent item (index into ``state.recent``)
-    closest to it among the heaviest, for the reason."""
+    weights g^(n-1-j) (position only); and, for the reason, the recent item (index into
+    ``state.recent``) that pulls it most: weight x (its cosine to the pick + how much
+    closer it is to the pick than the median candidate), so a pick every candidate is
+    close to does not get named for all of them."""
     n = len(vecs)
     if state is None or not state.recent:
         return np.zeros(n, dtype=np.float32), [None] * n
@@ -301,7 +315,8 @@ def session_scores(
     rvecs = catalog.vectors[[catalog.index[state.recent[j].item_id] for j in known]]
     w = params.session_position_decay ** np.arange(len(known) - 1, -1, -1, dtype=np.float32)
     user = catalog.head.apply((w[:, None] * rvecs).sum(axis=0))
-    pull = (vecs @ rvecs.T) * w  # (n, recent): which recent item pulls each candidate most
+    cos = vecs @ rvecs.T  # (n, recent)
+    pull = (2.0 * cos - np.median(cos, axis=0)) * w
     src = [known[b] for b in pull.argmax(axis=1)]
     return (vecs @ user).astype(np.float32), src
 
@@ -409,7 +424,7 @@ def covisit_neighbours(
 
 def _reasons(
     terms: dict[str, float],
-    lift: dict[str, float],
+    lifts: tuple[dict[str, float], dict[str, float]],
     row: int,
     catalog: Catalog,
     state: UserState | None,
@@ -421,46 +436,80 @@ def _reasons(
     session_src: int | None = None,
     sequence_src: int | None = None,
 ) -> list[str]:
-    reasons: list[tuple[float, float, str]] = []
-    for name, value in terms.items():
-        if value < REASON_MIN_CONTRIBUTION:
-            continue
-        if name == "recent" and state is not None and recent_src is not None:
-            r = state.recent[recent_src]
-            verb = _VERBS.get(r.event_type, "interacted with")
-            text = f"because you {verb} {catalog.title(r.item_id)} {ago(now - r.ts)}"
-        elif name == "covisit" and state is not None and covisit_src is not None:
-            r = state.recent[covisit_src]
-            verb = _VERBS.get(r.event_type, "interacted with")
-            text = (
-                f"often picked with {catalog.title(r.item_id)}, which you {verb} {ago(now - r.ts)}"
-            )
-        elif name == "session" and state is not None and session_src is not None:
-            r = state.recent[session_src]
-            text = f"in line with your recent picks, like {catalog.title(r.item_id)}"
-        elif name == "sequence" and state is not None and sequence_src is not None:
-            r = state.recent[sequence_src]
-            text = f"likely next after your recent picks, like {catalog.title(r.item_id)}"
-        elif name == "category" and state is not None:
-            text = _category_reason(row, catalog, state)
-        elif name == "ann":
-            text = (
-                "close to what you are exploring right now"
-                if realtime_weight >= 0.5
-                else "matches your long-term taste"
-            )
-        elif name == "new":
-            text = "new: nobody had picked it when the model was trained"
-        elif name == "popularity":
-            text = "trending now" if trend >= catalog.popularity[row] else "popular with everyone"
-        else:
-            continue
-        reasons.append((lift[name], value, text))
-    if not reasons:
+    """The item's one or two strongest reasons (module docstring): ``lifts`` holds each
+    term's value over the median candidate's and over the shortlist's median."""
+    lift, standout = lifts
+    sources = {
+        "recent": recent_src,
+        "covisit": covisit_src,
+        "session": session_src,
+        "sequence": sequence_src,
+    }
+    eligible = sorted(
+        (n for n, v in terms.items() if v >= REASON_MIN_CONTRIBUTION and lift[n] > 0),
+        key=lambda n: (-standout[n], -lift[n]),
+    )
+    if eligible and standout[eligible[0]] <= 0:
+        # Typical of the shortlist on every term: name what lifted it most.
+        eligible = [max(eligible, key=lambda n: lift[n])]
+    chosen: list[str] = []
+    alike: set[int | None] = set()  # picks already named for being similar to the item
+    for name in eligible:
+        if len(chosen) == MAX_REASONS or (chosen and standout[name] <= 0):
+            break
+        src = sources.get(name)
+        if name in _SIMILAR_TO_A_PICK and src in alike:
+            continue  # "because you viewed X" and "in line with X" say the same thing
+        text = _reason_text(name, row, catalog, state, src, trend, now, realtime_weight)
+        if text is not None and text not in chosen:
+            chosen.append(text)
+            if name in _SIMILAR_TO_A_PICK:
+                alike.add(src)
+    if not chosen:
         return ["popular with everyone" if state is None else "matches your taste"]
-    lifted = sorted((r for r in reasons if r[0] > 0), key=lambda r: -r[0])
-    chosen = lifted or [max(reasons, key=lambda r: r[1])]
-    return [text for _, _, text in chosen[:MAX_REASONS]]
+    return chosen
+
+
+def _reason_text(
+    name: str,
+    row: int,
+    catalog: Catalog,
+    state: UserState | None,
+    src: int | None,
+    trend: float,
+    now: float,
+    realtime_weight: float,
+) -> str | None:
+    """How term ``name`` reads for the item at ``row``; ``src``: the index in
+    ``state.recent`` of the pick behind it, for the terms that name one."""
+    if name in ("recent", "covisit", "session", "sequence"):
+        if state is None or src is None:
+            return None
+        r = state.recent[src]
+        title = catalog.title(r.item_id)
+        verb = _VERBS.get(r.event_type, "interacted with")
+        return {
+            "recent": f"because you {verb} {title} {ago(now - r.ts)}",
+            "covisit": f"often picked with {title}, which you {verb} {ago(now - r.ts)}",
+            "session": f"in line with your recent picks, like {title}"
+            if len(state.recent) > 1
+            else f"in line with {title}, which you {verb} {ago(now - r.ts)}",
+            "sequence": f"likely next after your recent picks, like {title}",
+        }[name]
+    if name == "category":
+        return _category_reason(row, catalog, state) if state is not None else None
+    if name == "ann":
+        if realtime_weight >= 0.5:
+            return "close to what you are exploring right now"
+        return "matches your long-term taste"
+    if name == "new":
+        return "new: nobody had picked it when the model was trained"
+    if name == "popularity":
+        # ``trend`` is non-zero only for items the fold counts as trending (enough
+        # distinct users); one user's events never make an item "trending now".
+        trending = trend > 0 and trend >= catalog.popularity[row]
+        return "trending now" if trending else "popular with everyone"
+    return None
 
 
 def _category_reason(row: int, catalog: Catalog, state: UserState) -> str:

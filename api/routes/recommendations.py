@@ -16,7 +16,7 @@ from prometheus_client import Counter, Histogram
 from api.deps import ResourcesDep, require_read
 from api.impressions import ImpressionLog
 from api.params import CategoryFilter, UserId, checked_categories
-from api.responses import Recommendations
+from api.responses import Recommendations, score_terms
 from api.service import Result
 from core.settings import Settings
 from featurestore.backend import ItemFilter
@@ -50,7 +50,12 @@ AvailableOnly = Annotated[
     bool, Query(description="Leave out items whose `available` payload is false")
 ]
 ExcludeSeen = Annotated[bool, Query(description="Leave out items the user interacted with")]
-Explain = Annotated[bool, Query(description="Add each item's score breakdown (ANN, re-rank terms)")]
+Explain = Annotated[
+    bool,
+    Query(
+        description="Add each item's score breakdown: each re-rank term once, adding up to the score"
+    ),
+]
 Diversity = Annotated[
     float | None,
     Query(
@@ -158,7 +163,7 @@ def _log_impression(impressions: ImpressionLog, request_id: str, result: Result)
         request_id,
         result.user_id,
         [items[r.row].item_id for r in result.items],
-        [r.score for r in result.items],
+        [score_terms(r)[0] for r in result.items],  # the scores the response shows
         result.catalog.version,
         result.variant,
         result.strategy,
