@@ -174,9 +174,7 @@ class EdgeBackend:
     ) -> list[StoredPoint]:
         match = q.Filter(must=[q.FieldCondition(key, match=q.MatchValue(value))])
         records, _ = self._shard(name).scroll(
-            q.ScrollRequest(
-                limit=limit, filter=match, with_payload=True, with_vector=with_vectors
-            )
+            q.ScrollRequest(limit=limit, filter=match, with_payload=True, with_vector=with_vectors)
         )
         return [
             StoredPoint(_id(r.id), r.payload or {}, _dense(r.vector) if with_vectors else None)
