@@ -1,17 +1,22 @@
 """GET /items/{id}/similar on a synthetic catalogue: the nearest items by vector and the
 items co-visited in training, each with its reason; the filters of recommendations; the
-item never in its own list; 404 for an unknown item and 422 for bad parameters."""
+item never in its own list; 404 for an unknown item and 422 for bad parameters; the
+typed client and `recsys items similar` against the running service."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from api.app import create_app
+from client import AuthError, NotFound, RecsysClient, SimilarItems
 from core.records import ItemRecord
 from featurestore import FeatureStore
 from featurestore import layout as col
+from infra.cli import app as cli
+from infra.process import serve_in_thread
 from tests.helpers import isolated_settings, make_model
 
 N = 50
@@ -101,3 +106,45 @@ def test_an_item_the_store_holds_beyond_the_loaded_catalogue_is_served(world):
         assert body["items"][0]["reason"] == "similar to Fresh"
     finally:
         store.backend.delete(col.items_collection("v1"), [10_000])
+
+
+@pytest.mark.integration
+def test_the_client_and_the_cli_through_the_running_service(broker, make_settings):
+    settings = make_settings(
+        broker, inprocess=False, impressions_enabled=False, read_keys={"r-key"}
+    )
+    store = FeatureStore.open(settings)
+    record, items, vecs, profiles = make_model("v1", n=30, dim=8)
+    far = f"i{min(range(1, 30, 2), key=lambda r: float(vecs[r] @ vecs[0]))}"  # a Sci-Fi one
+    items[0] = ItemRecord("i0", "Alien", ["Sci-Fi"], 0.5, {"covisit": [[far, 1.0]]})
+    store.publish_model(record, items, vecs, profiles)
+    store.activate("v1")
+    store.close()
+    with serve_in_thread(create_app(settings)) as url:
+        with RecsysClient(url, "r-key") as api:
+            found = api.similar("i0", k=4, categories=["Sci-Fi"])
+            assert isinstance(found, SimilarItems) and found.title == "Alien"
+            assert len(found.items) == 4 and "i0" not in {it.item_id for it in found.items}
+            assert all("Sci-Fi" in it.categories for it in found.items)
+            every = api.similar("i0", k=14, categories=["Sci-Fi"]).items  # the 14 others
+            reasons = {it.item_id: it.reason for it in every}
+            assert len(reasons) == 14 and reasons[far] == "often picked with Alien"
+            with pytest.raises(NotFound):
+                api.similar("nope")
+            with pytest.raises(AuthError):
+                RecsysClient(url).similar("i0")
+
+        result = CliRunner().invoke(
+            cli, ["items", "similar", "i0", "-k", "3", "--api-url", url, "--api-key", "r-key"]
+        )
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert lines[0] == "items like Alien (i0), model v1:"
+        assert len(lines) == 4 and lines[1].lstrip().startswith("1. ")
+        assert all(line.endswith(" to Alien") or line.endswith(" with Alien") for line in lines[1:])
+
+        result = CliRunner().invoke(
+            cli, ["items", "similar", "nope", "--api-url", url, "--api-key", "r-key"]
+        )
+        assert result.exit_code != 0
+        assert "item 'nope' is not in model v1" in result.output
