@@ -51,7 +51,10 @@ def similar_items(
         _check_categories(catalog, item_filter)
     item, row, vector = _lookup(recommender, catalog, item_id)
     exclude = [] if row is None else [row]
-    n = max(k, recommender.settings.ranking.candidates)
+    # An item outside the ANN's top k can only rise above it by its co-visitation term,
+    # and co-visited items are scored apart: k would do; twice k leaves room for points
+    # the in-memory catalogue does not hold yet (skipped below).
+    n = 2 * k
     ann = dict(recommender.store.search_items(catalog.version, vector, n, exclude, item_filter))
     covisit = _covisited(catalog, row, item_filter)
     for r in covisit.keys() - ann.keys():

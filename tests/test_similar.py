@@ -68,6 +68,16 @@ def test_lists_the_nearest_items_and_the_co_visited_ones_with_reasons(world):
         assert it["score"] == pytest.approx(it["similarity"] + 0.5 * it["covisit"], abs=1e-5)
 
 
+def test_the_list_is_the_exact_top_k_of_the_blended_score(world):
+    """As scoring every other available item would rank them (ANN exact at this size)."""
+    client, _, vecs = world
+    covisit = {49: 1.0}  # i48 is co-visited too, but unavailable
+    score = {r: float(vecs[r] @ vecs[0]) + 0.5 * covisit.get(r, 0.0) for r in range(1, N)}
+    del score[48]
+    want = sorted(score, key=lambda r: -score[r])[:10]
+    assert [it["item_id"] for it in similar(client, k=10)["items"]] == [f"i{r}" for r in want]
+
+
 def test_filters_apply_to_both_sources(world):
     client, _, _ = world
     sci_fi = similar(client, k=20, category="Sci-Fi")["items"]
