@@ -48,6 +48,7 @@ def create_app(
         slow_ms=settings.api.access_log_slow_ms,
     )
     _add_routes(app, recommendations.build_router(settings))
+    _add_routes(app, items.similar_router(settings))
     for module in (users, items, events, health, metrics, admin):
         _add_routes(app, module.router)
     app.mount(demo.ASSETS_PATH, demo.assets(), name="demo-assets")

@@ -22,6 +22,8 @@ from client.models import (
     ModelsOverview,
     ModelVersion,
     Recommendations,
+    SimilarItem,
+    SimilarItems,
     UserFeatures,
 )
 
@@ -38,5 +40,7 @@ __all__ = [
     "NotFound",
     "Recommendations",
     "RecsysClient",
+    "SimilarItem",
+    "SimilarItems",
     "UserFeatures",
 ]

@@ -10,7 +10,14 @@ import httpx
 from pydantic import BaseModel
 
 from client.errors import ApiError, ApiUnreachable, AuthError, NotFound
-from client.models import Erasure, Health, ModelsOverview, Recommendations, UserFeatures
+from client.models import (
+    Erasure,
+    Health,
+    ModelsOverview,
+    Recommendations,
+    SimilarItems,
+    UserFeatures,
+)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -63,6 +70,22 @@ class RecsysClient:
         if diversity is not None:
             params["diversity"] = diversity
         return self._call(Recommendations, "GET", f"/recommendations/{_id(user_id)}", params=params)
+
+    def similar(
+        self,
+        item_id: str,
+        k: int = 10,
+        *,
+        categories: Iterable[str] = (),
+        exclude_categories: Iterable[str] = (),
+        available_only: bool = True,
+    ) -> SimilarItems:
+        """GET /items/{item_id}/similar: items like this one, each with a reason."""
+        params: dict[str, Any] = {"k": k, "category": list(categories)}
+        params["exclude_category"] = list(exclude_categories)
+        if not available_only:
+            params["available_only"] = "false"
+        return self._call(SimilarItems, "GET", f"/items/{_id(item_id)}/similar", params=params)
 
     def user(self, user_id: str) -> UserFeatures:
         """GET /users/{user_id}: the user's real-time features."""

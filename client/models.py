@@ -32,6 +32,23 @@ class Recommendations(_Response):
     items: list[Item]
 
 
+class SimilarItem(_Response):
+    item_id: str
+    title: str
+    categories: list[str]
+    score: float
+    similarity: float
+    covisit: float
+    reason: str
+
+
+class SimilarItems(_Response):
+    item_id: str
+    title: str
+    model_version: str
+    items: list[SimilarItem]
+
+
 class RecentEvent(_Response):
     item_id: str
     title: str | None

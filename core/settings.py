@@ -306,6 +306,13 @@ class RankingSettings(_Group):
         "lower = less similar items in one list.",
     )
     mmr_pool: int = Field(50, ge=1, le=1000, description="Re-ranked items MMR picks from.")
+    similar_weight_covisit: float = Field(
+        0.5,
+        ge=0,
+        description="Similar items (GET /items/{id}/similar): weight of the co-visitation "
+        "weight (0..1, published with the model) added to the cosine of the two items' "
+        "vectors. 0 ranks by the cosine alone.",
+    )
     variants: dict[str, dict[str, float]] = Field(
         default_factory=lambda: {"default": dict[str, float]()},
         description="Named ranking configurations: overrides of the per-request ranking "

@@ -70,6 +70,12 @@ class Backend(Protocol):
     def delete(self, name: str, ids: Sequence[int | str]) -> None:
         """Delete these points; ids that do not exist are ignored. Durable on return."""
 
+    def find(
+        self, name: str, key: str, value: str, limit: int = 1, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        """Up to ``limit`` points whose keyword payload ``key`` equals ``value`` (``key``
+        needs a keyword index)."""
+
     def search(
         self,
         name: str,

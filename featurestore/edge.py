@@ -169,6 +169,18 @@ class EdgeBackend:
             for r in records
         ]
 
+    def find(
+        self, name: str, key: str, value: str, limit: int = 1, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        match = q.Filter(must=[q.FieldCondition(key, match=q.MatchValue(value))])
+        records, _ = self._shard(name).scroll(
+            q.ScrollRequest(limit=limit, filter=match, with_payload=True, with_vector=with_vectors)
+        )
+        return [
+            StoredPoint(_id(r.id), r.payload or {}, _dense(r.vector) if with_vectors else None)
+            for r in records
+        ]
+
     def search(
         self,
         name: str,

@@ -140,6 +140,25 @@ class ServerBackend:
             for r in records
         ]
 
+    def find(
+        self, name: str, key: str, value: str, limit: int = 1, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        match = models.Filter(
+            must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))]
+        )
+        try:
+            records, _ = self._c.scroll(
+                name, scroll_filter=match, limit=limit, with_payload=True, with_vectors=with_vectors
+            )
+        except Exception:
+            if not self._c.collection_exists(name):  # as the embedded adapter says it
+                raise StoreError(f"collection {name!r} does not exist") from None
+            raise
+        return [
+            StoredPoint(_id(r.id), r.payload or {}, _dense(r.vector) if with_vectors else None)
+            for r in records
+        ]
+
     def search(
         self,
         name: str,

@@ -296,6 +296,21 @@ class FeatureStore:
             self._item_ids[version] = ids
         return ids
 
+    def read_item(self, version: str, item_id: str) -> tuple[ItemRecord, np.ndarray] | None:
+        """An item of a published version as the store holds it now, with its vector;
+        None if that version has no such item (or is gone). For items a process's
+        in-memory catalogue may not hold yet (written since it was loaded)."""
+        try:
+            hits = self.backend.find(
+                col.items_collection(version), "item_id", item_id, with_vectors=True
+            )
+        except StoreError:
+            return None
+        if not hits or hits[0].vector is None:
+            return None
+        vector = np.asarray(hits[0].vector, dtype=np.float32)
+        return ItemRecord.from_payload(hits[0].payload), vector
+
     def catalog_provider(self) -> CatalogProvider:
         return CatalogProvider(self.active_version, self.load_catalog)
 

@@ -17,6 +17,7 @@ from client import (
     NotFound,
     Recommendations,
     RecsysClient,
+    SimilarItems,
     UserFeatures,
 )
 from featurestore import FeatureStore
@@ -83,6 +84,13 @@ def test_every_call_against_the_running_service(broker, make_settings):
         assert recs.strategy == "personalized"
         only = reader.recommend("u1", k=5, categories=["Sci-Fi"])
         assert all("Sci-Fi" in item.categories for item in only.items)
+
+        like = reader.similar(recs.items[0].item_id, k=4, categories=["Sci-Fi"])
+        assert isinstance(like, SimilarItems) and len(like.items) == 4
+        assert recs.items[0].item_id not in {it.item_id for it in like.items}
+        assert all("Sci-Fi" in it.categories and it.reason for it in like.items)
+        with pytest.raises(NotFound):
+            reader.similar("nope")
 
         user = reader.user("u1")
         assert isinstance(user, UserFeatures) and user.has_long_term_profile

@@ -212,3 +212,30 @@ def test_when_writes_need_a_key_the_page_asks_for_it(open_page, keyed_server):
     pg.get_by_test_id("recs-list").get_by_test_id(f"view-{before[0]}").click()
     wait_for_list_change(pg, before, t0)
     expect(pg.get_by_test_id("recent-item").first).to_have_attribute("data-item-id", before[0])
+
+
+def test_viewing_an_item_shows_the_items_like_it(page):
+    """ "Because you viewed X": a row of items similar to the one just viewed, with reasons."""
+    from playwright.sync_api import expect
+
+    pg = page
+    pg.get_by_test_id("user-anon").click()
+    expect(pg.get_by_test_id("rec-item")).to_have_count(10)
+    expect(pg.get_by_test_id("similar")).to_be_hidden()  # nothing viewed yet
+    pg.get_by_test_id("search-input").fill("title 12")
+    catalog = pg.get_by_test_id("catalog-list")
+    expect(catalog.get_by_test_id("catalog-item").first).to_have_attribute("data-item-id", "i12")
+    catalog.get_by_test_id("view-i12").click()
+
+    expect(pg.get_by_test_id("similar-heading")).to_have_text("Because you viewed Title 12")
+    similar = pg.get_by_test_id("similar-item")
+    expect(similar).to_have_count(6)
+    ids = similar.evaluate_all("els => els.map(e => e.dataset.itemId)")
+    assert "i12" not in ids
+    for row in similar.all():
+        assert re.search(r"(similar to|often picked with) Title 12", row.inner_text())
+    REPORTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(REPORTS / "demo-similar.png"), full_page=True)
+    # Its items take events like any other: viewing one moves the row to that item.
+    pg.get_by_test_id("similar-list").get_by_test_id(f"view-{ids[0]}").click()
+    expect(pg.get_by_test_id("similar")).to_have_attribute("data-item-id", ids[0])

@@ -71,6 +71,21 @@ def test_search_returns_nearest_first_and_excludes(store):
     assert "i3" not in [cat.items[row].item_id for row, _ in hits]
 
 
+def test_read_item_returns_a_published_items_record_and_vector(store):
+    _, items, vecs, _ = publish(store)
+    found = store.read_item("v1", "i7")
+    assert found is not None
+    record, vector = found
+    assert (record.item_id, record.title, record.categories) == (
+        "i7",
+        items[7].title,
+        items[7].categories,
+    )
+    np.testing.assert_allclose(vector, vecs[7], atol=1e-6)
+    assert store.read_item("v1", "nope") is None
+    assert store.read_item("v9", "i7") is None  # no such version
+
+
 def test_versions_live_side_by_side(store):
     publish(store, "v1")
     record2, items2, vecs2, _ = make_model("v2", seed=1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import typer
 
-from infra.cli import engine, models, system
+from infra.cli import engine, items, models, system
 from infra.cli.lazy import lazy_group
 
 # Commands that live beside what they run and load torch, Bytewax or Qdrant on import:
@@ -52,6 +52,7 @@ app.command()(engine.api)
 app.command()(engine.broker)
 app.command()(system.replay)
 app.add_typer(system.user_app, name="user")
+app.add_typer(items.items_app, name="items")
 app.add_typer(models.models_app, name="models")
 app.add_typer(system.topics_app, name="topics")
 app.command()(system.init)

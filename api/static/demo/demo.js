@@ -4,6 +4,7 @@
 
 (() => {
   const K = 10; // recommendations shown
+  const SIMILAR_K = 6; // items in the "because you viewed X" row
   const PAGE = 24; // catalogue items per page
   const POLL_MS = 60; // how often to look for the folded event
   const WAIT_MS = 5000; // give up waiting for the fold after this
@@ -27,6 +28,7 @@
     session: null, // a session id per user pick, sent with every event
     recs: [], // item ids of the list on screen, in order
     features: null, // last GET /users/{user} body (null: no events, no profile)
+    similarFor: null, // the item whose "because you viewed" row is (to be) shown
     expectedEvents: 0, // event_count the next fold should reach
     token: 0, // bumps on every user switch and click: stale polls stop updating
     catalog: { q: "", category: "", offset: 0, total: 0 },
@@ -61,6 +63,7 @@
     }
   };
   const getRecs = (user) => api(`/recommendations/${enc(user)}?k=${K}`);
+  const getSimilar = (item) => api(`/items/${enc(item)}/similar?k=${SIMILAR_K}`);
   const postEvent = (user, item, type) =>
     api("/events", {
       method: "POST",
@@ -203,6 +206,42 @@
     state.recs = body.items.map((it) => it.item_id);
   }
 
+  // "Because you viewed X": the items like the one just viewed, each with its reason.
+  function renderSimilar(body) {
+    const box = $("similar");
+    if (!body || !body.items.length) {
+      box.hidden = true;
+      return;
+    }
+    $("similar-heading").textContent = `Because you viewed ${body.title || body.item_id}`;
+    $("similar-list").replaceChildren(
+      ...body.items.map((it) =>
+        el(
+          "li",
+          { className: "item similar-item", dataset: { testid: "similar-item", itemId: it.item_id } },
+          el(
+            "div",
+            { className: "item-main" },
+            el("span", { className: "title" }, it.title || it.item_id),
+            el("span", { className: "reason" }, it.reason),
+          ),
+          eventButtons(it),
+        ),
+      ),
+    );
+    box.dataset.itemId = body.item_id;
+    box.hidden = false;
+  }
+
+  async function showSimilar(item) {
+    try {
+      const body = await getSimilar(item);
+      if (state.similarFor === item) renderSimilar(body); // not a stale answer
+    } catch (e) {
+      if (e.status !== 404) showError(e); // an item the live model lacks: no row
+    }
+  }
+
   function ago(iso) {
     if (!iso) return "";
     const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
@@ -298,6 +337,10 @@
       state.expectedEvents = features ? features.event_count : 0;
       renderFeatures(features);
       renderRecs(recs, []);
+      const viewed = features?.recent.find((r) => r.event_type === "view");
+      state.similarFor = viewed ? viewed.item_id : null;
+      if (viewed) showSimilar(viewed.item_id);
+      else renderSimilar(null);
       showStatus(`Showing user ${user}. Click View or Purchase on any item.`);
     } catch (e) {
       if (token === state.token) showError(e);
@@ -323,6 +366,10 @@
       return;
     }
     state.expectedEvents += 1;
+    if (type === "view") {
+      state.similarFor = item; // the row follows the last view, whatever the fold does
+      showSimilar(item);
+    }
     const accepted = Math.round(performance.now() - t0);
     showStatus(`${name} accepted (${accepted} ms); waiting for the dataflow to fold it…`);
     $("update-time").textContent = "Waiting for the update…";
