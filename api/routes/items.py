@@ -19,7 +19,7 @@ from api.params import (
     checked_categories,
 )
 from api.responses import Categories, CategoryCount, Item, ItemPage, ItemSummary
-from api.routes.recommendations import AvailableOnly, ExcludeCategories, _item_filter
+from api.routes.recommendations import AvailableOnly, ExcludeCategories, build_item_filter
 from api.similar import SimilarResult, UnknownItem, similar_items
 from core.settings import Settings
 
@@ -143,7 +143,7 @@ def similar_router(settings: Settings) -> APIRouter:
         """Items like this one: nearest by the live model's item vectors, blended with the
         items picked right before or after it in training, under the same filters as
         recommendations; never the item itself. Unknown item: 404."""
-        item_filter = _item_filter(settings, category, exclude_category, available_only)
+        item_filter = build_item_filter(settings, category, exclude_category, available_only)
         try:
             result = similar_items(recommender, item_id, k, item_filter)
         except UnknownItem as e:

@@ -110,7 +110,7 @@ def build_router(settings: Settings) -> APIRouter:
             resources.recommender.recommend,
             user_id,
             k,
-            item_filter=_item_filter(settings, category, exclude_category, available_only),
+            item_filter=build_item_filter(settings, category, exclude_category, available_only),
             exclude_seen=exclude_seen,
             variant=variant,
             mmr_lambda=None if diversity is None else 1.0 - diversity,
@@ -143,7 +143,7 @@ async def _timed(recommend: Callable[[], Result], embedded: bool) -> Result:
     return result
 
 
-def _item_filter(
+def build_item_filter(
     settings: Settings,
     category: list[str] | None,
     exclude_category: list[str] | None,
