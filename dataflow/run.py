@@ -90,13 +90,14 @@ def main(
 
 
 def cluster(process_id: int | None, addresses: str | None, settings: Settings) -> list[str] | None:
-    """The peers of ``-a``, checked with ``-i`` against the recovery partitions (before
-    Kafka is asked anything); None for a single process."""
+    """The peers of ``-a``, checked with ``-i`` against the recovery partitions when
+    recovery is on (before Kafka is asked anything); None for a single process."""
     if (process_id is None) != (addresses is None):
         raise typer.BadParameter("-i and -a go together")
     try:
         peers = parse_addresses(addresses) if addresses is not None else None
-        own_partitions(process_id or 0, len(peers or [None]), settings.recovery.partitions)
+        if settings.recovery.enabled:
+            own_partitions(process_id or 0, len(peers or [None]), settings.recovery.partitions)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     return peers
