@@ -1,7 +1,9 @@
 """The demo page in a real browser: headless Chromium (the system's, never a downloaded
 one) driven by Playwright against a real uvicorn server with the dataflow in-process
 and the real dev broker. Clicking an item must change the recommendation list within a
-couple of seconds and show the item among the user's recent items.
+couple of seconds and show the item among the user's recent items; a score's breakdown
+opens on demand and adds up to it; the freshness sparkline and the reset work; on a
+phone the first recommendation is in view without scrolling.
 
 Without Chromium or Playwright the tests skip, unless RECSYS_REQUIRE_BROWSER=1 (CI sets
 it), where they fail instead. Screenshots go to reports/demo*.png (git-ignored).
@@ -292,6 +294,9 @@ def test_freshness_sparkline_and_reset(page):
     )
     points = pg.locator("[data-testid=freshness-spark] polyline").get_attribute("points")
     assert len(points.split()) == 2
+    pg.get_by_test_id("rec-item").first.get_by_test_id("score").click()
+    REPORTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(REPORTS / "demo-breakdown.png"), full_page=True)
     user = pg.get_by_test_id("current-user").inner_text()
     pg.get_by_test_id("search-input").fill("title 7")
 
