@@ -172,6 +172,7 @@
         type: "button",
         className: "score",
         title: "Show how this score adds up",
+        "aria-label": `Score ${it.score.toFixed(3)}: how it adds up`,
         "aria-expanded": String(open),
         "aria-controls": `breakdown-${it.item_id}`,
         dataset: { testid: "score", item: it.item_id, score: String(it.score) },
@@ -350,6 +351,30 @@
     return `${Math.round(s / 86400)} d ago`;
   }
 
+  // One category's share of the user's activity, as a bar scaled to the largest share.
+  function affinityRow(name, share, top) {
+    const fill = el("span", { className: "bar-fill" });
+    fill.style.width = `${Math.max(2, (share / top) * 100)}%`;
+    return el(
+      "li",
+      { dataset: { testid: "affinity-row", category: name } },
+      el("span", { className: "bar-label" }, name),
+      el(
+        "span",
+        {
+          className: "bar",
+          role: "meter",
+          "aria-label": `${name} affinity`,
+          "aria-valuemin": "0",
+          "aria-valuemax": "100",
+          "aria-valuenow": String(Math.round(share * 100)),
+        },
+        fill,
+      ),
+      el("span", { className: "bar-value" }, `${Math.round(share * 100)}%`),
+    );
+  }
+
   function renderFeatures(f) {
     const session = $("session");
     const affinity = $("affinity");
@@ -377,30 +402,7 @@
     const cats = Object.entries(f.categories).slice(0, 8);
     if (!cats.length) affinity.append(el("li", { className: "meta" }, "—"));
     const top = cats.length ? cats[0][1] : 1;
-    for (const [name, share] of cats) {
-      const fill = el("span", { className: "bar-fill" });
-      fill.style.width = `${Math.max(2, (share / top) * 100)}%`;
-      affinity.append(
-        el(
-          "li",
-          { dataset: { testid: "affinity-row", category: name } },
-          el("span", { className: "bar-label" }, name),
-          el(
-            "span",
-            {
-              className: "bar",
-              role: "meter",
-              "aria-label": `${name} affinity`,
-              "aria-valuemin": "0",
-              "aria-valuemax": "100",
-              "aria-valuenow": String(Math.round(share * 100)),
-            },
-            fill,
-          ),
-          el("span", { className: "bar-value" }, `${Math.round(share * 100)}%`),
-        ),
-      );
-    }
+    for (const [name, share] of cats) affinity.append(affinityRow(name, share, top));
     if (!f.recent.length) recent.append(el("li", { className: "meta" }, "—"));
     for (const r of f.recent.slice(0, 10)) {
       recent.append(
@@ -445,6 +447,21 @@
     } catch (e) {
       if (token === state.token) showError(e);
     }
+  }
+
+  // The event is in the features: redraw, time it (click to list on screen) and say so.
+  function showFolded(features, recs, before, took, folded) {
+    state.features = features;
+    renderFeatures(features);
+    renderRecs(recs, before);
+    state.fresh = [...state.fresh, took].slice(-FRESH_N);
+    renderFreshness();
+    const changed = recs.items.map((it) => it.item_id).join() !== before.join();
+    const added = state.recs.filter((id) => !before.includes(id)).length;
+    $("update-time").className = "update-time done";
+    $("update-time").textContent = changed
+      ? `Updated in ${took} ms · ${added} new item${added === 1 ? "" : "s"} (event folded after ${folded} ms)`
+      : `Event folded after ${folded} ms; the top ${K} stayed the same`;
   }
 
   async function sendEvent(item, type, button) {
@@ -493,18 +510,7 @@
         return;
       }
       if (token !== state.token) return;
-      const took = Math.round(performance.now() - t0);
-      state.features = features;
-      renderFeatures(features);
-      renderRecs(recs, before);
-      state.fresh = [...state.fresh, took].slice(-FRESH_N);
-      renderFreshness();
-      const changed = recs.items.map((it) => it.item_id).join() !== before.join();
-      const added = state.recs.filter((id) => !before.includes(id)).length;
-      $("update-time").className = "update-time done";
-      $("update-time").textContent = changed
-        ? `Updated in ${took} ms · ${added} new item${added === 1 ? "" : "s"} (event folded after ${folded} ms)`
-        : `Event folded after ${folded} ms; the top ${K} stayed the same`;
+      showFolded(features, recs, before, Math.round(performance.now() - t0), folded);
       showStatus(`${name} folded into ${user}'s features.`);
       return;
     }
