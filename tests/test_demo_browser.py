@@ -1,7 +1,9 @@
 """The demo page in a real browser: headless Chromium (the system's, never a downloaded
 one) driven by Playwright against a real uvicorn server with the dataflow in-process
 and the real dev broker. Clicking an item must change the recommendation list within a
-couple of seconds and show the item among the user's recent items.
+couple of seconds and show the item among the user's recent items; a score's breakdown
+opens on demand and adds up to it; the freshness sparkline and the reset work; on a
+phone the first recommendation is in view without scrolling.
 
 Without Chromium or Playwright the tests skip, unless RECSYS_REQUIRE_BROWSER=1 (CI sets
 it), where they fail instead. Screenshots go to reports/demo*.png (git-ignored).
@@ -32,6 +34,9 @@ CHROMIUM = "/usr/bin/chromium"
 WRITE_KEY = "demo-write-key"
 UPDATE_WITHIN_MS = 4000
 """Click to a changed list on screen; the fold itself takes well under a second."""
+DESKTOP = (1440, 1000)
+PHONE = (390, 844)
+"""A phone's CSS viewport (iPhone 12 to 14)."""
 
 
 def _browser_missing() -> str | None:
@@ -101,9 +106,11 @@ def open_page(chromium_path: str):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path, headless=True)
 
-        def open_(url: str, expect_status: tuple[int, ...] = ()):
+        def open_(
+            url: str, expect_status: tuple[int, ...] = (), viewport: tuple[int, int] = DESKTOP
+        ):
             expected.update(expect_status)
-            pg = browser.new_page(viewport={"width": 1440, "height": 1000})
+            pg = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
             pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             pg.on("console", on_console)
             pg.on("response", on_response)
@@ -174,7 +181,7 @@ def test_a_fresh_anonymous_user_starts_cold_and_warms_up(page):
     from playwright.sync_api import expect
 
     pg = page
-    pg.get_by_test_id("user-anon").click()
+    pg.get_by_test_id("reset").click()
     expect(pg.get_by_test_id("current-user")).to_have_text(re.compile(r"^anon-[0-9a-f]{8}$"))
     expect(pg.get_by_test_id("recs-meta")).to_contain_text("Cold start")
     expect(pg.get_by_test_id("features-empty")).to_contain_text("new user")
@@ -219,7 +226,7 @@ def test_viewing_an_item_shows_the_items_like_it(page):
     from playwright.sync_api import expect
 
     pg = page
-    pg.get_by_test_id("user-anon").click()
+    pg.get_by_test_id("reset").click()
     expect(pg.get_by_test_id("rec-item")).to_have_count(10)
     expect(pg.get_by_test_id("similar")).to_be_hidden()  # nothing viewed yet
     pg.get_by_test_id("search-input").fill("title 12")
@@ -239,3 +246,92 @@ def test_viewing_an_item_shows_the_items_like_it(page):
     # Its items take events like any other: viewing one moves the row to that item.
     pg.get_by_test_id("similar-list").get_by_test_id(f"view-{ids[0]}").click()
     expect(pg.get_by_test_id("similar")).to_have_attribute("data-item-id", ids[0])
+
+
+def test_the_score_breakdown_opens_per_item_and_adds_up(page):
+    from playwright.sync_api import expect
+
+    pg = page
+    pg.get_by_test_id("user-select").select_option("u3")
+    expect(pg.get_by_test_id("rec-item")).to_have_count(10)
+    expect(pg.get_by_test_id("breakdown").first).to_be_hidden()  # on demand only
+    second = pg.get_by_test_id("rec-item").nth(1)
+    second.get_by_test_id("score").click()
+    table = second.get_by_test_id("breakdown")
+    expect(table).to_be_visible()
+    expect(pg.get_by_test_id("rec-item").first.get_by_test_id("breakdown")).to_be_hidden()
+    terms = table.get_by_test_id("term").evaluate_all(
+        "rows => rows.map(r => [r.dataset.term, Number(r.dataset.value)])"
+    )
+    names = [name for name, _ in terms]
+    assert len(names) == len(set(names)) >= 2  # each term once
+    assert "ann_similarity" not in names
+    score = float(second.get_by_test_id("score").get_attribute("data-score"))
+    assert sum(v for _, v in terms) == score  # they add up, exactly, in the order shown
+    expect(table.locator("tr.total")).to_contain_text(f"{score:.5f}")
+    expect(second.get_by_test_id("score")).to_have_text(re.compile(rf"^{score:.3f}"))
+    second.get_by_test_id("score").click()
+    expect(table).to_be_hidden()
+
+
+def test_freshness_sparkline_and_reset(page):
+    from playwright.sync_api import expect
+
+    pg = page
+    pg.get_by_test_id("reset").click()
+    expect(pg.get_by_test_id("rec-item")).to_have_count(10)
+    fresh = pg.get_by_test_id("freshness")
+    expect(fresh).to_have_attribute("data-count", "0")
+    expect(pg.get_by_test_id("freshness-text")).to_have_text("No events sent from this page yet.")
+    for n in (1, 2):
+        before = rec_ids(pg)
+        t0 = time.monotonic()
+        pg.get_by_test_id("recs-list").get_by_test_id(f"view-{before[-1]}").click()
+        wait_for_list_change(pg, before, t0)
+        expect(fresh).to_have_attribute("data-count", str(n))
+    expect(pg.get_by_test_id("freshness-text")).to_have_text(
+        re.compile(r"^last \d+ ms · median \d+ ms · max \d+ ms over 2 events$")
+    )
+    points = pg.locator("[data-testid=freshness-spark] polyline").get_attribute("points")
+    assert len(points.split()) == 2
+    pg.get_by_test_id("rec-item").first.get_by_test_id("score").click()
+    REPORTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(REPORTS / "demo-breakdown.png"), full_page=True)
+    user = pg.get_by_test_id("current-user").inner_text()
+    pg.get_by_test_id("search-input").fill("title 7")
+
+    pg.get_by_test_id("reset").click()  # a new user and none of the page's history
+    expect(pg.get_by_test_id("current-user")).not_to_have_text(user)
+    expect(pg.get_by_test_id("current-user")).to_have_text(re.compile(r"^anon-[0-9a-f]{8}$"))
+    expect(fresh).to_have_attribute("data-count", "0")
+    expect(pg.get_by_test_id("recs-meta")).to_contain_text("Cold start")
+    expect(pg.get_by_test_id("features-empty")).to_contain_text("new user")
+    expect(pg.get_by_test_id("similar")).to_be_hidden()
+    expect(pg.get_by_test_id("search-input")).to_have_value("")
+    expect(pg.get_by_test_id("update-time")).to_have_text("")
+
+
+def test_on_a_phone_the_recommendations_are_above_the_fold(open_page, server):
+    from playwright.sync_api import expect
+
+    pg = open_page(f"{server}/demo?user=u3", viewport=PHONE)
+    expect(pg.get_by_test_id("rec-item")).to_have_count(10)
+
+    def assert_first_in_view() -> None:
+        box = pg.get_by_test_id("rec-item").first.bounding_box()
+        assert box is not None
+        assert pg.evaluate("window.scrollY") == 0
+        assert 0 <= box["y"] and box["y"] + box["height"] <= PHONE[1], box
+        assert 0 <= box["x"] and box["x"] + box["width"] <= PHONE[0], box
+        # Nothing wider than the screen: no sideways scrolling either.
+        assert pg.evaluate("document.documentElement.scrollWidth") <= PHONE[0]
+
+    assert_first_in_view()
+    before = rec_ids(pg)
+    t0 = time.monotonic()
+    pg.get_by_test_id("recs-list").get_by_test_id(f"view-{before[-1]}").click()
+    wait_for_list_change(pg, before, t0)
+    pg.evaluate("window.scrollTo(0, 0)")
+    assert_first_in_view()  # the status and timing lines do not push it down
+    REPORTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(REPORTS / "demo-phone.png"))

@@ -58,7 +58,7 @@ def test_demo_page_is_served_with_its_assets(client):
     assert r.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in r.headers["content-security-policy"]
     html = r.text
-    for testid in ("user-select", "user-anon", "search-input", "recs-list", "recent-list"):
+    for testid in ("user-select", "reset", "search-input", "recs-list", "recent-list"):
         assert f'data-testid="{testid}"' in html
     assets = re.findall(r'(?:src|href)="(/demo/assets/[^"]+)"', html)
     assert sorted(assets) == ["/demo/assets/demo.css", "/demo/assets/demo.js"]

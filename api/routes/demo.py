@@ -1,6 +1,6 @@
 """The live demo page at ``/demo``: static HTML/JS/CSS shipped inside the package.
 
-The page talks to the public API only (``/items``, ``/users``, ``/events``,
+The page talks to the public API only (``/items``, ``/users``, ``/events``, ``/models``,
 ``/recommendations``), so it shows exactly what any client would get. Its Content
 Security Policy allows this origin alone: nothing is fetched from elsewhere at run time.
 The page and its assets are not part of the API, so not in OpenAPI.

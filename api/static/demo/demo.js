@@ -9,6 +9,18 @@
   const POLL_MS = 60; // how often to look for the folded event
   const WAIT_MS = 5000; // give up waiting for the fold after this
   const KEY_STORAGE = "recsys-demo-api-key";
+  const FRESH_N = 20; // events in the freshness sparkline
+  // The re-rank terms of a score breakdown, in words (an unknown term shows its name).
+  const TERM_LABELS = {
+    ann: "match with the query (ANN)",
+    category: "category affinity",
+    recent: "recently interacted",
+    popularity: "popularity / trending",
+    covisit: "often picked together",
+    new: "new item",
+    session: "this session",
+    sequence: "likely next",
+  };
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, props = {}, ...children) => {
@@ -32,6 +44,8 @@
     expectedEvents: 0, // event_count the next fold should reach
     token: 0, // bumps on every user switch and click: stale polls stop updating
     catalog: { q: "", category: "", offset: 0, total: 0 },
+    explained: new Set(), // item ids whose score breakdown is open
+    fresh: [], // the last FRESH_N events: ms from click to the updated list on screen
   };
 
   // --- API ------------------------------------------------------------------
@@ -62,7 +76,8 @@
       throw e;
     }
   };
-  const getRecs = (user) => api(`/recommendations/${enc(user)}?k=${K}`);
+  // explain=true: each item's score breakdown comes along, shown on demand.
+  const getRecs = (user) => api(`/recommendations/${enc(user)}?k=${K}&explain=true`);
   const getSimilar = (item) => api(`/items/${enc(item)}/similar?k=${SIMILAR_K}`);
   const postEvent = (user, item, type) =>
     api("/events", {
@@ -148,6 +163,95 @@
     $("catalog-more").hidden = shown >= page.total;
   }
 
+  // The score, a button that opens the item's breakdown: each term once, adding up to it.
+  function scoreButton(it) {
+    const open = state.explained.has(it.item_id);
+    return el(
+      "button",
+      {
+        type: "button",
+        className: "score",
+        title: "Show how this score adds up",
+        "aria-label": `Score ${it.score.toFixed(3)}: how it adds up`,
+        "aria-expanded": String(open),
+        "aria-controls": `breakdown-${it.item_id}`,
+        dataset: { testid: "score", item: it.item_id, score: String(it.score) },
+      },
+      it.score.toFixed(3),
+    );
+  }
+
+  function breakdown(it) {
+    const terms = Object.entries(it.score_breakdown || {});
+    const row = (label, value, props = {}) =>
+      el("tr", props, el("th", { scope: "row" }, label), el("td", {}, value));
+    return el(
+      "table",
+      {
+        id: `breakdown-${it.item_id}`,
+        className: "breakdown",
+        hidden: !state.explained.has(it.item_id),
+        dataset: { testid: "breakdown" },
+      },
+      el("caption", {}, "Score breakdown"),
+      el(
+        "tbody",
+        {},
+        ...terms.map(([name, value]) =>
+          row(TERM_LABELS[name] || name, value.toFixed(5), {
+            dataset: { testid: "term", term: name, value: String(value) },
+            title: name,
+          }),
+        ),
+        row("score (their sum)", it.score.toFixed(5), { className: "total" }),
+      ),
+    );
+  }
+
+  function toggleBreakdown(button) {
+    const item = button.dataset.item;
+    const open = !state.explained.has(item);
+    if (open) state.explained.add(item);
+    else state.explained.delete(item);
+    button.setAttribute("aria-expanded", String(open));
+    $(`breakdown-${item}`).hidden = !open;
+  }
+
+  // Freshness: how long each event took from the click to the updated list on screen.
+  function renderFreshness() {
+    const box = $("freshness");
+    const ms = state.fresh;
+    box.dataset.count = String(ms.length);
+    if (!ms.length) {
+      $("freshness-text").textContent = "No events sent from this page yet.";
+      $("freshness-spark").replaceChildren();
+      return;
+    }
+    const sorted = ms.slice().sort((a, b) => a - b);
+    const median = sorted[Math.floor((sorted.length - 1) / 2)];
+    $("freshness-text").textContent =
+      `last ${ms[ms.length - 1]} ms · median ${median} ms · max ${sorted[sorted.length - 1]} ms` +
+      ` over ${ms.length} event${ms.length === 1 ? "" : "s"}`;
+    const W = 200;
+    const H = 36;
+    const pad = 3;
+    const top = Math.max(...ms, 1);
+    const x = (i) => pad + (ms.length === 1 ? (W - 2 * pad) / 2 : (i * (W - 2 * pad)) / (ms.length - 1));
+    const y = (v) => H - pad - (v / top) * (H - 2 * pad);
+    const svg = $("freshness-spark");
+    const ns = svg.namespaceURI; // the page's <svg>: SVG's namespace, not HTML's
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", ms.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" "));
+    line.setAttribute("class", "spark-line");
+    const dot = document.createElementNS(ns, "circle");
+    dot.setAttribute("cx", x(ms.length - 1).toFixed(1));
+    dot.setAttribute("cy", y(ms[ms.length - 1]).toFixed(1));
+    dot.setAttribute("r", "2.5");
+    dot.setAttribute("class", "spark-dot");
+    svg.setAttribute("aria-label", `Click to updated list, last ${ms.length} events: ${ms.join(", ")} ms`);
+    svg.replaceChildren(line, dot);
+  }
+
   function renderRecs(body, previous) {
     const before = new Map(previous.map((id, i) => [id, i]));
     const list = $("recs-list");
@@ -188,13 +292,9 @@
               { className: "reasons", "aria-label": "Why" },
               ...it.reasons.map((r) => el("li", {}, r)),
             ),
+            breakdown(it),
           ),
-          el(
-            "div",
-            { className: "rec-side" },
-            el("span", { className: "score", title: "score" }, it.score.toFixed(3)),
-            eventButtons(it),
-          ),
+          el("div", { className: "rec-side" }, scoreButton(it), eventButtons(it)),
         ),
       );
     });
@@ -251,6 +351,30 @@
     return `${Math.round(s / 86400)} d ago`;
   }
 
+  // One category's share of the user's activity, as a bar scaled to the largest share.
+  function affinityRow(name, share, top) {
+    const fill = el("span", { className: "bar-fill" });
+    fill.style.width = `${Math.max(2, (share / top) * 100)}%`;
+    return el(
+      "li",
+      { dataset: { testid: "affinity-row", category: name } },
+      el("span", { className: "bar-label" }, name),
+      el(
+        "span",
+        {
+          className: "bar",
+          role: "meter",
+          "aria-label": `${name} affinity`,
+          "aria-valuemin": "0",
+          "aria-valuemax": "100",
+          "aria-valuenow": String(Math.round(share * 100)),
+        },
+        fill,
+      ),
+      el("span", { className: "bar-value" }, `${Math.round(share * 100)}%`),
+    );
+  }
+
   function renderFeatures(f) {
     const session = $("session");
     const affinity = $("affinity");
@@ -278,30 +402,7 @@
     const cats = Object.entries(f.categories).slice(0, 8);
     if (!cats.length) affinity.append(el("li", { className: "meta" }, "—"));
     const top = cats.length ? cats[0][1] : 1;
-    for (const [name, share] of cats) {
-      const fill = el("span", { className: "bar-fill" });
-      fill.style.width = `${Math.max(2, (share / top) * 100)}%`;
-      affinity.append(
-        el(
-          "li",
-          { dataset: { testid: "affinity-row", category: name } },
-          el("span", { className: "bar-label" }, name),
-          el(
-            "span",
-            {
-              className: "bar",
-              role: "meter",
-              "aria-label": `${name} affinity`,
-              "aria-valuemin": "0",
-              "aria-valuemax": "100",
-              "aria-valuenow": String(Math.round(share * 100)),
-            },
-            fill,
-          ),
-          el("span", { className: "bar-value" }, `${Math.round(share * 100)}%`),
-        ),
-      );
-    }
+    for (const [name, share] of cats) affinity.append(affinityRow(name, share, top));
     if (!f.recent.length) recent.append(el("li", { className: "meta" }, "—"));
     for (const r of f.recent.slice(0, 10)) {
       recent.append(
@@ -323,6 +424,7 @@
     state.user = user;
     state.session = `demo-${randomHex(6)}`;
     state.recs = [];
+    state.explained.clear();
     $("recs-user").textContent = user;
     $("update-time").textContent = "";
     const url = new URL(location.href);
@@ -345,6 +447,21 @@
     } catch (e) {
       if (token === state.token) showError(e);
     }
+  }
+
+  // The event is in the features: redraw, time it (click to list on screen) and say so.
+  function showFolded(features, recs, before, took, folded) {
+    state.features = features;
+    renderFeatures(features);
+    renderRecs(recs, before);
+    state.fresh = [...state.fresh, took].slice(-FRESH_N);
+    renderFreshness();
+    const changed = recs.items.map((it) => it.item_id).join() !== before.join();
+    const added = state.recs.filter((id) => !before.includes(id)).length;
+    $("update-time").className = "update-time done";
+    $("update-time").textContent = changed
+      ? `Updated in ${took} ms · ${added} new item${added === 1 ? "" : "s"} (event folded after ${folded} ms)`
+      : `Event folded after ${folded} ms; the top ${K} stayed the same`;
   }
 
   async function sendEvent(item, type, button) {
@@ -393,16 +510,7 @@
         return;
       }
       if (token !== state.token) return;
-      const took = Math.round(performance.now() - t0);
-      state.features = features;
-      renderFeatures(features);
-      renderRecs(recs, before);
-      const changed = recs.items.map((it) => it.item_id).join() !== before.join();
-      const added = state.recs.filter((id) => !before.includes(id)).length;
-      $("update-time").className = "update-time done";
-      $("update-time").textContent = changed
-        ? `Updated in ${took} ms · ${added} new item${added === 1 ? "" : "s"} (event folded after ${folded} ms)`
-        : `Event folded after ${folded} ms; the top ${K} stayed the same`;
+      showFolded(features, recs, before, Math.round(performance.now() - t0), folded);
       showStatus(`${name} folded into ${user}'s features.`);
       return;
     }
@@ -412,6 +520,24 @@
       "The event was accepted but has not reached the feature store yet: is the dataflow running?",
       "error",
     );
+  }
+
+  // Start over: a fresh anonymous user and none of this page's history (timings, open
+  // breakdowns, search). The key stays; the old user's data stays on the server.
+  function resetSession() {
+    state.fresh = [];
+    state.explained.clear();
+    state.similarFor = null;
+    renderSimilar(null);
+    renderFreshness();
+    $("user-input").value = "";
+    $("search-input").value = "";
+    $("category-select").value = "";
+    state.catalog.q = "";
+    state.catalog.category = "";
+    searchCatalog();
+    window.scrollTo(0, 0);
+    loadUser(`anon-${randomHex(4)}`);
   }
 
   async function searchCatalog(append = false) {
@@ -468,9 +594,10 @@
       if (id) loadUser(id);
       else if ($("user-select").value) loadUser($("user-select").value);
     });
-    $("user-anon").addEventListener("click", () => {
-      $("user-input").value = "";
-      loadUser(`anon-${randomHex(4)}`);
+    $("reset").addEventListener("click", resetSession);
+    $("recs-list").addEventListener("click", (e) => {
+      const button = e.target.closest("button.score");
+      if (button) toggleBreakdown(button);
     });
     let debounce;
     $("search-input").addEventListener("input", (e) => {
@@ -546,9 +673,10 @@
     const wanted = new URLSearchParams(location.search).get("user");
     const first = wanted || known[0];
     if (first) loadUser(first);
-    else showStatus("Pick a user, or start a fresh anonymous one.");
+    else showStatus("Pick a user, or press \"Reset: new user\" for a fresh anonymous one.");
   }
 
   wire();
+  renderFreshness();
   init();
 })();
