@@ -218,7 +218,7 @@ def explain_metrics(model_path: Path, eval_results: Path) -> str:
             f"  real-time path: {figs['ratio_batch']:.1f}x the batch model.",
         ]
     else:
-        lines.append("  The streaming evaluation (`python -m evaluation.run`) measures that.")
+        lines.append("  The streaming evaluation (`recsys evaluate`) measures that.")
     lines.append("Below, one user's events arrive live and their recommendations follow them.")
     return "\n".join(lines)
 
