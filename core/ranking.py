@@ -294,7 +294,7 @@ def _recent_similarity(
     sims = np.clip(vecs @ rvecs.T, 0.0, None) * fade  # (n, recent)
     best = sims.argmax(axis=1)
     offset = len(state.recent) - min(len(state.recent), RECENT_ITEMS_COMPARED)
-    src = [offset + recent[b][0] for b in best]
+    src: list[int | None] = (offset + np.array([j for j, _ in recent])[best]).tolist()
     return sims[np.arange(n), best], src
 
 
@@ -333,7 +333,7 @@ def session_scores(
     user = catalog.head.apply((w[:, None] * rvecs).sum(axis=0))
     cos = vecs @ rvecs.T  # (n, recent)
     pull = (2.0 * cos - median_rows(cos.T)) * w
-    src = [known[b] for b in pull.argmax(axis=1)]
+    src: list[int | None] = np.array(known)[pull.argmax(axis=1)].tolist()
     return (vecs @ user).astype(np.float32), src
 
 
