@@ -21,7 +21,11 @@
    optionally (``--concurrency``) the closed-loop levels of the built-in generator
    (asyncio on raw keep-alive connections, ~17 us of client CPU per request);
 5. reports medians over ``--repeat`` rounds of throughput and p50/p99 latency, the peak
-   recommendations/healthz ratio and the server's CPU; stops everything it started.
+   recommendations/healthz ratio and the server's CPU; stops everything it started;
+6. then (``--ann-ratio``, the default) in this process, on the same store: recommendations
+   per second (the route's work without HTTP: ``Recommender.recommend`` and the JSON)
+   against bare ANN queries (top ``ranking.candidates`` of the same users' query vectors),
+   alternating rounds, and their ratio.
 
 ``python -m bench.serving load ...`` (hidden) is the load generator process itself.
 """
@@ -944,6 +948,18 @@ def main(args: Any) -> int:
         server.stop(timeout=20)
         server = None
         vs_ann = ann_ratio(settings, world, 500, args.seed, max(3, args.repeat)) if args.ann else {}
+        http_peak = [
+            float(r["rps"] or 0)
+            for r in wrk_summary
+            if r["endpoint"] == "recommendations" and r["offered"] is None
+        ]
+        if vs_ann and http_peak:
+            peak = http_peak[0]
+            vs_ann["http_peak_ratio"] = peak / vs_ann["ann_per_s"]
+            print(
+                f"peak recommendations over HTTP ({peak:,.0f}/s) / bare ANN in-process = "
+                f"{vs_ann['http_peak_ratio']:.3f}"
+            )
         if args.profile:
             profile_recommend(settings, world, 500, args.seed, args.profile)
         if args.json:
