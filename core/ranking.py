@@ -174,9 +174,8 @@ def rerank(
     ``sequence_model``: the model version's learned session model, if it has one."""
     if not candidates:
         return []
-    pairs = np.array(candidates, dtype=np.float64)  # (n, 2): row, ann score
-    rows = pairs[:, 0].astype(np.int64)
-    ann = pairs[:, 1].astype(np.float32)
+    rows = np.fromiter((r for r, _ in candidates), dtype=np.int64, count=len(candidates))
+    ann = np.fromiter((s for _, s in candidates), dtype=np.float32, count=len(candidates))
     vecs = catalog.vectors[rows]
 
     category = _category_scores(rows, catalog, state)
@@ -246,8 +245,8 @@ def rerank(
 
 def median_rows(a: np.ndarray) -> np.ndarray:
     """``np.median(a, axis=1)`` for a 2-d array without NaNs, with the same values (one
-    partition, the middle element or the mean of the middle two), at a third of its
-    per-call overhead: a request takes three medians."""
+    partition, the middle element or the mean of the middle two) in under half its time
+    on a (8, 300) array: a request takes three medians."""
     n = a.shape[1]
     h = n // 2
     if n % 2:
