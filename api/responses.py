@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, Field
 
 from api.service import Result
@@ -111,6 +112,42 @@ class UserFeatures(BaseModel):
     session: Session
     model_version: str | None
     has_long_term_profile: bool
+
+
+_JSON = msgspec.json.Encoder()
+
+
+def encode_recommendations(result: Result, request_id: str, explain: bool = False) -> bytes:
+    """The JSON of ``Recommendations.from_result(...)`` without ``None`` fields, built
+    directly: the same keys in the same order and the same values, without a pydantic
+    model per item on the request path (the models stay the documented schema)."""
+    cat = result.catalog
+    items = []
+    for r in result.items:
+        score, terms = score_terms(r)
+        item = cat.items[r.row]
+        out = {
+            "item_id": item.item_id,
+            "score": score,
+            "title": item.title,
+            "categories": item.categories,
+            "reasons": r.reasons,
+        }
+        if explain:
+            out["score_breakdown"] = terms
+        items.append(out)
+    return _JSON.encode(
+        {
+            "request_id": request_id,
+            "user_id": result.user_id,
+            "model_version": cat.version,
+            "variant": result.variant,
+            "strategy": result.strategy,
+            "realtime_weight": round(result.realtime_weight, 4),
+            "candidates": result.candidates,
+            "items": items,
+        }
+    )
 
 
 class Item(BaseModel):

@@ -292,7 +292,9 @@ class Recommender:
         scored by the same dot product the ANN uses; the request's filter holds for them
         as it does inside the ANN search."""
         n = self.settings.ranking.covisit_candidates
-        if n <= 0 or not params.weight_covisit:
+        if n <= 0 or not params.weight_covisit or not catalog.covisit:
+            return candidates
+        if state is None or not state.recent:
             return candidates
         have = {r for r, _ in candidates}
         have.update(exclude.tolist())

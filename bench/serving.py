@@ -21,7 +21,11 @@
    optionally (``--concurrency``) the closed-loop levels of the built-in generator
    (asyncio on raw keep-alive connections, ~17 us of client CPU per request);
 5. reports medians over ``--repeat`` rounds of throughput and p50/p99 latency, the peak
-   recommendations/healthz ratio and the server's CPU; stops everything it started.
+   recommendations/healthz ratio and the server's CPU; stops everything it started;
+6. then (``--ann-ratio``, the default) in this process, on the same store: recommendations
+   per second (the route's work without HTTP: ``Recommender.recommend`` and the JSON)
+   against bare ANN queries (top ``ranking.candidates`` of the same users' query vectors),
+   alternating rounds, and their ratio.
 
 ``python -m bench.serving load ...`` (hidden) is the load generator process itself.
 """
@@ -33,6 +37,7 @@ import cProfile
 import http.client
 import io
 import json
+import os
 import pstats
 import random
 import shutil
@@ -51,7 +56,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from api.responses import Recommendations
+from api.responses import Recommendations, encode_recommendations
+from api.routes.recommendations import build_item_filter
 from api.service import Recommender
 from bench.synthetic import World, WorldConfig
 from core.artifacts import save_session
@@ -500,6 +506,74 @@ def print_summary(rows: list[dict[str, float | int | str]]) -> dict[int, float]:
     return ratios
 
 
+def ann_ratio(settings: Settings, world: World, n: int, seed: int, rounds: int) -> dict[str, float]:
+    """Recommendations per second in this process against bare ANN queries (the top
+    ``ranking.candidates`` of the same users' query vectors, no filter), alternating
+    rounds over the same ``n`` random users: the share of the ANN's pace that the rest of
+    a request leaves. A recommendation is what the route runs without HTTP: the default
+    filter, ``Recommender.recommend`` and the response's JSON."""
+    store = FeatureStore.open(settings)
+    try:
+        catalogs = store.catalog_provider()
+        catalog = catalogs.refresh()
+        assert catalog is not None
+        rec = Recommender(settings, store, catalogs)
+        rng = random.Random(seed)
+        users = [f"u{rng.randrange(world.cfg.users)}" for _ in range(n)]
+        item_filter = build_item_filter(settings, None, None, True)
+        for u in users[:50]:
+            rec.recommend(u, 10, item_filter=item_filter)  # warm caches and the HNSW graph
+        s = settings
+        now = time.time()
+        queries = [
+            build_query(
+                store.read_user_state(u),
+                store.read_profile(catalog.version, u),
+                catalog,
+                now,
+                s.fold.half_life_seconds,
+                s.ranking.blend_mass,
+                s.ranking.min_realtime_mass,
+            )
+            for u in users
+        ]
+        vectors = [_query_vector(u, q) for u, q in zip(users, queries, strict=True)]
+        n_cand = s.ranking.candidates
+
+        def ann() -> None:
+            for v in vectors:
+                store.search_items(catalog.version, v, n_cand)
+
+        def recommend() -> None:
+            for u in users:
+                result = rec.recommend(u, 10, item_filter=item_filter)
+                encode_recommendations(result, "r")
+
+        per_s: dict[str, list[float]] = {"ann": [], "recommend": []}
+        for _ in range(rounds):
+            for name, fn in (("ann", ann), ("recommend", recommend)):
+                t0 = time.perf_counter()
+                fn()
+                per_s[name].append(n / (time.perf_counter() - t0))
+    finally:
+        store.close()
+    ann_s = statistics.median(per_s["ann"])
+    rec_s = statistics.median(per_s["recommend"])
+    ratios = [r / a for r, a in zip(per_s["recommend"], per_s["ann"], strict=True)]
+    load = os.getloadavg()[0]
+    print(
+        f"\nin-process, {n} random users, {rounds} alternating rounds (load average {load:.1f}): "
+        f"bare ANN top-{n_cand} {ann_s:,.0f}/s, recommend + JSON {rec_s:,.0f}/s; "
+        f"ratio {statistics.median(ratios):.3f} (rounds {min(ratios):.3f}-{max(ratios):.3f})"
+    )
+    return {
+        "ann_per_s": ann_s,
+        "recommend_per_s": rec_s,
+        "ratio": statistics.median(ratios),
+        "load_average": load,
+    }
+
+
 def profile_recommend(
     settings: Settings, world: World, n: int, seed: int, out: Path | None
 ) -> None:
@@ -749,7 +823,7 @@ def cli(
         ),
     ] = "250,500,1000",
     peak_connections: Annotated[
-        int, typer.Option(min=1, help="wrk connections for the peak runs.")
+        int, typer.Option(min=0, help="wrk connections for the peak runs (0: none).")
     ] = 8,
     duration: Annotated[float, typer.Option(min=0.0, help="Measured seconds per level.")] = 5.0,
     warmup: Annotated[float, typer.Option(min=0.0, help="Unmeasured seconds per level.")] = 1.0,
@@ -762,6 +836,13 @@ def cli(
     profile_out: Annotated[Path, typer.Option(help="Where --profile writes.")] = Path(
         "bench-api.prof.txt"
     ),
+    ann: Annotated[
+        bool,
+        typer.Option(
+            "--ann-ratio/--no-ann-ratio",
+            help="Afterwards, recommendations/s against bare ANN queries in-process.",
+        ),
+    ] = True,
     json: Annotated[Path | None, typer.Option(help="Also write the results here.")] = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
@@ -866,6 +947,19 @@ def main(args: Any) -> int:
             wrk_summary = []
         server.stop(timeout=20)
         server = None
+        vs_ann = ann_ratio(settings, world, 500, args.seed, max(3, args.repeat)) if args.ann else {}
+        http_peak = [
+            float(r["rps"] or 0)
+            for r in wrk_summary
+            if r["endpoint"] == "recommendations" and r["offered"] is None
+        ]
+        if vs_ann and http_peak:
+            peak = http_peak[0]
+            vs_ann["http_peak_ratio"] = peak / vs_ann["ann_per_s"]
+            print(
+                f"peak recommendations over HTTP ({peak:,.0f}/s) / bare ANN in-process = "
+                f"{vs_ann['http_peak_ratio']:.3f}"
+            )
         if args.profile:
             profile_recommend(settings, world, 500, args.seed, args.profile)
         if args.json:
@@ -881,6 +975,7 @@ def main(args: Any) -> int:
                         "sanity": sanity,
                         "summary": rows,
                         "ratios": ratios,
+                        "vs_ann": vs_ann,
                         "levels": [asdict(lv) for lv in levels],
                         "wrk": wrk_summary,
                         "wrk_runs": [asdict(w) for w in wrk_runs],

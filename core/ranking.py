@@ -210,21 +210,24 @@ def rerank(
         contrib["sequence"] = params.weight_sequence * sequence
     total = sum(contrib.values())
     top = np.argsort(-total, kind="stable")[:k]
+    names = list(contrib)
     stacked = np.stack(list(contrib.values()))  # (terms, candidates)
     # What lifted an item above a typical candidate, and where it stands out among the
-    # shortlist it competes with for the list (one median call each: ~25 us).
-    typical = dict(zip(contrib, np.median(stacked, axis=1).tolist(), strict=True))
-    peers = dict(zip(contrib, np.median(stacked[:, top], axis=1).tolist(), strict=True))
+    # shortlist it competes with for the list (one median per term over each set).
+    shortlist = stacked[:, top]
+    values = shortlist.T.astype(np.float64)  # the differences in Python's float precision
+    lifts = (values - median_rows(stacked)).tolist()
+    standouts = (values - median_rows(shortlist)).tolist()
 
     out = []
-    for i in top:
-        terms = {name: float(v[i]) for name, v in contrib.items()}
-        lift = {name: terms[name] - typical[name] for name in terms}
-        standout = {name: terms[name] - peers[name] for name in terms}
+    for i, term_values, lift, standout in zip(
+        top.tolist(), values.tolist(), lifts, standouts, strict=True
+    ):
+        terms = dict(zip(names, term_values, strict=True))
         r = Ranked(int(rows[i]), float(total[i]), terms)
         r.reasons = _reasons(
             terms,
-            (lift, standout),
+            (dict(zip(names, lift, strict=True)), dict(zip(names, standout, strict=True))),
             int(rows[i]),
             catalog,
             state,
@@ -238,6 +241,18 @@ def rerank(
         )
         out.append(r)
     return out
+
+
+def median_rows(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=1)`` for a 2-d array without NaNs, with the same values (one
+    partition, the middle element or the mean of the middle two) in under half its time
+    on a (8, 300) array: a request takes three medians."""
+    n = a.shape[1]
+    h = n // 2
+    if n % 2:
+        return np.partition(a, h, axis=1)[:, h]
+    part = np.partition(a, (h - 1, h), axis=1)
+    return (part[:, h - 1] + part[:, h]) / 2
 
 
 def _category_scores(rows: np.ndarray, catalog: Catalog, state: UserState | None) -> np.ndarray:
@@ -278,7 +293,7 @@ def _recent_similarity(
     sims = np.clip(vecs @ rvecs.T, 0.0, None) * fade  # (n, recent)
     best = sims.argmax(axis=1)
     offset = len(state.recent) - min(len(state.recent), RECENT_ITEMS_COMPARED)
-    src = [offset + recent[b][0] for b in best]
+    src: list[int | None] = (offset + np.array([j for j, _ in recent])[best]).tolist()
     return sims[np.arange(n), best], src
 
 
@@ -316,8 +331,8 @@ def session_scores(
     w = params.session_position_decay ** np.arange(len(known) - 1, -1, -1, dtype=np.float32)
     user = catalog.head.apply((w[:, None] * rvecs).sum(axis=0))
     cos = vecs @ rvecs.T  # (n, recent)
-    pull = (2.0 * cos - np.median(cos, axis=0)) * w
-    src = [known[b] for b in pull.argmax(axis=1)]
+    pull = (2.0 * cos - median_rows(cos.T)) * w
+    src: list[int | None] = np.array(known)[pull.argmax(axis=1)].tolist()
     return (vecs @ user).astype(np.float32), src
 
 

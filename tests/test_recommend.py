@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from api.responses import Recommendations, encode_recommendations
+from api.service import Result
 from core.catalog import Catalog
 from core.ranking import RankParams, ago, build_query, cold_candidates, rerank
 from core.records import ItemRecord, Profile, UserHead
@@ -198,3 +201,18 @@ def test_the_session_term_lifts_items_close_to_the_recent_picks_even_after_a_pau
     ids, out = ranked_ids(cands, state, params=replace(params, weight_session=0.0), k=2)
     assert ids == ["z0", "x1"]  # candidate order on a tie
     assert not any("recent picks" in r for r in out[0].reasons)
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_the_response_json_is_the_documented_models(explain):
+    """The route's JSON (msgspec) is what the pydantic models that document it give."""
+    cat = catalog()
+    state = user(recent=[("x0", NOW - 60, "view")], categories={"Drama": 1.0})
+    cands = [(1, 0.9), (2, 0.1), (3, 0.3), (4, 0.05)]
+    ranked = rerank(cands, cat, state, {3: 1.0}, DEFAULT_PARAMS, NOW, 0.61234567, 3)
+    result = Result("u", cat, ranked, "personalized", 0.61234567, len(cands), "b")
+    documented = Recommendations.from_result(result, "req-1", explain)
+    got = json.loads(encode_recommendations(result, "req-1", explain))
+    assert got == json.loads(documented.model_dump_json(exclude_none=True))
+    assert list(got) == list(Recommendations.model_fields)
+    assert ("score_breakdown" in got["items"][0]) is explain

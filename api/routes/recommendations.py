@@ -16,7 +16,7 @@ from prometheus_client import Counter, Histogram
 from api.deps import ResourcesDep, require_read
 from api.impressions import ImpressionLog
 from api.params import CategoryFilter, UserId, checked_categories
-from api.responses import Recommendations, score_terms
+from api.responses import Recommendations, encode_recommendations, score_terms
 from api.service import Result
 from core.settings import Settings
 from featurestore.backend import ItemFilter
@@ -119,9 +119,10 @@ def build_router(settings: Settings) -> APIRouter:
         request_id = request.state.request_id
         if resources.impressions is not None:
             _log_impression(resources.impressions, request_id, result)
-        body = Recommendations.from_result(result, request_id, explain)
-        # Serialised once here: returning the model would make FastAPI validate it again.
-        return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
+        # Encoded here with msgspec: returning the model would make FastAPI validate it
+        # again; ``Recommendations`` stays the documented schema of the same JSON.
+        body = encode_recommendations(result, request_id, explain)
+        return Response(body, media_type="application/json")
 
     return router
 
