@@ -97,6 +97,11 @@ def wants_json(log_json: bool | None, stream: IO[str] | None = None) -> bool:
     return not is_terminal(sys.stderr if stream is None else stream)
 
 
+QUIET_LOGGERS = ("httpx", "httpcore")
+"""HTTP client libraries that log every request at INFO: warnings only, so a CLI command
+or the service's own calls do not print a line per request."""
+
+
 def configure_logging(
     log_json: bool | None, level: int = logging.INFO, stream: IO[str] | None = None
 ) -> None:
@@ -107,3 +112,5 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for chatty in QUIET_LOGGERS:
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))

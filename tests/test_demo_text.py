@@ -28,4 +28,4 @@ def test_the_demo_explains_the_batch_figures_and_quotes_the_streaming_evaluation
 
 def test_without_the_evaluation_results_it_names_the_command(tmp_path):
     text = explain_metrics(_model(tmp_path), tmp_path / "missing.json")
-    assert "python -m evaluation.run" in text
+    assert "recsys evaluate" in text

@@ -261,7 +261,7 @@ def test_erased_users_stay_erased_through_restarts_and_replays(broker, tmp_path)
         )
         assert result.exit_code == 0, result.output
         assert result.stdout.startswith("erased user u2: deleted real-time features and ")
-        assert "long-term profile (v1)" in result.output and result.output.count("\n") == 1
+        assert "long-term profile (v1)" in result.stdout and result.stdout.count("\n") == 1
 
         for user in ("u1", "u2"):
             assert api.get(f"/users/{user}").status_code == 404

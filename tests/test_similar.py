@@ -148,7 +148,7 @@ def test_the_client_and_the_cli_through_the_running_service(broker, make_setting
             cli, ["items", "similar", "i0", "-k", "3", "--api-url", url, "--api-key", "r-key"]
         )
         assert result.exit_code == 0, result.output
-        lines = result.output.splitlines()
+        lines = result.stdout.splitlines()
         assert lines[0] == "items like Alien (i0), model v1:"
         assert len(lines) == 4 and lines[1].lstrip().startswith("1. ")
         assert all(line.endswith(" to Alien") or line.endswith(" with Alien") for line in lines[1:])
