@@ -61,6 +61,7 @@ from api.routes.recommendations import build_item_filter
 from api.service import Recommender
 from bench.synthetic import World, WorldConfig
 from core.artifacts import save_session
+from core.catalog import Catalog
 from core.ranking import Query, build_query, rerank, sequence_scores
 from core.session import SessionModel
 from core.settings import Settings
@@ -506,6 +507,27 @@ def print_summary(rows: list[dict[str, float | int | str]]) -> dict[int, float]:
     return ratios
 
 
+def warm_recommender(
+    settings: Settings,
+    store: FeatureStore,
+    world: World,
+    n: int,
+    seed: int,
+    item_filter: ItemFilter | None = None,
+) -> tuple[Catalog, Recommender, list[str]]:
+    """The live catalogue, a Recommender on ``store`` and ``n`` random users, after 50
+    requests that warm its caches and the HNSW graph."""
+    catalogs = store.catalog_provider()
+    catalog = catalogs.refresh()
+    assert catalog is not None
+    rec = Recommender(settings, store, catalogs)
+    rng = random.Random(seed)
+    users = [f"u{rng.randrange(world.cfg.users)}" for _ in range(n)]
+    for u in users[:50]:
+        rec.recommend(u, 10, item_filter=item_filter)
+    return catalog, rec, users
+
+
 def ann_ratio(settings: Settings, world: World, n: int, seed: int, rounds: int) -> dict[str, float]:
     """Recommendations per second in this process against bare ANN queries (the top
     ``ranking.candidates`` of the same users' query vectors, no filter), alternating
@@ -514,15 +536,8 @@ def ann_ratio(settings: Settings, world: World, n: int, seed: int, rounds: int) 
     filter, ``Recommender.recommend`` and the response's JSON."""
     store = FeatureStore.open(settings)
     try:
-        catalogs = store.catalog_provider()
-        catalog = catalogs.refresh()
-        assert catalog is not None
-        rec = Recommender(settings, store, catalogs)
-        rng = random.Random(seed)
-        users = [f"u{rng.randrange(world.cfg.users)}" for _ in range(n)]
         item_filter = build_item_filter(settings, None, None, True)
-        for u in users[:50]:
-            rec.recommend(u, 10, item_filter=item_filter)  # warm caches and the HNSW graph
+        catalog, rec, users = warm_recommender(settings, store, world, n, seed, item_filter)
         s = settings
         now = time.time()
         queries = [
@@ -581,14 +596,7 @@ def profile_recommend(
     the same users, then cProfile of ``Recommender.recommend``."""
     store = FeatureStore.open(settings)
     try:
-        catalogs = store.catalog_provider()
-        catalog = catalogs.refresh()
-        assert catalog is not None
-        rec = Recommender(settings, store, catalogs)
-        rng = random.Random(seed)
-        users = [f"u{rng.randrange(world.cfg.users)}" for _ in range(n)]
-        for u in users[:50]:
-            rec.recommend(u, 10)  # warm caches and the HNSW graph
+        catalog, rec, users = warm_recommender(settings, store, world, n, seed)
         now = time.time()
         s = settings
         states = {u: store.read_user_state(u) for u in users}
@@ -621,6 +629,7 @@ def profile_recommend(
         session = rec.sessions.get(catalog.version)
         assert session is not None, "prepare_store writes the version's session model"
         n_cand = s.ranking.candidates
+        rng = random.Random(seed + 1)
         heavy = {  # a user with 5,000 seen items (fold.seen_cap): both ways to leave them out
             u: sorted(rng.sample(range(len(catalog.items)), 5000)) for u in users
         }
@@ -914,6 +923,7 @@ def main(args: Any) -> int:
         rows = summarize(levels) if levels else []
         ratios = print_summary(rows) if rows else {}
         wrk_runs: list[WrkRun] = []
+        wrk_summary: list[dict[str, float | int | str | None]] = []
         if shutil.which("wrk") and (rates or args.peak_connections):
             print(
                 f"wrk: fixed offered loads {rates} req/s, then peak with "
@@ -944,7 +954,6 @@ def main(args: Any) -> int:
             wrk_summary = summarize_wrk(wrk_runs)
         elif rates:
             print("wrk is not installed (apt-get install wrk): skipping the fixed-rate runs")
-            wrk_summary = []
         server.stop(timeout=20)
         server = None
         vs_ann = ann_ratio(settings, world, 500, args.seed, max(3, args.repeat)) if args.ann else {}
