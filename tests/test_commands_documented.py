@@ -67,7 +67,6 @@ def test_the_readme_documents_commands():
     assert len(JUST_SNIPPETS) >= 15 and len(RECSYS_SNIPPETS) >= 20
 
 
-@pytest.mark.skipif(not Path(JUST).exists(), reason="just is not installed")
 @pytest.mark.parametrize("snippet", JUST_SNIPPETS)
 def test_each_documented_just_recipe_exists_and_dry_runs(snippet):
     names = words(snippet)
@@ -126,7 +125,6 @@ def test_each_recsys_command_the_justfile_runs_exists():
         assert result.exit_code == 0, (words_, result.output)
 
 
-@pytest.mark.skipif(not Path(JUST).exists(), reason="just is not installed")
 def test_just_broker_status_runs_recsys_broker_status():
     r = subprocess.run(
         [JUST, "--dry-run", "broker", "status"], cwd=ROOT, capture_output=True, text=True
