@@ -130,24 +130,32 @@ def validate(
 def _id_problem(event: Event) -> str:
     """Why an id breaks the id rule (only called once the fast check failed)."""
     for name, value in (("user_id", event.user_id), ("item_id", event.item_id)):
-        bad = next((c for c in value if not c.isprintable()), None)
-        if bad is not None:
-            at = value.index(bad)
-            return (
-                f"{name} {value!r} holds a non-printable character (U+{ord(bad):04X} at "
-                f"position {at}): ids are 1-256 printable characters, no control characters"
-            )
-        if "/" in value:
-            return (
-                f"{name} {value!r} contains '/': an id with '/' could not be read back "
-                f"through GET /users/{{id}} or GET /recommendations/{{id}}"
-            )
-        if value in _DOT_SEGMENTS:
-            return (
-                f"{name} {value!r} is a path segment ('.' or '..') that clients rewrite, so "
-                "it could not be read back through GET /users/{id}"
-            )
+        problem = id_problem(name, value)
+        if problem:
+            return problem
     return "invalid id"
+
+
+def id_problem(name: str, value: str) -> str | None:
+    """Why ``value`` breaks the id rule (``Id``), or None if it keeps it."""
+    bad = next((c for c in value if not c.isprintable()), None)
+    if bad is not None:
+        at = value.index(bad)
+        return (
+            f"{name} {value!r} holds a non-printable character (U+{ord(bad):04X} at "
+            f"position {at}): ids are 1-256 printable characters, no control characters"
+        )
+    if "/" in value:
+        return (
+            f"{name} {value!r} contains '/': an id with '/' could not be read back "
+            f"through GET /users/{{id}} or GET /recommendations/{{id}}"
+        )
+    if value in _DOT_SEGMENTS:
+        return (
+            f"{name} {value!r} is a path segment ('.' or '..') that clients rewrite, so "
+            "it could not be read back through GET /users/{id}"
+        )
+    return None
 
 
 def _readable(ts: float) -> str:

@@ -42,6 +42,11 @@ class KafkaSettings(_Group):
         "start the dev broker (tansu) on loopback.",
     )
     events_topic: str = "events"
+    items_topic: str = Field(
+        "items",
+        description="Catalogue writes (POST/PATCH/DELETE /items), keyed by item id; the "
+        "dataflow folds them into the live catalogue.",
+    )
     dead_letter_topic: str = "events.dlq"
     impressions_topic: str = Field(
         "impressions",
@@ -384,6 +389,22 @@ class ApiSettings(_Group):
     access_log_slow_ms: float = Field(100.0, ge=0)
 
 
+class CatalogSettings(_Group):
+    warm_encoder: bool = Field(
+        False,
+        description="Load the text encoder when the dataflow starts (a few seconds, about "
+        "300 MB) rather than at the first catalogue write, so the first new item is as "
+        "fast as the rest.",
+    )
+    catalog_refresh_seconds: float = Field(
+        0.2,
+        gt=0,
+        description="How often the API and the dataflow look for catalogue writes in the "
+        "store (one point read when nothing changed): the most a new item waits to be "
+        "recommendable after the dataflow wrote it.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RECSYS_",
@@ -423,6 +444,7 @@ class Settings(BaseSettings):
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     ranking: RankingSettings = Field(default_factory=RankingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

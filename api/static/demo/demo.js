@@ -421,10 +421,13 @@
 
   async function loadUser(user) {
     const token = ++state.token;
+    // Picking the user already shown reloads their lists and keeps open breakdowns.
+    if (user !== state.user) {
+      state.session = `demo-${randomHex(6)}`;
+      state.explained.clear();
+    }
     state.user = user;
-    state.session = `demo-${randomHex(6)}`;
     state.recs = [];
-    state.explained.clear();
     $("recs-user").textContent = user;
     $("update-time").textContent = "";
     const url = new URL(location.href);
