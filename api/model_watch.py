@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 
 from core.artifacts import latest_version
 from core.catalog import CatalogProvider
@@ -39,7 +40,7 @@ def refresh(catalogs: CatalogProvider) -> None:
     cycles are still freed by reference counting when an old catalogue is dropped."""
     before = catalogs.current
     current = catalogs.refresh()
-    if current is not before:
+    if current is not None and (before is None or current.version != before.version):
         gc.collect()
         gc.freeze()
 
@@ -53,9 +54,16 @@ def check_once(settings: Settings, store: FeatureStore, catalogs: CatalogProvide
 
 
 async def watch(settings: Settings, store: FeatureStore, catalogs: CatalogProvider) -> None:
+    """Look for a new model every ``model_poll_seconds`` and for catalogue writes (rows
+    the dataflow wrote into the live version) every ``catalog_refresh_seconds``."""
+    next_model_check = 0.0
     while True:
         try:
-            await asyncio.to_thread(check_once, settings, store, catalogs)
+            if time.monotonic() >= next_model_check:
+                next_model_check = time.monotonic() + settings.api.model_poll_seconds
+                await asyncio.to_thread(check_once, settings, store, catalogs)
+            else:
+                await asyncio.to_thread(refresh, catalogs)
         except Exception:  # keep serving the current model; say why loudly
             log.exception("model check failed; still serving the current model")
-        await asyncio.sleep(settings.api.model_poll_seconds)
+        await asyncio.sleep(settings.catalog.catalog_refresh_seconds)

@@ -254,15 +254,17 @@ class Recommender:
         n = self.settings.ranking.candidates
         if item_filter and item_filter.available_only and catalog.available.all():
             item_filter = replace(item_filter, available_only=False)  # nothing to drop
+        rows_known = len(catalog.items)  # rows written since this catalogue was read wait
         if item_filter or len(exclude) > OVERFETCH_MAX_EXCLUDED:
             rows = exclude.tolist()
-            candidates = self.store.search_items(catalog.version, query, n, rows, item_filter)
+            hits = self.store.search_items(catalog.version, query, n, rows, item_filter)
+            candidates = [h for h in hits if h[0] < rows_known]
         else:
             # Without a payload filter and with few rows to leave out, asking for
             # len(exclude) more and dropping them afterwards is exact and no dearer.
             hits = self.store.search_items(catalog.version, query, n + len(exclude))
             drop = set(exclude.tolist())
-            candidates = [h for h in hits if h[0] not in drop][:n]
+            candidates = [h for h in hits if h[0] not in drop and h[0] < rows_known][:n]
         return self._with_covisit(
             candidates, catalog, state, query, now, exclude, params, item_filter
         )
@@ -393,6 +395,7 @@ def _excluded(
         ids.extend(profile.seen)
     index = catalog.index
     parts.append(np.fromiter((index[i] for i in ids if i in index), np.int32))
+    parts.append(catalog.tombstones)
     return np.unique(np.concatenate(parts))
 
 

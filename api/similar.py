@@ -50,7 +50,7 @@ def similar_items(
     if item_filter:
         _check_categories(catalog, item_filter)
     item, row, vector = _lookup(recommender, catalog, item_id)
-    exclude = [] if row is None else [row]
+    exclude = ([] if row is None else [row]) + catalog.tombstones.tolist()
     # An item outside the ANN's top k can only rise above it by its co-visitation term,
     # and co-visited items are scored apart: k would do; twice k leaves room for points
     # the in-memory catalogue does not hold yet (skipped below).

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from core.items import ItemHead
 from core.records import ItemRecord, UserHead
 from core.session import SessionModel, from_arrays, to_arrays
 
@@ -68,6 +69,8 @@ class ModelArtifacts:
     fingerprint: dict[str, Any]
     created_at: str  # ISO-8601 UTC
     session: SessionModel | None = None
+    item_head: ItemHead | None = None
+    """The item tower for items training never saw; None for versions without one."""
 
 
 def make_version(

@@ -1,8 +1,10 @@
 """The item catalogue of one model version, held in memory by each process.
 
-Item vectors and metadata never change within a version, so the dataflow (folding
-events) and the API (re-ranking) read them from numpy arrays instead of asking the
-store per event or per candidate. Qdrant stays the source of truth and does the ANN.
+The dataflow (folding events) and the API (re-ranking) read item vectors and metadata
+from numpy arrays instead of asking the store per event or per candidate. Qdrant stays
+the source of truth and does the ANN. A version's trained items never change; runtime
+catalogue writes add and change rows after them, which ``CatalogProvider`` picks up by
+revision, swapping in a new ``Catalog`` so a reader never sees a half-applied change.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.items import TOMBSTONE
 from core.records import ItemRecord, UserHead
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,10 @@ class Catalog:
     vectors: np.ndarray
     """(n_items, dim) float32, L2-normalised."""
     head: UserHead
+    rev: float = 0.0
+    """The version's runtime revision these rows include (0: trained rows only)."""
+    trained: int = -1
+    """Rows from training (the rest came from catalogue writes); -1: all of them."""
     index: dict[str, int] = field(init=False)
     popularity: np.ndarray = field(init=False)
     category_names: list[str] = field(init=False)
@@ -34,12 +41,21 @@ class Catalog:
     """(n_items, n_categories) multi-hot, for vectorised category features."""
     available: np.ndarray = field(init=False)
     """(n_items,) bool: the ``available`` payload flag at load time (missing: True)."""
+    tombstones: np.ndarray = field(init=False)
+    """Rows no request may return (placeholders, see ``core.items.TOMBSTONE``)."""
     covisit: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False)
     """Row -> (neighbour rows, weights in (0, 1]): items picked right before/after it in
     training, published by training in each item's ``extra["covisit"]``."""
 
     def __post_init__(self) -> None:
-        self.index = {it.item_id: i for i, it in enumerate(self.items)}
+        if self.trained < 0:
+            self.trained = len(self.items)
+        # A tombstone (id "") fills the slot row of an item the version has trained.
+        self.index = {it.item_id: i for i, it in enumerate(self.items) if it.item_id}
+        self.tombstones = np.fromiter(
+            (i for i in range(self.trained, len(self.items)) if not self.items[i].item_id),
+            dtype=np.int32,
+        )
         self.popularity = np.array([it.popularity for it in self.items], dtype=np.float32)
         self.category_names = sorted({c for it in self.items for c in it.categories})
         col = {c: j for j, c in enumerate(self.category_names)}
@@ -65,6 +81,20 @@ class Catalog:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    def with_rows(
+        self, changes: Mapping[int, tuple[ItemRecord, np.ndarray]], rows: int, rev: float
+    ) -> Catalog:
+        """A new catalogue with ``changes`` (row -> record, vector) applied and ``rows``
+        rows in all; this one stays as it was for readers still holding it."""
+        rows = max(rows, len(self.items), *(r + 1 for r in changes))
+        items = list(self.items) + [TOMBSTONE] * (rows - len(self.items))
+        vectors = np.zeros((rows, self.dim), dtype=np.float32)
+        vectors[: len(self.items)] = self.vectors
+        for row, (record, vector) in changes.items():
+            items[row] = record
+            vectors[row] = vector
+        return Catalog(self.version, items, vectors, self.head, rev, self.trained)
+
     def vector(self, item_id: str) -> np.ndarray | None:
         i = self.index.get(item_id)
         return None if i is None else self.vectors[i]
@@ -78,6 +108,10 @@ class Catalog:
         return item_id if i is None else self.items[i].title
 
 
+class StaleCatalog(Exception):
+    """So many rows changed that the catalogue is better loaded whole."""
+
+
 class CatalogProvider:
     """Follows the store's active model version; ``current`` is a plain attribute read.
 
@@ -86,9 +120,17 @@ class CatalogProvider:
     never see a half-loaded catalogue.
     """
 
-    def __init__(self, load_active: Callable[[], str | None], load: Callable[[str], Catalog]):
+    def __init__(
+        self,
+        load_active: Callable[[], str | None],
+        load: Callable[[str], Catalog],
+        update: Callable[[Catalog], Catalog | None] | None = None,
+    ):
+        """``update(catalog)``: the catalogue with the rows written since, None when none
+        were; it may raise ``StaleCatalog`` when loading it whole is cheaper."""
         self._load_active = load_active
         self._load = load
+        self._update = update
         self._lock = threading.Lock()
         self.current: Catalog | None = None
         self._next_check = 0.0
@@ -105,6 +147,13 @@ class CatalogProvider:
                     len(self.current.items),
                     time.perf_counter() - t0,
                 )
+            elif self.current is not None and self._update is not None:
+                try:
+                    updated = self._update(self.current)
+                except StaleCatalog:
+                    updated = self._load(self.current.version)
+                if updated is not None:
+                    self.current = updated
             return self.current
 
     def maybe_refresh(self, every: float) -> Catalog | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -111,11 +111,12 @@ def decode_upserts(raw: bytes) -> list[Upsert]:
         parsed = msgspec.convert(docs, list[ItemWrite])
     except msgspec.ValidationError as e:
         raise _decode_error(e) from None
-    out = []
+    out: list[Upsert] = []
     for i, w in enumerate(parsed):
         if not isinstance(w, Upsert):
             raise InvalidItem(f"$[{i}]: POST /items takes upserts only", "invalid_field")
-        out.append(check(w))
+        check(w)
+        out.append(w)
     return out
 
 
@@ -204,17 +205,6 @@ RESERVED = frozenset(
 # --- applying a write -----------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class CatalogItem:
-    """An item as the catalogue holds it after runtime writes: the record the store
-    serves, plus its text vector (what the item tower reads, kept so a new model can
-    re-embed the item without the text encoder)."""
-
-    record: ItemRecord
-    text_vector: np.ndarray | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
-
-
 def apply(base: ItemRecord | None, write: ItemWrite) -> ItemRecord | None:
     """The item after ``write``; ``base`` is the item as it stands (None: unknown).
     Returns None for a patch or delete of an unknown item (dead-lettered by the caller).
@@ -245,7 +235,7 @@ def apply(base: ItemRecord | None, write: ItemWrite) -> ItemRecord | None:
         )
     extra = dict(base.extra)
     if write.attributes is not None:
-        extra = {k: v for k, v in extra.items() if k in RESERVED or k == "year"}
+        extra = {k: v for k, v in extra.items() if k in RESERVED}
         extra.update(write.attributes)
     if write.description is not None:
         extra["description"] = write.description
@@ -332,7 +322,94 @@ class ItemHead:
 
     @classmethod
     def from_arrays(cls, z: Any) -> ItemHead:
-        return cls(
-            *(np.asarray(z[k], dtype=np.float32) for k in ("w1", "b1", "w2", "b2", "id0")),
-            category_names=[str(c) for c in z["category_names"]],
+        w1, b1, w2, b2, id0 = (
+            np.asarray(z[k], dtype=np.float32) for k in ("w1", "b1", "w2", "b2", "id0")
         )
+        return cls(w1, b1, w2, b2, id0, [str(c) for c in z["category_names"]])
+
+
+# --- where runtime items sit in a model version ----------------------------------------
+
+
+@dataclass(slots=True)
+class CatalogEntry:
+    """An item as the runtime catalogue holds it, whatever the model: its record, its
+    text vector (so a new model re-embeds it without the text encoder), its slot (its
+    row after a version's trained items) and the revision that wrote it."""
+
+    record: ItemRecord
+    text_vector: np.ndarray
+    slot: int
+    rev: float = 0.0
+
+
+TOMBSTONE = ItemRecord(item_id="", title="", categories=[], extra={"available": False})
+"""What a slot row holds when its item is one of the version's trained items (the
+trained row serves it): never a candidate, never listed."""
+
+
+def place(
+    entries: Sequence[CatalogEntry],
+    trained: Sequence[ItemRecord],
+    trained_vectors: np.ndarray,
+    head: ItemHead | None,
+) -> list[tuple[int, ItemRecord, np.ndarray]]:
+    """The rows ``entries`` take in a version whose trained catalogue is ``trained``:
+    ``(row, record, vector)``, trained items in place, the others at ``n + slot``.
+
+    A trained item keeps its trained vector (learned with its id) unless its text
+    changed; any other vector comes from the version's item tower ``head`` (without
+    one, from the trained items sharing its categories)."""
+    n = len(trained)
+    index = {it.item_id: i for i, it in enumerate(trained)}
+    out: list[tuple[int, ItemRecord, np.ndarray]] = []
+    to_embed: list[tuple[int, ItemRecord, CatalogEntry]] = []
+    dim = int(trained_vectors.shape[1])
+    for e in entries:
+        row = index.get(e.record.item_id)
+        if row is None:
+            to_embed.append((n + e.slot, e.record, e))
+            continue
+        base = trained[row]
+        record = ItemRecord(
+            e.record.item_id,
+            e.record.title,
+            list(e.record.categories),
+            base.popularity,
+            {
+                **e.record.extra,
+                **({"covisit": base.extra["covisit"]} if "covisit" in base.extra else {}),
+            },
+        )
+        out.append((n + e.slot, TOMBSTONE, np.zeros(dim, dtype=np.float32)))
+        if item_text(base) == item_text(record):
+            out.append((row, record, trained_vectors[row]))
+        else:
+            to_embed.append((row, record, e))
+    if to_embed:
+        vectors = _embed(
+            [e for _, _, e in to_embed], [r for _, r, _ in to_embed], trained, trained_vectors, head
+        )
+        out.extend((row, rec, v) for (row, rec, _), v in zip(to_embed, vectors, strict=True))
+    return out
+
+
+def _embed(
+    entries: Sequence[CatalogEntry],
+    records: Sequence[ItemRecord],
+    trained: Sequence[ItemRecord],
+    trained_vectors: np.ndarray,
+    head: ItemHead | None,
+) -> np.ndarray:
+    if head is not None and entries and entries[0].text_vector.shape[0] == head.text_dim:
+        text = np.stack([e.text_vector for e in entries])
+        return head.embed(text, [r.categories for r in records])
+    # No item tower with the model (or text from another encoder): the centroid of the
+    # trained items sharing a category, else of all of them.
+    out = np.empty((len(records), trained_vectors.shape[1]), dtype=np.float32)
+    for i, r in enumerate(records):
+        wanted = set(r.categories)
+        mask = np.array([bool(wanted.intersection(t.categories)) for t in trained], dtype=bool)
+        pool = trained_vectors[mask] if mask.any() else trained_vectors
+        out[i] = normalize(pool.mean(axis=0)) if len(pool) else 0.0
+    return out

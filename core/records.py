@@ -46,7 +46,7 @@ class ItemRecord:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ItemRecord:
-        known = {"item_id", "title", "categories", "popularity", "model_version"}
+        known = {"item_id", "title", "categories", "popularity", "model_version", "rev"}
         return cls(
             item_id=payload["item_id"],
             title=payload.get("title", ""),

@@ -99,4 +99,7 @@ class Backend(Protocol):
     def optimize(self, name: str) -> None:
         """Build indexes now (HNSW) instead of at first query."""
 
+    def ensure_float_index(self, name: str, key: str) -> None:
+        """Index the numeric payload ``key`` (for ``top_by``) if it is not yet."""
+
     def close(self) -> None: ...

@@ -238,6 +238,11 @@ class EdgeBackend:
     def optimize(self, name: str) -> None:
         self._shard(name).optimize()
 
+    def ensure_float_index(self, name: str, key: str) -> None:
+        self._shard(name).update(
+            q.UpdateOperation.create_field_index(key, q.PayloadSchemaType.Float)
+        )
+
     def close(self) -> None:
         with self._guard:
             for shard in self._shards.values():

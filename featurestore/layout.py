@@ -6,11 +6,16 @@
     user_state           real-time user vector (raw decayed sum) + session features
     item_trends          decayed event counts per item (for cold users)
     models               the registry: one point per published version + the active pointer
+    catalog_items        items written at runtime (POST/PATCH/DELETE /items), whatever the model:
+                         the record, its text vector (what the item tower reads) and its slot
     erasures             erased users (point id = the user's point id, no user id stored): the
                          events-topic offsets up to which their events are ignored
 
 Item and profile collections are per model version, so a new model is written beside
-the old one and switched to atomically by moving the active pointer.
+the old one and switched to atomically by moving the active pointer. A version's items
+collection holds its trained items at rows 1..n and the runtime items after them, each at
+row n + slot + 1 (slots are numbered once per item id, so every writer puts an item at
+the same row); a runtime item a version has trained leaves its slot row as a tombstone.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ USER_STATE = "user_state"
 ITEM_TRENDS = "item_trends"
 MODELS = "models"
 ERASURES = "erasures"
+CATALOG = "catalog_items"
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NS = uuid.UUID("6f1c1d1e-8a0b-4c7e-9d55-3f0a2b7e4c10")
@@ -67,6 +73,21 @@ def model_point(version: str) -> str:
     return point_id("model", version)
 
 
+def item_head_point(version: str) -> str:
+    """In ``models``: the version's item-tower head (``core.items.ItemHead``)."""
+    return point_id("item_head", version)
+
+
+def rows_point(version: str) -> str:
+    """In ``models``: how many rows the version's items collection holds (trained and
+    runtime) and its revision, which grows with every runtime row written."""
+    return point_id("rows", version)
+
+
+CATALOG_META_POINT = point_id("meta", "catalog")
+"""In ``models``: the runtime catalogue's next free slot and its revision."""
+
+
 @dataclass(frozen=True, slots=True)
 class CollectionSpec:
     dim: int
@@ -87,6 +108,7 @@ def spec_for(name: str, dim: int) -> CollectionSpec:
         return CollectionSpec(
             dim,
             keyword_indexes=("item_id", "categories"),
+            float_indexes=("rev",),
             bool_indexes=("available",),
             searchable=True,
         )
@@ -96,6 +118,8 @@ def spec_for(name: str, dim: int) -> CollectionSpec:
         return CollectionSpec(dim, keyword_indexes=("user_id",))
     if name == ITEM_TRENDS:
         return CollectionSpec(PAYLOAD_ONLY_DIM, float_indexes=("score",))
+    if name == CATALOG:
+        return CollectionSpec(dim, keyword_indexes=("item_id",), float_indexes=("rev",))
     if name in (MODELS, ERASURES):
         return CollectionSpec(PAYLOAD_ONLY_DIM)
     raise ValueError(f"unknown collection {name!r}")

@@ -34,6 +34,7 @@ def publish_model_dir(
     store: FeatureStore, path: Path, activate: bool = True, show_progress: bool = False
 ) -> str:
     art = load_artifacts(path)
+    runtime_rev = store.runtime.revision()
     if store.model(art.version) is None:
         record = ModelRecord(
             version=art.version,
@@ -48,9 +49,18 @@ def publish_model_dir(
         ]
         total = len(art.items) + len(profiles)
         with Progress(total, f"publish {art.version}", "pt", quiet=not show_progress) as bar:
-            store.publish_model(record, art.items, art.item_vectors, profiles, progress=bar.update)
+            store.publish_model(
+                record,
+                art.items,
+                art.item_vectors,
+                profiles,
+                progress=bar.update,
+                item_head=art.item_head,
+            )
     if activate:
         store.activate(art.version)
+        # Catalogue writes the dataflow put into the version live until now.
+        store.catch_up_runtime_items(art.version, runtime_rev)
     return art.version
 
 

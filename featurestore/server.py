@@ -208,5 +208,8 @@ class ServerBackend:
     def optimize(self, name: str) -> None:
         """The server indexes in the background; nothing to force."""
 
+    def ensure_float_index(self, name: str, key: str) -> None:
+        self._c.create_payload_index(name, key, models.PayloadSchemaType.FLOAT)
+
     def close(self) -> None:
         self._c.close()

@@ -12,6 +12,8 @@ stores the same value), durable once the adapter returns (see each adapter).
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 import math
 import threading
@@ -25,11 +27,13 @@ import numpy as np
 
 from core.catalog import Catalog, CatalogProvider
 from core.events import ErasureMarker
+from core.items import ItemHead
 from core.records import ItemRecord, ModelRecord, Profile, iso
 from core.settings import Settings
 from core.state import Trend, UserState
 from featurestore import layout as col
 from featurestore.backend import Backend, ItemFilter, StoreError
+from featurestore.runtime import RuntimeItems
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +107,10 @@ class FeatureStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._user_dim: int | None = None
-        self._item_ids: dict[str, list[str]] = {}
+        self._item_ids: dict[tuple[str, int], list[str]] = {}
         self._item_ids_lock = threading.Lock()
+        self.runtime = RuntimeItems(backend)
+        """Items written at runtime (``featurestore.runtime``)."""
         self.backend.create_collection(col.MODELS, col.spec_for(col.MODELS, 0))
         self.backend.create_collection(col.ITEM_TRENDS, col.spec_for(col.ITEM_TRENDS, 0))
         self.backend.create_collection(col.ERASURES, col.spec_for(col.ERASURES, 0))
@@ -134,14 +140,16 @@ class FeatureStore:
         profiles: Sequence[Profile],
         batch: int = 512,
         progress: Progress | None = None,
+        item_head: ItemHead | None = None,
     ) -> None:
-        """Write a version's items and profiles beside the live ones. Does not activate it.
+        """Write a version's items and profiles beside the live ones, and the runtime
+        catalogue's items re-embedded by its ``item_head``. Does not activate it.
 
         Re-publishing a version rewrites it from scratch, so a publish interrupted
         half-way is repaired by running it again.
         """
         version = record.version
-        self._item_ids.pop(version, None)
+        self._forget_item_ids(version)
         if item_vectors.shape != (len(items), record.dim):
             raise StoreError(
                 f"item vectors have shape {item_vectors.shape}, expected ({len(items)}, {record.dim})"
@@ -164,11 +172,42 @@ class FeatureStore:
             )
             if progress:
                 progress(len(chunk))
+        self.backend.delete(col.MODELS, [col.rows_point(version)])
+        self._write_item_head(version, item_head)
+        self.runtime.write_rows(version, self.runtime.all(), items, item_vectors, item_head)
         self.backend.optimize(items_name)
 
         written = self._write_profiles(version, profiles, batch, progress)
         record.items, record.profiles = len(items), written
         self.backend.upsert(col.MODELS, [col.model_point(version)], [[0.0]], [record.to_payload()])
+
+    def _write_item_head(self, version: str, head: ItemHead | None) -> None:
+        point = col.item_head_point(version)
+        if head is None:
+            self.backend.delete(col.MODELS, [point])
+            return
+        buf = io.BytesIO()
+        np.savez(buf, **head.arrays())  # type: ignore[arg-type]
+        payload = {"item_head": base64.b64encode(buf.getvalue()).decode()}
+        self.backend.upsert(col.MODELS, [point], [[0.0]], [payload])
+
+    def item_head(self, version: str) -> ItemHead | None:
+        """The version's item-tower head; None for a model published without one."""
+        hits = self.backend.retrieve(col.MODELS, [col.item_head_point(version)])
+        if not hits:
+            return None
+        return ItemHead.from_arrays(
+            np.load(io.BytesIO(base64.b64decode(hits[0].payload["item_head"])))
+        )
+
+    def catch_up_runtime_items(self, version: str, since: float) -> None:
+        """Write into ``version`` the runtime items changed after revision ``since`` (of
+        ``runtime.revision()``): those a writer put into the version live before it."""
+        entries = self.runtime.since(since)
+        if entries:
+            catalog = self.load_catalog(version)
+            items, vectors = catalog.items[: catalog.trained], catalog.vectors[: catalog.trained]
+            self.runtime.write_rows(version, entries, items, vectors, self.item_head(version))
 
     def _write_profiles(
         self, version: str, profiles: Sequence[Profile], batch: int, progress: Progress | None
@@ -252,16 +291,20 @@ class FeatureStore:
     # --- items --------------------------------------------------------------
 
     def load_catalog(self, version: str) -> Catalog:
+        """The version's rows, trained and runtime, as they stand."""
         record = self.model(version)
         if record is None:
             raise StoreError(f"model {version} is not published")
+        count, rev = self.runtime.rows(version)
+        count = max(count, record.items)
         points = sorted(
             self.backend.scroll(col.items_collection(version), with_vectors=True),
             key=lambda p: int(p.id),
         )
-        if [p.id for p in points] != list(range(1, record.items + 1)):
+        points = [p for p in points if int(p.id) <= count]
+        if [p.id for p in points] != list(range(1, count + 1)):
             raise StoreError(
-                f"model {version}: {len(points)} items in the store, registry says {record.items}"
+                f"model {version}: {len(points)} items in the store, registry says {count}"
             )
         return Catalog(
             version=version,
@@ -270,31 +313,40 @@ class FeatureStore:
                 len(points), record.dim
             ),
             head=record.head,
+            rev=rev,
+            trained=record.items,
         )
 
     def item_ids(self, version: str) -> list[str] | None:
-        """A published version's item ids by catalogue row; None if the store no longer
-        holds it. Read once per version (a version's items never change once published:
-        re-publishing one rewrites it here, and a version that is live cannot be)."""
-        ids = self._item_ids.get(version)
-        if ids is not None:
-            return ids
+        """A published version's item ids by catalogue row (runtime rows included); None
+        if the store no longer holds it. Read once per version and row count: trained
+        rows never change once published, and runtime writes add rows."""
         record = self.model(version)
         if record is None:
             return None
+        count = max(self.runtime.rows(version)[0], record.items)
+        ids = self._item_ids.get((version, count))
+        if ids is not None:
+            return ids
         try:
             points = self.backend.scroll(col.items_collection(version))
             by_row = sorted((int(p.id), p.payload["item_id"]) for p in points)
         except StoreError:
             return None
-        if [r for r, _ in by_row] != list(range(1, record.items + 1)):
+        by_row = by_row[:count]
+        if [r for r, _ in by_row] != list(range(1, count + 1)):
             return None
         ids = [i for _, i in by_row]
         with self._item_ids_lock:  # the API and the in-process dataflow share a store
             while len(self._item_ids) >= ITEM_IDS_KEPT:
                 del self._item_ids[next(iter(self._item_ids))]
-            self._item_ids[version] = ids
+            self._item_ids[(version, count)] = ids
         return ids
+
+    def _forget_item_ids(self, version: str) -> None:
+        with self._item_ids_lock:
+            for key in [k for k in self._item_ids if k[0] == version]:
+                del self._item_ids[key]
 
     def read_item(self, version: str, item_id: str) -> tuple[ItemRecord, np.ndarray] | None:
         """An item of a published version as the store holds it now, with its vector;
@@ -312,7 +364,7 @@ class FeatureStore:
         return ItemRecord.from_payload(hits[0].payload), vector
 
     def catalog_provider(self) -> CatalogProvider:
-        return CatalogProvider(self.active_version, self.load_catalog)
+        return CatalogProvider(self.active_version, self.load_catalog, self.runtime.changed_rows)
 
     def search_items(
         self,
