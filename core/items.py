@@ -401,14 +401,21 @@ def _embed(
     trained_vectors: np.ndarray,
     head: ItemHead | None,
 ) -> np.ndarray:
-    if head is not None and entries and entries[0].text_vector.shape[0] == head.text_dim:
-        text = np.stack([e.text_vector for e in entries])
-        return head.embed(text, [r.categories for r in records])
-    # No item tower with the model (or text from another encoder): the centroid of the
-    # trained items sharing a category, else of all of them.
+    """Item vectors from the item tower where there is one and the entry has a text
+    vector it reads; else (no encoder, a model without a tower) the centroid of the
+    trained items sharing a category, or of all of them."""
     out = np.empty((len(records), trained_vectors.shape[1]), dtype=np.float32)
-    for i, r in enumerate(records):
-        wanted = set(r.categories)
+    by_head = [
+        i
+        for i, e in enumerate(entries)
+        if head is not None and e.text_vector.shape[0] == head.text_dim and e.text_vector.any()
+    ]
+    if by_head:
+        assert head is not None
+        text = np.stack([entries[i].text_vector for i in by_head])
+        out[by_head] = head.embed(text, [records[i].categories for i in by_head])
+    for i in sorted(set(range(len(records))) - set(by_head)):
+        wanted = set(records[i].categories)
         mask = np.array([bool(wanted.intersection(t.categories)) for t in trained], dtype=bool)
         pool = trained_vectors[mask] if mask.any() else trained_vectors
         out[i] = normalize(pool.mean(axis=0)) if len(pool) else 0.0

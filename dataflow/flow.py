@@ -6,6 +6,10 @@
                         |   (events and erasure markers)                       (or erasure)
                         +-- key by item --> decayed counts (trending)       --> item_trends
 
+    items topic  -> parse (core.items) --(rejected)--> dead-letter topic
+                        +-- one key --> merge, embed, write (dataflow.catalog) --> catalog_items,
+                                                                    the live model's rows
+
 ``build_flow`` wires the steps between a source and three sinks it is given;
 ``kafka_flow`` gives it the production edges (the events topic, the dead-letter topic,
 the feature store). Run it alone against a Qdrant server (the production topology), with
@@ -39,6 +43,14 @@ from core.catalog import CatalogProvider
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from core.state import Trend, UserState
+from dataflow.catalog import (
+    CatalogWriter,
+    ItemMessage,
+    catalog_builder,
+    catalog_key,
+    parse_items,
+    text_encoder,
+)
 from dataflow.deadletter import DeadLetter, Rejected, dead_letter, dead_letter_sink
 from dataflow.expiring import ExpiringState
 from dataflow.incarnation import Incarnation
@@ -93,12 +105,25 @@ class Folders:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogInput:
+    """Catalogue writes: where they come from and what applies them."""
+
+    source: Source[Message]
+    writer: CatalogWriter
+
+
 def build_flow(
-    settings: Settings, source: Source[Message], sinks: Sinks, folders: Folders
+    settings: Settings,
+    source: Source[Message],
+    sinks: Sinks,
+    folders: Folders,
+    catalog: CatalogInput | None = None,
 ) -> Dataflow:
-    """The dataflow from ``source`` (Kafka messages) to ``sinks``. Every message ends in
-    a fold or in the dead-letter sink: rejected by the parser, or an event whose fold
-    raised (``ExpiringState`` emits it as a ``Rejected``)."""
+    """The dataflow from ``source`` (Kafka messages) to ``sinks``, and from ``catalog``'s
+    source (catalogue writes) to the store. Every message ends in a fold, a write or the
+    dead-letter sink: rejected by the parser, or one whose fold raised (``ExpiringState``
+    emits it as a ``Rejected``)."""
     flow = Dataflow("recsys")
     messages = op.input("events", flow, source)
     parsed = op.flat_map_batch("parse", messages, Parser(settings).parse_batch)
@@ -122,8 +147,25 @@ def build_flow(
     # Bytewax's branch narrows only its true side: the false sides hold the Rejected.
     failed = op.map("fold_failed", op.merge("failed", states.falses, trends.falses), _value)
     rejected = op.merge("rejected", cast(Stream[Rejected], accepted.falses), failed)
+    if catalog is not None:
+        rejected = op.merge("all_rejected", rejected, _catalog_steps(flow, catalog))
     op.output("dead_letter", op.map("count_rejected", rejected, dead_letter), sinks.dead_letter)
     return flow
+
+
+def _catalog_steps(flow: Dataflow, catalog: CatalogInput) -> Stream[Rejected]:
+    """Catalogue writes into the store; returns the ones rejected or failed."""
+    messages = op.input("items", flow, catalog.source)
+    parsed = op.flat_map_batch("parse_items", messages, parse_items)
+    valid = op.branch("item_valid", parsed, _item_valid)
+    keyed = op.key_on("catalog_key", valid.trues, catalog_key)
+    applied = op.stateful_batch("catalog", keyed, catalog_builder(catalog.writer))
+    failed = op.map("catalog_failed", applied, _value)
+    return op.merge("items_rejected", cast(Stream[Rejected], valid.falses), failed)
+
+
+def _item_valid(x: ItemMessage | Rejected) -> TypeGuard[ItemMessage]:
+    return x.__class__ is ItemMessage
 
 
 def _user_key(a: Accepted | Erasure) -> str:
@@ -166,7 +208,11 @@ def kafka_flow(
     )
     folders = Folders.create(settings, store, catalogs, events_log_id(settings))
     source = StoppableKafkaSource(settings, stop, progress=progress)
-    return build_flow(settings, source, sinks, folders)
+    items = CatalogInput(
+        StoppableKafkaSource(settings, stop, topic=settings.kafka.items_topic),
+        CatalogWriter(store, catalogs, text_encoder(settings.catalog.warm_encoder), writes),
+    )
+    return build_flow(settings, source, sinks, folders, items)
 
 
 def tune_gc() -> None:

@@ -190,9 +190,11 @@ class StoppableKafkaSource(FixedPartitionedSource[Message, int]):
         stop: threading.Event | None = None,
         batch_size: int = 1000,
         progress: SourceProgress | None = None,
+        topic: str | None = None,
     ) -> None:
+        """``topic``: the events topic unless given (the items topic, for the catalogue)."""
         self._brokers = settings.kafka.bootstrap_servers
-        self._topic = settings.kafka.events_topic
+        self._topic = topic or settings.kafka.events_topic
         self._tail = not settings.dataflow.exit_at_end
         self._start = OFFSET_BEGINNING if settings.kafka.start_offset == "earliest" else OFFSET_END
         self._config = consumer_config(settings)

@@ -138,5 +138,9 @@ def ensure_app_topics(settings: Settings) -> None:
     n = settings.kafka.topic_partitions
     ensure_topics(
         settings.kafka.bootstrap_servers,
-        {settings.kafka.events_topic: n, settings.kafka.dead_letter_topic: n},
+        {
+            settings.kafka.events_topic: n,
+            settings.kafka.items_topic: n,
+            settings.kafka.dead_letter_topic: n,
+        },
     )

@@ -53,6 +53,24 @@ def make_model(version: str, n: int = 50, dim: int = 8, seed: int = 0, n_profile
     return record, items, vecs, profiles
 
 
+def make_item_head(dim: int = 8, text_dim: int = 4, seed: int = 0):
+    """A random item-tower head over ``text_dim``-d text vectors and the categories of
+    ``make_model``'s items."""
+    from core.items import ItemHead
+
+    rng = np.random.default_rng(seed)
+    names = ["Drama", "Sci-Fi", "War"]
+    width = text_dim + 2 + len(names)
+    return ItemHead(
+        rng.normal(size=(width, 16)).astype(np.float32),
+        np.zeros(16, np.float32),
+        rng.normal(size=(16, dim)).astype(np.float32),
+        np.zeros(dim, np.float32),
+        rng.normal(size=2).astype(np.float32),
+        names,
+    )
+
+
 def publish(store, version: str = "v1", **kw):
     record, items, vecs, profiles = make_model(version, **kw)
     store.publish_model(record, items, vecs, profiles)

@@ -12,23 +12,9 @@ from core.records import ItemRecord
 from featurestore import FeatureStore
 from featurestore.edge import EdgeBackend
 from featurestore.server import ServerBackend
-from tests.helpers import make_model, publish
+from tests.helpers import make_item_head, make_model, publish
 
 TEXT_DIM = 4
-
-
-def make_item_head(dim: int = 8, seed: int = 0) -> ci.ItemHead:
-    rng = np.random.default_rng(seed)
-    names = ["Drama", "Sci-Fi", "War"]
-    width = TEXT_DIM + 2 + len(names)
-    return ci.ItemHead(
-        rng.normal(size=(width, 16)).astype(np.float32),
-        np.zeros(16, np.float32),
-        rng.normal(size=(16, dim)).astype(np.float32),
-        np.zeros(dim, np.float32),
-        rng.normal(size=2).astype(np.float32),
-        names,
-    )
 
 
 @pytest.fixture(params=["edge", "server"])
