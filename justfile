@@ -81,10 +81,11 @@ eval *ARGS:
 
 # --- bench ----------------------------------------------------------------------------
 
-# both benchmarks with modest defaults (about 15 minutes on 2 cores): dataflow, then API
+# the benchmarks with modest defaults (about 17 minutes on 2 cores): dataflow, API, catalogue writes
 bench:
     {{recsys}} bench flow --events 1000000 --repeat 2 --duration 10
     {{recsys}} bench serving --repeat 3 --duration 8
+    {{recsys}} bench catalog --items 2000 --repeat 3
 
 # dataflow events/s (1 and 2 workers) vs a no-op Bytewax flow, then freshness at 5k/s: just bench-dataflow --events 200000 --workers 1
 bench-dataflow *ARGS:

@@ -7,6 +7,7 @@ import typer
 from infra.cli.lazy import lazy_group
 
 COMMANDS = {
+    "catalog": ("bench.catalog:app", "Catalogue writes/s through the dataflow, encoder cost."),
     "flow": ("bench.flow:app", "Dataflow events/s vs a no-op Bytewax flow, then freshness."),
     "serving": ("bench.serving:app", "The service under wrk at fixed loads and at peak."),
     "synthetic": ("bench.synthetic:app", "Generate the synthetic world's events and model."),
