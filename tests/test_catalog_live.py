@@ -1,0 +1,109 @@
+"""A new item reaches recommendations within a second of ``POST /items``, with no
+retraining: HTTP -> items topic (real broker) -> dataflow (the text encoder and the
+trained model's item tower) -> store -> the API's catalogue -> ``GET /recommendations``.
+
+The model is trained for the test on a MovieLens slice, so the item tower is a real one."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from core.artifacts import latest_version
+from featurestore import FeatureStore
+from featurestore.publish import publish_model_dir
+from infra.serve import build_app
+from tests.helpers import isolated_settings, wait_for
+from training.train import main as train
+
+pytestmark = pytest.mark.integration
+
+SLICE = ["--max-users", "80", "--max-items", "300", "--epochs", "3", "--batch-size", "256"]
+
+
+@pytest.fixture(scope="module")
+def service(broker, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("catalog-live")
+    settings = isolated_settings(tmp / "var", broker, warm_encoder=True)
+    if not (settings.data_dir / "ml-100k.inter").exists():
+        pytest.skip(f"MovieLens 100K not found at {settings.data_dir}")
+    model_dir = tmp / "models"
+    argv = [*SLICE, "--model-dir", str(model_dir), "--cache-dir", str(tmp / "cache")]
+    assert train([*argv, "--no-publish", "--quiet"]) == 0
+    store = FeatureStore.open(settings)
+    publish_model_dir(store, model_dir / str(latest_version(model_dir)))
+    store.close()
+    with TestClient(build_app(settings)) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, timeout=30)
+        yield client
+
+
+def genre_picks(client: TestClient, n: int = 4) -> list[dict]:
+    """``n`` items of the catalogue's most common category."""
+    cats = client.get("/categories").json()["categories"]
+    top = max(cats, key=lambda c: c["items"])["name"]
+    page = client.get(f"/items?category={top}&limit={n}").json()
+    return page["items"]
+
+
+def test_a_new_item_matching_recent_picks_enters_the_top_10_within_a_second(service):
+    client = service
+    picks = genre_picks(client)
+    user = "catalog-live-u1"
+    events = [{"event_type": "view", "user_id": user, "item_id": p["item_id"]} for p in picks]
+    assert client.post("/events", json=events).status_code == 202
+    wait_for(lambda: client.get(f"/users/{user}").status_code == 200, timeout=5)
+    first = client.get(f"/items/{picks[0]['item_id']}").json()
+    new = {
+        "item_id": "sequel-1",
+        "title": f"{first['title']} II",
+        "description": f"The sequel to {first['title']}.",
+        "categories": first["categories"],
+    }
+
+    t0 = time.monotonic()
+    assert client.post("/items", json=new).status_code == 202
+    top = wait_for(
+        lambda: (
+            "sequel-1"
+            in (
+                ids := [
+                    i["item_id"]
+                    for i in client.get(f"/recommendations/{user}?k=10").json()["items"]
+                ]
+            )
+            and ids
+        ),
+        timeout=1.0,
+        interval=0.02,
+    )
+    took = time.monotonic() - t0
+    assert took < 1.0, f"{took:.2f}s"
+    assert client.get("/items/sequel-1").json()["title"] == new["title"]
+    assert "sequel-1" in top
+
+
+def test_an_item_removed_leaves_the_candidates_at_once(service):
+    client = service
+    picks = genre_picks(client, 6)
+    user = "catalog-live-u2"
+    events = [{"event_type": "view", "user_id": user, "item_id": p["item_id"]} for p in picks[:3]]
+    assert client.post("/events", json=events).status_code == 202
+    wait_for(lambda: client.get(f"/users/{user}").status_code == 200, timeout=5)
+    target = client.get(f"/recommendations/{user}?k=10").json()["items"][0]["item_id"]
+    t0 = time.monotonic()
+    assert client.delete(f"/items/{target}").status_code == 202
+    wait_for(
+        lambda: (
+            target
+            not in [
+                i["item_id"] for i in client.get(f"/recommendations/{user}?k=10").json()["items"]
+            ]
+        ),
+        timeout=1.0,
+        interval=0.02,
+    )
+    assert time.monotonic() - t0 < 1.0
