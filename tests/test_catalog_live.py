@@ -7,7 +7,6 @@ The model is trained for the test on a MovieLens slice, so the item tower is a r
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
