@@ -79,6 +79,7 @@ def isolated_settings(state_dir: Path, bootstrap: str | None = None, **overrides
         kw |= {
             "bootstrap_servers": bootstrap,
             "events_topic": f"events-{suffix}",
+            "items_topic": f"items-{suffix}",
             "dead_letter_topic": f"events-{suffix}.dlq",
             "topic_partitions": 3,
         }

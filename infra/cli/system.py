@@ -247,7 +247,8 @@ def topics_create(
         int, typer.Option(min=1, help="Copies of each partition (3 on a 3-broker cluster).")
     ] = 1,
 ) -> None:
-    """Create the events, dead-letter and impressions topics if missing.
+    """Create the events, items (catalogue writes), dead-letter and impressions topics if
+    missing.
 
     Existing topics are left as they are (Kafka cannot shrink partitions; add them with
     kafka-topics --alter, knowing it moves users between partitions).
