@@ -11,6 +11,7 @@ with the same reason (``detail``) and ``kind`` the dataflow would dead-letter it
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -151,7 +152,7 @@ def _refused(e: InvalidItem) -> InvalidItem:
     return e
 
 
-async def _produce(producer: ProducerDep, writes: list[ItemWrite]) -> ItemsAccepted:
+async def _produce(producer: ProducerDep, writes: Sequence[ItemWrite]) -> ItemsAccepted:
     await run_in_threadpool(producer.send_items, writes)  # Kafka away: 503
     for w in writes:
         ITEM_WRITES.labels(type(w).__name__.lower()).inc()
