@@ -17,7 +17,17 @@ from fastapi import APIRouter, FastAPI
 from api.exception_handlers import EXCEPTION_HANDLERS
 from api.lifespan import Lifespan, standalone
 from api.observability import RequestContext
-from api.routes import admin, demo, events, health, items, metrics, recommendations, users
+from api.routes import (
+    admin,
+    catalog,
+    demo,
+    events,
+    health,
+    items,
+    metrics,
+    recommendations,
+    users,
+)
 from api.security import ApiKeys
 from core.events import EVENT_JSON_SCHEMA
 from core.settings import Settings, get_settings
@@ -49,11 +59,11 @@ def create_app(
     )
     _add_routes(app, recommendations.build_router(settings))
     _add_routes(app, items.similar_router(settings))
-    for module in (users, items, events, health, metrics, admin):
+    for module in (users, items, catalog, events, health, metrics, admin):
         _add_routes(app, module.router)
     app.mount(demo.ASSETS_PATH, demo.assets(), name="demo-assets")
     _add_routes(app, demo.router)
-    _add_event_schema(app)
+    _add_schemas(app)
     return app
 
 
@@ -65,8 +75,9 @@ def _add_routes(app: FastAPI, router: APIRouter) -> None:
     app.router.routes.extend(router.routes)
 
 
-def _add_event_schema(app: FastAPI) -> None:
-    """Put the msgspec event schema (the one the dataflow validates with) into OpenAPI."""
+def _add_schemas(app: FastAPI) -> None:
+    """Put the msgspec schemas of the event and catalogue-write contracts (the ones the
+    dataflow validates with) into OpenAPI."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -74,7 +85,9 @@ def _add_event_schema(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         defs = EVENT_JSON_SCHEMA.get("$defs", {})
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(defs)
+        components.update(catalog.SCHEMAS)
         return schema
 
     # FastAPI documents replacing ``app.openapi`` to extend the schema, yet types it as a

@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from api.service import NoModel, UnknownCategory
+from core.items import InvalidItem
 from eventlog.producer import ProducerUnavailable
 from featurestore.backend import StoreError
 
@@ -30,6 +31,12 @@ async def unknown_category(_: Request, e: UnknownCategory) -> JSONResponse:
     return JSONResponse({"detail": str(e)}, status_code=422)
 
 
+async def invalid_item(_: Request, e: InvalidItem) -> JSONResponse:
+    """A catalogue write the contract refuses: the reason and its kind, as the dataflow
+    would dead-letter it."""
+    return JSONResponse({"detail": str(e), "kind": e.kind}, status_code=422)
+
+
 async def producer_down(_: Request, e: ProducerUnavailable) -> JSONResponse:
     return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "1"})
 
@@ -41,5 +48,6 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Handler] = {
     NoModel: no_model,
     StoreError: store_error,
     UnknownCategory: unknown_category,
+    InvalidItem: invalid_item,
     ProducerUnavailable: producer_down,
 }

@@ -163,6 +163,11 @@ class EventsAccepted(BaseModel):
     accepted: int
 
 
+class ItemsAccepted(BaseModel):
+    accepted: int = Field(description="Catalogue writes Kafka acknowledged")
+    item_ids: list[str] = Field(description="The items written, in the request's order")
+
+
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(

@@ -6,6 +6,7 @@
         recs = api.recommend("405", k=5)
         print([item.title for item in recs.items])
         api.post_events({"event_type": "view", "user_id": "405", "item_id": "50"})
+        api.add_items({"item_id": "m-1", "title": "Heat", "categories": ["Crime"]})
 
 Every method returns the response as a typed object mirroring the OpenAPI document
 (``/openapi.json``, the contract) and raises an ``ApiError`` with a one-line message for
@@ -19,6 +20,7 @@ from client.models import (
     Health,
     HeldOut,
     Item,
+    ItemsAccepted,
     ModelsOverview,
     ModelVersion,
     Recommendations,
@@ -35,6 +37,7 @@ __all__ = [
     "Health",
     "HeldOut",
     "Item",
+    "ItemsAccepted",
     "ModelVersion",
     "ModelsOverview",
     "NotFound",

@@ -6,10 +6,14 @@ from __future__ import annotations
 class ApiError(Exception):
     """The API answered with an error status (``status``), or not at all (0)."""
 
-    def __init__(self, message: str, status: int = 0, detail: str = "") -> None:
+    def __init__(
+        self, message: str, status: int = 0, detail: str = "", kind: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.detail = detail
+        self.kind = kind
+        """The rule a refused catalogue write broke (422 of /items: ``missing_title``, ...)."""
 
 
 class ApiUnreachable(ApiError):

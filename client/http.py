@@ -13,6 +13,7 @@ from client.errors import ApiError, ApiUnreachable, AuthError, NotFound
 from client.models import (
     Erasure,
     Health,
+    ItemsAccepted,
     ModelsOverview,
     Recommendations,
     SimilarItems,
@@ -116,6 +117,24 @@ class RecsysClient:
             raise _error(r, "/events")
         return int(r.json()["accepted"])
 
+    def add_items(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> ItemsAccepted:
+        """POST /items: add items or replace them whole (one, or a list of up to 1,000),
+        each ``{"item_id", "title", "description", "categories", "available",
+        "attributes"}`` (write key). A refused item: ``ApiError`` with ``status`` 422 and
+        the rule's ``kind``."""
+        body = dict(items) if isinstance(items, Mapping) else [dict(i) for i in items]
+        return self._call(ItemsAccepted, "POST", "/items", json=body)
+
+    def update_item(self, item_id: str, **fields: Any) -> ItemsAccepted:
+        """PATCH /items/{item_id}: change the given fields (``title``, ``description``,
+        ``categories``, ``available``, ``attributes``); the others stay (write key)."""
+        return self._call(ItemsAccepted, "PATCH", f"/items/{_id(item_id)}", json=fields)
+
+    def remove_item(self, item_id: str) -> ItemsAccepted:
+        """DELETE /items/{item_id}: take the item out of recommendations; it stays in the
+        catalogue, unavailable (write key)."""
+        return self._call(ItemsAccepted, "DELETE", f"/items/{_id(item_id)}")
+
     def delete_user(self, user_id: str) -> Erasure:
         """DELETE /users/{user_id}: erase the user (admin key)."""
         return self._call(Erasure, "DELETE", f"/users/{_id(user_id)}")
@@ -161,7 +180,15 @@ def _error(r: httpx.Response, path: str) -> ApiError:
         return AuthError(message, r.status_code, detail)
     if r.status_code == 404:
         return NotFound(message, r.status_code, detail)
-    return ApiError(message, r.status_code, detail)
+    return ApiError(message, r.status_code, detail, _kind(r))
+
+
+def _kind(r: httpx.Response) -> str | None:
+    try:
+        kind = r.json().get("kind")
+    except (ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 def _detail(r: httpx.Response) -> str:

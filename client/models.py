@@ -75,6 +75,14 @@ class UserFeatures(_Response):
     has_long_term_profile: bool
 
 
+class ItemsAccepted(_Response):
+    """What POST/PATCH/DELETE /items answer: the writes Kafka acknowledged (the dataflow
+    folds them into the catalogue within moments)."""
+
+    accepted: int
+    item_ids: list[str]
+
+
 class MarkerPosition(_Response):
     topic: str
     partition: int

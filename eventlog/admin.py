@@ -135,12 +135,9 @@ def events_log_id(settings: Settings) -> str | None:
 
 
 def ensure_app_topics(settings: Settings) -> None:
-    n = settings.kafka.topic_partitions
+    """The topics the dataflow reads and writes: events, catalogue writes, dead letters."""
+    k = settings.kafka
+    n = k.topic_partitions
     ensure_topics(
-        settings.kafka.bootstrap_servers,
-        {
-            settings.kafka.events_topic: n,
-            settings.kafka.items_topic: n,
-            settings.kafka.dead_letter_topic: n,
-        },
+        k.bootstrap_servers, {k.events_topic: n, k.items_topic: n, k.dead_letter_topic: n}
     )

@@ -1,6 +1,7 @@
 """Every producer of the project, one per role, all confluent-kafka (librdkafka):
 
-- ``EventProducer``: ``POST /events`` and ``DELETE /users/{id}`` (the erasure marker);
+- ``EventProducer``: ``POST /events``, ``DELETE /users/{id}`` (the erasure marker) and the
+  catalogue writes of ``POST/PATCH/DELETE /items`` (``send_items``, to the items topic);
   blocks until the broker acknowledged every message.
 - ``BackgroundProducer``: the API's impression log; never blocks nor fails a request.
 - ``replay_producer``: ``recsys replay``; acknowledged, idempotent, paced by the caller.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from core import items
 from core.events import ErasureMarker, ValidEvent, encode, encode_erasure
 from core.records import iso
 from core.settings import Settings
@@ -158,7 +160,8 @@ def _stuck(err: KafkaError) -> bool:
 
 class EventProducer:
     """Produces the events ``POST /events`` accepted, keyed by user, to the events topic,
-    and the erasure markers of ``DELETE /users/{id}`` (``erase``), the same way.
+    the erasure markers of ``DELETE /users/{id}`` (``erase``), the same way, and the
+    catalogue writes of ``/items`` (``send_items``), keyed by item, to the items topic.
 
     Delivery: ``send`` returns only once every event is acknowledged by all in-sync
     replicas (``acks=all``), so a 202 means the events are in the log. Otherwise it
@@ -181,6 +184,7 @@ class EventProducer:
         self._bootstrap = settings.kafka.bootstrap_servers
         self._servers = self._bootstrap.split(",")
         self._topic = settings.kafka.events_topic
+        self._items_topic = settings.kafka.items_topic
         self._watch = watch
         self._polled: _Polled | None = None
         self._outages = 0
@@ -244,6 +248,12 @@ class EventProducer:
         """Blocks until the broker acknowledged every event, so 202 means durable."""
         self._deliver([(e.user_id.encode(), encode(e)) for e in events], "the events")
 
+    def send_items(self, writes: Sequence[items.ItemWrite]) -> None:
+        """Produce catalogue writes keyed by item id (one item's writes stay in order on
+        one partition); blocks until the broker acknowledged every one, so 202 means durable."""
+        messages = [(w.item_id.encode(), items.encode(w)) for w in writes]
+        self._deliver(messages, "the item writes", self._items_topic)
+
     def erase(self, user_id: str) -> MarkerSent:
         """Produce ``user_id``'s erasure marker (keyed by the user, carrying each
         partition's end offset) and block until the broker acknowledged it."""
@@ -259,13 +269,18 @@ class EventProducer:
         assert partition is not None and offset is not None  # set on every delivered message
         return MarkerSent(marker, partition, offset, log_id)
 
-    def _deliver(self, messages: list[tuple[bytes, bytes]], what: str) -> _Acks:
-        """Produce (key, value) messages; return once the broker acknowledged them all."""
+    def _deliver(
+        self, messages: list[tuple[bytes, bytes]], what: str, topic: str | None = None
+    ) -> _Acks:
+        """Produce (key, value) messages to ``topic`` (default: the events topic); return
+        once the broker acknowledged them all."""
         polled = self._get()
         acks = _Acks(len(messages))
         try:
             for key, value in messages:
-                polled.producer.produce(self._topic, value, key, on_delivery=acks.delivered)
+                polled.producer.produce(
+                    topic or self._topic, value, key, on_delivery=acks.delivered
+                )
         except (BufferError, KafkaException) as e:
             if isinstance(e, KafkaException) and _stuck(e.args[0]):
                 self._discard(polled)

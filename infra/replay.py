@@ -1,4 +1,5 @@
-"""`recsys replay`: feed an event log into the Kafka events topic as it happened.
+"""`recsys replay`: feed an event log into the Kafka events topic as it happened, or a
+file of catalogue writes into the items topic (``--items``).
 
 The log is a JSON-lines file (one event per line, the shape ``POST /events`` takes) or
 MovieLens ratings (``rating`` events). Events are keyed by user, like the API produces
@@ -11,6 +12,11 @@ A line it rejects is never dropped silently: it goes to the dead-letter topic wi
 headers the dataflow writes (``dlq.reason``, ``dlq.kind``, ``dlq.source`` =
 ``<file>:<line>``), or, with ``strict``, the whole file is checked first and nothing is
 sent if any line is invalid.
+
+A file of catalogue writes holds one items-topic message per line (``{"op": "upsert",
+...}``, ``"patch"``, ``"delete"``: ``core.items``), checked with that contract and sent
+keyed by item id, in file order; a line it refuses is reported with its reason and not
+sent (no dead letter: nothing reads the file's rejects but the operator).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import cast
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
+from core import items
 from core.events import Event, InvalidEvent, ValidEvent, decode, encode, validate
 from core.settings import Settings
 from eventlog.producer import dlq_headers, replay_producer
@@ -85,6 +92,28 @@ def read_jsonl(
                 yield BadLine(n, raw, str(e), e.kind)
                 continue
             yield LogEvent(n, valid, None if event.timestamp is None else valid.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemLine:
+    """A valid catalogue write of an items file."""
+
+    line: int
+    write: items.ItemWrite
+
+
+def read_item_writes(path: Path) -> Iterator[ItemLine | BadLine]:
+    """Each non-blank line of a catalogue-write file, checked with the items contract
+    (``core.items.decode``, as the dataflow decodes the topic), in file order."""
+    with Path(path).open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                yield ItemLine(n, items.decode(raw))
+            except items.InvalidItem as e:
+                yield BadLine(n, raw, str(e), e.kind)
 
 
 def count_lines(path: Path) -> int:
@@ -221,14 +250,7 @@ def replay(
         value: bytes,
         headers: list[tuple[str, bytes | None]] | None = None,
     ) -> None:
-        while True:
-            try:
-                # the producer only reads the list (its stubs' element type is wider)
-                hdrs = cast(list[tuple[str, str | bytes | None]] | None, headers)
-                producer.produce(topic, value, key, headers=hdrs, on_delivery=delivered)
-                return
-            except BufferError:  # the local queue is full: let it drain
-                producer.poll(0.05)
+        _produce(producer, topic, key, value, delivered, headers)
 
     def wanted() -> Iterator[LogEvent]:
         for rec in records:
@@ -263,6 +285,63 @@ def replay(
     stats.failed += producer.flush(60)
     stats.seconds = clock() - started
     stats.sent = sent
+    return stats
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    on_delivery: Callable[[KafkaError | None, Message], None],
+    headers: list[tuple[str, bytes | None]] | None = None,
+) -> None:
+    """Queue one message, waiting while librdkafka's local queue is full."""
+    while True:
+        try:
+            # the producer only reads the list (its stubs' element type is wider)
+            hdrs = cast(list[tuple[str, str | bytes | None]] | None, headers)
+            producer.produce(topic, value, key, headers=hdrs, on_delivery=on_delivery)
+            return
+        except BufferError:  # the local queue is full: let it drain
+            producer.poll(0.05)
+
+
+def replay_items(
+    records: Iterable[ItemLine | BadLine],
+    settings: Settings,
+    producer: Producer,
+    limit: int | None = None,
+    on_item: Callable[[], object] = lambda: None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ReplayStats:
+    """Send the valid catalogue writes to ``settings.kafka.items_topic`` keyed by item id,
+    in file order (so one item's writes stay in order on one partition); invalid lines
+    are counted with their reasons and not sent. Returns once Kafka acknowledged (or
+    refused) everything."""
+    stats = ReplayStats()
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            stats.failed += 1
+
+    started = clock()
+    for rec in records:
+        if isinstance(rec, BadLine):
+            stats.note_invalid(rec)
+            continue
+        if limit is not None and stats.sent >= limit:
+            break
+        w = rec.write
+        _produce(
+            producer, settings.kafka.items_topic, w.item_id.encode(), items.encode(w), delivered
+        )
+        stats.sent += 1
+        if stats.sent % 1000 == 0:
+            producer.poll(0)
+        on_item()
+    stats.failed += producer.flush(60)
+    stats.seconds = clock() - started
     return stats
 
 

@@ -34,6 +34,9 @@ COMMANDS = [
     ["bench", "serving"],
     ["bench", "synthetic"],
     ["replay"],
+    ["items", "add"],
+    ["items", "update"],
+    ["items", "remove"],
     ["user"],
     ["init"],
     ["models"],
@@ -307,3 +310,71 @@ def test_the_dev_broker_missing_is_one_line_with_the_fix(monkeypatch, make_setti
     settings = make_settings().with_values(bootstrap_servers=f"127.0.0.1:{port}")
     with pytest.raises(BrokerUnavailable, match=r"pip install -e '\.\[dev\]'"):
         start_if_needed(settings)
+
+
+# --- catalogue writes through a live service ------------------------------------------------
+
+
+@pytest.mark.integration
+def test_items_add_update_remove_through_the_running_service(broker, make_settings, tmp_path):
+    import json
+
+    from core import items
+    from tests.test_catalog_api import writes_on
+
+    settings = make_settings(broker, inprocess=False, impressions_enabled=False, write_keys={"w"})
+    store = FeatureStore.open(settings)
+    publish(store, "v1", n=20, dim=8)
+    store.close()
+    with serve_in_thread(create_app(settings)) as url:
+        key = ("--api-url", url, "--api-key", "w")
+        result = invoke(
+            "items", "add", "m-1", "--title", "Heat", "--description", "A heist.",
+            "-c", "Crime", "-c", "Drama", "--attr", "year=1995", "--attr", "studio=WB", *key,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "accepted 1 item write(s): m-1" in result.stdout
+        result = invoke("items", "update", "i2", "--unavailable", "--title", "Two", *key)
+        assert result.exit_code == 0 and "i2" in result.stdout, result.output
+        result = invoke("items", "remove", "i3", "--json", *key)
+        assert result.exit_code == 0 and json.loads(result.stdout)["item_ids"] == ["i3"]
+
+        # 4xx: one line, exit 2
+        for args in (
+            ("items", "add", "m-2", "--description", "no title", *key),
+            ("items", "remove", "nope", *key),
+            ("items", "remove", "i4", "--api-url", url),  # no key
+            ("items", "update", "i4", *key),  # nothing to change
+        ):
+            result = invoke(*args)
+            assert result.exit_code == 2, (args, result.output)
+            assert result.output.startswith("error: ") and result.output.count("\n") == 1, args
+
+        # a file: every line checked first, then batches of MAX_BATCH, progress on stderr
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"item_id": "f-0", "title": "ok"}\n{"item_id": "f-1"}\n\nnot json\n')
+        result = invoke("items", "add", "--file", str(bad), *key)
+        assert result.exit_code == 2 and "2 invalid line(s)" in result.output
+        assert "line 2:" in result.output and "line 4:" in result.output
+        good = tmp_path / "items.jsonl"
+        n = items.MAX_BATCH + 5
+        good.write_text(
+            "".join(json.dumps({"item_id": f"f-{i}", "title": f"F {i}"}) + "\n" for i in range(n))
+        )
+        result = invoke("items", "add", "--file", str(good), *key)
+        assert result.exit_code == 0, result.output
+        assert f"accepted {n} item write(s)" in result.stdout
+        assert f"items: {n:,}/{n:,} items" in result.stderr
+
+    got = {(key, type(w).__name__): w for key, w in writes_on(settings, 3 + n)}
+    assert len(got) == 3 + n
+    assert got["m-1", "Upsert"] == items.Upsert(
+        item_id="m-1",
+        title="Heat",
+        description="A heist.",
+        categories=["Crime", "Drama"],
+        attributes={"year": 1995, "studio": "WB"},
+    )
+    assert got["i2", "Patch"] == items.Patch(item_id="i2", title="Two", available=False)
+    assert got["i3", "Delete"] == items.Delete(item_id="i3")
+    assert got["f-1004", "Upsert"].title == "F 1004"

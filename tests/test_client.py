@@ -13,6 +13,7 @@ from client import (
     ApiError,
     ApiUnreachable,
     AuthError,
+    ItemsAccepted,
     ModelsOverview,
     NotFound,
     Recommendations,
@@ -122,3 +123,37 @@ def test_every_call_against_the_running_service(broker, make_settings):
         assert bad.value.status == 422
         for api in (anonymous, reader, writer, admin):
             api.close()
+
+
+@pytest.mark.integration
+def test_catalogue_writes_round_trip_to_the_items_topic(broker, make_settings):
+    from core import items
+    from tests.test_catalog_api import writes_on
+
+    settings = make_settings(broker, inprocess=False, impressions_enabled=False, write_keys={WRITE})
+    store = FeatureStore.open(settings)
+    publish(store, "v1", n=20, dim=8)
+    store.close()
+    with serve_in_thread(create_app(settings)) as url, RecsysClient(url, WRITE) as api:
+        added = api.add_items({"item_id": "c-1", "title": "Alien", "categories": ["Sci-Fi"]})
+        assert isinstance(added, ItemsAccepted) and added.item_ids == ["c-1"]
+        assert api.add_items([{"item_id": "c-2", "title": "B"}]).accepted == 1
+        assert api.update_item("i2", available=False).item_ids == ["i2"]
+        assert api.remove_item("i3").item_ids == ["i3"]
+        with pytest.raises(ApiError) as bad:
+            api.add_items({"item_id": "c-3"})
+        assert bad.value.status == 422 and bad.value.kind == "missing_title"
+        assert "every new item needs a title" in str(bad.value) and "\n" not in str(bad.value)
+        with pytest.raises(NotFound) as missing:
+            api.remove_item("nope")
+        assert "may still be on its way" in str(missing.value)
+        with pytest.raises(AuthError):
+            RecsysClient(url).add_items({"item_id": "c-4", "title": "D"})
+
+    got = sorted((w for _, w in writes_on(settings, 4)), key=lambda w: w.item_id)
+    assert got == [
+        items.Upsert(item_id="c-1", title="Alien", categories=["Sci-Fi"]),
+        items.Upsert(item_id="c-2", title="B"),
+        items.Patch(item_id="i2", available=False),
+        items.Delete(item_id="i3"),
+    ]

@@ -60,6 +60,11 @@ def test_demo_page_is_served_with_its_assets(client):
     html = r.text
     for testid in ("user-select", "reset", "search-input", "recs-list", "recent-list"):
         assert f'data-testid="{testid}"' in html
+    # adding an item: a closed <details> below the list, so on a phone the list stays first
+    add = html.index('<details id="add-item" class="add-item" data-testid="add-item">')
+    assert html.index('data-testid="recs-list"') < add
+    for testid in ("add-item-title", "add-item-description", "add-item-categories"):
+        assert f'data-testid="{testid}"' in html[add:]
     assets = re.findall(r'(?:src|href)="(/demo/assets/[^"]+)"', html)
     assert sorted(assets) == ["/demo/assets/demo.css", "/demo/assets/demo.js"]
     assert (

@@ -370,7 +370,8 @@ def test_k8s_kafka_is_kraft_with_three_replicas_and_the_engines_topics(k8s, monk
     (cm,) = find(k8s, "ConfigMap", "recsys-config")
     s = settings_from(cm["data"], monkeypatch)
     topics = {t["spec"].get("topicName", t["metadata"]["name"]) for t in find(k8s, "KafkaTopic")}
-    assert {s.kafka.events_topic, s.kafka.dead_letter_topic, s.kafka.impressions_topic} <= topics
+    engine = {s.kafka.events_topic, s.kafka.items_topic, s.kafka.dead_letter_topic}
+    assert engine | {s.kafka.impressions_topic} <= topics
     assert s.kafka.bootstrap_servers.startswith(f"{kafka['metadata']['name']}-kafka-bootstrap:")
     assert all(t["spec"]["replicas"] == 3 for t in find(k8s, "KafkaTopic"))
 

@@ -309,3 +309,56 @@ def test_rate_alone_paces_by_rate_only():
     assert replay_speed(None, False, 500.0) == 0.0
     assert replay_speed(60.0, False, 500.0) == 60.0
     assert replay_speed(60.0, True, None) == 0.0
+
+
+# --- catalogue writes (--items) -----------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_items_replay_sends_checked_writes_keyed_by_item_and_reports_bad_lines(
+    broker, make_settings, tmp_path
+):
+    from core import items
+
+    settings = make_settings(broker)
+    lines = [
+        json.dumps({"op": "upsert", "item_id": "n1", "title": "Heat", "categories": ["Crime"]}),
+        json.dumps({"op": "upsert", "item_id": "n2", "description": "no title"}),  # line 2
+        "",
+        json.dumps({"op": "patch", "item_id": "n1", "available": False}),
+        "garbage",  # line 5
+        json.dumps({"op": "delete", "item_id": "n1", "title": "x"}),  # line 6: unknown field
+        json.dumps({"op": "delete", "item_id": "n3"}),
+    ]
+    log = write_log(tmp_path / "items.jsonl", lines)
+    args = ["replay", "--items", str(log), "--bootstrap-servers", broker, "--quiet"]
+    args += ["--topic", settings.kafka.items_topic]
+
+    dry = runner.invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and "3 valid item write(s); nothing sent" in dry.stdout
+    strict = runner.invoke(app, [*args, "--strict"])
+    assert strict.exit_code == 1 and "--strict: nothing sent" in strict.output
+    assert "line 2:" in strict.output
+
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"sent 3 item write(s) to {settings.kafka.items_topic}" in result.stdout
+    assert "not sent: 3 invalid line(s)" in result.stdout
+    assert "line 2: invalid item: Object missing required field `title`" in result.stdout
+    assert "line 5: malformed JSON" in result.stdout and "line 6:" in result.stdout
+
+    records = read_topic(settings, settings.kafka.items_topic, 3)
+    assert len(records) == 3  # the dry run and the strict run sent nothing
+    writes = [(m.key().decode(), items.decode(m.value())) for m in records]
+    assert all(key == w.item_id for key, w in writes)
+    n1 = [w for key, w in writes if key == "n1"]  # one item's writes in file order
+    assert n1 == [
+        items.Upsert(item_id="n1", title="Heat", categories=["Crime"]),
+        items.Patch(item_id="n1", available=False),
+    ]
+    assert ("n3", items.Delete(item_id="n3")) in writes
+    # nothing went to the dead-letter topic
+    assert read_topic(settings, settings.kafka.dead_letter_topic, 0, timeout=0.5) == []
+
+    mixed = runner.invoke(app, [*args, "--retime"])
+    assert mixed.exit_code == 1 and "--retime does not apply" in mixed.output

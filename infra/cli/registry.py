@@ -109,6 +109,7 @@ def create_topics(
     n = partitions or settings.kafka.topic_partitions
     names = [
         settings.kafka.events_topic,
+        settings.kafka.items_topic,
         settings.kafka.dead_letter_topic,
         settings.kafka.impressions_topic,
     ]

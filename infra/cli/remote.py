@@ -20,7 +20,12 @@ from core.settings import Settings
 
 
 class CliError(Exception):
-    """A one-line message for the operator; the CLI prints it and exits non-zero."""
+    """A one-line message for the operator; the CLI prints it and exits non-zero.
+    ``status``: the API's HTTP status when the API refused the call (0 otherwise)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ApiUnreachable(CliError):
@@ -38,6 +43,7 @@ def default_api_url(settings: Settings) -> str:
 
 KEY_HINTS = {
     "read": "a read key (RECSYS_API_READ_KEYS on the server)",
+    "write": "a write or admin key (RECSYS_API_WRITE_KEYS on the server)",
     "admin": "an admin key (RECSYS_API_ADMIN_KEYS on the server)",
 }
 
@@ -56,10 +62,11 @@ def api_client(
     except client_errors.AuthError as e:
         given = "a key that may not do this" if api_key else "no key"
         raise CliError(
-            f"{e} ({given}: set RECSYS_API_KEY or pass --api-key with {KEY_HINTS[scope]})"
+            f"{e} ({given}: set RECSYS_API_KEY or pass --api-key with {KEY_HINTS[scope]})",
+            e.status,
         ) from None
     except client_errors.ApiError as e:
-        raise CliError(str(e)) from None
+        raise CliError(str(e), e.status) from None
 
 
 # --- rendering ----------------------------------------------------------------------

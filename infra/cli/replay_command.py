@@ -1,5 +1,6 @@
 """`recsys replay` from the operator's side: choose the source, check it, show progress,
-print the summary. The sending and pacing live in ``infra.replay``."""
+print the summary; ``--items`` for a file of catalogue writes. The sending and pacing
+live in ``infra.replay``."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from infra.replay import (
     count_lines,
     movielens_events,
     producer_for,
+    read_item_writes,
     read_jsonl,
     replay,
+    replay_items,
 )
 from training.data import DataError, parse_time
 
@@ -47,6 +50,8 @@ class Request:
     topic: str | None = None
     dead_letter_topic: str | None = None
     quiet: bool = False
+    items: Path | None = None
+    """A file of catalogue writes for the items topic, instead of an event log."""
 
 
 def effective_settings(req: Request, base: Settings | None = None) -> Settings:
@@ -55,7 +60,7 @@ def effective_settings(req: Request, base: Settings | None = None) -> Settings:
         k: v
         for k, v in {
             "bootstrap_servers": req.bootstrap_servers,
-            "events_topic": req.topic,
+            "items_topic" if req.items else "events_topic": req.topic,
             "dead_letter_topic": req.dead_letter_topic,
         }.items()
         if v
@@ -116,6 +121,8 @@ def check_all(req: Request, settings: Settings) -> ReplayStats:
 def run(req: Request, out: TextIO | None = None) -> ReplayStats:
     out = out or sys.stdout
     settings = effective_settings(req)
+    if req.items is not None:
+        return run_items(req, settings, out)
     if req.strict or req.dry_run:
         checked = check_all(req, settings)
         if req.dry_run:
@@ -130,19 +137,7 @@ def run(req: Request, out: TextIO | None = None) -> ReplayStats:
 
     name, total, records = source(req, settings)
     since, until = _time(req.since, "since"), _time(req.until, "until")
-    bootstrap = settings.kafka.bootstrap_servers
-    if not broker_answers(bootstrap, timeout=5):
-        raise CliError(
-            f"no Kafka broker answers at {bootstrap} (--bootstrap-servers or "
-            "RECSYS_KAFKA_BOOTSTRAP_SERVERS)"
-        )
-    ensure_topics(
-        bootstrap,
-        {
-            settings.kafka.events_topic: settings.kafka.topic_partitions,
-            settings.kafka.dead_letter_topic: settings.kafka.topic_partitions,
-        },
-    )
+    _ensure_topics(settings, [settings.kafka.events_topic, settings.kafka.dead_letter_topic])
     options = ReplayOptions(
         speed=req.speed,
         rate=req.rate,
@@ -163,6 +158,78 @@ def run(req: Request, out: TextIO | None = None) -> ReplayStats:
     if stats.failed:
         raise CliError(f"Kafka did not acknowledge {stats.failed} record(s) within 60 s")
     return stats
+
+
+def _ensure_topics(settings: Settings, topics: list[str]) -> None:
+    bootstrap = settings.kafka.bootstrap_servers
+    if not broker_answers(bootstrap, timeout=5):
+        raise CliError(
+            f"no Kafka broker answers at {bootstrap} (--bootstrap-servers or "
+            "RECSYS_KAFKA_BOOTSTRAP_SERVERS)"
+        )
+    ensure_topics(bootstrap, dict.fromkeys(topics, settings.kafka.topic_partitions))
+
+
+EVENT_ONLY = {
+    "movielens": "--movielens",
+    "log": "an event log",
+    "retime": "--retime",
+    "since": "--since",
+    "until": "--until",
+    "rate": "--rate",
+    "dead_letter_topic": "--dead-letter-topic",
+}
+"""Options of an event replay that mean nothing for a file of catalogue writes."""
+
+
+def run_items(req: Request, settings: Settings, out: TextIO) -> ReplayStats:
+    """`recsys replay --items FILE`: every line checked with the items contract; the valid
+    ones sent to the items topic in file order (``--strict``: none if a line is invalid;
+    ``--dry-run``: none at all); the invalid ones reported with their line and reason."""
+    assert req.items is not None
+    given = [flag for name, flag in EVENT_ONLY.items() if getattr(req, name)]
+    if given:
+        raise CliError(f"--items replays catalogue writes; {', '.join(given)} does not apply")
+    if not req.items.is_file():
+        raise CliError(f"item file {req.items} does not exist")
+    if req.strict or req.dry_run:
+        checked = ReplayStats()
+        for rec in read_item_writes(req.items):
+            if isinstance(rec, BadLine):
+                checked.note_invalid(rec)
+            else:
+                checked.sent += 1
+        if req.dry_run:
+            print(f"{checked.sent} valid item write(s); nothing sent (--dry-run)", file=out)
+            if checked.invalid:
+                print(describe_invalid(checked.examples, checked.invalid), file=out)
+            return checked
+        if checked.invalid:
+            raise CliError(
+                "--strict: nothing sent. " + describe_invalid(checked.examples, checked.invalid)
+            )
+    _ensure_topics(settings, [settings.kafka.items_topic])
+    producer = producer_for(settings)
+    total = count_lines(req.items) if req.limit is None else req.limit
+    try:
+        with Progress(total, "replay", "items", quiet=req.quiet) as bar:
+            records = read_item_writes(req.items)
+            stats = replay_items(records, settings, producer, req.limit, lambda: bar.update())
+    finally:
+        close_producer(producer, 0)
+    print(items_summary(stats, settings), file=out)
+    if stats.failed:
+        raise CliError(f"Kafka did not acknowledge {stats.failed} record(s) within 60 s")
+    return stats
+
+
+def items_summary(stats: ReplayStats, settings: Settings) -> str:
+    lines = [
+        f"sent {stats.sent} item write(s) to {settings.kafka.items_topic} in {stats.seconds:.1f} s"
+    ]
+    if stats.invalid:
+        lines.append("not sent: " + describe_invalid(stats.examples, stats.invalid))
+    return "\n".join(lines)
 
 
 def summary(stats: ReplayStats, settings: Settings) -> str:

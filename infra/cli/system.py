@@ -41,6 +41,16 @@ def replay(
             show_default=False,
         ),
     ] = None,
+    items: Annotated[
+        Path | None,
+        typer.Option(
+            "--items",
+            help="A JSON-lines file of catalogue writes (one items-topic message per line: "
+            '{"op": "upsert"|"patch"|"delete", "item_id": ...}) to send to the items topic '
+            "instead of events.",
+            show_default=False,
+        ),
+    ] = None,
     movielens: Annotated[
         bool,
         typer.Option("--movielens", help="Replay MovieLens ratings from --data-dir instead."),
@@ -90,7 +100,11 @@ def replay(
     ] = None,
     topic: Annotated[
         str | None,
-        typer.Option(help="Events topic (default: RECSYS_KAFKA_EVENTS_TOPIC).", show_default=False),
+        typer.Option(
+            help="Events topic (default: RECSYS_KAFKA_EVENTS_TOPIC; with --items, the items "
+            "topic, default RECSYS_KAFKA_ITEMS_TOPIC).",
+            show_default=False,
+        ),
     ] = None,
     dead_letter_topic: Annotated[
         str | None,
@@ -109,6 +123,11 @@ def replay(
     dlq.kind, dlq.source = FILE:LINE), like the dataflow's rejects, and is reported at the
     end; --strict refuses the whole log instead.
 
+    With --items FILE, the file holds catalogue writes (what POST/PATCH/DELETE /items
+    produce); each line is checked with the items contract and the valid ones go to the
+    items topic keyed by item id, in file order; an invalid line is reported with its line
+    number and reason and not sent.
+
     Examples:
 
       recsys replay events.jsonl --speed 60          (one hour of log per minute)
@@ -116,6 +135,8 @@ def replay(
       recsys replay --movielens --as-fast-as-possible --limit 10000 --retime
 
       recsys replay events.jsonl --rate 500 --since 2024-11-07T00:00:00Z   (500 events/s)
+
+      recsys replay --items catalogue.jsonl
     """
     from infra.cli import replay_command as replay_cmd
 
@@ -137,6 +158,7 @@ def replay(
                 topic=topic,
                 dead_letter_topic=dead_letter_topic,
                 quiet=quiet,
+                items=items,
             )
         )
     except CliError as e:
@@ -247,7 +269,8 @@ def topics_create(
         int, typer.Option(min=1, help="Copies of each partition (3 on a 3-broker cluster).")
     ] = 1,
 ) -> None:
-    """Create the events, dead-letter and impressions topics if missing.
+    """Create the events, items (catalogue writes), dead-letter and impressions topics if
+    missing.
 
     Existing topics are left as they are (Kafka cannot shrink partitions; add them with
     kafka-topics --alter, knowing it moves users between partitions).

@@ -8,6 +8,8 @@
   const PAGE = 24; // catalogue items per page
   const POLL_MS = 60; // how often to look for the folded event
   const WAIT_MS = 5000; // give up waiting for the fold after this
+  const ADD_POLL_MS = 100; // how often to look for an added item in the list
+  const ADD_WAIT_MS = 10000; // give up waiting for an added item after this
   const KEY_STORAGE = "recsys-demo-api-key";
   const FRESH_N = 20; // events in the freshness sparkline
   // The re-rank terms of a score breakdown, in words (an unknown term shows its name).
@@ -46,6 +48,7 @@
     catalog: { q: "", category: "", offset: 0, total: 0 },
     explained: new Set(), // item ids whose score breakdown is open
     fresh: [], // the last FRESH_N events: ms from click to the updated list on screen
+    added: new Set(), // item ids added from this page: marked when they enter the list
   };
 
   // --- API ------------------------------------------------------------------
@@ -90,6 +93,21 @@
         session_id: state.session,
       }),
     });
+
+  const postItem = (item) =>
+    api("/items", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(item),
+    });
+  const getItem = async (item) => {
+    try {
+      return await api(`/items/${enc(item)}`);
+    } catch (e) {
+      if (e.status === 404) return null; // not in the live catalogue (yet)
+      throw e;
+    }
+  };
 
   // --- status line ------------------------------------------------------------
 
@@ -258,7 +276,8 @@
     list.replaceChildren();
     body.items.forEach((it, i) => {
       const was = before.get(it.item_id);
-      const isNew = previous.length > 0 && was === undefined;
+      const added = state.added.has(it.item_id);
+      const isNew = (previous.length > 0 || added) && was === undefined;
       let move = null;
       if (isNew) move = el("span", { className: "badge new-badge" }, "new");
       else if (was !== undefined && was !== i) {
@@ -274,7 +293,7 @@
           "li",
           {
             className: `item rec${isNew ? " is-new" : ""}`,
-            dataset: { testid: "rec-item", itemId: it.item_id, new: String(isNew) },
+            dataset: { testid: "rec-item", itemId: it.item_id, new: String(isNew), added: String(added) },
           },
           el("span", { className: "rank" }, String(i + 1)),
           el(
@@ -285,6 +304,7 @@
               { className: "title-row" },
               el("span", { className: "title" }, it.title || it.item_id),
               move,
+              added ? el("span", { className: "badge added-badge", title: "Added from this page" }, "added") : null,
             ),
             categoryChips(it.categories),
             el(
@@ -525,6 +545,92 @@
     );
   }
 
+  // --- adding an item -------------------------------------------------------------
+
+  function addItemStatus(text, kind = "") {
+    const p = $("add-item-status");
+    p.textContent = text;
+    p.className = `meta${kind ? ` ${kind}` : ""}`;
+    p.dataset.state = kind || "pending";
+  }
+
+  // POST /items, then poll the shown user's list until the item is in it: the dataflow
+  // embeds it with the live model's item tower, no retraining.
+  async function addItem() {
+    const title = $("add-item-title").value.trim();
+    if (!title) {
+      addItemStatus("Give the item a title.", "error");
+      return;
+    }
+    const categories = $("add-item-categories")
+      .value.split(",")
+      .map((c) => c.trim())
+      .filter(Boolean);
+    const item = {
+      item_id: `demo-${randomHex(5)}`,
+      title,
+      description: $("add-item-description").value.trim(),
+      categories,
+    };
+    const user = state.user;
+    const t0 = performance.now();
+    addItemStatus("Sending…");
+    try {
+      await postItem(item);
+    } catch (e) {
+      addItemStatus(e.status === 422 ? `Refused: ${e.message}` : e.message, "error");
+      if (e.status !== 422) showError(e);
+      return;
+    }
+    state.added.add(item.item_id);
+    $("add-item-form").dataset.itemId = item.item_id;
+    $("add-item-title").value = "";
+    $("add-item-description").value = "";
+    if (!user) {
+      addItemStatus(`“${title}” accepted (${item.item_id}). Pick a user to see it enter their list.`, "done");
+      return;
+    }
+    addItemStatus(`“${title}” accepted in ${Math.round(performance.now() - t0)} ms; waiting for it in ${user}'s list…`);
+    await waitForItem(item, user, t0);
+  }
+
+  async function waitForItem(item, user, t0) {
+    while (performance.now() - t0 < ADD_WAIT_MS) {
+      await sleep(ADD_POLL_MS);
+      if (state.user !== user) return; // another user is shown now
+      let recs;
+      try {
+        recs = await getRecs(user);
+      } catch (e) {
+        showError(e);
+        return;
+      }
+      const rank = recs.items.findIndex((it) => it.item_id === item.item_id);
+      if (rank < 0 || state.user !== user) continue;
+      const took = Math.round(performance.now() - t0);
+      const before = state.recs.filter((id) => id !== item.item_id);
+      renderRecs(recs, before);
+      const text = `“${item.title}” entered ${user}'s list at #${rank + 1}, ${took} ms after it was sent`;
+      $("update-time").className = "update-time done";
+      $("update-time").textContent = text;
+      addItemStatus(text, "done");
+      $("add-item-status").dataset.ms = String(took);
+      return;
+    }
+    let known = null;
+    try {
+      known = await getItem(item.item_id);
+    } catch (e) {
+      // the answer below says what is known
+    }
+    addItemStatus(
+      known
+        ? `“${item.title}” is in the catalogue but not in ${user}'s top ${K}: it matches other tastes better.`
+        : `“${item.title}” is not in the catalogue after ${ADD_WAIT_MS / 1000} s: is the dataflow folding item writes?`,
+      known ? "" : "error",
+    );
+  }
+
   // Start over: a fresh anonymous user and none of this page's history (timings, open
   // breakdowns, search). The key stays; the old user's data stays on the server.
   function resetSession() {
@@ -570,6 +676,7 @@
     const cat = $("category-select");
     cat.replaceChildren(el("option", { value: "" }, "All categories"));
     for (const c of cats.categories) cat.append(el("option", { value: c.name }, `${c.name} (${c.items})`));
+    $("add-item-category-names").replaceChildren(...cats.categories.map((c) => el("option", { value: c.name })));
     return users.users.map((u) => u.user_id);
   }
 
@@ -621,6 +728,10 @@
       searchCatalog();
     });
     $("catalog-more").addEventListener("click", () => searchCatalog(true));
+    $("add-item-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      addItem();
+    });
     // One listener for every View/Purchase button, in the catalogue and the list.
     document.addEventListener("click", (e) => {
       const button = e.target.closest("button.event-btn");
