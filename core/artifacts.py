@@ -8,7 +8,10 @@ model.
 Everything here is numpy and JSON, so serving reads a model without an ML framework; the
 one framework file, ``weights.pt``, is written by a function the trainer passes in.
 ``session.npz``, the learned session model (``core.session``), is optional: versions
-trained before it existed, or without it, load with ``session`` None.
+trained before it existed, or without it, load with ``session`` None. ``item_head.npz``,
+the item tower for items without a learned id (``core.items.ItemHead``, what embeds
+items written at run time), is optional the same way: older versions load with
+``item_head`` None.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ FILES = (
 )
 LATEST = "LATEST"
 SESSION_FILE = "session.npz"
+ITEM_HEAD_FILE = "item_head.npz"
 
 
 class ArtifactError(Exception):
@@ -98,6 +102,7 @@ def write_artifacts(
     profile_vectors: np.ndarray,
     seen: dict[str, list[str]],
     session: SessionModel | None = None,
+    item_head: ItemHead | None = None,
     now: datetime | None = None,
 ) -> Path:
     """Write a complete version directory, then point LATEST at it; returns its path.
@@ -141,6 +146,9 @@ def write_artifacts(
                     f"session model has {session.item_emb.shape[0]} item rows, catalogue {len(items)}"
                 )
             save_session(tmp, session)
+        if item_head is not None:
+            _check_item_head(item_head, dim)
+            np.savez(tmp / ITEM_HEAD_FILE, allow_pickle=False, **item_head.arrays())
         version = _claim(tmp, model_dir, base, meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -220,6 +228,7 @@ def load_artifacts(path: Path) -> ModelArtifacts:
         fingerprint=fp,
         created_at=str(config.get("created_at", "")),
         session=_checked_session(path, len(items)),
+        item_head=load_item_head(path, dim),
     )
 
 
@@ -247,6 +256,37 @@ def load_session(version_dir: Path) -> SessionModel | None:
             return from_arrays({k: z[k] for k in z.files})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ArtifactError(f"{path} is unreadable: {e}") from e
+
+
+def load_item_head(version_dir: Path, dim: int) -> ItemHead | None:
+    """A version's item head, or None when it has none; ArtifactError if unreadable or
+    its output is not ``dim`` wide."""
+    path = Path(version_dir) / ITEM_HEAD_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            head = ItemHead.from_arrays(z)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{path} is unreadable: {e}") from e
+    _check_item_head(head, dim, where=path)
+    return head
+
+
+def _check_item_head(head: ItemHead, dim: int, where: Path | None = None) -> None:
+    at = f"{where}: " if where else ""
+    hidden = head.b1.shape[0] if head.b1.ndim == 1 else -1
+    shapes = {
+        "w1": (head.w1.shape[1:], (hidden,)),
+        "w2": (head.w2.shape, (hidden, dim)),
+        "b2": (head.b2.shape, (dim,)),
+        "id0": (head.id0.ndim, 1),
+    }
+    bad = {k: f"{got} != {want}" for k, (got, want) in shapes.items() if got != want}
+    if head.text_dim <= 0:
+        bad["w1"] = f"{head.w1.shape[0]} input rows leave no room for the text vector"
+    if bad:
+        raise ArtifactError(f"{at}inconsistent item head shapes: {bad}")
 
 
 def list_versions(model_dir: Path) -> list[str]:

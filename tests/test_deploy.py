@@ -204,7 +204,16 @@ def test_dockerfile_installs_runtime_and_train_from_the_lock_only():
         "--no-deps . ",
     ]
     assert "COPY requirements/train.lock ./requirements/" in text
-    for package in ("core", "featurestore", "eventlog", "api", "dataflow", "training", "infra"):
+    for package in (
+        "core",
+        "featurestore",
+        "eventlog",
+        "encoder",
+        "api",
+        "dataflow",
+        "training",
+        "infra",
+    ):
         assert f"COPY {package} ./{package}" in text
     assert 'ENTRYPOINT ["recsys"]' in text
     for src in copy_sources():

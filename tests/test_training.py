@@ -312,6 +312,24 @@ def test_model_dir_is_complete_and_consistent(runs):
     assert load_artifacts(model_dir).version == version  # a model dir resolves via LATEST
     state = torch.load(art.path / "weights.pt", weights_only=True)
     assert "head.lin1.weight" in state
+    # the item head: an item without a learned id, as the saved torch tower places it
+    head = art.item_head
+    assert head is not None and head.text_dim == text.TEXT_DIM and head.w2.shape[1] == d
+    assert head.category_names == sorted({c for i in art.items for c in i.categories})
+    x = torch.cat(
+        [
+            state["items.text"],
+            state["items.ids.weight"][0].expand(n, -1),
+            state["items.categories"],
+        ],
+        dim=1,
+    )
+    hidden = torch.relu(x @ state["items.mlp.0.weight"].T + state["items.mlp.0.bias"])
+    tower = torch.nn.functional.normalize(
+        hidden @ state["items.mlp.2.weight"].T + state["items.mlp.2.bias"], dim=-1
+    )
+    got = head.embed(state["items.text"].numpy(), [i.categories for i in art.items])
+    np.testing.assert_allclose(got, tower.numpy(), atol=1e-5)
 
 
 def test_same_seed_gives_identical_model(runs):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.items import ItemHead
 from core.records import ItemRecord, UserHead
 from training.data import Interactions, index_of
 
@@ -93,6 +94,25 @@ class ItemTower(nn.Module):
         x = torch.cat([self.text, self.ids(ids), self.categories], dim=1)
         return F.normalize(self.mlp(x), dim=-1)
 
+    def export_head(self, category_names: list[str]) -> ItemHead:
+        """The tower for an item without a learned id (``id_index`` 0) as numpy weights:
+        ``ItemHead.embed(text, categories)`` equals ``forward`` in eval mode for such an
+        item. ``category_names`` are the columns of ``categories`` (``category_matrix``)."""
+        if len(category_names) != self.categories.shape[1]:
+            raise ValueError(
+                f"{len(category_names)} category names for {self.categories.shape[1]} columns"
+            )
+        first, second = self.mlp[0], self.mlp[2]
+        assert isinstance(first, nn.Linear) and isinstance(second, nn.Linear)
+        return ItemHead(
+            w1=_f32(first.weight.T),
+            b1=_f32(first.bias),
+            w2=_f32(second.weight.T),
+            b2=_f32(second.bias),
+            id0=_f32(self.ids.weight[0]),
+            category_names=list(category_names),
+        )
+
 
 class UserHeadNet(nn.Module):
     """u = normalise(p + relu(p W1 + b1) W2 + b2), p = normalise(pooled): ``UserHead.apply``."""
@@ -111,15 +131,11 @@ class UserHeadNet(nn.Module):
 
     def export(self) -> UserHead:
         """The same function as numpy weights, with shapes (d,h),(h,),(h,d),(d,)."""
-
-        def f32(t: Tensor) -> np.ndarray:
-            return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
-
         return UserHead(
-            w1=f32(self.lin1.weight.T),
-            b1=f32(self.lin1.bias),
-            w2=f32(self.lin2.weight.T),
-            b2=f32(self.lin2.bias),
+            w1=_f32(self.lin1.weight.T),
+            b1=_f32(self.lin1.bias),
+            w2=_f32(self.lin2.weight.T),
+            b2=_f32(self.lin2.bias),
         )
 
 
@@ -150,6 +166,10 @@ class TwoTower(nn.Module):
         vecs: np.ndarray = self.items().numpy().astype(np.float32)
         self.train(was)
         return vecs
+
+
+def _f32(t: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
 
 
 def in_batch_softmax_loss(

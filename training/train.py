@@ -326,7 +326,8 @@ def run(cfg: TrainConfig) -> int:
     text = embed_items(items, paths.cache_dir, quiet=args.quiet)
 
     # model -------------------------------------------------------------------
-    model = TwoTower(text, category_matrix(items)[0], id_index(train, item_ids), model_cfg)
+    categories, category_names = category_matrix(items)
+    model = TwoTower(text, categories, id_index(train, item_ids), model_cfg)
 
     # fit ---------------------------------------------------------------------
     examples = build_examples(train, item_ids, weights, fit_cfg.history, fit_cfg.half_life)
@@ -336,6 +337,7 @@ def run(cfg: TrainConfig) -> int:
     say(f"training on {len(examples):,} examples ({torch.get_num_threads()} threads)")
     losses = fit(model, examples, item_log_q(train, item_ids), fit_cfg, rng, quiet=args.quiet)
     item_vectors, head = model.item_vectors(), model.head.export()
+    item_head = model.items.export_head(category_names)  # embeds items written at run time
     session, session_metrics = fit_session(args, train, test, item_ids, item_vectors, say)
 
     # held-out check ----------------------------------------------------------
@@ -377,6 +379,7 @@ def run(cfg: TrainConfig) -> int:
         items=with_covisit(with_popularity(items, train), covisit_matrix(inter, item_ids)),
         item_vectors=item_vectors,
         head=head,
+        item_head=item_head,
         weights=functools.partial(torch.save, model.state_dict()),
         profile_user_ids=profile_users.tolist(),
         profile_vectors=user_vectors(head, pooled),
