@@ -347,11 +347,13 @@ def sequence_scores(
     candidate, in (0, 1]; and the recent item (index into ``state.recent``) that pulls it
     most (attention of the newest position x similarity in the model's item table), for
     the reason. Items with no training events get the candidates' median: the model never
-    saw them, so it neither lifts nor buries them."""
+    saw them, so it neither lifts nor buries them. Rows beyond the model's item table
+    (items written at run time) are such items, and are not read as recent items."""
     n = len(rows)
     if state is None or not state.recent:
         return np.zeros(n, dtype=np.float32), [None] * n
-    known = [j for j, r in enumerate(state.recent) if r.item_id in catalog.index]
+    table = model.item_emb.shape[0]
+    known = [j for j, r in enumerate(state.recent) if catalog.index.get(r.item_id, table) < table]
     known = known[-model.max_len :]
     if not known:
         return np.zeros(n, dtype=np.float32), [None] * n
@@ -360,16 +362,19 @@ def sequence_scores(
     )
     ts = np.fromiter((state.recent[j].ts for j in known), np.float64, len(known))
     h, attn = model.encode(recent_rows, ts, now)
-    emb = model.item_emb[rows]
-    logits = emb @ h + model.item_bias[rows]
+    inside = rows < table
+    emb = model.item_emb[np.where(inside, rows, 0)]
+    logits = emb @ h + model.item_bias[np.where(inside, rows, 0)]
     value = np.exp(logits - logits.max()).astype(np.float32)
-    unseen = catalog.popularity[rows] <= 0
+    unseen = (catalog.popularity[rows] <= 0) | ~inside
     if unseen.any() and not unseen.all():
         value[unseen] = np.median(value[~unseen])
     used = recent_rows[-len(attn) :]  # the items the model read (its last max_len)
     pull = emb @ (model.item_emb[used] * attn[:, None]).T
     offset = len(known) - len(attn)
     src: list[int | None] = np.asarray(known[offset:])[pull.argmax(axis=1)].tolist()
+    for i in np.flatnonzero(~inside).tolist():
+        src[i] = None  # the model has no row for it to compare
     return value, src
 
 

@@ -11,6 +11,13 @@ is the replay's (the time of the event about to happen), as it was live.
 ``tests/test_eval_rest.py`` checks that a slice of this replay through the broker and
 ``GET /recommendations/{user}?k=10`` gets the same hits.
 
+Held-out items are not in the model's trained catalogue: each enters the product's
+stores at its first event, before anything is recommended for that event, as a
+catalogue write applied by the dataflow's ``CatalogWriter`` (``evaluation.arrivals``),
+as ``POST /items`` would have it. The product's rows are the store's; the harness
+compares items by id, in its own row order (``Bundle.catalogue``: trained, then held
+out), which the baselines share.
+
 The product's variants (no re-rank, MMR) are that same Recommender with other settings.
 The baselines, the two-tower frozen at the cutoff among them (the same code on a store
 that receives no event after it), are given each user's full seen set to leave out, the
@@ -31,12 +38,15 @@ import numpy as np
 from api.service import Recommender
 from core.artifacts import save_session
 from core.events import ValidEvent
+from core.items import ItemWrite
 from core.progress import progress
 from core.settings import Settings
 from core.state import Trend, UserState
+from dataflow.catalog import CatalogWriter
 from dataflow.parsing import Accepted
 from dataflow.trends import TrendFolder
 from dataflow.users import UserFolder
+from evaluation.arrivals import Arrivals, TextVectors
 from evaluation.baselines import Als, AlsConfig, CovisitKnn, KnnConfig, Popularity
 from evaluation.bundle import Bundle
 from evaluation.scoring import intra_list_diversity, rank_of
@@ -92,7 +102,13 @@ class Features:
     def __init__(self, root: Path, settings: Settings, bundle: Bundle) -> None:
         self.settings = with_state_dir(settings, root)
         self.store = FeatureStore.open(self.settings)
-        self.store.publish_model(bundle.record(), bundle.items, bundle.vectors, bundle.profiles)
+        self.store.publish_model(
+            bundle.record(),
+            bundle.items,
+            bundle.vectors,
+            bundle.profiles,
+            item_head=bundle.item_head,
+        )
         self.store.activate(bundle.version)
         if bundle.session is not None:  # where the service reads it, as from training
             assert self.settings.model_dir is not None
@@ -100,6 +116,8 @@ class Features:
             save_session(self.settings.model_dir / bundle.version, bundle.session)
         self.catalogs = self.store.catalog_provider()
         self.catalogs.refresh()
+        text = TextVectors(bundle.held_out, bundle.held_out_text)
+        self._writer = CatalogWriter(self.store, self.catalogs, text)
         self._users = UserFolder(self.settings, self.store, self.catalogs)
         self._trends = TrendFolder(self.settings, self.store, self.catalogs)
         self._states: dict[str, UserState] = {}
@@ -129,6 +147,13 @@ class Features:
         if not write_each:
             self.store.write_user_states(list(touched_u.values()))
             self.store.write_trends(list(touched_t.values()))
+
+    def add(self, write: ItemWrite) -> None:
+        """Apply a catalogue write as the dataflow does; serve it from the next request."""
+        failed = self._writer.apply([(write, write.item_id)])
+        if failed:
+            raise ValueError(f"catalogue write refused: {failed[0][1]}")
+        self.catalogs.refresh()
 
     def recommender(self, settings: Settings) -> Recommender:
         return Recommender(
@@ -161,11 +186,20 @@ class ReplayClock:
 class Served:
     """A system answered by ``Recommender.recommend`` (the API's code path), called as a
     REST client calls it: ``recommend(user, k)``, on the replay's clock. A frozen
-    (batch) system is also given the harness's seen set, as the baselines are."""
+    (batch) system is also given the harness's seen set, as the baselines are.
+    ``item_ids``: the harness's rows; its answers are mapped to them by item id."""
 
-    def __init__(self, name: str, recommender: Recommender, frozen: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        recommender: Recommender,
+        item_ids: Sequence[str],
+        frozen: bool = False,
+    ) -> None:
         self.name = name
         self.recommender = recommender
+        self.item_ids = list(item_ids)
+        self.rows = {i: r for r, i in enumerate(self.item_ids)}
         self.frozen = frozen
         self.clock = ReplayClock()
         recommender.clock = self.clock
@@ -173,13 +207,13 @@ class Served:
     def recommend(self, user: str, k: int, now: float, exclude: set[int], fresh: int) -> list[int]:
         self.clock.now = now
         if self.frozen:
-            items = self.recommender.catalog().items
             res = self.recommender.recommend(
-                user, k, exclude_items=[items[r].item_id for r in exclude]
+                user, k, exclude_items=[self.item_ids[r] for r in exclude]
             )
         else:
             res = self.recommender.recommend(user, k)
-        return [r.row for r in res.items]
+        items = res.catalog.items
+        return [self.rows[items[r.row].item_id] for r in res.items]
 
 
 def events_of(inter: Interactions) -> Iterator[ValidEvent]:
@@ -270,9 +304,12 @@ def systems_for(
     als: AlsConfig | None = None,
     sequence: Mapping[str, SeqConfig] | None = None,
     seeds: Sequence[int] = SEEDS,
+    stores: list[Features] | None = None,
 ) -> Iterator[tuple[list[System], list[Feeder]]]:
-    """(systems, feeders): feeders get every test event after all systems recommended."""
-    item_ids = [i.item_id for i in bundle.items]
+    """(systems, feeders): feeders get every test event after all systems recommended.
+    ``stores`` receives the product's feature stores (where held-out items arrive)."""
+    item_ids = [i.item_id for i in bundle.catalogue()]
+    stores = [] if stores is None else stores
     with ExitStack() as stack:
         systems: list[System] = []
         feeders: list[Feeder] = []
@@ -306,32 +343,39 @@ def systems_for(
             if "batch_two_tower" in names:
                 frozen = Features(tmp / "frozen", settings, bundle)
                 stack.callback(frozen.close)
-                frozen.feed(events, write_each=False)  # and nothing after the cutoff
-                systems.append(Served("batch_two_tower", frozen.recommender(settings), frozen=True))
+                stores.append(frozen)  # new items arrive; no event after the cutoff does
+                frozen.feed(events, write_each=False)
+                systems.append(
+                    Served("batch_two_tower", frozen.recommender(settings), item_ids, frozen=True)
+                )
             if {"realtime_no_rerank", "product", "product_sequence"} & set(names):
                 live = Features(tmp / "live", settings, bundle)
                 stack.callback(live.close)
+                stores.append(live)
                 live.feed(events, write_each=False)
                 feeders.append(lambda ev, row: live.feed([ev]))
                 if "realtime_no_rerank" in names:
                     systems.append(
                         Served(
-                            "realtime_no_rerank", live.recommender(variant(settings, "realtime"))
+                            "realtime_no_rerank",
+                            live.recommender(variant(settings, "realtime")),
+                            item_ids,
                         )
                     )
                 if "product" in names:
-                    systems.append(Served("product", live.recommender(settings)))
+                    systems.append(Served("product", live.recommender(settings), item_ids))
                 if "product_sequence" in names:
                     on = settings.ranking.weight_sequence > 0
                     systems.append(
                         Served(
                             "product_no_sequence" if on else "product_sequence",
                             live.recommender(variant(settings, "sequence")),
+                            item_ids,
                         )
                     )
                 if mmr:
                     systems.append(
-                        Served("product_mmr", live.recommender(variant(settings, "mmr")))
+                        Served("product_mmr", live.recommender(variant(settings, "mmr")), item_ids)
                     )
         yield systems, feeders
 
@@ -353,8 +397,9 @@ def replay(
     sequence: Mapping[str, SeqConfig] | None = None,
     seeds: Sequence[int] = SEEDS,
 ) -> Run:
-    item_ids = [i.item_id for i in bundle.items]
-    cats = [set(i.categories) for i in bundle.items]
+    catalogue = bundle.catalogue()
+    item_ids = [i.item_id for i in catalogue]
+    cats = [set(i.categories) for i in catalogue]
     train_rows = index_of(train.item_ids, item_ids)
     test_rows = index_of(test.item_ids, item_ids)
     if (test_rows < 0).any():
@@ -373,7 +418,11 @@ def replay(
     gap = settings.fold.session_gap_seconds
 
     n = len(test)
-    built = systems_for(train, bundle, settings, seed, names, knn, mmr, als, sequence, seeds)
+    stores: list[Features] = []
+    arrivals = Arrivals(bundle.held_out)
+    built = systems_for(
+        train, bundle, settings, seed, names, knn, mmr, als, sequence, seeds, stores
+    )
     with built as (systems, feeders):
         sys_names = [s.name for s in systems]
         ranks = {s: np.zeros(n, dtype=np.int64) for s in sys_names}
@@ -408,6 +457,10 @@ def replay(
             session[u] = session.get(u, 0) + 1 if same else 1
             position[e] = session[u]
             last_ts[u] = ev.ts
+            write = arrivals.due(ev.item_id)
+            if write is not None:
+                for store in stores:
+                    store.add(write)
             exclude = seen.get(u, set())
             for s in systems:
                 top = s.recommend(u, k, ev.ts, exclude, fresh.get(u, 0))

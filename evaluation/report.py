@@ -221,7 +221,10 @@ def markdown(fig: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Command: `{meta['command']}`  ",
         f"Seed {meta['seed']}; cutoff {meta['cutoff_time']} (quantile {meta['cutoff_quantile']}); "
         f"{meta['train_events']:,} training events, {fig['events']:,} test events replayed; "
-        f"{meta['cold_items']} items ({meta['cold_share']:.0%}) held out of training entirely.  ",
+        f"{meta['cold_items']} items ({meta['cold_share']:.0%}) held out of training entirely: "
+        "not in the model's catalogue, each enters the product's at its first event as a "
+        "catalogue write (`POST /items`'s `Upsert`: title, genres, year), applied by the "
+        "dataflow's `CatalogWriter` and embedded by the model's item tower.  ",
         f"Runtime: {meta['seconds']['total']:.0f} s in total on {meta['cpus']} cores "
         f"(training {meta['seconds']['train']:.0f} s, replay {meta['seconds']['replay']:.0f} s).",
         "",

@@ -133,7 +133,15 @@ def main(cfg: EvalConfig | None = None) -> int:
     say(f"train {len(split.train):,} events before {iso(split.cutoff)}; test {len(split.test):,}")
     session = replace(SESSION, epochs=args.seq_epochs or SESSION.epochs)
     bundle = train_bundle(
-        split.train, items, text, settings, args.seed, fit_cfg, quiet=args.quiet, session=session
+        split.train,
+        items,
+        text,
+        settings,
+        args.seed,
+        fit_cfg,
+        quiet=args.quiet,
+        session=session,
+        held_out=split.cold_items,  # they enter the catalogue at their first event
     )
     t_train = time.perf_counter() - t0
     sequence = {c.kind: replace(c, epochs=args.seq_epochs or c.epochs) for c in (SASREC, GRU4REC)}

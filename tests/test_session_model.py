@@ -184,6 +184,30 @@ def test_sequence_term_ranks_the_next_step_first_and_names_a_recent_pick():
     )
 
 
+def test_items_written_at_run_time_sit_at_the_median_and_are_not_read_as_recent():
+    """Rows beyond the session model's table (catalogue writes after training): no score
+    of their own, and a recent pick among them is left out of the model's input."""
+    session, _ = train_session_model(chains(), ITEM_IDS, SMALL, seed=3)
+    base = _catalog()
+    new = ItemRecord("new-1", "New film", ["Sci-Fi"], 0.0, {"runtime": True})
+    catalog = base.with_rows({N_ITEMS: (new, base.vectors[0])}, N_ITEMS + 1, 1.0)
+    state = UserState("u", last_ts=1000.0)
+    state.recent = [RecentItem(f"i{j}", 1000.0 - 60 * (9 - j), "view") for j in (7, 8, 9)]
+    params = RankParams.from_settings(
+        RankingSettings(weight_sequence=1.0, weight_session=0.0, weight_popularity=0.0)
+    )
+    candidates = [(r, 0.0) for r in range(N_ITEMS + 1) if r not in (7, 8, 9)]
+    before = rerank(candidates[:-1], base, state, {}, params, 1030.0, 1.0, 100, session)
+    ranked = rerank(candidates, catalog, state, {}, params, 1030.0, 1.0, 100, session)
+    values = {r.row: r.terms["sequence"] for r in ranked}
+    known = [v for r, v in values.items() if r not in (20, N_ITEMS)]
+    assert values[N_ITEMS] == pytest.approx(float(np.median(known)), rel=1e-5)
+    assert ranked[0].row == before[0].row == 10
+    state.recent.append(RecentItem("new-1", 1010.0, "view"))
+    after_new = rerank(candidates[:-1], catalog, state, {}, params, 1030.0, 1.0, 100, session)
+    assert [r.row for r in after_new] == [r.row for r in before]
+
+
 def test_service_applies_each_versions_session_model_and_swaps_with_it(make_settings):
     settings = make_settings(
         weight_sequence=5.0, weight_session=0.0, weight_popularity=0.0, weight_covisit=0.0
