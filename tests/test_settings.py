@@ -19,7 +19,7 @@ from core.settings import (
     nested,
 )
 
-PRODUCT_PACKAGES = ("core", "featurestore", "eventlog", "dataflow", "api", "training")
+PRODUCT_PACKAGES = ("core", "featurestore", "eventlog", "encoder", "dataflow", "api", "training")
 SETTING_NAMES = {n for n, group in FIELD_GROUPS.items() if group is not None}
 
 
