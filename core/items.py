@@ -304,10 +304,12 @@ class ItemHead:
                 if j is not None:
                     cats[i, j] = 1.0
         ids = np.broadcast_to(self.id0, (n, self.id0.shape[0]))
-        x = np.concatenate([np.asarray(text, dtype=np.float32).reshape(n, -1), ids, cats], axis=1)
+        text = np.asarray(text, dtype=np.float32).reshape(n, self.text_dim)
+        x = np.concatenate([text, ids, cats], axis=1)
         h = np.maximum(x @ self.w1 + self.b1, 0.0)
         out = (h @ self.w2 + self.b2).astype(np.float32)
-        return np.stack([normalize(v) for v in out]) if n else out.reshape(0, self.w2.shape[1])
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """For ``np.savez``: the weights and the category names."""
