@@ -309,7 +309,8 @@ class ItemHead:
         h = np.maximum(x @ self.w1 + self.b1, 0.0)
         out = (h @ self.w2 + self.b2).astype(np.float32)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms > 0, norms, 1.0)
+        unit: np.ndarray = out / np.where(norms > 0, norms, 1.0)
+        return unit
 
     def arrays(self) -> dict[str, np.ndarray]:
         """For ``np.savez``: the weights and the category names."""
