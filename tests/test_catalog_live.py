@@ -11,6 +11,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+import encoder
 from core.artifacts import latest_version
 from featurestore import FeatureStore
 from featurestore.publish import publish_model_dir
@@ -37,72 +38,50 @@ def service(broker, tmp_path_factory):
     store.close()
     with TestClient(build_app(settings)) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, timeout=30)
+        encoder.warm()  # what RECSYS_CATALOG_WARM_ENCODER starts: wait for it to finish
         yield client
 
 
-def genre_picks(client: TestClient, n: int = 4) -> list[dict]:
-    """``n`` items of the catalogue's most common category."""
-    cats = client.get("/categories").json()["categories"]
-    top = max(cats, key=lambda c: c["items"])["name"]
-    page = client.get(f"/items?category={top}&limit={n}").json()
-    return page["items"]
+TRILOGY = ["50", "181", "172"]
+"""Star Wars, Return of the Jedi, The Empire Strikes Back (MovieLens ids)."""
+
+
+def top10(client: TestClient, user: str) -> list[str]:
+    return [i["item_id"] for i in client.get(f"/recommendations/{user}?k=10").json()["items"]]
 
 
 def test_a_new_item_matching_recent_picks_enters_the_top_10_within_a_second(service):
     client = service
-    picks = genre_picks(client)
     user = "catalog-live-u1"
-    events = [{"event_type": "view", "user_id": user, "item_id": p["item_id"]} for p in picks]
+    events = [{"event_type": "view", "user_id": user, "item_id": i} for i in TRILOGY]
     assert client.post("/events", json=events).status_code == 202
-    wait_for(lambda: client.get(f"/users/{user}").status_code == 200, timeout=5)
-    first = client.get(f"/items/{picks[0]['item_id']}").json()
+    wait_for(lambda: client.get(f"/users/{user}").json().get("event_count") == 3, timeout=5)
+    jedi = client.get(f"/items/{TRILOGY[1]}").json()
     new = {
-        "item_id": "sequel-1",
-        "title": f"{first['title']} II",
-        "description": f"The sequel to {first['title']}.",
-        "categories": first["categories"],
+        "item_id": "jedi-2",
+        "title": f"{jedi['title']} II",
+        "description": f"The Star Wars saga goes on after {jedi['title']}.",
+        "categories": jedi["categories"],
     }
+    assert "jedi-2" not in top10(client, user)
 
     t0 = time.monotonic()
     assert client.post("/items", json=new).status_code == 202
-    top = wait_for(
-        lambda: (
-            "sequel-1"
-            in (
-                ids := [
-                    i["item_id"]
-                    for i in client.get(f"/recommendations/{user}?k=10").json()["items"]
-                ]
-            )
-            and ids
-        ),
-        timeout=1.0,
-        interval=0.02,
-    )
+    wait_for(lambda: "jedi-2" in top10(client, user), timeout=1.0, interval=0.02)
     took = time.monotonic() - t0
     assert took < 1.0, f"{took:.2f}s"
-    assert client.get("/items/sequel-1").json()["title"] == new["title"]
-    assert "sequel-1" in top
+    assert client.get("/items/jedi-2").json()["title"] == new["title"]
 
 
 def test_an_item_removed_leaves_the_candidates_at_once(service):
     client = service
-    picks = genre_picks(client, 6)
     user = "catalog-live-u2"
-    events = [{"event_type": "view", "user_id": user, "item_id": p["item_id"]} for p in picks[:3]]
+    events = [{"event_type": "view", "user_id": user, "item_id": i} for i in TRILOGY[:2]]
     assert client.post("/events", json=events).status_code == 202
-    wait_for(lambda: client.get(f"/users/{user}").status_code == 200, timeout=5)
-    target = client.get(f"/recommendations/{user}?k=10").json()["items"][0]["item_id"]
+    wait_for(lambda: client.get(f"/users/{user}").json().get("event_count") == 2, timeout=5)
+    target = top10(client, user)[0]
     t0 = time.monotonic()
     assert client.delete(f"/items/{target}").status_code == 202
-    wait_for(
-        lambda: (
-            target
-            not in [
-                i["item_id"] for i in client.get(f"/recommendations/{user}?k=10").json()["items"]
-            ]
-        ),
-        timeout=1.0,
-        interval=0.02,
-    )
+    wait_for(lambda: target not in top10(client, user), timeout=1.0, interval=0.02)
     assert time.monotonic() - t0 < 1.0
+    assert client.get(f"/items/{target}").json()["extra"]["available"] is False
