@@ -391,10 +391,10 @@ class ApiSettings(_Group):
 
 class CatalogSettings(_Group):
     warm_encoder: bool = Field(
-        False,
-        description="Load the text encoder when the dataflow starts (a few seconds, about "
-        "300 MB) rather than at the first catalogue write, so the first new item is as "
-        "fast as the rest.",
+        True,
+        description="Load the text encoder in the background when the dataflow starts (a "
+        "few seconds, about 300 MB), so the first catalogue write is as fast as the rest; "
+        "false: at the first catalogue write (which then waits for it).",
     )
     catalog_refresh_seconds: float = Field(
         0.2,

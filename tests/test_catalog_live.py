@@ -27,7 +27,7 @@ SLICE = ["--max-users", "80", "--max-items", "300", "--epochs", "3", "--batch-si
 @pytest.fixture(scope="module")
 def service(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("catalog-live")
-    settings = isolated_settings(tmp / "var", broker, warm_encoder=True)
+    settings = isolated_settings(tmp / "var", broker)
     if not (settings.data_dir / "ml-100k.inter").exists():
         pytest.skip(f"MovieLens 100K not found at {settings.data_dir}")
     model_dir = tmp / "models"

@@ -128,6 +128,15 @@ def page(open_page, server: str):
     return open_page(f"{server}/demo")
 
 
+def pick_user(pg, user: str) -> None:
+    """Show ``user`` and wait until their lists are drawn (the page may still be drawing
+    the user it opened with)."""
+    from playwright.sync_api import expect
+
+    pg.get_by_test_id("user-select").select_option(user)
+    expect(pg.get_by_test_id("status")).to_contain_text(f"Showing user {user}.")
+
+
 def rec_ids(pg) -> list[str]:
     return pg.get_by_test_id("rec-item").evaluate_all("els => els.map(e => e.dataset.itemId)")
 
@@ -146,7 +155,7 @@ def test_clicking_an_item_updates_the_list_and_the_features(page):
     from playwright.sync_api import expect
 
     pg = page
-    pg.get_by_test_id("user-select").select_option("u3")
+    pick_user(pg, "u3")
     expect(pg.get_by_test_id("current-user")).to_have_text("u3")
     expect(pg.get_by_test_id("rec-item")).to_have_count(10)
     expect(pg.get_by_test_id("recs-meta")).to_contain_text("Personalised")
@@ -204,7 +213,7 @@ def test_when_writes_need_a_key_the_page_asks_for_it(open_page, keyed_server):
     from playwright.sync_api import expect
 
     pg = open_page(f"{keyed_server}/demo", expect_status=(401,))
-    pg.get_by_test_id("user-select").select_option("u2")
+    pick_user(pg, "u2")
     expect(pg.get_by_test_id("rec-item")).to_have_count(10)  # reads stay open
     before = rec_ids(pg)
     pg.get_by_test_id("recs-list").get_by_test_id(f"view-{before[0]}").click()
@@ -214,6 +223,8 @@ def test_when_writes_need_a_key_the_page_asks_for_it(open_page, keyed_server):
     key.fill(WRITE_KEY)
     key.press("Enter")
     expect(pg.get_by_test_id("status")).to_contain_text("Showing user u2")
+    expect(pg.get_by_test_id("rec-item")).to_have_count(10)
+    before = rec_ids(pg)  # the list as drawn again with the key
 
     t0 = time.monotonic()
     pg.get_by_test_id("recs-list").get_by_test_id(f"view-{before[0]}").click()
@@ -252,7 +263,7 @@ def test_the_score_breakdown_opens_per_item_and_adds_up(page):
     from playwright.sync_api import expect
 
     pg = page
-    pg.get_by_test_id("user-select").select_option("u3")
+    pick_user(pg, "u3")
     expect(pg.get_by_test_id("rec-item")).to_have_count(10)
     expect(pg.get_by_test_id("breakdown").first).to_be_hidden()  # on demand only
     second = pg.get_by_test_id("rec-item").nth(1)
@@ -335,3 +346,22 @@ def test_on_a_phone_the_recommendations_are_above_the_fold(open_page, server):
     assert_first_in_view()  # the status and timing lines do not push it down
     REPORTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(REPORTS / "demo-phone.png"))
+
+
+def test_an_item_added_from_the_page_enters_the_users_list(page):
+    from playwright.sync_api import expect
+
+    pg = page
+    pick_user(pg, "u3")
+    expect(pg.get_by_test_id("rec-item")).to_have_count(10)
+    cats = pg.get_by_test_id("rec-item").first.locator(".chip").all_inner_texts()
+    pg.get_by_test_id("add-item-toggle").click()
+    pg.get_by_test_id("add-item-title").fill("A brand new film")
+    pg.get_by_test_id("add-item-description").fill("Made for this test.")
+    pg.get_by_test_id("add-item-categories").fill(", ".join(cats or ["Sci-Fi"]))
+    pg.get_by_test_id("add-item-submit").click()
+    status = pg.get_by_test_id("add-item-status")
+    expect(status).to_have_attribute("data-state", "done", timeout=15_000)
+    added = pg.locator("[data-testid=rec-item][data-added=true]")
+    expect(added).to_have_count(1)
+    expect(added).to_contain_text("A brand new film")
