@@ -11,6 +11,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Every service a test starts (in-process or as a subprocess) would load the text encoder
+# in the background; the tests that write items ask for it themselves.
+os.environ.setdefault("RECSYS_CATALOG_WARM_ENCODER", "false")
 
 from infra.broker import DevBroker, free_port
 from tests.helpers import isolated_settings

@@ -71,7 +71,8 @@ def serving(settings: Settings) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(broker, tmp_path_factory) -> Iterator[str]:
-    with serving(isolated_settings(tmp_path_factory.mktemp("demo") / "var", broker)) as base:
+    settings = isolated_settings(tmp_path_factory.mktemp("demo") / "var", broker, warm_encoder=True)
+    with serving(settings) as base:
         yield base
 
 
