@@ -55,6 +55,10 @@ class RuntimeItems:
             self._b.create_collection(col.CATALOG, col.spec_for(col.CATALOG, dim))
             slots, rev = self._meta()
             known = self.get([r.item_id for r, _ in changes])
+            # A write interrupted between its points and the meta point left items with
+            # slots and revisions beyond the meta's: never hand those out again.
+            slots = max([slots, *(e.slot + 1 for e in known.values())])
+            rev = max(rev, self._top_rev(col.CATALOG))
             entries = []
             for record, text in changes:
                 old = known.get(record.item_id)
@@ -91,6 +95,10 @@ class RuntimeItems:
             return []
         return sorted((_entry(p) for p in self._b.scroll(col.CATALOG, True)), key=lambda e: e.slot)
 
+    def _top_rev(self, name: str) -> int:
+        top = self._b.top_by(name, "rev", 1)
+        return int(top[0].payload["rev"]) if top else 0
+
     def _meta(self) -> tuple[int, int]:
         hits = self._b.retrieve(col.MODELS, [col.CATALOG_META_POINT])
         if not hits:
@@ -116,6 +124,7 @@ class RuntimeItems:
         with self._lock:
             self._b.ensure_float_index(name, "rev")
             count, rev = self.rows(version)
+            rev = max(rev, self._top_rev(name))  # an interrupted write's rows, see ``put``
             payloads = []
             for _, record, _ in rows:
                 rev += 1

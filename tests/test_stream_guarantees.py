@@ -112,6 +112,7 @@ def proc_env(settings: Settings, **extra: str) -> dict[str, str]:
         "RECSYS_STATE_DIR": str(settings.state_dir),
         "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "RECSYS_KAFKA_EVENTS_TOPIC": settings.kafka.events_topic,
+        "RECSYS_KAFKA_ITEMS_TOPIC": settings.kafka.items_topic,
         "RECSYS_KAFKA_DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
         "RECSYS_RECOVERY_EPOCH_SECONDS": str(settings.recovery.epoch_seconds),
         "RECSYS_DATAFLOW_STATE_TTL_SECONDS": str(settings.dataflow.state_ttl_seconds),
@@ -377,3 +378,70 @@ def test_model_switch_moves_every_held_user_without_new_events(broker, make_sett
     finally:
         flow.stop()
         store.close()
+
+
+def item_writes(n: int) -> list[dict]:
+    """New items, each later made unavailable if its number is a multiple of 5."""
+    out: list[dict] = []
+    for k in range(n):
+        cat = "Sci-Fi" if k % 2 else "Drama"
+        out.append(
+            {"op": "upsert", "item_id": f"new-{k}", "title": f"New {k}", "categories": [cat]}
+        )
+        if k % 5 == 4:
+            out.append({"op": "patch", "item_id": f"new-{k - 4}", "available": False})
+    return out
+
+
+def produce_items(settings: Settings, writes: list[dict], rate: float) -> None:
+    p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, **PRODUCER_CONFIG})
+    start = time.perf_counter()
+    for k, w in enumerate(writes):
+        delay = start + k / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        p.produce(
+            settings.kafka.items_topic, key=w["item_id"].encode(), value=json.dumps(w).encode()
+        )
+        p.poll(0)
+    assert p.flush(10) == 0
+
+
+def test_sigkilled_flow_applies_every_catalogue_write_once(broker, make_settings):
+    """Kill -9 the dataflow twice while item writes arrive: at the end every item is in the
+    catalogue once, at its own row, with its last write applied."""
+    settings = make_settings(broker, epoch_seconds=0.3)
+    store = FeatureStore.open(settings)
+    publish(store, n=ITEMS, dim=8)
+    store.close()
+    n = 200
+    writes = item_writes(n)
+    producer = threading.Thread(target=produce_items, args=(settings, writes, 60.0))
+    producer.start()
+    env = proc_env(settings)
+    try:
+        for _ in range(2):
+            proc = start_flow(env)
+            wait_loaded(proc)
+            time.sleep(random.Random(3).uniform(1.0, 2.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        producer.join(30)
+        final = start_flow(env | {"RECSYS_DATAFLOW_EXIT_AT_END": "true"})
+        out = final.communicate(timeout=120)[0].decode()
+        assert final.returncode == 0, out
+    finally:
+        producer.join(30)
+    store = FeatureStore.open(settings)
+    try:
+        entries = store.runtime.all()
+        catalog = store.load_catalog("v1")
+    finally:
+        store.close()
+    assert sorted(e.slot for e in entries) == list(range(n))  # each item once, no gaps
+    assert len(catalog.items) == ITEMS + n
+    for k in range(n):
+        row = catalog.index[f"new-{k}"]
+        assert catalog.items[row].title == f"New {k}"
+        patched = k % 5 == 0 and k + 4 < n
+        assert catalog.available[row] == (not patched), k
