@@ -130,6 +130,7 @@ class CatalogWriter:
             self._embed_missing(changed, texts)
             pairs = [(r, texts[i]) for i, r in changed.items()]
             self._writes.write("catalog_items", self._write, pairs)
+            self._catalogs.refresh()  # this process's folds know the new items at once
         return failed
 
     def _embed_missing(self, changed: dict[str, ItemRecord], texts: dict[str, np.ndarray]) -> None:

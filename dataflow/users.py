@@ -68,6 +68,7 @@ class UserFolder:
         self.metrics = metrics.StepMetrics("user")
         self.check_every: float | None = settings.dataflow.model_migrate_seconds
         """How often each held user checks for a new model version."""
+        self._catalog_refresh = settings.catalog.catalog_refresh_seconds
 
     def load(self, first: Accepted | Erasure) -> UserState:
         """A user first seen in this run (or after its state expired) continues from the
@@ -128,6 +129,8 @@ class UserFolder:
                 return self._erase(acc, batch, applied)
             ev = acc.event
             i = None if catalog is None else catalog.index.get(ev.item_id)
+            if i is None and catalog is not None:
+                catalog, i = self._look_again(catalog, ev.item_id)
             if i is None or catalog is None:
                 vector, categories = None, ()
             else:
@@ -144,6 +147,15 @@ class UserFolder:
             # per user batch, its oldest event (a histogram per event cost ~3 % of the flow)
             metrics.FOLD_LAG.observe(max(0.0, now - batch[0].kafka_ts))
         return applied > 0
+
+    def _look_again(self, catalog: Catalog, item_id: str) -> tuple[Catalog, int | None]:
+        """An item the catalogue lacks may have been written since it was read (a
+        catalogue write in another process): read the new rows, at most every
+        ``catalog_refresh_seconds``, within the same model version."""
+        fresher = self._catalogs.maybe_refresh(self._catalog_refresh)
+        if fresher is None or fresher is catalog or fresher.version != catalog.version:
+            return catalog, None
+        return fresher, fresher.index.get(item_id)
 
     def _erase(self, marker: Erasure, batch: list[Accepted | Erasure], applied: int) -> KeyErased:
         """The user's state is void: hand ``ExpiringState`` what to emit (the erasure, for
