@@ -32,3 +32,21 @@ def make_settings(tmp_path: Path):
     return lambda bootstrap=None, **overrides: isolated_settings(
         tmp_path / "var", bootstrap, **overrides
     )
+
+
+@pytest.fixture(params=["edge", "server"])
+def store(request, tmp_path):
+    """An empty feature store on each adapter: embedded Qdrant Edge, and qdrant-client's
+    ":memory:" mode, which speaks the server API."""
+    from qdrant_client import QdrantClient
+
+    from featurestore import FeatureStore
+    from featurestore.edge import EdgeBackend
+    from featurestore.server import ServerBackend
+
+    if request.param == "edge":
+        s = FeatureStore(EdgeBackend(tmp_path / "store"))
+    else:
+        s = FeatureStore(ServerBackend(QdrantClient(":memory:")))
+    yield s
+    s.close()

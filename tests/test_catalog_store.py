@@ -4,27 +4,12 @@ following them by revision, and a new model carrying them (both adapters)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from qdrant_client import QdrantClient
 
 from core import items as ci
 from core.records import ItemRecord
-from featurestore import FeatureStore
-from featurestore.edge import EdgeBackend
-from featurestore.server import ServerBackend
 from tests.helpers import make_item_head, make_model, publish
 
 TEXT_DIM = 4
-
-
-@pytest.fixture(params=["edge", "server"])
-def store(request, tmp_path):
-    if request.param == "edge":
-        s = FeatureStore(EdgeBackend(tmp_path / "store"))
-    else:
-        s = FeatureStore(ServerBackend(QdrantClient(":memory:")))
-    yield s
-    s.close()
 
 
 def text(seed: int) -> np.ndarray:

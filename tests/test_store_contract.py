@@ -10,14 +10,12 @@ import math
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
 
 from core.events import ErasureMarker
 from core.state import RecentItem, Trend, UserState
 from featurestore import FeatureStore, StoreError, StoreLocked
 from featurestore import layout as col
 from featurestore.edge import EdgeBackend
-from featurestore.server import ServerBackend
 from featurestore.store import ErasureRecord, UserPoints
 from tests import helpers
 from tests.helpers import publish
@@ -27,16 +25,6 @@ DIM = 8
 
 def make_model(version: str, n: int = 50, dim: int = DIM, seed: int = 0):
     return helpers.make_model(version, n=n, dim=dim, seed=seed)
-
-
-@pytest.fixture(params=["edge", "server"])
-def store(request, tmp_path):
-    if request.param == "edge":
-        s = FeatureStore(EdgeBackend(tmp_path / "store"))
-    else:
-        s = FeatureStore(ServerBackend(QdrantClient(":memory:")))
-    yield s
-    s.close()
 
 
 def test_publish_activate_and_catalog_round_trip(store):

@@ -58,7 +58,12 @@ def stream(n: int, users: int, seed: int = 0, unknown_every: int = 0) -> list[di
     return out
 
 
-def produce(settings: Settings, events: list[dict], rate: float | None = None) -> None:
+def produce(
+    settings: Settings, events: list[dict], rate: float | None = None, key: str = "user_id"
+) -> None:
+    """``events`` to the events topic keyed by user (``key="item_id"``: item writes to the
+    items topic keyed by item), at ``rate`` per second if given."""
+    topic = settings.kafka.events_topic if key == "user_id" else settings.kafka.items_topic
     p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, **PRODUCER_CONFIG})
     start = time.perf_counter()
     for k, e in enumerate(events):
@@ -66,9 +71,7 @@ def produce(settings: Settings, events: list[dict], rate: float | None = None) -
             delay = start + k / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        p.produce(
-            settings.kafka.events_topic, key=e["user_id"].encode(), value=json.dumps(e).encode()
-        )
+        p.produce(topic, key=e[key].encode(), value=json.dumps(e).encode())
         p.poll(0)
     assert p.flush(10) == 0
 
@@ -393,20 +396,6 @@ def item_writes(n: int) -> list[dict]:
     return out
 
 
-def produce_items(settings: Settings, writes: list[dict], rate: float) -> None:
-    p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, **PRODUCER_CONFIG})
-    start = time.perf_counter()
-    for k, w in enumerate(writes):
-        delay = start + k / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        p.produce(
-            settings.kafka.items_topic, key=w["item_id"].encode(), value=json.dumps(w).encode()
-        )
-        p.poll(0)
-    assert p.flush(10) == 0
-
-
 def test_sigkilled_flow_applies_every_catalogue_write_once(broker, make_settings):
     """Kill -9 the dataflow twice while item writes arrive: at the end every item is in the
     catalogue once, at its own row, with its last write applied."""
@@ -416,7 +405,7 @@ def test_sigkilled_flow_applies_every_catalogue_write_once(broker, make_settings
     store.close()
     n = 200
     writes = item_writes(n)
-    producer = threading.Thread(target=produce_items, args=(settings, writes, 60.0))
+    producer = threading.Thread(target=produce, args=(settings, writes, 60.0, "item_id"))
     producer.start()
     env = proc_env(settings)
     try:
