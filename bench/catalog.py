@@ -156,7 +156,7 @@ def main(
     """Catalogue writes/s through the dataflow, with and without the text encoder."""
     encode_fn = text_encoder(warm=False)
     if encode_fn is None:
-        raise typer.BadParameter("the text encoder is not installed (pip install '.[train]')")
+        raise typer.BadParameter("the text encoder is not installed: pip install -e '.[train]'")
     tmp = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
     broker = DevBroker(free_port(), log_path=tmp / "broker.log")
     try:

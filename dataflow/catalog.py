@@ -30,8 +30,9 @@ from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Message
 from prometheus_client import Counter, Histogram
 
+import encoder
 from core.catalog import Catalog, CatalogProvider
-from core.items import CatalogEntry, ItemWrite, apply, decode, item_text, text_changed
+from core.items import CatalogEntry, ItemHead, ItemWrite, apply, decode, item_text, text_changed
 from core.records import ItemRecord
 from dataflow.deadletter import Rejected
 from dataflow.sinks import StoreWrites
@@ -101,6 +102,15 @@ class CatalogWriter:
         self._catalogs = catalogs
         self._encode = encode
         self._writes = writes or StoreWrites()
+        self._heads: dict[str, ItemHead | None] = {}
+
+    def _head(self, version: str) -> ItemHead | None:
+        """The version's item tower, read once (a version's head never changes)."""
+        if version not in self._heads:
+            if len(self._heads) >= 4:
+                self._heads.pop(next(iter(self._heads)))
+            self._heads[version] = self._store.item_head(version)
+        return self._heads[version]
 
     def apply(self, writes: Sequence[tuple[ItemWrite, Any]]) -> list[tuple[Any, str, str]]:
         """Apply ``writes`` (write, tag) in order; returns (tag, reason, kind) of the
@@ -144,7 +154,8 @@ class CatalogWriter:
 
     def _text_vectors(self, texts: list[str]) -> np.ndarray:
         if self._encode is None:
-            return np.zeros((len(texts), TEXT_DIM_WITHOUT_ENCODER), dtype=np.float32)
+            # Zero text vectors: placed by their categories (``core.items.place``).
+            return np.zeros((len(texts), encoder.TEXT_DIM), dtype=np.float32)
         return np.asarray(self._encode(texts), dtype=np.float32)
 
     def _write(self, pairs: Sequence[tuple[ItemRecord, np.ndarray]]) -> None:
@@ -159,15 +170,10 @@ class CatalogWriter:
         if catalog is None or catalog.version != version:
             catalog = self._store.load_catalog(version)
         n = catalog.trained
-        head = self._store.item_head(version)
+        head = self._head(version)
         self._store.runtime.write_rows(
             version, entries, catalog.items[:n], catalog.vectors[:n], head
         )
-
-
-TEXT_DIM_WITHOUT_ENCODER = 384
-"""Zero text vectors of the encoder's width: placed by their categories
-(``core.items.place``), re-embedded by no one until the item's text changes."""
 
 
 def _trained(catalog: Catalog, item_id: str) -> ItemRecord | None:
@@ -219,14 +225,10 @@ def catalog_builder(writer: CatalogWriter) -> Callable[[None], CatalogStep]:
 def text_encoder(warm: bool) -> Encode | None:
     """The ``encoder`` package's ``encode``, or None (and a warning) when the text
     encoder is not installed (it comes with the ``[train]`` extra)."""
-    try:
-        import encoder
-    except ImportError:
-        return None
     if not encoder.available():
         log.warning(
             "the text encoder (sentence-transformers) is not installed: catalogue writes "
-            "are placed by their categories only (pip install 'recsys[train]')"
+            "are placed by their categories only (pip install -e '.[train]')"
         )
         return None
     if warm:
