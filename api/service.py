@@ -220,8 +220,10 @@ class Recommender:
         mmr = self.settings.ranking.mmr_lambda if mmr_lambda is None else mmr_lambda
         pool = k if mmr >= 1.0 else max(k, self.settings.ranking.mmr_pool)
         sequence = self.sessions.get(catalog.version) if params.weight_sequence else None
-        if sequence is not None and sequence.item_emb.shape[0] != len(catalog.items):
-            sequence = None  # not this catalogue's rows (checked at training; never mix)
+        if sequence is not None and sequence.item_emb.shape[0] != catalog.trained:
+            # Not this catalogue's trained rows (checked at training; never mix). Rows
+            # after them were written at run time: ``sequence_scores`` handles those.
+            sequence = None
         ranked = rerank(
             candidates, catalog, state, trending, params, now, realtime_weight, pool, sequence
         )

@@ -232,6 +232,15 @@ def test_service_applies_each_versions_session_model_and_swaps_with_it(make_sett
         top = rec.recommend("walker", 3, now=now).items[0]
         assert top.row == 13 and top.reasons[0].startswith("likely next after your recent picks")
 
+        # An item written at run time adds a row the session model never saw: the term
+        # stays on for the rows it knows.
+        new = ItemRecord("new-1", "New", ["Sci-Fi"], extra={"available": True})
+        entries = store.runtime.put([(new, np.ones(4, np.float32))])
+        store.runtime.write_rows("v1", entries, items, vecs, None)
+        assert len(catalogs.refresh().items) == N_ITEMS + 1
+        top = rec.recommend("walker", 3, now=now).items[0]
+        assert top.row == 13 and top.reasons[0].startswith("likely next after your recent picks")
+
         store.activate("v2")  # a retrained version carries its own session model
         catalogs.refresh()
         top = rec.recommend("walker", 3, now=now).items[0]
