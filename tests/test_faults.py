@@ -102,10 +102,11 @@ def test_a_broker_restart_is_survived_without_restarting_the_service(make_settin
             back = time.monotonic()
             post_until_accepted(client, event("bob"), within=10)
             produce(settings, [event("ann", "i3")])  # not through the API
-            wait_for(
-                lambda: count(client, "ann") == 1, timeout=max(0.5, 10 - (time.monotonic() - back))
-            )
-            assert count(client, "bob") >= 1
+            # Both within 10 s of the broker's return; a run still reading the new topic
+            # at the old positions may fold one before the restarted run folds the other.
+            left = lambda: max(0.5, 10 - (time.monotonic() - back))  # noqa: E731
+            wait_for(lambda: count(client, "ann") == 1, timeout=left())
+            wait_for(lambda: count(client, "bob") >= 1, timeout=left())
             wait_for(lambda: client.get("/readyz").status_code == 200, timeout=10)
             assert count(client, "zoe") == 2  # stored features outlive the broker's memory
     finally:
