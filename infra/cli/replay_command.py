@@ -125,15 +125,8 @@ def run(req: Request, out: TextIO | None = None) -> ReplayStats:
         return run_items(req, settings, out)
     if req.strict or req.dry_run:
         checked = check_all(req, settings)
-        if req.dry_run:
-            print(f"{checked.sent} valid event(s); nothing sent (--dry-run)", file=out)
-            if checked.invalid:
-                print(describe_invalid(checked.examples, checked.invalid), file=out)
+        if _checked_first(req, checked, "event(s)", out):
             return checked
-        if checked.invalid:
-            raise CliError(
-                "--strict: nothing sent. " + describe_invalid(checked.examples, checked.invalid)
-            )
 
     name, total, records = source(req, settings)
     since, until = _time(req.since, "since"), _time(req.until, "until")
@@ -199,15 +192,8 @@ def run_items(req: Request, settings: Settings, out: TextIO) -> ReplayStats:
                 checked.note_invalid(rec)
             else:
                 checked.sent += 1
-        if req.dry_run:
-            print(f"{checked.sent} valid item write(s); nothing sent (--dry-run)", file=out)
-            if checked.invalid:
-                print(describe_invalid(checked.examples, checked.invalid), file=out)
+        if _checked_first(req, checked, "item write(s)", out):
             return checked
-        if checked.invalid:
-            raise CliError(
-                "--strict: nothing sent. " + describe_invalid(checked.examples, checked.invalid)
-            )
     _ensure_topics(settings, [settings.kafka.items_topic])
     producer = producer_for(settings)
     total = count_lines(req.items) if req.limit is None else req.limit
@@ -248,3 +234,18 @@ def summary(stats: ReplayStats, settings: Settings) -> str:
             + describe_invalid(stats.examples, stats.invalid)
         )
     return "\n".join(lines)
+
+
+def _checked_first(req: Request, checked: ReplayStats, what: str, out: TextIO) -> bool:
+    """After checking every line first: with --dry-run, say what would be sent (True: stop
+    here); with --strict, refuse the whole file if any line is invalid."""
+    if req.dry_run:
+        print(f"{checked.sent} valid {what}; nothing sent (--dry-run)", file=out)
+        if checked.invalid:
+            print(describe_invalid(checked.examples, checked.invalid), file=out)
+        return True
+    if checked.invalid:
+        raise CliError(
+            "--strict: nothing sent. " + describe_invalid(checked.examples, checked.invalid)
+        )
+    return False
