@@ -127,3 +127,20 @@ def write_model_dir(model_dir: Path, seed: int, n: int = 60, dim: int = 8) -> st
         seen={p.user_id: p.seen for p in profiles},
     )
     return path.name
+
+
+def train_slice_model(tmp: Path, settings: Settings) -> Path:
+    """Train a small model on a MovieLens slice (users 80, items 300, 3 epochs: ~15 s)
+    into ``tmp/models``; the version directory. Skips where the data is absent (CI has it)."""
+    import pytest
+
+    from core.artifacts import latest_version
+    from training.train import main as train
+
+    if not (settings.data_dir / "ml-100k.inter").exists():
+        pytest.skip(f"MovieLens 100K not found at {settings.data_dir}")
+    model_dir = tmp / "models"
+    slice_ = ["--max-users", "80", "--max-items", "300", "--epochs", "3", "--batch-size", "256"]
+    argv = [*slice_, "--model-dir", str(model_dir), "--cache-dir", str(tmp / "cache")]
+    assert train([*argv, "--no-publish", "--quiet"]) == 0
+    return model_dir / str(latest_version(model_dir))

@@ -12,29 +12,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 import encoder
-from core.artifacts import latest_version
 from featurestore import FeatureStore
 from featurestore.publish import publish_model_dir
 from infra.serve import build_app
-from tests.helpers import isolated_settings, wait_for
-from training.train import main as train
+from tests.helpers import isolated_settings, train_slice_model, wait_for
 
 pytestmark = pytest.mark.integration
-
-SLICE = ["--max-users", "80", "--max-items", "300", "--epochs", "3", "--batch-size", "256"]
 
 
 @pytest.fixture(scope="module")
 def service(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("catalog-live")
     settings = isolated_settings(tmp / "var", broker)
-    if not (settings.data_dir / "ml-100k.inter").exists():
-        pytest.skip(f"MovieLens 100K not found at {settings.data_dir}")
-    model_dir = tmp / "models"
-    argv = [*SLICE, "--model-dir", str(model_dir), "--cache-dir", str(tmp / "cache")]
-    assert train([*argv, "--no-publish", "--quiet"]) == 0
+    version_dir = train_slice_model(tmp, settings)
     store = FeatureStore.open(settings)
-    publish_model_dir(store, model_dir / str(latest_version(model_dir)))
+    publish_model_dir(store, version_dir)
     store.close()
     with TestClient(build_app(settings)) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, timeout=30)

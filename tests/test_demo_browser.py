@@ -25,7 +25,7 @@ from core.settings import Settings
 from featurestore import FeatureStore
 from infra.process import serve_in_thread
 from infra.serve import build_app
-from tests.helpers import isolated_settings, publish
+from tests.helpers import isolated_settings, publish, train_slice_model
 
 pytestmark = pytest.mark.integration
 
@@ -353,20 +353,13 @@ def trained_server(broker, tmp_path_factory) -> Iterator[str]:
     """The service with a model trained on a MovieLens slice: its item tower places a new
     item by its text, as in production."""
     import encoder
-    from core.artifacts import latest_version
     from featurestore.publish import publish_model_dir
-    from training.train import main as train
 
     tmp = tmp_path_factory.mktemp("demo-trained")
     settings = isolated_settings(tmp / "var", broker, warm_encoder=True)
-    if not (settings.data_dir / "ml-100k.inter").exists():
-        pytest.skip(f"MovieLens 100K not found at {settings.data_dir}")
-    model_dir = tmp / "models"
-    slice_ = ["--max-users", "80", "--max-items", "300", "--epochs", "3", "--batch-size", "256"]
-    argv = [*slice_, "--model-dir", str(model_dir), "--cache-dir", str(tmp / "cache")]
-    assert train([*argv, "--no-publish", "--quiet"]) == 0
+    version_dir = train_slice_model(tmp, settings)
     store = FeatureStore.open(settings)
-    publish_model_dir(store, model_dir / str(latest_version(model_dir)))
+    publish_model_dir(store, version_dir)
     store.close()
     with serve_in_thread(build_app(settings)) as base:
         encoder.warm()
