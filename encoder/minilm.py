@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # heavy: imported on the first encode (``_model``)
 # Before anything can import sentence_transformers / huggingface_hub: they read these once.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Texts are encoded in batches under one lock; the tokenizer's own thread pool would only
+# add threads that outlive their work (and that the interpreter meets at exit).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 TEXT_DIM = 384

@@ -356,13 +356,13 @@ def trained_server(broker, tmp_path_factory) -> Iterator[str]:
     from featurestore.publish import publish_model_dir
 
     tmp = tmp_path_factory.mktemp("demo-trained")
-    settings = isolated_settings(tmp / "var", broker, warm_encoder=True)
+    settings = isolated_settings(tmp / "var", broker)
     version_dir = train_slice_model(tmp, settings)
     store = FeatureStore.open(settings)
     publish_model_dir(store, version_dir)
     store.close()
     with serve_in_thread(build_app(settings)) as base:
-        encoder.warm()
+        encoder.warm()  # loaded here, on the main thread, before the page adds an item
         yield base
 
 
