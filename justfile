@@ -32,7 +32,7 @@ demo *ARGS:
 
 # run the tests (unit, store contracts, real-broker integration, training)
 test *ARGS:
-    python -m pytest -q {{ARGS}}
+    python -X faulthandler -m pytest -q {{ARGS}}
 
 # fast unit tests only
 test-unit *ARGS:

@@ -140,6 +140,19 @@ class DataflowThread:
             self._run_stop.set()
 
     def _run(self) -> None:
+        try:
+            self._run_until_stopped()
+        finally:
+            self._release_watch()  # a flow that ended by itself (exit_at_end) needs it no more
+
+    def _release_watch(self) -> None:
+        """Stop listening to the Kafka watch, and close it if this thread made it. Twice is
+        harmless: the flow's thread and ``stop`` both call it."""
+        self._kafka.remove_listener(self._observe)
+        if self._own_watch:
+            self._kafka.close()
+
+    def _run_until_stopped(self) -> None:
         """Run the flow; if it crashes, log and start it again after a back-off.
 
         Restarting is safe: Bytewax recovery resumes from the last epoch's snapshot and
@@ -205,6 +218,4 @@ class DataflowThread:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("dataflow did not stop within %.0fs", timeout)
-        self._kafka.remove_listener(self._observe)
-        if self._own_watch:
-            self._kafka.close()
+        self._release_watch()

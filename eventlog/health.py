@@ -73,7 +73,9 @@ class KafkaWatch:
         self._bootstrap = settings.kafka.bootstrap_servers
         self._topic = settings.kafka.events_topic
         self._every = settings.kafka.probe_seconds
-        self._admin = AdminClient({"bootstrap.servers": self._bootstrap, "log_level": 0})
+        self._admin: AdminClient | None = AdminClient(
+            {"bootstrap.servers": self._bootstrap, "log_level": 0}
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-watch", daemon=True)
         self._listeners: list[Callable[[KafkaView], None]] = []
@@ -94,12 +96,16 @@ class KafkaWatch:
 
     def close(self) -> None:
         """Stop probing: a probe under way is waited for (its requests time out within
-        ``PROBE_TIMEOUT_SECONDS`` each), so the admin client ends with the watch."""
+        ``PROBE_TIMEOUT_SECONDS`` each), then the admin client is destroyed here, not left
+        to the garbage collector: a frozen (``gc.freeze``) or cyclic owner would keep its
+        librdkafka threads reconnecting until the interpreter's exit, which they may crash."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(CLOSE_TIMEOUT_SECONDS)
             if self._thread.is_alive():
                 log.warning("the Kafka watch did not stop within %.0fs", CLOSE_TIMEOUT_SECONDS)
+                return
+        self._admin = None
 
     @property
     def probed(self) -> bool:
@@ -158,9 +164,12 @@ class KafkaWatch:
     def probe(self) -> KafkaView:
         """Describe the events topic and read its partitions' offsets, now."""
         now = time.monotonic()
+        admin = self._admin
+        if admin is None:
+            return KafkaView(False, "the watch is closed", at=now)
         try:
             desc = self._wait(
-                self._admin.describe_topics(
+                admin.describe_topics(
                     TopicCollection([self._topic]), request_timeout=PROBE_TIMEOUT_SECONDS
                 )[self._topic]
             )
@@ -174,24 +183,32 @@ class KafkaWatch:
         tid = None if desc.topic_id is None else str(desc.topic_id)
         parts = [TopicPartition(self._topic, p.id) for p in desc.partitions]
         try:
-            ends = self._offsets(parts, OffsetSpec.latest())
-            starts = self._offsets(parts, OffsetSpec.earliest())
+            ends = self._offsets(admin, parts, OffsetSpec.latest())
+            starts = self._offsets(admin, parts, OffsetSpec.earliest())
         except (KafkaException, concurrent.futures.TimeoutError) as e:
             error = f"cannot read the offsets of topic {self._topic}: {e}"
             return KafkaView(True, error, True, _real_id(tid), at=now)
         return KafkaView(True, None, True, _real_id(tid), ends, starts, now)
 
-    def _offsets(self, parts: list[TopicPartition], spec: OffsetSpec) -> dict[int, int]:
+    def _offsets(
+        self, admin: AdminClient, parts: list[TopicPartition], spec: OffsetSpec
+    ) -> dict[int, int]:
         if not parts:
             return {}
-        futures = self._admin.list_offsets(
+        futures = admin.list_offsets(
             {tp: spec for tp in parts}, request_timeout=PROBE_TIMEOUT_SECONDS
         )
         return {tp.partition: self._wait(f).offset for tp, f in futures.items()}
 
     @staticmethod
     def _wait(future: concurrent.futures.Future[_T]) -> _T:
-        return future.result(timeout=PROBE_TIMEOUT_SECONDS + 1.0)
+        """The future's result, or a fresh ``KafkaException`` with its error: raising the
+        future's own exception would add this frame, and the admin client it holds, to
+        that exception's traceback, a cycle only the garbage collector could free."""
+        error = future.exception(timeout=PROBE_TIMEOUT_SECONDS + 1.0)
+        if error is not None:
+            raise KafkaException(*error.args) from None
+        return future.result()
 
 
 def _real_id(tid: str | None) -> str | None:

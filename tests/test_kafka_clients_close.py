@@ -4,12 +4,17 @@ that is gone (the librdkafka "Connect to ... failed" lines after a test run)."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
+from dataflow.runner import DataflowThread
 from eventlog.health import KafkaWatch
 from eventlog.producer import BackgroundProducer, EventProducer, close_producer
+from featurestore import FeatureStore
 from infra.broker import free_port
+from tests.helpers import publish, wait_for
 
 NOWHERE = f"127.0.0.1:{free_port()}"  # nothing listens there
 
@@ -42,3 +47,48 @@ def test_the_event_producer_and_the_kafka_watch_leave_no_thread_behind(make_sett
     EventProducer(settings, watch).close()
     watch.close()
     assert not any(t.name == "kafka-watch" for t in set(threading.enumerate()) - before)
+
+
+def _librdkafka_clients() -> int:
+    """librdkafka clients alive in this process: each runs one "rdk:main" thread."""
+    tasks = Path("/proc/self/task")
+    return sum((t / "comm").read_text().strip() == "rdk:main" for t in tasks.iterdir())
+
+
+def test_a_closed_watch_destroys_its_admin_client_even_if_something_still_holds_the_watch(
+    make_settings,
+):
+    """The API's resources form a cycle and the model watch freezes everything alive out of
+    the garbage collector's sight (``gc.freeze``), so closing must not wait for the
+    collector: a client left to the interpreter's exit may crash it."""
+    settings = make_settings(bootstrap_servers=NOWHERE)
+    before = _librdkafka_clients()
+    held = [KafkaWatch(settings).start()]
+    assert _librdkafka_clients() == before + 1
+    held[0].close()
+    assert _librdkafka_clients() == before
+    assert held[0].probe().error == "the watch is closed"
+
+
+@pytest.mark.integration
+def test_a_flow_that_ends_by_itself_leaves_no_kafka_client_behind(broker, make_settings):
+    settings = make_settings(broker, exit_at_end=True)
+    store = FeatureStore.open(settings)
+    publish(store, "v1", n=10, dim=8)
+    before_threads = set(threading.enumerate())
+    before = _librdkafka_clients()
+    try:
+        flow = DataflowThread(settings, store, store.catalog_provider()).start()
+        assert flow.join(60), "the flow did not reach the end of the empty topic"
+        left = wait_for(
+            lambda: (
+                _librdkafka_clients() == before
+                and not any(
+                    t.name == "kafka-watch" for t in set(threading.enumerate()) - before_threads
+                )
+            ),
+            timeout=10,
+        )
+        assert left
+    finally:
+        store.close()
