@@ -203,10 +203,53 @@ class RunResult:
     """Time inside FeatureStore.write_user_states + write_trends (product only)."""
     states_written: int = 0
     """User-state points upserted (product only): the sink writes a user once per batch."""
+    memory: Memory | None = None
+    """What holding the run's users costs (product only)."""
 
     @property
     def per_s(self) -> float:
         return self.events / self.seconds
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the product process holds for its users once all are folded: the growth of
+    its resident memory since the flow started (Bytewax's held states, the feature
+    store's in-memory segments, allocator slack), and each directory of the state dir
+    on disk (the embedded store, Bytewax's recovery partitions)."""
+
+    users: int
+    rss_growth: int
+    disk: dict[str, int]
+
+    def per_user(self, n: int) -> float:
+        return n / self.users
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def disk_bytes(directory: Path) -> dict[str, int]:
+    """Bytes on disk under each subdirectory of ``directory``."""
+    return {
+        d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        for d in sorted(directory.iterdir())
+        if d.is_dir()
+    }
+
+
+def print_memory(m: Memory) -> None:
+    parts = ", ".join(
+        f"{name} {b / 1e6:,.0f} MB ({m.per_user(b):,.0f} B/user)" for name, b in m.disk.items()
+    )
+    print(
+        f"  holding {m.users:,} users: resident memory +{m.rss_growth / 1e6:,.0f} MB "
+        f"({m.per_user(m.rss_growth):,.0f} B/user); on disk: {parts}",
+        flush=True,
+    )
 
 
 # --- (a) the ceiling --------------------------------------------------------------------
@@ -316,6 +359,8 @@ class TimedStore(FeatureStore):
         self.all_reached = threading.Event()
         self.write_s = 0.0
         self.states_written = 0
+        self.rss_at_start = 0
+        self.state_dir: Path | None = None
 
     def watch(self, targets: dict[str, int]) -> None:
         """Add users to watch; ``all_reached`` is set once every watched user got there."""
@@ -387,6 +432,7 @@ def product_flow(
         flow = kafka_flow(settings, store, catalogs, stop)
         tune_gc()  # before the clock starts: run_flow's own call then finds little to collect
         recovery = recovery_config(settings) if opts.recovery else None
+        store.rss_at_start, store.state_dir = rss_bytes(), state_dir
         runner = FlowRunner(flow, settings, stop, opts, profile, recovery).start()
         yield store, runner
     finally:
@@ -421,6 +467,10 @@ def wait_product(
         bar.close()
     assert store.first_write is not None
     done = max(store.reached.values())
+    assert store.state_dir is not None
+    memory = Memory(
+        len(store.targets), rss_bytes() - store.rss_at_start, disk_bytes(store.state_dir)
+    )
     return RunResult(
         f"product w{runner.workers}",
         n,
@@ -429,6 +479,7 @@ def wait_product(
         *clock.cores(t0),
         store.write_s,
         store.states_written,
+        memory,
     )
 
 
@@ -1071,6 +1122,8 @@ def main(args: Any) -> int:
                         "in the store",
                         flush=True,
                     )
+                    assert res.memory is not None
+                    print_memory(res.memory)
         if n_fresh:
             fresh = measure_all_freshness(base, world, tmp, args, epoch)
         summary = print_table(results)
