@@ -273,8 +273,8 @@ class Recommender:
 
     @staticmethod
     def _check_categories(catalog: Catalog, f: ItemFilter) -> None:
-        known = set(catalog.category_names)
-        unknown = sorted((set(f.include_categories) | set(f.exclude_categories)) - known)
+        known = catalog.category_column
+        unknown = sorted((set(f.include_categories) | set(f.exclude_categories)) - known.keys())
         if unknown:
             raise UnknownCategory(
                 f"unknown categories {unknown} in model {catalog.version}; "
@@ -362,7 +362,7 @@ def _allowed(catalog: Catalog, item_filter: ItemFilter | None) -> np.ndarray:
     categories and availability (the same rules the store applies inside the ANN)."""
     allowed = np.ones(len(catalog.items), dtype=bool)
     if item_filter:
-        col = {c: j for j, c in enumerate(catalog.category_names)}
+        col = catalog.category_column
         if item_filter.include_categories:
             cols = [col[c] for c in item_filter.include_categories]
             allowed &= catalog.category_matrix[:, cols].any(axis=1)

@@ -105,7 +105,7 @@ def _allowed(catalog: Catalog, rows: np.ndarray, item_filter: ItemFilter | None)
     ok = np.ones(len(rows), dtype=bool)
     if not item_filter:
         return ok
-    col = {c: j for j, c in enumerate(catalog.category_names)}
+    col = catalog.category_column
     cats = catalog.category_matrix[rows]
     if item_filter.include_categories:
         ok &= cats[:, [col[c] for c in item_filter.include_categories]].any(axis=1)

@@ -37,6 +37,8 @@ class Catalog:
     index: dict[str, int] = field(init=False)
     popularity: np.ndarray = field(init=False)
     category_names: list[str] = field(init=False)
+    category_column: dict[str, int] = field(init=False)
+    """Category name -> its column in ``category_matrix``."""
     category_matrix: np.ndarray = field(init=False)
     """(n_items, n_categories) multi-hot, for vectorised category features."""
     available: np.ndarray = field(init=False)
@@ -58,7 +60,7 @@ class Catalog:
         )
         self.popularity = np.array([it.popularity for it in self.items], dtype=np.float32)
         self.category_names = sorted({c for it in self.items for c in it.categories})
-        col = {c: j for j, c in enumerate(self.category_names)}
+        self.category_column = col = {c: j for j, c in enumerate(self.category_names)}
         self.category_matrix = np.zeros((len(self.items), len(col)), dtype=np.float32)
         for i, it in enumerate(self.items):
             for c in it.categories:

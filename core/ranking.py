@@ -174,8 +174,9 @@ def rerank(
     ``sequence_model``: the model version's learned session model, if it has one."""
     if not candidates:
         return []
-    rows = np.fromiter((r for r, _ in candidates), dtype=np.int64, count=len(candidates))
-    ann = np.fromiter((s for _, s in candidates), dtype=np.float32, count=len(candidates))
+    row_list, ann_list = zip(*candidates, strict=True)
+    rows = np.array(row_list, dtype=np.int64)
+    ann = np.array(ann_list, dtype=np.float32)
     vecs = catalog.vectors[rows]
 
     category = _category_scores(rows, catalog, state)
@@ -259,9 +260,11 @@ def _category_scores(rows: np.ndarray, catalog: Catalog, state: UserState | None
     if state is None or not state.categories:
         return np.zeros(len(rows), dtype=np.float32)
     total = sum(state.categories.values())
-    share = np.array(
-        [state.categories.get(c, 0.0) / total for c in catalog.category_names], dtype=np.float32
-    )
+    share = np.zeros(len(catalog.category_names), dtype=np.float32)
+    column = catalog.category_column
+    for c, w in state.categories.items():
+        if (j := column.get(c)) is not None:
+            share[j] = w / total
     scores: np.ndarray = np.minimum(1.0, catalog.category_matrix[rows] @ share)
     return scores
 

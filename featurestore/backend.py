@@ -81,11 +81,12 @@ class Backend(Protocol):
         name: str,
         vector: Sequence[float],
         limit: int,
-        exclude_ids: Sequence[int | str] = (),
-        with_payload: bool = False,
+        exclude_ids: Sequence[int] = (),
         item_filter: ItemFilter | None = None,
-    ) -> list[StoredPoint]:
-        """Nearest by dot product, best first, among points passing ``item_filter``."""
+    ) -> list[tuple[int, float]]:
+        """(point id, score) of the nearest by dot product, best first, among points
+        passing ``item_filter``; for collections keyed by integer ids (the items'). No
+        payload: this is the request path's hot loop, one tuple per hit."""
 
     def scroll(
         self, name: str, with_vectors: bool = False, batch: int = 1024

@@ -186,23 +186,20 @@ class EdgeBackend:
         name: str,
         vector: Sequence[float],
         limit: int,
-        exclude_ids: Sequence[int | str] = (),
-        with_payload: bool = False,
+        exclude_ids: Sequence[int] = (),
         item_filter: ItemFilter | None = None,
-    ) -> list[StoredPoint]:
-        flt = _filter(exclude_ids, item_filter)
+    ) -> list[tuple[int, float]]:
         hits = self._shard(name).query(
             q.QueryRequest(
                 limit=limit,
-                query=q.Query.Nearest(list(map(float, vector))),
-                filter=flt,
-                with_payload=with_payload,
+                query=q.Query.Nearest(list(vector)),
+                filter=_filter(exclude_ids, item_filter),
+                with_payload=False,
                 with_vector=False,
             )
         )
-        if not with_payload:  # the candidates' path: skip converting an absent payload
-            return [StoredPoint(_id(h.id), {}, None, h.score) for h in hits]
-        return [StoredPoint(_id(h.id), h.payload or {}, None, h.score) for h in hits]
+        # the items' point ids are ints (catalogue row + 1): no per-hit type check
+        return cast(list[tuple[int, float]], [(h.id, h.score) for h in hits])
 
     def scroll(
         self, name: str, with_vectors: bool = False, batch: int = 1024

@@ -164,19 +164,17 @@ class ServerBackend:
         name: str,
         vector: Sequence[float],
         limit: int,
-        exclude_ids: Sequence[int | str] = (),
-        with_payload: bool = False,
+        exclude_ids: Sequence[int] = (),
         item_filter: ItemFilter | None = None,
-    ) -> list[StoredPoint]:
-        flt = _filter(exclude_ids, item_filter)
+    ) -> list[tuple[int, float]]:
         res = self._c.query_points(
             name,
-            query=list(map(float, vector)),
+            query=list(vector),
             limit=limit,
-            query_filter=flt,
-            with_payload=with_payload,
+            query_filter=_filter(exclude_ids, item_filter),
+            with_payload=False,
         )
-        return [StoredPoint(_id(p.id), p.payload or {}, None, p.score) for p in res.points]
+        return [(cast(int, p.id), p.score) for p in res.points]
 
     def scroll(
         self, name: str, with_vectors: bool = False, batch: int = 1024

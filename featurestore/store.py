@@ -383,7 +383,7 @@ class FeatureStore:
             exclude_ids=[r + 1 for r in exclude_rows],
             item_filter=item_filter or None,
         )
-        return [(int(h.id) - 1, h.score) for h in hits]
+        return [(i - 1, score) for i, score in hits]
 
     # --- users --------------------------------------------------------------
 
