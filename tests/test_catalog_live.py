@@ -12,10 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 import encoder
-from featurestore import FeatureStore
-from featurestore.publish import publish_model_dir
 from infra.serve import build_app
-from tests.helpers import isolated_settings, train_slice_model, wait_for
+from tests.helpers import isolated_settings, publish_slice_model, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +22,7 @@ pytestmark = pytest.mark.integration
 def service(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("catalog-live")
     settings = isolated_settings(tmp / "var", broker)
-    version_dir = train_slice_model(tmp, settings)
-    store = FeatureStore.open(settings)
-    publish_model_dir(store, version_dir)
-    store.close()
+    publish_slice_model(tmp, settings)
     with TestClient(build_app(settings)) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200, timeout=30)
         encoder.warm()  # what RECSYS_CATALOG_WARM_ENCODER starts: wait for it to finish

@@ -25,7 +25,7 @@ from core.settings import Settings
 from featurestore import FeatureStore
 from infra.process import serve_in_thread
 from infra.serve import build_app
-from tests.helpers import isolated_settings, publish, train_slice_model
+from tests.helpers import isolated_settings, publish, publish_slice_model
 
 pytestmark = pytest.mark.integration
 
@@ -353,14 +353,10 @@ def trained_server(broker, tmp_path_factory) -> Iterator[str]:
     """The service with a model trained on a MovieLens slice: its item tower places a new
     item by its text, as in production."""
     import encoder
-    from featurestore.publish import publish_model_dir
 
     tmp = tmp_path_factory.mktemp("demo-trained")
     settings = isolated_settings(tmp / "var", broker)
-    version_dir = train_slice_model(tmp, settings)
-    store = FeatureStore.open(settings)
-    publish_model_dir(store, version_dir)
-    store.close()
+    publish_slice_model(tmp, settings)
     with serve_in_thread(build_app(settings)) as base:
         encoder.warm()  # loaded here, on the main thread, before the page adds an item
         yield base

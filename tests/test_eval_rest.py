@@ -42,7 +42,7 @@ from eventlog.producer import PRODUCER_CONFIG, close_producer
 from featurestore.store import FeatureStore
 from infra.broker import free_port
 from infra.serve import build_app
-from tests.helpers import isolated_settings, wait_for
+from tests.helpers import isolated_settings, require_movielens, wait_for
 from training.data import Interactions, index_of, load_movielens
 
 pytestmark = pytest.mark.integration
@@ -90,8 +90,7 @@ def svd_bundle(
 
 @pytest.fixture(scope="module")
 def movielens() -> tuple[Split, list, Interactions]:
-    if not (DATA / "ml-100k.inter").exists():
-        pytest.skip(f"MovieLens 100K not found at {DATA}")
+    require_movielens(DATA)
     inter, items = load_movielens(DATA)
     split = temporal_split(inter, items, 0.8, 0.1, 42)
     return split, items, split.test.take(slice(0, EVENTS))

@@ -19,6 +19,7 @@ from infra.broker import free_port
 from infra.cli import app
 from infra.cli.system import replay_speed
 from infra.replay import BadLine, LogEvent, _wire, pace, read_jsonl, schedule
+from tests.helpers import require_movielens
 
 runner = CliRunner()
 TYPES = ("view", "click", "purchase", "rating")
@@ -214,8 +215,7 @@ def test_movielens_slice_replays_as_rating_events_in_time_order(broker, make_set
     from training.data import load_movielens, parse_time
 
     settings = make_settings(broker)
-    if not settings.data_dir.is_dir():
-        pytest.skip(f"MovieLens not at {settings.data_dir}")
+    require_movielens(settings.data_dir)
     result = runner.invoke(
         app,
         [

@@ -27,6 +27,7 @@ from core.fold import FoldParams, decay_weights, fold_event
 from core.records import ItemRecord
 from core.settings import get_settings
 from core.state import UserState
+from tests.helpers import movielens_missing, require_movielens
 from training import text
 from training.data import (
     DataError,
@@ -51,7 +52,7 @@ SLICE = ["--max-users", "60", "--max-items", "300", "--epochs", "2", "--batch-si
 UNTIL = "1998-01-01T00:00:00Z"
 
 needs_data = pytest.mark.skipif(
-    not (DATA / "ml-100k.inter").exists(), reason=f"MovieLens 100K not found at {DATA}"
+    movielens_missing(DATA) is not None, reason=str(movielens_missing(DATA))
 )
 
 
@@ -274,8 +275,7 @@ def _train(tmp: Path, name: str, *extra: str) -> Path:
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    if not (DATA / "ml-100k.inter").exists():
-        pytest.skip(f"MovieLens 100K not found at {DATA}")
+    require_movielens(DATA)
     tmp = tmp_path_factory.mktemp("training")
     return {
         "a": _train(tmp, "a"),
