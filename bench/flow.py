@@ -49,6 +49,7 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -779,6 +780,29 @@ def _fresh_event(user: str, item: str, k: int) -> bytes:
     ).encode()
 
 
+def hold_users(
+    settings: Settings, store: TimedStore, runner: FlowRunner, world: World, n: int, timeout: float
+) -> None:
+    """One event for each of ``n`` new users, folded before the timed load starts: the
+    flow then holds them (the state TTL outlasts the run)."""
+    users = [f"held{k}" for k in range(n)]
+    rng = random.Random(n)
+    store.watch(dict.fromkeys(users, 1))
+    records = (
+        (u.encode(), _fresh_event(u, f"i{rng.randrange(world.cfg.items)}", k))
+        for k, u in enumerate(users)
+    )
+    t0 = time.perf_counter()
+    produce(records, settings.kafka.bootstrap_servers, settings.kafka.events_topic, total=n)
+    deadline = time.monotonic() + timeout
+    while not store.all_reached.wait(0.25):
+        runner.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"holding {n:,} users: {len(store.reached):,} folded")
+    dt = time.perf_counter() - t0
+    print(f"  the flow holds {n:,} users ({n / dt:,.0f} new users/s folded)", flush=True)
+
+
 def measure_all_freshness(
     base: Settings, world: World, tmp: Path, args: Any, epoch: timedelta | None
 ) -> list[Freshness]:
@@ -823,6 +847,8 @@ def measure_all_freshness(
             else:
                 popts = FlowOptions(epoch, 1, recovery=not args.no_recovery)
                 with product_flow(b, world, {}, tmp / f"fresh-{k}", popts) as (store, runner):
+                    if args.hold:
+                        hold_users(b, store, runner, world, args.hold, args.timeout)
                     out.append(
                         measure_freshness(
                             "product",
@@ -840,6 +866,44 @@ def measure_all_freshness(
                         )
                     )
     return out
+
+
+# --- (e) another version, side by side ----------------------------------------------------
+
+
+def run_against(args: Any, workers: int, out: Path) -> RunResult:
+    """The product flow of the checkout ``args.against``, run by that checkout's own
+    benchmark (its broker, its store) on the same synthetic events, one round, no
+    freshness: its product run, named "against wN"."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.flow",
+        *("--events", str(args.events), "--users", str(args.users), "--items", str(args.items)),
+        *("--partitions", str(args.partitions), "--seed", str(args.seed), "--repeat", "1"),
+        *("--duration", "0", "--no-api", "--workers", str(workers), "--json", str(out)),
+        *("--timeout", str(args.timeout)),
+    ]
+    if args.epoch_s:
+        cmd += ["--epoch-s", str(args.epoch_s)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env |= {"PYTHONPATH": str(args.against.resolve()), "RECSYS_CATALOG_WARM_ENCODER": "false"}
+    done = subprocess.run(cmd, cwd=args.against, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+        raise RuntimeError(f"the benchmark of {args.against} failed: " + " | ".join(tail))
+    runs = json.loads(out.read_text())["runs"]
+    (run,) = [r for r in runs if r["kind"] == f"product w{workers}"]
+    return RunResult(
+        f"against w{workers}",
+        run["events"],
+        run["seconds"],
+        run["first_output_s"],
+        run["cpu_cores"],
+        run["broker_cores"],
+        run["store_write_s"],
+        run["states_written"],
+    )
 
 
 # --- reporting ----------------------------------------------------------------------------
@@ -869,6 +933,11 @@ def print_table(results: list[RunResult]) -> dict[str, float]:
     summary: dict[str, float] = {}
     for k in kinds:
         summary[k.replace(" ", "_") + "_per_s"] = round(med[k])
+        if k.startswith("against"):
+            w = k.split()[1]
+            ratio = med[f"product {w}"] / med[k]
+            print(f"product {w}/against {w} (median events/s): {ratio:.2f}x")
+            summary[f"ratio_{w}_vs_against"] = round(ratio, 3)
         if not k.startswith("product"):
             continue
         w = k.split()[1]
@@ -1046,6 +1115,23 @@ def cli(
         bool,
         typer.Option("--state-sizes", help="Only print the user state's sizes by seen items."),
     ] = False,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="A checkout of another version (git worktree): each round also runs its "
+            "product flow, by its own `python -m bench.flow`, on the same events, and the "
+            "medians are compared.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    hold: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Freshness: users the product flow folds and holds before the timed load.",
+        ),
+    ] = 0,
 ) -> None:
     options = locals()
     options["profile"] = profile_out if profile else None
@@ -1075,6 +1161,9 @@ def main(args: Any) -> int:
                 state_dir=tmp,
                 url=None,
                 start_offset="earliest",
+                # No catalogue writes here: the text encoder's one-off load at start
+                # (~20 s of imports holding the GIL on this machine) stays out of the runs.
+                warm_encoder=False,
             )
         )
         base = Settings(**values)
@@ -1124,6 +1213,9 @@ def main(args: Any) -> int:
                     )
                     assert res.memory is not None
                     print_memory(res.memory)
+                if args.against is not None:
+                    results.append(run_against(args, w, tmp / f"against-{i}-{w}.json"))
+                    print(f"  #{i + 1} w{w}: against {results[-1].per_s:,.0f} ev/s", flush=True)
         if n_fresh:
             fresh = measure_all_freshness(base, world, tmp, args, epoch)
         summary = print_table(results)

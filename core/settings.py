@@ -166,6 +166,14 @@ class DataflowSettings(_Group):
         description="A user (or item) with no event for this long leaves the dataflow's "
         "memory; its features stay in the store and are read back on its next event.",
     )
+    state_shards: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Shards each stateful step spreads its users (items) over: the unit "
+        "Bytewax distributes across workers and snapshots. A few per worker is enough; the "
+        "cost of an epoch grows with shards, not with users.",
+    )
     trend_emit_seconds: float = Field(
         1.0,
         ge=0,

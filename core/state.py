@@ -3,11 +3,11 @@ an item's decayed count, each with its two encodings.
 
 - the store payload (``to_payload``/``from_payload``): JSON, shaped for Qdrant's per-field
   write cost;
-- the recovery snapshot (``to_snapshot``/``from_snapshot``): a msgpack tuple Bytewax
-  writes for every key touched in an epoch. A snapshot built from the payload string plus
-  the vector's bytes would be one encoding less, but costs 1.7-2.5x as much to write
-  (user with 5 recent items: 1.7 us vs 3.0-3.8 us; trend: 0.6 us vs 1.4 us) and is ~40 %
-  larger, on the path that stalls the worker at each epoch close.
+- the recovery snapshot (``to_snapshot``/``from_snapshot``): a msgpack tuple, in Bytewax's
+  recovery for a state changed but not written to the store yet (``dataflow.shards``).
+  A snapshot built from the payload string plus the vector's bytes would be one encoding
+  less, but costs 1.7-2.5x as much to write (user with 5 recent items: 1.7 us vs 3.0-3.8
+  us; trend: 0.6 us vs 1.4 us) and is ~40 % larger.
 
 The seen rows travel as raw int32 in both (native byte order: little-endian on every
 platform this runs on): 4 bytes a row in the snapshot, ~5.3 in the payload's base64.

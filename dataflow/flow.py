@@ -2,9 +2,9 @@
 
     events topic -> parse/validate --(rejected)--> dead-letter topic (original bytes + reason)
                         |
-                        +-- key by user --> fold (decayed vector, session) --> user_state
-                        |   (events and erasure markers)                       (or erasure)
-                        +-- key by item --> decayed counts (trending)       --> item_trends
+                        +-- shard by user --> fold (decayed vector, session) --> user_state
+                        |   (events and erasure markers)                         (or erasure)
+                        +-- shard by item --> decayed counts (trending)       --> item_trends
 
     items topic  -> parse (core.items) --(rejected)--> dead-letter topic
                         +-- one key --> merge, embed, write (dataflow.catalog) --> catalog_items,
@@ -19,6 +19,9 @@ recovery on:
 
 Scale with Bytewax's own flags (``-w 2`` workers, or ``-i/-a`` for a process cluster);
 Kafka partitions are the unit of input parallelism and users are keyed to partitions.
+The stateful steps hold their keys in ``dataflow.state_shards`` shards (``dataflow.shards``):
+the store is the state of record, Bytewax's recovery holds the source offsets and the few
+states not written yet, so an epoch costs the same with 1,000 users held or 1,000,000.
 (``python -m bytewax.run "dataflow.flow:get_flow()"`` works too, but recovery is then
 only on if you pass ``-r/-s/-b`` yourself.)
 """
@@ -30,8 +33,9 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeGuard, cast
+from typing import Any, Protocol, TypeGuard, TypeVar, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -52,9 +56,9 @@ from dataflow.catalog import (
     text_encoder,
 )
 from dataflow.deadletter import DeadLetter, Rejected, dead_letter, dead_letter_sink
-from dataflow.expiring import ExpiringState
 from dataflow.incarnation import Incarnation
 from dataflow.parsing import Accepted, Erasure, Parser
+from dataflow.shards import ShardState, shard_keys
 from dataflow.sinks import StoreWrites, TrendSink, UserStateSink
 from dataflow.source import SourceProgress, StoppableKafkaSource
 from dataflow.trends import StoredTrends, TrendFolder
@@ -63,6 +67,9 @@ from eventlog.admin import events_log_id
 from featurestore.store import FeatureStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +129,7 @@ def build_flow(
 ) -> Dataflow:
     """The dataflow from ``source`` (Kafka messages) to ``sinks``, and from ``catalog``'s
     source (catalogue writes) to the store. Every message ends in a fold, a write or the
-    dead-letter sink: rejected by the parser, or one whose fold raised (``ExpiringState``
+    dead-letter sink: rejected by the parser, or one whose fold raised (``ShardState``
     emits it as a ``Rejected``)."""
     flow = Dataflow("recsys")
     messages = op.input("events", flow, source)
@@ -132,16 +139,23 @@ def build_flow(
 
     ttl = settings.dataflow.state_ttl_seconds
     topic = settings.kafka.events_topic
-    by_user = op.key_on("by_user", accepted.trues, _user_key)
-    users = ExpiringState.builder(folders.users, ttl, topic)
-    states = op.branch("user_folded", op.stateful_batch("fold_user", by_user, users), _folded)
+    shard = shard_keys(settings.dataflow.state_shards)
+    by_user = op.flat_map_batch("by_user", accepted.trues, _Shard(shard, _user_id))
+    users = ShardState.builder(folders.users, ttl, topic)
+    folded = _keyed("users_out", op.stateful_batch("fold_users", by_user, users))
+    states = op.branch("user_folded", folded, _folded)
     # the users' fold also emits UserErased (``KeyErased.emit``), in order with the states
     user_states = cast(Stream[tuple[str, UserState | UserErased]], states.trues)
     op.output("user_state", user_states, sinks.user_state)
 
-    by_item = op.flat_map_batch("by_item", accepted.trues, _by_item)
-    counts = ExpiringState.builder(folders.items, ttl, topic, settings.dataflow.trend_emit_seconds)
-    trends = op.branch("item_counted", op.stateful_batch("count_item", by_item, counts), _folded)
+    # events count for their item; users' erasure markers do not
+    by_item = cast(
+        Stream[tuple[str, Accepted]],
+        op.flat_map_batch("by_item", accepted.trues, _Shard(shard, _item_id, Accepted)),
+    )
+    counts = ShardState.builder(folders.items, ttl, topic, settings.dataflow.trend_emit_seconds)
+    counted = _keyed("items_out", op.stateful_batch("count_items", by_item, counts))
+    trends = op.branch("item_counted", counted, _folded)
     op.output("item_trends", cast(Stream[tuple[str, Trend]], trends.trues), sinks.item_trends)
 
     # Bytewax's branch narrows only its true side: the false sides hold the Rejected.
@@ -168,13 +182,39 @@ def _item_valid(x: ItemMessage | Rejected) -> TypeGuard[ItemMessage]:
     return x.__class__ is ItemMessage
 
 
-def _user_key(a: Accepted | Erasure) -> str:
+class _Shard:
+    """A batch of values -> (the Bytewax key of each one's shard, value); with ``only``,
+    the values of that class only."""
+
+    def __init__(
+        self, shard: Callable[[str], str], key: Callable[[Any], str], only: type | None = None
+    ) -> None:
+        self._shard = shard
+        self._key = key
+        self._only = only
+
+    def __call__(self, batch: list[V]) -> list[tuple[str, V]]:
+        shard, key, only = self._shard, self._key, self._only
+        if only is None:
+            return [(shard(key(v)), v) for v in batch]
+        return [(shard(key(v)), v) for v in batch if v.__class__ is only]
+
+
+def _user_id(a: Accepted | Erasure) -> str:
     return a.event.user_id
 
 
-def _by_item(batch: list[Accepted | Erasure]) -> list[tuple[str, Accepted]]:
-    """Events keyed by item (``op.key_on`` without its per-item calls), markers left out."""
-    return [(a.event.item_id, a) for a in batch if isinstance(a, Accepted)]
+def _item_id(a: Accepted) -> str:
+    return a.event.item_id
+
+
+def _keyed(step_id: str, shards: Stream[tuple[str, tuple[str, T]]]) -> Stream[tuple[str, T]]:
+    """A stateful step's output, keyed by its keys (users, items) instead of shards."""
+    return op.flat_map_batch(step_id, shards, _unshard)
+
+
+def _unshard(batch: list[tuple[str, tuple[str, T]]]) -> list[tuple[str, T]]:
+    return [kv for _, kv in batch]
 
 
 def _accepted(x: Accepted | Erasure | Rejected) -> TypeGuard[Accepted | Erasure]:

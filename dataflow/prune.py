@@ -1,9 +1,10 @@
 """Remove the markers Bytewax leaves for discarded keys from its recovery partitions.
 
-Bytewax marks a key its logic discards (a user expired after the TTL) with a deletion
-snapshot and never removes it; every epoch close then groups the whole snapshot table by
-key. Left alone, a flow's epoch close grows slower with every user it has ever seen
-(~0.75 µs a row: a million one-time users stall each close ~0.75 s; docs/benchmarks.md).
+Bytewax marks a key its logic discards (a shard whose users all expired,
+``dataflow.shards``) with a deletion snapshot and never removes it; every epoch close then
+groups the whole snapshot table by key (~0.75 µs a row; docs/benchmarks.md). With a
+key per shard these markers number a few dozen at most; this keeps the table to the
+keys the flow holds all the same, and it holds for any step keyed by a growing set.
 
 Runs as a process of its own, ``python -m dataflow.prune DIR --every SECONDS``, which
 ``dataflow.recovery.RecoveryPruner`` starts beside the flow: Bytewax links its own copy

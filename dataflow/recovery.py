@@ -1,16 +1,18 @@
-"""Bytewax recovery, on by default: state snapshots and Kafka offsets committed together.
+"""Bytewax recovery, on by default: Kafka offsets, and the few states the store lacks,
+committed together.
 
-At each epoch close Bytewax writes every touched key's snapshot and each partition's
-next offset to SQLite partitions under ``settings.recovery.dir``. A restarted flow
-resumes from the last complete epoch: its state and its input position agree, so each
-event after that point is folded exactly once more into state that had not seen it.
-Store writes made after that epoch are overwritten with the same values, and a user read
-back from the store skips the offsets it already applied (README, *Crashes, restarts,
-scale-out*; ``tests/test_stream_guarantees.py``).
+At each epoch close Bytewax writes each partition's next offset and, for each shard of
+the stateful steps it touched (``dataflow.shards``), the states not written to the store
+yet, to SQLite partitions under ``settings.recovery.dir``. Everything else the epoch
+changed the sinks wrote to the store within it. A restarted flow resumes from the last
+complete epoch: each user it meets is read back from the store, and an event after that
+point is folded again only into state that had not applied it (each stored state
+carries its per-partition offsets; store writes are whole-state overwrites). README,
+*Crashes, restarts, scale-out*; ``tests/test_stream_guarantees.py``.
 
-Bytewax never removes the marker it writes for a discarded (expired) key, and every
-epoch close scans them all; ``RecoveryPruner`` runs ``dataflow.prune`` beside the flow so
-the partitions hold only the keys the flow holds.
+Bytewax never removes the marker it writes for a discarded key (a shard whose users all
+expired), and every epoch close scans them all; ``RecoveryPruner`` runs
+``dataflow.prune`` beside the flow so the partitions hold only the keys the flow holds.
 
 Those offsets are positions in one incarnation of the events topic. The topic's id is
 kept beside the partitions; when the topic was recreated since (the in-memory dev broker

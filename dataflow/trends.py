@@ -52,18 +52,25 @@ class TrendFolder:
         self.metrics = metrics.StepMetrics("item")
         self.check_every: float | None = None
 
-    def load(self, first: Accepted) -> Trend:
-        item_id = first.event.item_id
-        return self._store.read_trends([item_id]).get(item_id) or Trend(
-            item_id, 0.0, -math.inf, trending=False
-        )
+    @staticmethod
+    def key(value: Accepted) -> str:
+        return value.event.item_id
+
+    def load(self, firsts: list[Accepted]) -> list[Trend]:
+        items = [f.event.item_id for f in firsts]
+        stored = self._store.read_trends(items)
+        return [stored.get(i) or Trend(i, 0.0, -math.inf, trending=False) for i in items]
 
     @staticmethod
     def resume(snapshot: bytes) -> Trend:
         return Trend.from_snapshot(snapshot)
 
+    @staticmethod
+    def active_version() -> str | None:
+        return None  # counts do not live in an item space
+
     def migrate(self, t: Trend) -> bool:
-        return False  # counts do not live in an item space
+        return False
 
     def fold(self, t: Trend, batch: list[Accepted]) -> bool:
         """Add ``batch`` (one item's events) to ``t`` in place; False if nothing counted

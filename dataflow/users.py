@@ -14,13 +14,14 @@ from typing import Protocol
 import numpy as np
 
 from core.catalog import Catalog, CatalogProvider, RowMaps
-from core.fold import FoldParams, fold_event, rebuild_vector
+from core.events import ValidEvent
+from core.fold import FoldParams, fold_events, rebuild_vector
 from core.settings import Settings
 from core.state import UserState
 from dataflow import metrics
-from dataflow.expiring import KeyErased
 from dataflow.incarnation import Incarnation
 from dataflow.parsing import Accepted, Erasure
+from dataflow.shards import KeyErased
 from featurestore.store import ErasureRecord
 
 MODEL_CHECK_SECONDS = 2.0
@@ -30,9 +31,9 @@ MODEL_CHECK_SECONDS = 2.0
 class StoredUsers(Protocol):
     """Where a user's state (or erasure) is read back from when the flow does not hold it."""
 
-    def read_user_state(self, user_id: str) -> UserState | None: ...
+    def read_user_states(self, user_ids: Sequence[str]) -> dict[str, UserState]: ...
 
-    def read_erasure(self, user_id: str) -> ErasureRecord | None: ...
+    def read_erasures(self, user_ids: Sequence[str]) -> dict[str, ErasureRecord]: ...
 
     def item_ids(self, version: str) -> list[str] | None:
         """A model version's item ids by catalogue row (to move seen rows to another)."""
@@ -70,27 +71,42 @@ class UserFolder:
         """How often each held user checks for a new model version."""
         self._catalog_refresh = settings.catalog.catalog_refresh_seconds
 
-    def load(self, first: Accepted | Erasure) -> UserState:
-        """A user first seen in this run (or after its state expired) continues from the
-        stored features, so restarts and replays neither reset it nor count events twice.
-        A user erased and not seen since starts afresh past the erasure: a replay skips
-        their events before it."""
-        user_id = first.event.user_id
-        state = self._store.read_user_state(user_id)
-        if state is None:
-            erased = self._store.read_erasure(user_id)
-            state = UserState(user_id) if erased is None else erased.fresh_state(user_id)
-        return state
+    @staticmethod
+    def key(value: Accepted | Erasure) -> str:
+        return value.event.user_id
+
+    def load(self, firsts: list[Accepted | Erasure]) -> list[UserState]:
+        """Users first seen in this run (or after their state expired) continue from the
+        stored features, so restarts and replays neither reset them nor count events
+        twice. A user erased and not seen since starts afresh past the erasure: a replay
+        skips their events before it. One store read for all of them (two if some are
+        new)."""
+        users = [f.event.user_id for f in firsts]
+        stored = self._store.read_user_states(users)
+        new = [u for u in users if u not in stored]
+        erased = self._store.read_erasures(new) if new else {}
+        out = []
+        for u in users:
+            state = stored.get(u)
+            if state is None:
+                record = erased.get(u)
+                state = UserState(u) if record is None else record.fresh_state(u)
+            out.append(state)
+        return out
 
     @staticmethod
     def resume(snapshot: bytes) -> UserState:
         return UserState.from_snapshot(snapshot)
 
+    def active_version(self) -> str | None:
+        catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
+        return None if catalog is None else catalog.version
+
     def migrate(self, state: UserState) -> bool:
         """Move a user to the active model's item space if it changed; True if it did.
 
-        Called on a timer for every user held in memory, so a model switch reaches them
-        without waiting for their next event."""
+        Called for every user held in memory once the active version changed, so a
+        model switch reaches them without waiting for their next event."""
         catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
         if catalog is None or state.model_version == catalog.version or not state.event_count:
             return False  # (a user erased and not seen since has nothing to move or write)
@@ -114,39 +130,64 @@ class UserFolder:
         catalog = self._catalogs.maybe_refresh(MODEL_CHECK_SECONDS)
         if catalog is not None and state.model_version != catalog.version:
             self._move(state, catalog)
-        params = self._params
-        offsets = state.offsets
-        applied = 0
-        now = time.time()
-        vector: np.ndarray | None
-        categories: Sequence[str]
+        latest = dict(state.offsets)
+        events: list[ValidEvent] = []
+        vectors: list[np.ndarray | None] = []
+        categories: list[Sequence[str]] = []
+        rows: list[int | None] = []
         for acc in batch:
-            last = offsets.get(acc.partition, -1)
-            if acc.offset <= last:
+            if acc.offset <= latest.get(acc.partition, -1):
                 metrics.EVENTS_DUPLICATE.inc()
                 continue
             if isinstance(acc, Erasure):
-                return self._erase(acc, batch, applied)
+                self._apply(state, events, vectors, categories, rows, latest)
+                return self._erase(acc, batch, len(events))
             ev = acc.event
             i = None if catalog is None else catalog.index.get(ev.item_id)
             if i is None and catalog is not None:
                 catalog, i = self._look_again(catalog, ev.item_id)
             if i is None or catalog is None:
-                vector, categories = None, ()
+                vectors.append(None)
+                categories.append(())
             else:
-                vector, categories = catalog.vectors[i], catalog.items[i].categories
-            if vector is None:
-                metrics.UNKNOWN_ITEMS.inc()
-            if ev.ts < state.last_ts:
-                metrics.EVENTS_LATE.inc()
-            fold_event(state, ev, vector, categories, params, row=i)
-            offsets[acc.partition] = acc.offset
-            applied += 1
-        if applied:
-            metrics.EVENTS_FOLDED.inc(applied)
-            # per user batch, its oldest event (a histogram per event cost ~3 % of the flow)
-            metrics.FOLD_LAG.observe(max(0.0, now - batch[0].kafka_ts))
-        return applied > 0
+                vectors.append(catalog.vectors[i])
+                categories.append(catalog.items[i].categories)
+            events.append(ev)
+            rows.append(i)
+            latest[acc.partition] = acc.offset
+        if not events:
+            return False
+        self._apply(state, events, vectors, categories, rows, latest)
+        metrics.EVENTS_FOLDED.inc(len(events))
+        # per user batch, its oldest event (a histogram per event cost ~3 % of the flow)
+        metrics.FOLD_LAG.observe(max(0.0, time.time() - batch[0].kafka_ts))
+        return True
+
+    def _apply(
+        self,
+        state: UserState,
+        events: list[ValidEvent],
+        vectors: list[np.ndarray | None],
+        categories: list[Sequence[str]],
+        rows: list[int | None],
+        offsets: dict[int, int],
+    ) -> None:
+        """Fold the events into ``state`` (all or none) and record ``offsets``."""
+        if not events:
+            return
+        unknown = sum(v is None for v in vectors)
+        late, last = 0, state.last_ts
+        for ev in events:
+            if ev.ts < last:
+                late += 1
+            else:
+                last = ev.ts
+        fold_events(state, events, vectors, categories, rows, self._params)
+        state.offsets = offsets
+        if unknown:
+            metrics.UNKNOWN_ITEMS.inc(unknown)
+        if late:
+            metrics.EVENTS_LATE.inc(late)
 
     def _look_again(self, catalog: Catalog, item_id: str) -> tuple[Catalog, int | None]:
         """An item the catalogue lacks may have been written since it was read (a
@@ -158,7 +199,7 @@ class UserFolder:
         return fresher, fresher.index.get(item_id)
 
     def _erase(self, marker: Erasure, batch: list[Accepted | Erasure], applied: int) -> KeyErased:
-        """The user's state is void: hand ``ExpiringState`` what to emit (the erasure, for
+        """The user's state is void: hand ``ShardState`` what to emit (the erasure, for
         the sink), the fresh state to continue from (it skips the events before the
         marker) and the events after the marker."""
         if applied:

@@ -132,10 +132,10 @@ class Features:
         for ev in events:
             acc = Accepted(ev, REPLAY_PARTITION, self._offset, ev.ts)
             self._offset += 1
-            state = self._states.get(ev.user_id) or self._users.load(acc)
+            state = self._states.get(ev.user_id) or self._users.load([acc])[0]
             self._users.fold(state, [acc])
             self._states[ev.user_id] = state
-            trend = self._trend_states.get(ev.item_id) or self._trends.load(acc)
+            trend = self._trend_states.get(ev.item_id) or self._trends.load([acc])[0]
             self._trends.fold(trend, [acc])
             self._trend_states[ev.item_id] = trend
             if write_each:

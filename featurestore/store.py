@@ -476,8 +476,15 @@ class FeatureStore:
         ]
 
     def read_erasure(self, user_id: str) -> ErasureRecord | None:
-        hits = self.backend.retrieve(col.ERASURES, [col.user_point(user_id)])
-        return ErasureRecord.from_payload(hits[0].payload) if hits else None
+        return self.read_erasures([user_id]).get(user_id)
+
+    def read_erasures(self, user_ids: Sequence[str]) -> dict[str, ErasureRecord]:
+        """The recorded erasures of those of ``user_ids`` that were erased, by user."""
+        if not user_ids:
+            return {}
+        users = {col.user_point(u): u for u in user_ids}  # the record holds no user id
+        hits = self.backend.retrieve(col.ERASURES, list(users))
+        return {users[str(p.id)]: ErasureRecord.from_payload(p.payload) for p in hits}
 
     def _erased(self, points: Sequence[str]) -> set[str]:
         """Which of these user points belong to erased users."""

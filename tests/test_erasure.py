@@ -23,11 +23,10 @@ from typer.testing import CliRunner
 
 from core.catalog import CatalogProvider
 from core.events import ErasureMarker, decode, decode_erasure, encode_erasure
-from core.state import UserState
-from dataflow.expiring import ExpiringState
 from dataflow.flow import Folders, Sinks, build_flow
 from dataflow.parsing import Erasure
 from dataflow.runner import DataflowThread
+from dataflow.shards import ShardState
 from dataflow.users import UserErased, UserFolder
 from featurestore import FeatureStore
 from featurestore.store import ErasureRecord
@@ -120,14 +119,12 @@ def test_the_empty_state_held_after_an_erasure_is_never_written():
     into it); the periodic model check must not write it as an empty user."""
     settings = SETTINGS.with_values(model_migrate_seconds=0.01)
     catalogs = CatalogProvider(lambda: "v1", lambda version: CATALOG)
-    logic = ExpiringState.builder(UserFolder(settings, Stored(), catalogs), ttl=60.0, topic="e")(
-        None
-    )
+    logic = ShardState.builder(UserFolder(settings, Stored(), catalogs), ttl=60.0, topic="e")(None)
     out, retain = logic.on_batch([Erasure(ErasureMarker("ann", T0), 0, 3, T0)])
-    assert [type(o) for o in out] == [UserErased] and retain == StatefulBatchLogic.RETAIN
+    assert [type(s) for _, s in out] == [UserErased] and retain == StatefulBatchLogic.RETAIN
     time.sleep(0.05)
     assert logic.on_notify() == ([], StatefulBatchLogic.RETAIN)
-    assert UserState.from_snapshot(logic.snapshot()).event_count == 0
+    assert logic.held["ann"].event_count == 0 and logic.snapshot() == b""
 
 
 def test_a_replay_skips_the_users_events_before_a_recorded_erasure():

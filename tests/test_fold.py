@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from array import array
 
@@ -18,6 +19,7 @@ from core.fold import (
     decay_weights,
     decayed_add,
     fold_event,
+    fold_events,
     mass_at,
     rebuild_vector,
 )
@@ -105,6 +107,74 @@ def test_arrival_order_does_not_change_the_state(raw, rnd):
     for c in a.categories:
         assert a.categories[c] == pytest.approx(b.categories[c], rel=1e-6)
     assert a.event_count == b.event_count == len(events)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*sorted(VECS), "mystery"]),
+            st.floats(0, 3 * H),
+            st.sampled_from(["view", "purchase"]),
+            st.sampled_from([None, None, "s1", "s2"]),
+        ),
+        min_size=1,
+        max_size=14,
+    ),
+    st.lists(st.integers(1, 5), min_size=1, max_size=14),
+    st.sampled_from([H, 60.0]),
+)
+def test_a_batch_folds_to_the_state_its_events_reach_one_by_one(raw, sizes, half_life):
+    """``fold_events`` over micro-batches of any sizes (the dataflow's path) reaches what
+    ``fold_event`` reaches one event at a time: vector, mass, categories (pruned as they
+    decay: a 60 s half-life over hours), sessions, recent and seen items; late events
+    and unknown items included."""
+    params = dataclasses.replace(PARAMS, half_life=half_life)
+    events = [ev(i, t, k, sid) for i, t, k, sid in raw]
+    want = fold_all(events, params)
+    got = UserState("u")
+    k = 0
+    for size in sizes * len(events):
+        batch = events[k : k + size]
+        if not batch:
+            break
+        fold_events(
+            got,
+            batch,
+            [VECS.get(e.item_id) for e in batch],
+            [CATS.get(e.item_id, []) for e in batch],
+            [ROWS.get(e.item_id) for e in batch],
+            params,
+        )
+        k += size
+    if want.vector is None:
+        assert got.vector is None
+    else:
+        np.testing.assert_allclose(got.vector, want.vector, rtol=1e-5, atol=1e-6)
+    assert got.mass == pytest.approx(want.mass, rel=1e-9)
+    assert got.categories == pytest.approx(want.categories, rel=1e-9)
+    assert (got.last_ts, got.event_count, got.unknown_items) == (
+        want.last_ts,
+        want.event_count,
+        want.unknown_items,
+    )
+    assert (got.session_id, got.session_start, got.session_events) == (
+        want.session_id,
+        want.session_start,
+        want.session_events,
+    )
+    assert got.recent == want.recent and list(got.seen_rows) == list(want.seen_rows)
+
+
+def test_a_batch_that_fails_leaves_the_state_as_it_was():
+    s = fold_all([ev("i0", 0.0), ev("i1", 10.0)])
+    before = s.to_snapshot()
+    bad = np.zeros(7, dtype=np.float32)  # another dimension: the product fails
+    with pytest.raises(ValueError):
+        fold_events(
+            s, [ev("i2", 20.0), ev("i3", 30.0)], [VECS["i2"], bad], [[], []], [2, 3], PARAMS
+        )
+    assert s.to_snapshot() == before
 
 
 def test_recent_items_are_capped_to_the_newest():

@@ -207,18 +207,18 @@ def test_an_unexpected_exception_in_the_parser_dead_letters_that_message(monkeyp
 
 
 def test_an_unexpected_exception_while_folding_dead_letters_that_event(monkeypatch, caplog):
-    real = dataflow.users.fold_event
+    real = dataflow.users.fold_events
 
-    def flaky(state, event, *args, **kwargs):
-        if event.item_id == "i3":
+    def flaky(state, events, *args, **kwargs):
+        if any(e.item_id == "i3" for e in events):
             raise ZeroDivisionError("fold bug")
-        return real(state, event, *args, **kwargs)
+        return real(state, events, *args, **kwargs)
 
-    monkeypatch.setattr(dataflow.users, "fold_event", flaky)
+    monkeypatch.setattr(dataflow.users, "fold_events", flaky)
     # ann's batch holds the failing event in the middle; bob is untouched.
     msgs = [message(ev("ann", f"i{k}", T0 + k), k) for k in range(1, 6)]
     msgs.append(message(ev("bob", "i3", T0), 0, partition=1))
-    with caplog.at_level(logging.ERROR, logger="dataflow.expiring"):
+    with caplog.at_level(logging.ERROR, logger="dataflow.shards"):
         out = run(msgs)
     dead = sorted(out.dead, key=lambda d: dict(d.headers)["dlq.source"])
     assert [dict(d.headers)["dlq.source"] for d in dead] == [b"events:0:3", b"events:1:0"]
