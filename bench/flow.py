@@ -3,6 +3,7 @@ fresh a new event is once it has caught up.
 
     recsys bench flow [--events 1000000] [--repeat 2] [--workers 1,2]
                       [--rate 5000] [--duration 10] [--no-api]
+                      [--against CHECKOUT] [--hold N]
 
 One run, on a dev broker (tansu, in memory) started on a free port and stopped at the end:
 
@@ -25,6 +26,12 @@ One run, on a dev broker (tansu, in memory) started on a free port and stopped a
 4. (d) freshness through the API: ``python -m infra.serve`` (API + in-process dataflow on
    its own embedded store, as ``just serve`` runs) on a fresh topic; the same load, and
    every 100th user is polled through ``GET /users/{id}`` until it shows the event.
+5. (e) with ``--against CHECKOUT`` (a git worktree of another version), each round also runs
+   that version's product flow through its own ``python -m bench.flow`` on the same
+   synthetic events, so the two versions compare in one run ("against wN").
+
+``--hold N``: before each product freshness round the flow folds one event for each of N
+new users, so the round measures freshness with N users held.
 
 Completion of (b) is detected without extra reads: the store handed to the flow notes when
 each user's write carrying their final count returned (a dict lookup per written state);
