@@ -185,7 +185,7 @@ class DataflowSettings(_Group):
         gt=0,
         description="After a model switch, users held by the dataflow move to the new item "
         "space within this time, event or not (others move at their next event or read). "
-        "Each held user wakes once per interval to check: keep it well above a second.",
+        "Each shard of the flow checks the active version once per interval.",
     )
     stall_seconds: float = Field(
         3.0,

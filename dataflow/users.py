@@ -68,7 +68,7 @@ class UserFolder:
         self._rows = RowMaps(lambda version: self._store.item_ids(version))
         self.metrics = metrics.StepMetrics("user")
         self.check_every: float | None = settings.dataflow.model_migrate_seconds
-        """How often each held user checks for a new model version."""
+        """How often each shard asks for the active model version (``ShardState``)."""
         self._catalog_refresh = settings.catalog.catalog_refresh_seconds
 
     @staticmethod
