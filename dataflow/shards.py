@@ -119,7 +119,8 @@ class ShardState(StatefulBatchLogic[V, tuple[str, S | Rejected], bytes], Generic
     event at a time (the folders skip offsets already applied), and each event that still
     fails is emitted as a ``Rejected`` of kind ``internal_error`` for the dead-letter
     topic (the flow branches it off), so the key, its partition and the flow carry on.
-    What a failing event changed before it raised stays in the state.
+    A user's fold is all or nothing (``core.fold.fold_events``); what a failing trend fold
+    changed before it raised stays in the state.
 
     Emitting once per batch coalesces a key's burst into one store write; with
     ``emit_every`` > 0 (trends) a key is emitted at most that often, the last change then
