@@ -172,7 +172,9 @@ class DataflowSettings(_Group):
         le=4096,
         description="Shards each stateful step spreads its users (items) over: the unit "
         "Bytewax distributes across workers and snapshots. A few per worker is enough; the "
-        "cost of an epoch grows with shards, not with users.",
+        "cost of an epoch grows with shards, not with users. Changing it moves keys to other "
+        "shards: users lose nothing (the store holds them), trend counts not written yet "
+        "(up to trend_emit_seconds) may be.",
     )
     trend_emit_seconds: float = Field(
         1.0,
