@@ -140,7 +140,7 @@ def build_flow(
     ttl = settings.dataflow.state_ttl_seconds
     topic = settings.kafka.events_topic
     shard = shard_keys(settings.dataflow.state_shards)
-    by_user = op.flat_map_batch("by_user", accepted.trues, _Shard(shard, _user_id))
+    by_user = op.flat_map_batch("by_user", accepted.trues, _Shard(shard, folders.users.key))
     users = ShardState.builder(folders.users, ttl, topic)
     folded = _keyed("users_out", op.stateful_batch("fold_users", by_user, users))
     states = op.branch("user_folded", folded, _folded)
@@ -151,7 +151,7 @@ def build_flow(
     # events count for their item; users' erasure markers do not
     by_item = cast(
         Stream[tuple[str, Accepted]],
-        op.flat_map_batch("by_item", accepted.trues, _Shard(shard, _item_id, Accepted)),
+        op.flat_map_batch("by_item", accepted.trues, _Shard(shard, folders.items.key, Accepted)),
     )
     counts = ShardState.builder(folders.items, ttl, topic, settings.dataflow.trend_emit_seconds)
     counted = _keyed("items_out", op.stateful_batch("count_items", by_item, counts))
@@ -198,14 +198,6 @@ class _Shard:
         if only is None:
             return [(shard(key(v)), v) for v in batch]
         return [(shard(key(v)), v) for v in batch if v.__class__ is only]
-
-
-def _user_id(a: Accepted | Erasure) -> str:
-    return a.event.user_id
-
-
-def _item_id(a: Accepted) -> str:
-    return a.event.item_id
 
 
 def _keyed(step_id: str, shards: Stream[tuple[str, tuple[str, T]]]) -> Stream[tuple[str, T]]:

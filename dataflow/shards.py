@@ -189,10 +189,11 @@ class ShardState(StatefulBatchLogic[V, tuple[str, S | Rejected], bytes], Generic
                 g.append(v)
         held = self._held
         now = time.time()
-        missing = [g[0] for k, g in groups.items() if k not in held]
+        missing = [k for k in groups if k not in held]
         if missing:
-            for first, state in zip(missing, self._folder.load(missing), strict=True):
-                self._hold(key_of(first), state, now)
+            states = self._folder.load([groups[k][0] for k in missing])
+            for key, state in zip(missing, states, strict=True):
+                self._hold(key, state, now)
         out: list[tuple[str, S | Rejected]] = []
         seen = self._seen
         for k, g in groups.items():

@@ -51,9 +51,8 @@ DATA = SETTINGS.data_dir
 SLICE = ["--max-users", "60", "--max-items", "300", "--epochs", "2", "--batch-size", "256"]
 UNTIL = "1998-01-01T00:00:00Z"
 
-needs_data = pytest.mark.skipif(
-    movielens_missing(DATA) is not None, reason=str(movielens_missing(DATA))
-)
+NO_DATA = movielens_missing(DATA)
+needs_data = pytest.mark.skipif(NO_DATA is not None, reason=str(NO_DATA))
 
 
 # --- the user head: numpy serving == torch training ---------------------------
