@@ -188,7 +188,6 @@ class StoppableKafkaSource(FixedPartitionedSource[Message, int]):
         self,
         settings: Settings,
         stop: threading.Event | None = None,
-        batch_size: int = 1000,
         progress: SourceProgress | None = None,
         topic: str | None = None,
     ) -> None:
@@ -198,7 +197,7 @@ class StoppableKafkaSource(FixedPartitionedSource[Message, int]):
         self._tail = not settings.dataflow.exit_at_end
         self._start = OFFSET_BEGINNING if settings.kafka.start_offset == "earliest" else OFFSET_END
         self._config = consumer_config(settings)
-        self._batch_size = batch_size
+        self._batch_size = settings.kafka.poll_batch
         self._stop = stop or threading.Event()
         self._positions = (progress or SourceProgress(settings)).positions
 

@@ -7,7 +7,9 @@ tested without a server.
 from __future__ import annotations
 
 import math
+import uuid
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -137,6 +139,25 @@ def test_user_state_round_trip(store):
     )
     assert got["new"].vector is None and got["new"].last_ts == -math.inf
     assert store.read_user_state("missing") is None
+
+
+def test_a_user_state_stored_with_the_user_id_beside_its_features_still_reads(store):
+    publish(store)
+    s = UserState("u-7", vector=np.ones(DIM, dtype=np.float32), mass=1.0, event_count=3)
+    payload = s.to_payload()
+    features = msgspec.json.decode(payload["features"])
+    del features["user_id"]
+    older = {"user_id": "u-7", "features": msgspec.json.encode(features).decode()}
+    store.backend.upsert(col.USER_STATE, [col.user_point("u-7")], [s.vector], [older])
+    got = store.read_user_state("u-7")
+    assert got is not None and got.user_id == "u-7" and got.event_count == 3
+
+
+def test_point_ids_are_rfc_name_based_uuids():
+    namespace = uuid.UUID("6f1c1d1e-8a0b-4c7e-9d55-3f0a2b7e4c10")
+    for key in ("u1", "", "é-ü 42", "x" * 300):
+        assert col.user_point(key) == str(uuid.uuid5(namespace, f"user:{key}"))
+        assert col.item_point(key) == str(uuid.uuid5(namespace, f"item:{key}"))
 
 
 def test_profiles(store):

@@ -215,6 +215,37 @@ def test_store_writes_are_idempotent_under_replay(broker, make_settings):
         store.close()
 
 
+def user_state_points_written() -> float:
+    return (
+        REGISTRY.get_sample_value("recsys_store_batch_points_sum", {"collection": "user_state"})
+        or 0.0
+    )
+
+
+def test_a_flow_behind_writes_each_users_burst_once_per_batch(broker, tmp_path):
+    """A backlog is read in micro-batches of up to ``kafka.poll_batch`` events a partition,
+    and each user's events in a batch become one store write, with the same states as one
+    event at a time; a batch of one event is one write per event."""
+    events = stream(600, users=10, seed=4)
+    users = sorted({e["user_id"] for e in events})
+    written = {}
+    for poll_batch in (1, 5000):
+        settings = isolated_settings(
+            tmp_path / str(poll_batch), broker, exit_at_end=True, poll_batch=poll_batch
+        )
+        produce(settings, events)
+        before = user_state_points_written()
+        run_to_end(settings)
+        written[poll_batch] = user_state_points_written() - before
+        store = FeatureStore.open(settings)
+        try:
+            assert_same_states(store.read_user_states(users), reference(settings, store, events))
+        finally:
+            store.close()
+    assert written[1] >= len(events) / 2
+    assert written[5000] <= len(events) / 10
+
+
 def test_idle_users_leave_memory_and_resume_from_the_store(broker, make_settings):
     """A long stream of one-time users does not grow the flow's state, in memory or in the
     recovery partitions: each expires after the TTL, its features stay in the store, and a
