@@ -133,14 +133,18 @@ def build_flow(
     emits it as a ``Rejected``)."""
     flow = Dataflow("recsys")
     messages = op.input("events", flow, source)
-    parsed = op.flat_map_batch("parse", messages, Parser(settings).parse_batch)
-    # events and users' erasure markers, in order; the markers go to the users' fold only
+    parsed = op.flat_map_batch("parse", messages, _Split(Parser(settings).parse_batch))
+    # each micro-batch's events and users' erasure markers, in order, as one item; the
+    # markers go to the users' fold only
     accepted = op.branch("accepted", parsed, _accepted)
+    batches = accepted.trues
 
     ttl = settings.dataflow.state_ttl_seconds
     topic = settings.kafka.events_topic
     shard = shard_keys(settings.dataflow.state_shards)
-    by_user = op.flat_map_batch("by_user", accepted.trues, _Shard(shard, folders.users.key))
+    by_user: Stream[tuple[str, list[Accepted | Erasure]]] = op.flat_map_batch(
+        "by_user", batches, _Shard(shard, folders.users.key)
+    )
     users = ShardState.builder(folders.users, ttl, topic)
     folded = _keyed("users_out", op.stateful_batch("fold_users", by_user, users))
     states = op.branch("user_folded", folded, _folded)
@@ -150,8 +154,8 @@ def build_flow(
 
     # events count for their item; users' erasure markers do not
     by_item = cast(
-        Stream[tuple[str, Accepted]],
-        op.flat_map_batch("by_item", accepted.trues, _Shard(shard, folders.items.key, Accepted)),
+        Stream[tuple[str, list[Accepted]]],
+        op.flat_map_batch("by_item", batches, _Shard(shard, folders.items.key, Accepted)),
     )
     counts = ShardState.builder(folders.items, ttl, topic, settings.dataflow.trend_emit_seconds)
     counted = _keyed("items_out", op.stateful_batch("count_items", by_item, counts))
@@ -182,9 +186,33 @@ def _item_valid(x: ItemMessage | Rejected) -> TypeGuard[ItemMessage]:
     return x.__class__ is ItemMessage
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A micro-batch's events and erasure markers, in partition order."""
+
+    values: list[Accepted | Erasure]
+
+
+class _Split:
+    """Parse a micro-batch: its rejected messages one by one (for the dead-letter topic),
+    the rest as one ``_Batch``. Bytewax's cost is per item it moves (~1 us per step), so
+    the events travel to the folds in one item per batch and shard, not one per event."""
+
+    def __init__(self, parse: Callable[[list[Message]], list[Accepted | Erasure | Rejected]]):
+        self._parse = parse
+
+    def __call__(self, msgs: list[Message]) -> list[_Batch | Rejected]:
+        parsed = self._parse(msgs)
+        good = [v for v in parsed if not isinstance(v, Rejected)]
+        if len(good) == len(parsed):
+            return [_Batch(good)] if good else []
+        out: list[_Batch | Rejected] = [v for v in parsed if isinstance(v, Rejected)]
+        return [*out, _Batch(good)] if good else out
+
+
 class _Shard:
-    """A batch of values -> (the Bytewax key of each one's shard, value); with ``only``,
-    the values of that class only."""
+    """Micro-batches -> (the Bytewax key of a shard, its values in order), one per shard
+    the batches touch; with ``only``, the values of that class only."""
 
     def __init__(
         self, shard: Callable[[str], str], key: Callable[[Any], str], only: type | None = None
@@ -193,11 +221,20 @@ class _Shard:
         self._key = key
         self._only = only
 
-    def __call__(self, batch: list[V]) -> list[tuple[str, V]]:
+    def __call__(self, batches: list[_Batch]) -> list[tuple[str, list[V]]]:
         shard, key, only = self._shard, self._key, self._only
-        if only is None:
-            return [(shard(key(v)), v) for v in batch]
-        return [(shard(key(v)), v) for v in batch if v.__class__ is only]
+        chunks: dict[str, list[V]] = {}
+        for b in batches:
+            for v in b.values:
+                if only is not None and v.__class__ is not only:
+                    continue
+                s = shard(key(v))
+                chunk = chunks.get(s)
+                if chunk is None:
+                    chunks[s] = [v]  # type: ignore[list-item]
+                else:
+                    chunk.append(v)  # type: ignore[arg-type]
+        return list(chunks.items())
 
 
 def _keyed(step_id: str, shards: Stream[tuple[str, tuple[str, T]]]) -> Stream[tuple[str, T]]:
@@ -209,8 +246,8 @@ def _unshard(batch: list[tuple[str, tuple[str, T]]]) -> list[tuple[str, T]]:
     return [kv for _, kv in batch]
 
 
-def _accepted(x: Accepted | Erasure | Rejected) -> TypeGuard[Accepted | Erasure]:
-    return x.__class__ is not Rejected
+def _accepted(x: _Batch | Rejected) -> TypeGuard[_Batch]:
+    return x.__class__ is _Batch
 
 
 def _folded(kv: tuple[str, object]) -> bool:

@@ -120,7 +120,7 @@ def test_the_empty_state_held_after_an_erasure_is_never_written():
     settings = SETTINGS.with_values(model_migrate_seconds=0.01)
     catalogs = CatalogProvider(lambda: "v1", lambda version: CATALOG)
     logic = ShardState.builder(UserFolder(settings, Stored(), catalogs), ttl=60.0, topic="e")(None)
-    out, retain = logic.on_batch([Erasure(ErasureMarker("ann", T0), 0, 3, T0)])
+    out, retain = logic.on_batch([[Erasure(ErasureMarker("ann", T0), 0, 3, T0)]])
     assert [type(s) for _, s in out] == [UserErased] and retain == StatefulBatchLogic.RETAIN
     time.sleep(0.05)
     assert logic.on_notify() == ([], StatefulBatchLogic.RETAIN)
