@@ -37,7 +37,7 @@ which the fold grants only after ``fold.trending_min_users`` distinct users.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -159,6 +159,20 @@ def has_realtime_vector(state: UserState | None, min_realtime_mass: float) -> bo
     return 0.0 < norm2 < math.inf
 
 
+Picks = Callable[[list[int]], list[int | None]]
+"""For the candidates at the given positions, the recent item (index into
+``state.recent``) behind a term's value: computed for the shortlist only, the only
+items a reason is written for."""
+
+
+def _no_picks(at: list[int]) -> list[int | None]:
+    return [None] * len(at)
+
+
+def _listed(src: Sequence[int | None]) -> Picks:
+    return lambda at: [src[i] for i in at]
+
+
 def rerank(
     candidates: Sequence[tuple[int, float]],
     catalog: Catalog,
@@ -177,38 +191,30 @@ def rerank(
     row_list, ann_list = zip(*candidates, strict=True)
     rows = np.array(row_list, dtype=np.int64)
     ann = np.array(ann_list, dtype=np.float32)
-    vecs = catalog.vectors[rows]
-
-    category = _category_scores(rows, catalog, state)
-    recent, recent_src = _recent_similarity(vecs, catalog, state, now, params)
-    covisit, covisit_src = covisit_scores(rows, catalog, state, now, params)
-    session, session_src = (
-        session_scores(vecs, catalog, state, params)
-        if params.weight_session
-        else (None, [None] * len(rows))
+    return rerank_rows(
+        rows, ann, catalog, state, trending, params, now, realtime_weight, k, sequence_model
     )
-    sequence, sequence_src = (
-        sequence_scores(rows, catalog, state, sequence_model, now)
-        if params.weight_sequence and sequence_model is not None
-        else (None, [None] * len(rows))
-    )
-    trend = _lookup(trending, rows)
-    popularity = np.maximum(catalog.popularity[rows], trend)
 
-    contrib = {
-        "ann": params.weight_ann * ann,
-        "category": params.weight_category * category,
-        "recent": params.weight_recent * recent,
-        "popularity": params.weight_popularity * popularity,
-    }
-    if params.weight_covisit:
-        contrib["covisit"] = params.weight_covisit * covisit
-    if params.weight_new_item:
-        contrib["new"] = params.weight_new_item * (catalog.popularity[rows] <= 0).astype(np.float32)
-    if session is not None:
-        contrib["session"] = params.weight_session * session
-    if sequence is not None:
-        contrib["sequence"] = params.weight_sequence * sequence
+
+def rerank_rows(
+    rows: np.ndarray,
+    ann: np.ndarray,
+    catalog: Catalog,
+    state: UserState | None,
+    trending: Mapping[int, float],
+    params: RankParams,
+    now: float,
+    realtime_weight: float,
+    k: int,
+    sequence_model: SessionModel | None = None,
+) -> list[Ranked]:
+    """``rerank`` of candidates given as arrays: ``rows`` (int64 catalogue rows) and
+    ``ann`` (float32 ANN scores), as the request path holds them."""
+    if not len(rows):
+        return []
+    contrib, picks, trend = _contributions(
+        rows, ann, catalog, state, trending, params, now, sequence_model
+    )
     total = sum(contrib.values())
     top = np.argsort(-total, kind="stable")[:k]
     names = list(contrib)
@@ -217,31 +223,82 @@ def rerank(
     # shortlist it competes with for the list (one median per term over each set).
     shortlist = stacked[:, top]
     values = shortlist.T.astype(np.float64)  # the differences in Python's float precision
-    lifts = (values - median_rows(stacked)).tolist()
-    standouts = (values - median_rows(shortlist)).tolist()
-
+    lifts = values - median_rows(stacked)
+    standouts = values - median_rows(shortlist)
+    eligible = (values >= REASON_MIN_CONTRIBUTION) & (lifts > 0)
+    at = top.tolist()
+    sources = {name: fn(at) for name, fn in picks.items()}
+    top_rows = rows[top].tolist()
+    top_total = total[top].tolist()
+    top_trend = trend[top].tolist()
     out = []
-    for i, term_values, lift, standout in zip(
-        top.tolist(), values.tolist(), lifts, standouts, strict=True
+    for j, (term_values, lift, standout, ok) in enumerate(
+        zip(values.tolist(), lifts.tolist(), standouts.tolist(), eligible.tolist(), strict=True)
     ):
-        terms = dict(zip(names, term_values, strict=True))
-        r = Ranked(int(rows[i]), float(total[i]), terms)
+        row = top_rows[j]
+        r = Ranked(row, top_total[j], dict(zip(names, term_values, strict=True)))
         r.reasons = _reasons(
-            terms,
-            (dict(zip(names, lift, strict=True)), dict(zip(names, standout, strict=True))),
-            int(rows[i]),
+            names,
+            [t for t, yes in enumerate(ok) if yes],
+            (lift, standout),
+            {name: src[j] for name, src in sources.items()},
+            row,
             catalog,
             state,
-            recent_src[i],
-            trend[i],
+            top_trend[j],
             now,
             realtime_weight,
-            covisit_src[i],
-            session_src[i],
-            sequence_src[i],
         )
         out.append(r)
     return out
+
+
+def _contributions(
+    rows: np.ndarray,
+    ann: np.ndarray,
+    catalog: Catalog,
+    state: UserState | None,
+    trending: Mapping[int, float],
+    params: RankParams,
+    now: float,
+    sequence_model: SessionModel | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Picks], np.ndarray]:
+    """Each term's weighted contribution per candidate, in the order the breakdown lists
+    them; the picks behind the terms that name one; the trending scores. A term whose
+    weight is 0 contributes zeros and is not computed (its value could not name it)."""
+    n = len(rows)
+    zeros = np.zeros(n, dtype=np.float32)
+    vecs = catalog.vectors[rows]
+    popularity = catalog.popularity[rows]
+    trend = _lookup(trending, rows)
+    contrib = {"ann": params.weight_ann * ann}
+    picks: dict[str, Picks] = {}
+    contrib["category"] = (
+        params.weight_category * _category_scores(rows, catalog, state)
+        if params.weight_category
+        else zeros
+    )
+    if params.weight_recent:
+        recent, recent_src = _recent_similarity(vecs, catalog, state, now, params)
+        contrib["recent"] = params.weight_recent * recent
+        picks["recent"] = _listed(recent_src)
+    else:
+        contrib["recent"] = zeros
+    contrib["popularity"] = params.weight_popularity * np.maximum(popularity, trend)
+    if params.weight_covisit:
+        covisit, covisit_src = covisit_scores(rows, catalog, state, now, params)
+        contrib["covisit"] = params.weight_covisit * covisit
+        picks["covisit"] = _listed(covisit_src)
+    if params.weight_new_item:
+        contrib["new"] = params.weight_new_item * (popularity <= 0).astype(np.float32)
+    if params.weight_session:
+        session, picks["session"] = session_scores(vecs, catalog, state, params)
+        contrib["session"] = params.weight_session * session
+    if params.weight_sequence and sequence_model is not None:
+        sequence, sequence_src = sequence_scores(rows, catalog, state, sequence_model, now)
+        contrib["sequence"] = params.weight_sequence * sequence
+        picks["sequence"] = _listed(sequence_src)
+    return contrib, picks, trend
 
 
 def median_rows(a: np.ndarray) -> np.ndarray:
@@ -318,7 +375,7 @@ def _lookup(scores: Mapping[int, float], rows: np.ndarray) -> np.ndarray:
 
 def session_scores(
     vecs: np.ndarray, catalog: Catalog, state: UserState | None, params: RankParams
-) -> tuple[np.ndarray, list[int | None]]:
+) -> tuple[np.ndarray, Picks]:
     """Per candidate: cosine to the user head applied to the recent items pooled with
     weights g^(n-1-j) (position only); and, for the reason, the recent item (index into
     ``state.recent``) that pulls it most: weight x (its cosine to the pick + how much
@@ -326,17 +383,25 @@ def session_scores(
     close to does not get named for all of them."""
     n = len(vecs)
     if state is None or not state.recent:
-        return np.zeros(n, dtype=np.float32), [None] * n
-    known = [j for j, r in enumerate(state.recent) if r.item_id in catalog.index]
+        return np.zeros(n, dtype=np.float32), _no_picks
+    index = catalog.index
+    known = [j for j, r in enumerate(state.recent) if r.item_id in index]
     if not known:
-        return np.zeros(n, dtype=np.float32), [None] * n
-    rvecs = catalog.vectors[[catalog.index[state.recent[j].item_id] for j in known]]
+        return np.zeros(n, dtype=np.float32), _no_picks
+    rvecs = catalog.vectors[[index[state.recent[j].item_id] for j in known]]
     w = params.session_position_decay ** np.arange(len(known) - 1, -1, -1, dtype=np.float32)
     user = catalog.head.apply((w[:, None] * rvecs).sum(axis=0))
+    values = (vecs @ user).astype(np.float32)
+    if len(known) == 1:
+        return values, lambda at: [known[0]] * len(at)  # the one pick pulls every item
     cos = vecs @ rvecs.T  # (n, recent)
-    pull = (2.0 * cos - median_rows(cos.T)) * w
-    src: list[int | None] = np.array(known)[pull.argmax(axis=1)].tolist()
-    return (vecs @ user).astype(np.float32), src
+    median = median_rows(cos.T)
+
+    def picks(at: list[int]) -> list[int | None]:
+        pull = (2.0 * cos[at] - median) * w
+        return [known[i] for i in pull.argmax(axis=1).tolist()]
+
+    return values, picks
 
 
 def sequence_scores(
@@ -446,40 +511,33 @@ def covisit_neighbours(
 
 
 def _reasons(
-    terms: dict[str, float],
-    lifts: tuple[dict[str, float], dict[str, float]],
+    names: list[str],
+    eligible: list[int],
+    lifts: tuple[list[float], list[float]],
+    sources: Mapping[str, int | None],
     row: int,
     catalog: Catalog,
     state: UserState | None,
-    recent_src: int | None,
     trend: float,
     now: float,
     realtime_weight: float,
-    covisit_src: int | None = None,
-    session_src: int | None = None,
-    sequence_src: int | None = None,
 ) -> list[str]:
-    """The item's one or two strongest reasons (module docstring): ``lifts`` holds each
-    term's value over the median candidate's and over the shortlist's median."""
+    """The item's one or two strongest reasons (module docstring). ``eligible``: the
+    positions in ``names`` of the terms that add at least ``REASON_MIN_CONTRIBUTION``
+    and lift the item over the median candidate; ``lifts``: each term's value over the
+    median candidate's and over the shortlist's median, by position; ``sources``: the
+    pick behind each term that names one."""
     lift, standout = lifts
-    sources = {
-        "recent": recent_src,
-        "covisit": covisit_src,
-        "session": session_src,
-        "sequence": sequence_src,
-    }
-    eligible = sorted(
-        (n for n, v in terms.items() if v >= REASON_MIN_CONTRIBUTION and lift[n] > 0),
-        key=lambda n: (-standout[n], -lift[n]),
-    )
-    if eligible and standout[eligible[0]] <= 0:
+    order = sorted(eligible, key=lambda t: (-standout[t], -lift[t]))
+    if order and standout[order[0]] <= 0:
         # Typical of the shortlist on every term: name what lifted it most.
-        eligible = [max(eligible, key=lambda n: lift[n])]
+        order = [max(order, key=lambda t: lift[t])]
     chosen: list[str] = []
     alike: set[int | None] = set()  # picks already named for being similar to the item
-    for name in eligible:
-        if len(chosen) == MAX_REASONS or (chosen and standout[name] <= 0):
+    for t in order:
+        if len(chosen) == MAX_REASONS or (chosen and standout[t] <= 0):
             break
+        name = names[t]
         src = sources.get(name)
         if name in _SIMILAR_TO_A_PICK and src in alike:
             continue  # "because you viewed X" and "in line with X" say the same thing
