@@ -53,6 +53,9 @@ RECENT_ITEMS_COMPARED = 5
 MAX_REASONS = 2
 # A term must add at least this much to the score to be named as a reason.
 REASON_MIN_CONTRIBUTION = 0.03
+MEDIAN_SORT_BELOW = 64
+"""``median_rows`` sorts rows up to this long (a shortlist) and partitions longer ones
+(the candidates): the faster of the two at each length, same values."""
 
 # Terms whose reason says the item is similar to one of the user's picks.
 _SIMILAR_TO_A_PICK = frozenset({"recent", "session"})
@@ -212,18 +215,19 @@ def rerank_rows(
     ``ann`` (float32 ANN scores), as the request path holds them."""
     if not len(rows):
         return []
-    contrib, picks, trend = _contributions(
+    names, stacked, computed, picks, trend = _contributions(
         rows, ann, catalog, state, trending, params, now, sequence_model
     )
-    total = sum(contrib.values())
+    total = sum(list(stacked))  # term by term, in the listed order
     top = np.argsort(-total, kind="stable")[:k]
-    names = list(contrib)
-    stacked = np.stack(list(contrib.values()))  # (terms, candidates)
     # What lifted an item above a typical candidate, and where it stands out among the
-    # shortlist it competes with for the list (one median per term over each set).
+    # shortlist it competes with for the list (one median per term over each set; a
+    # term not computed is 0 for every candidate, and so is its median).
+    typical = np.zeros(len(names), dtype=np.float32)
+    typical[computed] = median_rows(stacked[computed])
     shortlist = stacked[:, top]
     values = shortlist.T.astype(np.float64)  # the differences in Python's float precision
-    lifts = values - median_rows(stacked)
+    lifts = values - typical
     standouts = values - median_rows(shortlist)
     eligible = (values >= REASON_MIN_CONTRIBUTION) & (lifts > 0)
     at = top.tolist()
@@ -253,6 +257,22 @@ def rerank_rows(
     return out
 
 
+def _term_names(params: RankParams, sequence_model: SessionModel | None) -> list[str]:
+    """The re-rank's terms, in the order the score adds them and the breakdown lists them."""
+    names = ["ann", "category", "recent", "popularity"]
+    names += [
+        name
+        for name, on in (
+            ("covisit", params.weight_covisit),
+            ("new", params.weight_new_item),
+            ("session", params.weight_session),
+            ("sequence", params.weight_sequence and sequence_model is not None),
+        )
+        if on
+    ]
+    return names
+
+
 def _contributions(
     rows: np.ndarray,
     ann: np.ndarray,
@@ -262,43 +282,44 @@ def _contributions(
     params: RankParams,
     now: float,
     sequence_model: SessionModel | None,
-) -> tuple[dict[str, np.ndarray], dict[str, Picks], np.ndarray]:
-    """Each term's weighted contribution per candidate, in the order the breakdown lists
-    them; the picks behind the terms that name one; the trending scores. A term whose
-    weight is 0 contributes zeros and is not computed (its value could not name it)."""
-    n = len(rows)
-    zeros = np.zeros(n, dtype=np.float32)
-    vecs = catalog.vectors[rows]
+) -> tuple[list[str], np.ndarray, list[int], dict[str, Picks], np.ndarray]:
+    """The terms' names and their weighted contributions, (terms, candidates) float32;
+    the rows of the terms computed (a term weighted 0 is left at 0: its value could not
+    name it); the picks behind the terms that name one; the trending scores."""
+    names = _term_names(params, sequence_model)
+    out = np.zeros((len(names), len(rows)), dtype=np.float32)
+    term = {name: out[i] for i, name in enumerate(names)}
+    vecs = np.take(catalog.vectors, rows, axis=0)
     popularity = catalog.popularity[rows]
     trend = _lookup(trending, rows)
-    contrib = {"ann": params.weight_ann * ann}
     picks: dict[str, Picks] = {}
-    contrib["category"] = (
-        params.weight_category * _category_scores(rows, catalog, state)
-        if params.weight_category
-        else zeros
-    )
+    np.multiply(params.weight_ann, ann, out=term["ann"])
+    if params.weight_category:
+        np.multiply(
+            params.weight_category, _category_scores(rows, catalog, state), out=term["category"]
+        )
     if params.weight_recent:
         recent, recent_src = _recent_similarity(vecs, catalog, state, now, params)
-        contrib["recent"] = params.weight_recent * recent
+        np.multiply(params.weight_recent, recent, out=term["recent"])
         picks["recent"] = _listed(recent_src)
-    else:
-        contrib["recent"] = zeros
-    contrib["popularity"] = params.weight_popularity * np.maximum(popularity, trend)
-    if params.weight_covisit:
+    np.multiply(params.weight_popularity, np.maximum(popularity, trend), out=term["popularity"])
+    if "covisit" in term:
         covisit, covisit_src = covisit_scores(rows, catalog, state, now, params)
-        contrib["covisit"] = params.weight_covisit * covisit
+        np.multiply(params.weight_covisit, covisit, out=term["covisit"])
         picks["covisit"] = _listed(covisit_src)
-    if params.weight_new_item:
-        contrib["new"] = params.weight_new_item * (popularity <= 0).astype(np.float32)
-    if params.weight_session:
+    if "new" in term:
+        np.multiply(params.weight_new_item, popularity <= 0, out=term["new"])
+    if "session" in term:
         session, picks["session"] = session_scores(vecs, catalog, state, params)
-        contrib["session"] = params.weight_session * session
-    if params.weight_sequence and sequence_model is not None:
+        np.multiply(params.weight_session, session, out=term["session"])
+    if "sequence" in term:
+        assert sequence_model is not None  # _term_names lists it only with one
         sequence, sequence_src = sequence_scores(rows, catalog, state, sequence_model, now)
-        contrib["sequence"] = params.weight_sequence * sequence
+        np.multiply(params.weight_sequence, sequence, out=term["sequence"])
         picks["sequence"] = _listed(sequence_src)
-    return contrib, picks, trend
+    weight = {"category": params.weight_category, "recent": params.weight_recent}
+    computed = [i for i, name in enumerate(names) if weight.get(name, True)]
+    return names, out, computed, picks, trend
 
 
 def median_rows(a: np.ndarray) -> np.ndarray:
@@ -307,6 +328,9 @@ def median_rows(a: np.ndarray) -> np.ndarray:
     on a (8, 300) array: a request takes three medians."""
     n = a.shape[1]
     h = n // 2
+    if n <= MEDIAN_SORT_BELOW:  # a short row: sorting it is cheaper than partitioning
+        ordered = np.sort(a, axis=1)
+        return ordered[:, h] if n % 2 else (ordered[:, h - 1] + ordered[:, h]) / 2
     if n % 2:
         return np.partition(a, h, axis=1)[:, h]
     part = np.partition(a, (h - 1, h), axis=1)
@@ -568,15 +592,17 @@ def _reason_text(
             return None
         r = state.recent[src]
         title = catalog.title(r.item_id)
+        if name == "sequence":
+            return f"likely next after your recent picks, like {title}"
+        if name == "session" and len(state.recent) > 1:
+            return f"in line with your recent picks, like {title}"
         verb = _VERBS.get(r.event_type, "interacted with")
-        return {
-            "recent": f"because you {verb} {title} {ago(now - r.ts)}",
-            "covisit": f"often picked with {title}, which you {verb} {ago(now - r.ts)}",
-            "session": f"in line with your recent picks, like {title}"
-            if len(state.recent) > 1
-            else f"in line with {title}, which you {verb} {ago(now - r.ts)}",
-            "sequence": f"likely next after your recent picks, like {title}",
-        }[name]
+        when = ago(now - r.ts)
+        if name == "recent":
+            return f"because you {verb} {title} {when}"
+        if name == "covisit":
+            return f"often picked with {title}, which you {verb} {when}"
+        return f"in line with {title}, which you {verb} {when}"
     if name == "category":
         return _category_reason(row, catalog, state) if state is not None else None
     if name == "ann":
