@@ -20,7 +20,7 @@ def score_terms(r: Ranked) -> tuple[float, dict[str, float]]:
     ``DECIMALS`` and the score their float sum, in the order listed, so adding up the
     breakdown gives the score exactly (a score rounded on its own could differ from the
     terms' sum by a unit of the last decimal; this one at most by a float's last digit)."""
-    terms = {name: round(v, DECIMALS) for name, v in r.terms.items()}
+    terms = {name: round(v, DECIMALS) if v else v for name, v in r.terms.items()}  # 0 stays 0
     return sum(terms.values()), terms
 
 
