@@ -420,8 +420,8 @@ def _excluded(
             parts.append(rows[rows < len(catalog.items)])
     if exclude_seen and profile is not None:
         ids.extend(profile.seen)
-    index = catalog.index
-    parts.append(np.fromiter((index[i] for i in ids if i in index), np.int32))
+    found = [r for r in map(catalog.index.get, ids) if r is not None]  # one lookup each
+    parts.append(np.array(found, dtype=np.int32))
     parts.append(catalog.tombstones)
     if sum(len(p) for p in parts) > FEW_EXCLUDED:
         return np.unique(np.concatenate(parts))

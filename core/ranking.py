@@ -219,7 +219,7 @@ def rerank_rows(
         rows, ann, catalog, state, trending, params, now, sequence_model
     )
     total = sum(list(stacked))  # term by term, in the listed order
-    top = np.argsort(-total, kind="stable")[:k]
+    top = (-total).argsort(kind="stable")[:k]
     # What lifted an item above a typical candidate, and where it stands out among the
     # shortlist it competes with for the list (one median per term over each set; a
     # term not computed is 0 for every candidate, and so is its median).
@@ -289,7 +289,7 @@ def _contributions(
     names = _term_names(params, sequence_model)
     out = np.zeros((len(names), len(rows)), dtype=np.float32)
     term = {name: out[i] for i, name in enumerate(names)}
-    vecs = np.take(catalog.vectors, rows, axis=0)
+    vecs = catalog.vectors.take(rows, axis=0)  # (the method: no wrapper, same rows)
     popularity = catalog.popularity[rows]
     trend = _lookup(trending, rows)
     picks: dict[str, Picks] = {}
@@ -323,18 +323,20 @@ def _contributions(
 
 
 def median_rows(a: np.ndarray) -> np.ndarray:
-    """``np.median(a, axis=1)`` for a 2-d array without NaNs, with the same values (one
-    partition, the middle element or the mean of the middle two) in under half its time
-    on a (8, 300) array: a request takes three medians."""
+    """``np.median(a, axis=1)`` for a 2-d array without NaNs, with the same values (the
+    middle element or the mean of the middle two) in a fraction of its time: one
+    partition at the middle, the element before it being the largest of the smaller
+    half (a request takes three medians, on up to (20, 300) arrays)."""
     n = a.shape[1]
     h = n // 2
     if n <= MEDIAN_SORT_BELOW:  # a short row: sorting it is cheaper than partitioning
         ordered = np.sort(a, axis=1)
         return ordered[:, h] if n % 2 else (ordered[:, h - 1] + ordered[:, h]) / 2
+    part = np.array(a, order="C")  # a copy in row order (a may be a transpose)
+    part.partition(h, axis=1)  # the middle element in place, the smaller ones before it
     if n % 2:
-        return np.partition(a, h, axis=1)[:, h]
-    part = np.partition(a, (h - 1, h), axis=1)
-    return (part[:, h - 1] + part[:, h]) / 2
+        return part[:, h]
+    return (part[:, :h].max(axis=1) + part[:, h]) / 2
 
 
 def _category_scores(rows: np.ndarray, catalog: Catalog, state: UserState | None) -> np.ndarray:
@@ -408,14 +410,18 @@ def session_scores(
     n = len(vecs)
     if state is None or not state.recent:
         return np.zeros(n, dtype=np.float32), _no_picks
-    index = catalog.index
-    known = [j for j, r in enumerate(state.recent) if r.item_id in index]
+    known: list[int] = []  # the picks the catalogue holds: index in state.recent
+    known_rows: list[int] = []
+    for j, r in enumerate(state.recent):
+        if (row := catalog.index.get(r.item_id)) is not None:
+            known.append(j)
+            known_rows.append(row)
     if not known:
         return np.zeros(n, dtype=np.float32), _no_picks
-    rvecs = catalog.vectors[[index[state.recent[j].item_id] for j in known]]
+    rvecs = catalog.vectors.take(known_rows, axis=0)
     w = params.session_position_decay ** np.arange(len(known) - 1, -1, -1, dtype=np.float32)
     user = catalog.head.apply((w[:, None] * rvecs).sum(axis=0))
-    values = (vecs @ user).astype(np.float32)
+    values = (vecs @ user).astype(np.float32, copy=False)
     if len(known) == 1:
         return values, lambda at: [known[0]] * len(at)  # the one pick pulls every item
     cos = vecs @ rvecs.T  # (n, recent)
