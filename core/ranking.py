@@ -284,31 +284,44 @@ def _contributions(
     sequence_model: SessionModel | None,
 ) -> tuple[list[str], np.ndarray, list[int], dict[str, Picks], np.ndarray]:
     """The terms' names and their weighted contributions, (terms, candidates) float32;
-    the rows of the terms computed (a term weighted 0 is left at 0: its value could not
-    name it); the picks behind the terms that name one; the trending scores."""
+    the rows of the terms computed (the others are 0 for every candidate: a term turned
+    off by a weight of 0, co-visitation without lists or recent items, "new" among no
+    new items); the picks behind the terms that name one; the trending scores."""
     names = _term_names(params, sequence_model)
     out = np.zeros((len(names), len(rows)), dtype=np.float32)
     term = {name: out[i] for i, name in enumerate(names)}
+    zero: set[str] = set()
     vecs = catalog.vectors.take(rows, axis=0)  # (the method: no wrapper, same rows)
     popularity = catalog.popularity[rows]
     trend = _lookup(trending, rows)
     picks: dict[str, Picks] = {}
+    has_recent = state is not None and bool(state.recent)
     np.multiply(params.weight_ann, ann, out=term["ann"])
-    if params.weight_category:
-        np.multiply(
-            params.weight_category, _category_scores(rows, catalog, state), out=term["category"]
-        )
-    if params.weight_recent:
+    if _off(params.weight_category):
+        zero.add("category")
+    else:
+        category = _category_scores(rows, catalog, state)
+        np.multiply(params.weight_category, category, out=term["category"])
+    if _off(params.weight_recent):
+        zero.add("recent")
+    else:
         recent, recent_src = _recent_similarity(vecs, catalog, state, now, params)
         np.multiply(params.weight_recent, recent, out=term["recent"])
         picks["recent"] = _listed(recent_src)
     np.multiply(params.weight_popularity, np.maximum(popularity, trend), out=term["popularity"])
     if "covisit" in term:
-        covisit, covisit_src = covisit_scores(rows, catalog, state, now, params)
-        np.multiply(params.weight_covisit, covisit, out=term["covisit"])
-        picks["covisit"] = _listed(covisit_src)
+        if params.weight_covisit > 0 and not (has_recent and catalog.covisit):
+            zero.add("covisit")  # covisit_scores would give zeros
+        else:
+            covisit, covisit_src = covisit_scores(rows, catalog, state, now, params)
+            np.multiply(params.weight_covisit, covisit, out=term["covisit"])
+            picks["covisit"] = _listed(covisit_src)
     if "new" in term:
-        np.multiply(params.weight_new_item, popularity <= 0, out=term["new"])
+        new = popularity <= 0
+        if params.weight_new_item > 0 and not new.any():
+            zero.add("new")
+        else:
+            np.multiply(params.weight_new_item, new, out=term["new"])
     if "session" in term:
         session, picks["session"] = session_scores(vecs, catalog, state, params)
         np.multiply(params.weight_session, session, out=term["session"])
@@ -317,9 +330,14 @@ def _contributions(
         sequence, sequence_src = sequence_scores(rows, catalog, state, sequence_model, now)
         np.multiply(params.weight_sequence, sequence, out=term["sequence"])
         picks["sequence"] = _listed(sequence_src)
-    weight = {"category": params.weight_category, "recent": params.weight_recent}
-    computed = [i for i, name in enumerate(names) if weight.get(name, True)]
+    computed = [i for i, name in enumerate(names) if name not in zero]
     return names, out, computed, picks, trend
+
+
+def _off(weight: float) -> bool:
+    """A weight of +0 turns a term off: its contributions are all +0 (as ``0 * value``
+    for the term's values, which are never negative), so it is not computed."""
+    return weight == 0.0 and math.copysign(1.0, weight) > 0
 
 
 def median_rows(a: np.ndarray) -> np.ndarray:
