@@ -245,7 +245,7 @@ def rerank_rows(
             names,
             [t for t, yes in enumerate(ok) if yes],
             (lift, standout),
-            {name: src[j] for name, src in sources.items()},
+            (sources, j),
             row,
             catalog,
             state,
@@ -350,11 +350,12 @@ def median_rows(a: np.ndarray) -> np.ndarray:
     if n <= MEDIAN_SORT_BELOW:  # a short row: sorting it is cheaper than partitioning
         ordered = np.sort(a, axis=1)
         return ordered[:, h] if n % 2 else (ordered[:, h - 1] + ordered[:, h]) / 2
-    part = np.array(a, order="C")  # a copy in row order (a may be a transpose)
+    part: np.ndarray = np.array(a, order="C")  # a copy in row order (a may be a transpose)
     part.partition(h, axis=1)  # the middle element in place, the smaller ones before it
     if n % 2:
         return part[:, h]
-    return (part[:, :h].max(axis=1) + part[:, h]) / 2
+    mean: np.ndarray = (part[:, :h].max(axis=1) + part[:, h]) / 2
+    return mean
 
 
 def _category_scores(rows: np.ndarray, catalog: Catalog, state: UserState | None) -> np.ndarray:
@@ -562,7 +563,7 @@ def _reasons(
     names: list[str],
     eligible: list[int],
     lifts: tuple[list[float], list[float]],
-    sources: Mapping[str, int | None],
+    sources: tuple[Mapping[str, list[int | None]], int],
     row: int,
     catalog: Catalog,
     state: UserState | None,
@@ -574,9 +575,10 @@ def _reasons(
     positions in ``names`` of the terms that add at least ``REASON_MIN_CONTRIBUTION``
     and lift the item over the median candidate; ``lifts``: each term's value over the
     median candidate's and over the shortlist's median, by position; ``sources``: the
-    pick behind each term that names one."""
+    picks behind the terms that name one, for the shortlist, and the item's place in it."""
     lift, standout = lifts
-    order = sorted(eligible, key=lambda t: (-standout[t], -lift[t]))
+    picks, at = sources
+    order = sorted(eligible, key=lambda t: (-standout[t], -lift[t])) if eligible[1:] else eligible
     if order and standout[order[0]] <= 0:
         # Typical of the shortlist on every term: name what lifted it most.
         order = [max(order, key=lambda t: lift[t])]
@@ -586,7 +588,7 @@ def _reasons(
         if len(chosen) == MAX_REASONS or (chosen and standout[t] <= 0):
             break
         name = names[t]
-        src = sources.get(name)
+        src = picks[name][at] if name in picks else None
         if name in _SIMILAR_TO_A_PICK and src in alike:
             continue  # "because you viewed X" and "in line with X" say the same thing
         text = _reason_text(name, row, catalog, state, src, trend, now, realtime_weight)
