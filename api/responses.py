@@ -24,6 +24,12 @@ def score_terms(r: Ranked) -> tuple[float, dict[str, float]]:
     return sum(terms.values()), terms
 
 
+def shown_score(r: Ranked) -> float:
+    """``score_terms(r)[0]`` without the breakdown's dict (the same rounded terms, summed
+    in the same order): the score of a response that does not list the breakdown."""
+    return sum([round(v, DECIMALS) if v else v for v in r.terms.values()])
+
+
 class RecommendedItem(BaseModel):
     item_id: str
     score: float = Field(
@@ -124,17 +130,18 @@ def encode_recommendations(result: Result, request_id: str, explain: bool = Fals
     cat = result.catalog
     items = []
     for r in result.items:
-        score, terms = score_terms(r)
         item = cat.items[r.row]
         out = {
             "item_id": item.item_id,
-            "score": score,
+            "score": 0.0,
             "title": item.title,
             "categories": item.categories,
             "reasons": r.reasons,
         }
         if explain:
-            out["score_breakdown"] = terms
+            out["score"], out["score_breakdown"] = score_terms(r)
+        else:
+            out["score"] = shown_score(r)
         items.append(out)
     return _JSON.encode(
         {
