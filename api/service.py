@@ -265,7 +265,9 @@ class Recommender:
         ``exclude``, plus the items co-visited with the user's last ones."""
         n = self.settings.ranking.candidates
         if item_filter and item_filter.available_only and catalog.all_available:
-            item_filter = replace(item_filter, available_only=False)  # nothing to drop
+            # Nothing to drop: the rest of the filter, if it has any.
+            categories = item_filter.include_categories or item_filter.exclude_categories
+            item_filter = replace(item_filter, available_only=False) if categories else None
         rows_known = len(catalog.items)  # rows written since this catalogue was read wait
         if item_filter or len(exclude) > OVERFETCH_MAX_EXCLUDED:
             rows, ann = self.store.search_item_rows(
