@@ -579,6 +579,13 @@ def ann_ratio(settings: Settings, world: World, n: int, seed: int, rounds: int) 
                 per_s[name].append(n / (time.perf_counter() - t0))
     finally:
         store.close()
+    return _ratio_summary(per_s, n, n_cand, rounds)
+
+
+def _ratio_summary(
+    per_s: dict[str, list[float]], n: int, n_cand: int, rounds: int
+) -> dict[str, float]:
+    """``ann_ratio``'s medians over the rounds, printed and returned."""
     ann_s = statistics.median(per_s["ann"])
     rows_s = statistics.median(per_s["ann_rows"])
     rec_s = statistics.median(per_s["recommend"])
