@@ -20,8 +20,14 @@ def score_terms(r: Ranked) -> tuple[float, dict[str, float]]:
     ``DECIMALS`` and the score their float sum, in the order listed, so adding up the
     breakdown gives the score exactly (a score rounded on its own could differ from the
     terms' sum by a unit of the last decimal; this one at most by a float's last digit)."""
-    terms = {name: round(v, DECIMALS) for name, v in r.terms.items()}
+    terms = {name: round(v, DECIMALS) if v else v for name, v in r.terms.items()}  # 0 stays 0
     return sum(terms.values()), terms
+
+
+def shown_score(r: Ranked) -> float:
+    """``score_terms(r)[0]`` without the breakdown's dict (the same rounded terms, summed
+    in the same order): the score of a response that does not list the breakdown."""
+    return sum([round(v, DECIMALS) if v else v for v in r.terms.values()])
 
 
 class RecommendedItem(BaseModel):
@@ -124,17 +130,18 @@ def encode_recommendations(result: Result, request_id: str, explain: bool = Fals
     cat = result.catalog
     items = []
     for r in result.items:
-        score, terms = score_terms(r)
         item = cat.items[r.row]
         out = {
             "item_id": item.item_id,
-            "score": score,
+            "score": 0.0,
             "title": item.title,
             "categories": item.categories,
             "reasons": r.reasons,
         }
         if explain:
-            out["score_breakdown"] = terms
+            out["score"], out["score_breakdown"] = score_terms(r)
+        else:
+            out["score"] = shown_score(r)
         items.append(out)
     return _JSON.encode(
         {

@@ -21,7 +21,7 @@ from core.ranking import (
     build_query,
     covisit_neighbours,
     diversify,
-    rerank,
+    rerank_rows,
 )
 from core.records import Profile
 from core.session import SessionModel
@@ -41,12 +41,21 @@ has-id filter). CPU per search of 300 candidates on the embedded store, 100,000 
 1.9 / 4.9, 5,000 7.4 / 25.6; on MovieLens's 1,682 items: 20 0.44 / 0.42, 100 0.68 /
 0.82, 700 0.76 / 1.66 (``bench.serving --profile`` times both with 5,000)."""
 
+FEW_EXCLUDED = 200
+"""Up to this many rows to leave out (a typical user's), ``_excluded`` sorts them as a
+Python set: cheaper than ``np.unique`` at that size, the same rows."""
+
 log = logging.getLogger(__name__)
 
 
 CACHE = Counter("recsys_cache_total", "Serving caches: hits and misses", ["cache", "result"])
 _TRENDING_HIT = CACHE.labels("trending", "hit")
 _TRENDING_MISS = CACHE.labels("trending", "miss")
+
+
+Candidates = tuple[np.ndarray, np.ndarray]
+"""A request's candidates: catalogue rows (int64) and their ANN scores (float32), in
+the order retrieved."""
 
 
 class NoModel(RuntimeError):
@@ -185,7 +194,7 @@ class Recommender:
             ranked,
             strategy,
             query.realtime_weight,
-            len(candidates),
+            len(candidates[0]),
             variant,
         )
 
@@ -205,7 +214,7 @@ class Recommender:
 
     def _rank(
         self,
-        candidates: list[tuple[int, float]],
+        candidates: Candidates,
         catalog: Catalog,
         state: UserState | None,
         trending: dict[int, float],
@@ -224,8 +233,9 @@ class Recommender:
             # Not this catalogue's trained rows (checked at training; never mix). Rows
             # after them were written at run time: ``sequence_scores`` handles those.
             sequence = None
-        ranked = rerank(
-            candidates, catalog, state, trending, params, now, realtime_weight, pool, sequence
+        rows, ann = candidates
+        ranked = rerank_rows(
+            rows, ann, catalog, state, trending, params, now, realtime_weight, pool, sequence
         )
         return diversify(ranked, catalog, mmr, k)
 
@@ -250,29 +260,35 @@ class Recommender:
         exclude: np.ndarray,
         params: RankParams,
         item_filter: ItemFilter | None,
-    ) -> list[tuple[int, float]]:
+    ) -> Candidates:
         """The ANN's nearest items to ``query`` that the filter allows, none of the rows
         ``exclude``, plus the items co-visited with the user's last ones."""
         n = self.settings.ranking.candidates
-        if item_filter and item_filter.available_only and catalog.available.all():
-            item_filter = replace(item_filter, available_only=False)  # nothing to drop
+        if item_filter and item_filter.available_only and catalog.all_available:
+            # Nothing to drop: the rest of the filter, if it has any.
+            categories = item_filter.include_categories or item_filter.exclude_categories
+            item_filter = replace(item_filter, available_only=False) if categories else None
         rows_known = len(catalog.items)  # rows written since this catalogue was read wait
         if item_filter or len(exclude) > OVERFETCH_MAX_EXCLUDED:
-            rows = exclude.tolist()
-            hits = self.store.search_items(catalog.version, query, n, rows, item_filter)
-            candidates = [h for h in hits if h[0] < rows_known]
+            rows, ann = self.store.search_item_rows(
+                catalog.version, query, n, exclude.tolist(), item_filter
+            )
+            keep = rows < rows_known
         else:
             # Without a payload filter and with few rows to leave out, asking for
             # len(exclude) more and dropping them afterwards is exact and no dearer.
-            hits = self.store.search_items(catalog.version, query, n + len(exclude))
-            drop = set(exclude.tolist())
-            candidates = [h for h in hits if h[0] not in drop and h[0] < rows_known][:n]
+            rows, ann = self.store.search_item_rows(catalog.version, query, n + len(exclude))
+            keep = (rows < rows_known) & ~_among(rows, exclude)
+        if not keep.all():
+            rows, ann = rows[keep], ann[keep]
         return self._with_covisit(
-            candidates, catalog, state, query, now, exclude, params, item_filter
+            (rows[:n], ann[:n]), catalog, state, query, now, exclude, params, item_filter
         )
 
     @staticmethod
     def _check_categories(catalog: Catalog, f: ItemFilter) -> None:
+        if not (f.include_categories or f.exclude_categories):
+            return
         known = catalog.category_column
         unknown = sorted((set(f.include_categories) | set(f.exclude_categories)) - known.keys())
         if unknown:
@@ -283,7 +299,7 @@ class Recommender:
 
     def _with_covisit(
         self,
-        candidates: list[tuple[int, float]],
+        candidates: Candidates,
         catalog: Catalog,
         state: UserState | None,
         query: np.ndarray,
@@ -291,7 +307,7 @@ class Recommender:
         exclude: np.ndarray,
         params: RankParams,
         item_filter: ItemFilter | None,
-    ) -> list[tuple[int, float]]:
+    ) -> Candidates:
         """Add items co-visited with the user's last ones that the ANN did not return,
         scored by the same dot product the ANN uses; the request's filter holds for them
         as it does inside the ANN search."""
@@ -300,7 +316,8 @@ class Recommender:
             return candidates
         if state is None or not state.recent:
             return candidates
-        have = {r for r, _ in candidates}
+        rows, ann = candidates
+        have = set(rows.tolist())
         have.update(exclude.tolist())
         extra = covisit_neighbours(catalog, state, now, params, have)
         if item_filter and extra:
@@ -309,8 +326,10 @@ class Recommender:
         extra = extra[:n]
         if not extra:
             return candidates
-        ann = catalog.vectors[extra] @ query
-        return candidates + [(r, float(a)) for r, a in zip(extra, ann.tolist(), strict=True)]
+        extra_ann = (catalog.vectors[extra] @ query).astype(np.float32, copy=False)
+        return np.concatenate([rows, np.array(extra, dtype=np.int64)]), np.concatenate(
+            [ann, extra_ann]
+        )
 
     def trending(self, catalog: Catalog, now: float) -> dict[int, float]:
         """Catalogue row -> trending score in [0, 1]; refreshed at most once a second of
@@ -337,7 +356,7 @@ def _cold_candidates(
     exclude: np.ndarray,
     limit: int,
     item_filter: ItemFilter | None,
-) -> list[tuple[int, float]]:
+) -> Candidates:
     """For users with nothing to go on: trending now, then all-time popular, among the
     items the filter allows and not the rows ``exclude`` (in memory: the catalogue holds
     categories and availability)."""
@@ -351,10 +370,18 @@ def _cold_candidates(
     score[~allowed] = -np.inf
     n = min(limit, int(allowed.sum()))
     if n == 0:
-        return []
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     top = np.argpartition(-score, n - 1)[:n]
     top = top[np.lexsort((top, -score[top]))]  # best first; ties by catalogue order
-    return [(int(r), 0.0) for r in top]
+    return top.astype(np.int64, copy=False), np.zeros(n, dtype=np.float32)
+
+
+def _among(rows: np.ndarray, sorted_rows: np.ndarray) -> np.ndarray:
+    """(len(rows),) bool: which of ``rows`` are in ``sorted_rows`` (sorted, distinct)."""
+    if not len(sorted_rows):
+        return np.zeros(len(rows), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
+    return np.asarray(sorted_rows[at] == rows)
 
 
 def _allowed(catalog: Catalog, item_filter: ItemFilter | None) -> np.ndarray:
@@ -395,10 +422,13 @@ def _excluded(
             parts.append(rows[rows < len(catalog.items)])
     if exclude_seen and profile is not None:
         ids.extend(profile.seen)
-    index = catalog.index
-    parts.append(np.fromiter((index[i] for i in ids if i in index), np.int32))
+    found = [r for r in map(catalog.index.get, ids) if r is not None]  # one lookup each
+    parts.append(np.array(found, dtype=np.int32))
     parts.append(catalog.tombstones)
-    return np.unique(np.concatenate(parts))
+    if sum(len(p) for p in parts) > FEW_EXCLUDED:
+        return np.unique(np.concatenate(parts))
+    distinct = set().union(*(p.tolist() for p in parts))  # few: cheaper than np.unique
+    return np.array(sorted(distinct), dtype=np.int32)
 
 
 def _copy(state: UserState) -> UserState:

@@ -533,7 +533,10 @@ def ann_ratio(settings: Settings, world: World, n: int, seed: int, rounds: int) 
     ``ranking.candidates`` of the same users' query vectors, no filter), alternating
     rounds over the same ``n`` random users: the share of the ANN's pace that the rest of
     a request leaves. A recommendation is what the route runs without HTTP: the default
-    filter, ``Recommender.recommend`` and the response's JSON."""
+    filter, ``Recommender.recommend`` and the response's JSON. The ratio is against
+    ``FeatureStore.search_items`` (hits as tuples); the same queries returning arrays
+    (``search_item_rows``, what a recommendation asks) are timed too and reported beside
+    it."""
     store = FeatureStore.open(settings)
     try:
         item_filter = build_item_filter(settings, None, None, True)
@@ -559,32 +562,48 @@ def ann_ratio(settings: Settings, world: World, n: int, seed: int, rounds: int) 
             for v in vectors:
                 store.search_items(catalog.version, v, n_cand)
 
+        def ann_rows() -> None:
+            for v in vectors:
+                store.search_item_rows(catalog.version, v, n_cand)
+
         def recommend() -> None:
             for u in users:
                 result = rec.recommend(u, 10, item_filter=item_filter)
                 encode_recommendations(result, "r")
 
-        per_s: dict[str, list[float]] = {"ann": [], "recommend": []}
+        per_s: dict[str, list[float]] = {"ann": [], "ann_rows": [], "recommend": []}
         for _ in range(rounds):
-            for name, fn in (("ann", ann), ("recommend", recommend)):
+            for name, fn in (("ann", ann), ("recommend", recommend), ("ann_rows", ann_rows)):
                 t0 = time.perf_counter()
                 fn()
                 per_s[name].append(n / (time.perf_counter() - t0))
     finally:
         store.close()
+    return _ratio_summary(per_s, n, n_cand, rounds)
+
+
+def _ratio_summary(
+    per_s: dict[str, list[float]], n: int, n_cand: int, rounds: int
+) -> dict[str, float]:
+    """``ann_ratio``'s medians over the rounds, printed and returned."""
     ann_s = statistics.median(per_s["ann"])
+    rows_s = statistics.median(per_s["ann_rows"])
     rec_s = statistics.median(per_s["recommend"])
     ratios = [r / a for r, a in zip(per_s["recommend"], per_s["ann"], strict=True)]
+    vs_rows = [r / a for r, a in zip(per_s["recommend"], per_s["ann_rows"], strict=True)]
     load = os.getloadavg()[0]
     print(
         f"\nin-process, {n} random users, {rounds} alternating rounds (load average {load:.1f}): "
         f"bare ANN top-{n_cand} {ann_s:,.0f}/s, recommend + JSON {rec_s:,.0f}/s; "
-        f"ratio {statistics.median(ratios):.3f} (rounds {min(ratios):.3f}-{max(ratios):.3f})"
+        f"ratio {statistics.median(ratios):.3f} (rounds {min(ratios):.3f}-{max(ratios):.3f}); "
+        f"bare ANN as arrays {rows_s:,.0f}/s, ratio to it {statistics.median(vs_rows):.3f}"
     )
     return {
         "ann_per_s": ann_s,
+        "ann_rows_per_s": rows_s,
         "recommend_per_s": rec_s,
         "ratio": statistics.median(ratios),
+        "ratio_to_rows": statistics.median(vs_rows),
         "load_average": load,
     }
 
@@ -677,6 +696,10 @@ def profile_recommend(
             (
                 f"  store.search_items ({s.ranking.candidates}, no filter)",
                 lambda u: store.search_items(catalog.version, vectors[u], s.ranking.candidates),
+            ),
+            (
+                f"  store.search_item_rows ({s.ranking.candidates}, no filter)",
+                lambda u: store.search_item_rows(catalog.version, vectors[u], s.ranking.candidates),
             ),
             (
                 f"  store.search_items ({n_cand}, 5,000 excluded: has-id)",

@@ -43,6 +43,9 @@ class Catalog:
     """(n_items, n_categories) multi-hot, for vectorised category features."""
     available: np.ndarray = field(init=False)
     """(n_items,) bool: the ``available`` payload flag at load time (missing: True)."""
+    all_available: bool = field(init=False)
+    """Every item is available: an ``available_only`` filter drops nothing (read per
+    request, so computed once here)."""
     tombstones: np.ndarray = field(init=False)
     """Rows no request may return (placeholders, see ``core.items.TOMBSTONE``)."""
     covisit: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False)
@@ -68,6 +71,7 @@ class Catalog:
         self.available = np.array(
             [it.extra.get("available", True) is not False for it in self.items], dtype=bool
         )
+        self.all_available = bool(self.available.all())
         self.covisit = {}
         for i, it in enumerate(self.items):
             pairs = [

@@ -37,7 +37,7 @@ which the fold grants only after ``fold.trending_min_users`` distinct users.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -53,6 +53,9 @@ RECENT_ITEMS_COMPARED = 5
 MAX_REASONS = 2
 # A term must add at least this much to the score to be named as a reason.
 REASON_MIN_CONTRIBUTION = 0.03
+MEDIAN_SORT_BELOW = 64
+"""``median_rows`` sorts rows up to this long (a shortlist) and partitions longer ones
+(the candidates): the faster of the two at each length, same values."""
 
 # Terms whose reason says the item is similar to one of the user's picks.
 _SIMILAR_TO_A_PICK = frozenset({"recent", "session"})
@@ -159,6 +162,20 @@ def has_realtime_vector(state: UserState | None, min_realtime_mass: float) -> bo
     return 0.0 < norm2 < math.inf
 
 
+Picks = Callable[[list[int]], list[int | None]]
+"""For the candidates at the given positions, the recent item (index into
+``state.recent``) behind a term's value: computed for the shortlist only, the only
+items a reason is written for."""
+
+
+def _no_picks(at: list[int]) -> list[int | None]:
+    return [None] * len(at)
+
+
+def _listed(src: Sequence[int | None]) -> Picks:
+    return lambda at: [src[i] for i in at]
+
+
 def rerank(
     candidates: Sequence[tuple[int, float]],
     catalog: Catalog,
@@ -177,83 +194,168 @@ def rerank(
     row_list, ann_list = zip(*candidates, strict=True)
     rows = np.array(row_list, dtype=np.int64)
     ann = np.array(ann_list, dtype=np.float32)
-    vecs = catalog.vectors[rows]
-
-    category = _category_scores(rows, catalog, state)
-    recent, recent_src = _recent_similarity(vecs, catalog, state, now, params)
-    covisit, covisit_src = covisit_scores(rows, catalog, state, now, params)
-    session, session_src = (
-        session_scores(vecs, catalog, state, params)
-        if params.weight_session
-        else (None, [None] * len(rows))
+    return rerank_rows(
+        rows, ann, catalog, state, trending, params, now, realtime_weight, k, sequence_model
     )
-    sequence, sequence_src = (
-        sequence_scores(rows, catalog, state, sequence_model, now)
-        if params.weight_sequence and sequence_model is not None
-        else (None, [None] * len(rows))
-    )
-    trend = _lookup(trending, rows)
-    popularity = np.maximum(catalog.popularity[rows], trend)
 
-    contrib = {
-        "ann": params.weight_ann * ann,
-        "category": params.weight_category * category,
-        "recent": params.weight_recent * recent,
-        "popularity": params.weight_popularity * popularity,
-    }
-    if params.weight_covisit:
-        contrib["covisit"] = params.weight_covisit * covisit
-    if params.weight_new_item:
-        contrib["new"] = params.weight_new_item * (catalog.popularity[rows] <= 0).astype(np.float32)
-    if session is not None:
-        contrib["session"] = params.weight_session * session
-    if sequence is not None:
-        contrib["sequence"] = params.weight_sequence * sequence
-    total = sum(contrib.values())
-    top = np.argsort(-total, kind="stable")[:k]
-    names = list(contrib)
-    stacked = np.stack(list(contrib.values()))  # (terms, candidates)
+
+def rerank_rows(
+    rows: np.ndarray,
+    ann: np.ndarray,
+    catalog: Catalog,
+    state: UserState | None,
+    trending: Mapping[int, float],
+    params: RankParams,
+    now: float,
+    realtime_weight: float,
+    k: int,
+    sequence_model: SessionModel | None = None,
+) -> list[Ranked]:
+    """``rerank`` of candidates given as arrays: ``rows`` (int64 catalogue rows) and
+    ``ann`` (float32 ANN scores), as the request path holds them."""
+    if not len(rows):
+        return []
+    names, stacked, computed, picks, trend = _contributions(
+        rows, ann, catalog, state, trending, params, now, sequence_model
+    )
+    total = sum(list(stacked))  # term by term, in the listed order
+    top = (-total).argsort(kind="stable")[:k]
     # What lifted an item above a typical candidate, and where it stands out among the
-    # shortlist it competes with for the list (one median per term over each set).
+    # shortlist it competes with for the list (one median per term over each set; a
+    # term not computed is 0 for every candidate, and so is its median).
+    typical = np.zeros(len(names), dtype=np.float32)
+    typical[computed] = median_rows(stacked[computed])
     shortlist = stacked[:, top]
     values = shortlist.T.astype(np.float64)  # the differences in Python's float precision
-    lifts = (values - median_rows(stacked)).tolist()
-    standouts = (values - median_rows(shortlist)).tolist()
-
+    lifts = values - typical
+    standouts = values - median_rows(shortlist)
+    eligible = (values >= REASON_MIN_CONTRIBUTION) & (lifts > 0)
+    at = top.tolist()
+    sources = {name: fn(at) for name, fn in picks.items()}
+    top_rows = rows[top].tolist()
+    top_total = total[top].tolist()
+    top_trend = trend[top].tolist()
     out = []
-    for i, term_values, lift, standout in zip(
-        top.tolist(), values.tolist(), lifts, standouts, strict=True
+    for j, (term_values, lift, standout, ok) in enumerate(
+        zip(values.tolist(), lifts.tolist(), standouts.tolist(), eligible.tolist(), strict=True)
     ):
-        terms = dict(zip(names, term_values, strict=True))
-        r = Ranked(int(rows[i]), float(total[i]), terms)
+        row = top_rows[j]
+        r = Ranked(row, top_total[j], dict(zip(names, term_values, strict=True)))
         r.reasons = _reasons(
-            terms,
-            (dict(zip(names, lift, strict=True)), dict(zip(names, standout, strict=True))),
-            int(rows[i]),
+            names,
+            [t for t, yes in enumerate(ok) if yes],
+            (lift, standout),
+            (sources, j),
+            row,
             catalog,
             state,
-            recent_src[i],
-            trend[i],
+            top_trend[j],
             now,
             realtime_weight,
-            covisit_src[i],
-            session_src[i],
-            sequence_src[i],
         )
         out.append(r)
     return out
 
 
+def _term_names(params: RankParams, sequence_model: SessionModel | None) -> list[str]:
+    """The re-rank's terms, in the order the score adds them and the breakdown lists them."""
+    names = ["ann", "category", "recent", "popularity"]
+    names += [
+        name
+        for name, on in (
+            ("covisit", params.weight_covisit),
+            ("new", params.weight_new_item),
+            ("session", params.weight_session),
+            ("sequence", params.weight_sequence and sequence_model is not None),
+        )
+        if on
+    ]
+    return names
+
+
+def _contributions(
+    rows: np.ndarray,
+    ann: np.ndarray,
+    catalog: Catalog,
+    state: UserState | None,
+    trending: Mapping[int, float],
+    params: RankParams,
+    now: float,
+    sequence_model: SessionModel | None,
+) -> tuple[list[str], np.ndarray, list[int], dict[str, Picks], np.ndarray]:
+    """The terms' names and their weighted contributions, (terms, candidates) float32;
+    the rows of the terms computed (the others are 0 for every candidate: a term turned
+    off by a weight of 0, co-visitation without lists or recent items, "new" among no
+    new items); the picks behind the terms that name one; the trending scores."""
+    names = _term_names(params, sequence_model)
+    out = np.zeros((len(names), len(rows)), dtype=np.float32)
+    term = {name: out[i] for i, name in enumerate(names)}
+    zero: set[str] = set()
+    vecs = catalog.vectors.take(rows, axis=0)  # (the method: no wrapper, same rows)
+    popularity = catalog.popularity[rows]
+    trend = _lookup(trending, rows)
+    picks: dict[str, Picks] = {}
+    has_recent = state is not None and bool(state.recent)
+    np.multiply(params.weight_ann, ann, out=term["ann"])
+    if _off(params.weight_category):
+        zero.add("category")
+    else:
+        category = _category_scores(rows, catalog, state)
+        np.multiply(params.weight_category, category, out=term["category"])
+    if _off(params.weight_recent):
+        zero.add("recent")
+    else:
+        recent, recent_src = _recent_similarity(vecs, catalog, state, now, params)
+        np.multiply(params.weight_recent, recent, out=term["recent"])
+        picks["recent"] = _listed(recent_src)
+    np.multiply(params.weight_popularity, np.maximum(popularity, trend), out=term["popularity"])
+    if "covisit" in term:
+        if params.weight_covisit > 0 and not (has_recent and catalog.covisit):
+            zero.add("covisit")  # covisit_scores would give zeros
+        else:
+            covisit, covisit_src = covisit_scores(rows, catalog, state, now, params)
+            np.multiply(params.weight_covisit, covisit, out=term["covisit"])
+            picks["covisit"] = _listed(covisit_src)
+    if "new" in term:
+        new = popularity <= 0
+        if params.weight_new_item > 0 and not new.any():
+            zero.add("new")
+        else:
+            np.multiply(params.weight_new_item, new, out=term["new"])
+    if "session" in term:
+        session, picks["session"] = session_scores(vecs, catalog, state, params)
+        np.multiply(params.weight_session, session, out=term["session"])
+    if "sequence" in term:
+        assert sequence_model is not None  # _term_names lists it only with one
+        sequence, sequence_src = sequence_scores(rows, catalog, state, sequence_model, now)
+        np.multiply(params.weight_sequence, sequence, out=term["sequence"])
+        picks["sequence"] = _listed(sequence_src)
+    computed = [i for i, name in enumerate(names) if name not in zero]
+    return names, out, computed, picks, trend
+
+
+def _off(weight: float) -> bool:
+    """A weight of +0 turns a term off: its contributions are all +0 (as ``0 * value``
+    for the term's values, which are never negative), so it is not computed."""
+    return weight == 0.0 and math.copysign(1.0, weight) > 0
+
+
 def median_rows(a: np.ndarray) -> np.ndarray:
-    """``np.median(a, axis=1)`` for a 2-d array without NaNs, with the same values (one
-    partition, the middle element or the mean of the middle two) in under half its time
-    on a (8, 300) array: a request takes three medians."""
+    """``np.median(a, axis=1)`` for a 2-d array without NaNs, with the same values (the
+    middle element or the mean of the middle two) in a fraction of its time: one
+    partition at the middle, the element before it being the largest of the smaller
+    half (a request takes three medians, on up to (20, 300) arrays)."""
     n = a.shape[1]
     h = n // 2
+    if n <= MEDIAN_SORT_BELOW:  # a short row: sorting it is cheaper than partitioning
+        ordered = np.sort(a, axis=1)
+        return ordered[:, h] if n % 2 else (ordered[:, h - 1] + ordered[:, h]) / 2
+    part: np.ndarray = np.array(a, order="C")  # a copy in row order (a may be a transpose)
+    part.partition(h, axis=1)  # the middle element in place, the smaller ones before it
     if n % 2:
-        return np.partition(a, h, axis=1)[:, h]
-    part = np.partition(a, (h - 1, h), axis=1)
-    return (part[:, h - 1] + part[:, h]) / 2
+        return part[:, h]
+    mean: np.ndarray = (part[:, :h].max(axis=1) + part[:, h]) / 2
+    return mean
 
 
 def _category_scores(rows: np.ndarray, catalog: Catalog, state: UserState | None) -> np.ndarray:
@@ -318,7 +420,7 @@ def _lookup(scores: Mapping[int, float], rows: np.ndarray) -> np.ndarray:
 
 def session_scores(
     vecs: np.ndarray, catalog: Catalog, state: UserState | None, params: RankParams
-) -> tuple[np.ndarray, list[int | None]]:
+) -> tuple[np.ndarray, Picks]:
     """Per candidate: cosine to the user head applied to the recent items pooled with
     weights g^(n-1-j) (position only); and, for the reason, the recent item (index into
     ``state.recent``) that pulls it most: weight x (its cosine to the pick + how much
@@ -326,17 +428,29 @@ def session_scores(
     close to does not get named for all of them."""
     n = len(vecs)
     if state is None or not state.recent:
-        return np.zeros(n, dtype=np.float32), [None] * n
-    known = [j for j, r in enumerate(state.recent) if r.item_id in catalog.index]
+        return np.zeros(n, dtype=np.float32), _no_picks
+    known: list[int] = []  # the picks the catalogue holds: index in state.recent
+    known_rows: list[int] = []
+    for j, r in enumerate(state.recent):
+        if (row := catalog.index.get(r.item_id)) is not None:
+            known.append(j)
+            known_rows.append(row)
     if not known:
-        return np.zeros(n, dtype=np.float32), [None] * n
-    rvecs = catalog.vectors[[catalog.index[state.recent[j].item_id] for j in known]]
+        return np.zeros(n, dtype=np.float32), _no_picks
+    rvecs = catalog.vectors.take(known_rows, axis=0)
     w = params.session_position_decay ** np.arange(len(known) - 1, -1, -1, dtype=np.float32)
     user = catalog.head.apply((w[:, None] * rvecs).sum(axis=0))
+    values = (vecs @ user).astype(np.float32, copy=False)
+    if len(known) == 1:
+        return values, lambda at: [known[0]] * len(at)  # the one pick pulls every item
     cos = vecs @ rvecs.T  # (n, recent)
-    pull = (2.0 * cos - median_rows(cos.T)) * w
-    src: list[int | None] = np.array(known)[pull.argmax(axis=1)].tolist()
-    return (vecs @ user).astype(np.float32), src
+    median = median_rows(cos.T)
+
+    def picks(at: list[int]) -> list[int | None]:
+        pull = (2.0 * cos[at] - median) * w
+        return [known[i] for i in pull.argmax(axis=1).tolist()]
+
+    return values, picks
 
 
 def sequence_scores(
@@ -446,41 +560,35 @@ def covisit_neighbours(
 
 
 def _reasons(
-    terms: dict[str, float],
-    lifts: tuple[dict[str, float], dict[str, float]],
+    names: list[str],
+    eligible: list[int],
+    lifts: tuple[list[float], list[float]],
+    sources: tuple[Mapping[str, list[int | None]], int],
     row: int,
     catalog: Catalog,
     state: UserState | None,
-    recent_src: int | None,
     trend: float,
     now: float,
     realtime_weight: float,
-    covisit_src: int | None = None,
-    session_src: int | None = None,
-    sequence_src: int | None = None,
 ) -> list[str]:
-    """The item's one or two strongest reasons (module docstring): ``lifts`` holds each
-    term's value over the median candidate's and over the shortlist's median."""
+    """The item's one or two strongest reasons (module docstring). ``eligible``: the
+    positions in ``names`` of the terms that add at least ``REASON_MIN_CONTRIBUTION``
+    and lift the item over the median candidate; ``lifts``: each term's value over the
+    median candidate's and over the shortlist's median, by position; ``sources``: the
+    picks behind the terms that name one, for the shortlist, and the item's place in it."""
     lift, standout = lifts
-    sources = {
-        "recent": recent_src,
-        "covisit": covisit_src,
-        "session": session_src,
-        "sequence": sequence_src,
-    }
-    eligible = sorted(
-        (n for n, v in terms.items() if v >= REASON_MIN_CONTRIBUTION and lift[n] > 0),
-        key=lambda n: (-standout[n], -lift[n]),
-    )
-    if eligible and standout[eligible[0]] <= 0:
+    picks, at = sources
+    order = sorted(eligible, key=lambda t: (-standout[t], -lift[t])) if eligible[1:] else eligible
+    if order and standout[order[0]] <= 0:
         # Typical of the shortlist on every term: name what lifted it most.
-        eligible = [max(eligible, key=lambda n: lift[n])]
+        order = [max(order, key=lambda t: lift[t])]
     chosen: list[str] = []
     alike: set[int | None] = set()  # picks already named for being similar to the item
-    for name in eligible:
-        if len(chosen) == MAX_REASONS or (chosen and standout[name] <= 0):
+    for t in order:
+        if len(chosen) == MAX_REASONS or (chosen and standout[t] <= 0):
             break
-        src = sources.get(name)
+        name = names[t]
+        src = picks[name][at] if name in picks else None
         if name in _SIMILAR_TO_A_PICK and src in alike:
             continue  # "because you viewed X" and "in line with X" say the same thing
         text = _reason_text(name, row, catalog, state, src, trend, now, realtime_weight)
@@ -510,15 +618,17 @@ def _reason_text(
             return None
         r = state.recent[src]
         title = catalog.title(r.item_id)
+        if name == "sequence":
+            return f"likely next after your recent picks, like {title}"
+        if name == "session" and len(state.recent) > 1:
+            return f"in line with your recent picks, like {title}"
         verb = _VERBS.get(r.event_type, "interacted with")
-        return {
-            "recent": f"because you {verb} {title} {ago(now - r.ts)}",
-            "covisit": f"often picked with {title}, which you {verb} {ago(now - r.ts)}",
-            "session": f"in line with your recent picks, like {title}"
-            if len(state.recent) > 1
-            else f"in line with {title}, which you {verb} {ago(now - r.ts)}",
-            "sequence": f"likely next after your recent picks, like {title}",
-        }[name]
+        when = ago(now - r.ts)
+        if name == "recent":
+            return f"because you {verb} {title} {when}"
+        if name == "covisit":
+            return f"often picked with {title}, which you {verb} {when}"
+        return f"in line with {title}, which you {verb} {when}"
     if name == "category":
         return _category_reason(row, catalog, state) if state is not None else None
     if name == "ann":

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Histogram
 from api.deps import ResourcesDep, require_read
 from api.impressions import ImpressionLog
 from api.params import CategoryFilter, UserId, checked_categories
-from api.responses import Recommendations, encode_recommendations, score_terms
+from api.responses import Recommendations, encode_recommendations, shown_score
 from api.service import Result
 from core.settings import Settings
 from featurestore.backend import ItemFilter
@@ -164,7 +164,7 @@ def _log_impression(impressions: ImpressionLog, request_id: str, result: Result)
         request_id,
         result.user_id,
         [items[r.row].item_id for r in result.items],
-        [score_terms(r)[0] for r in result.items],  # the scores the response shows
+        [shown_score(r) for r in result.items],  # the scores the response shows
         result.catalog.version,
         result.variant,
         result.strategy,
