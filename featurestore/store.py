@@ -376,13 +376,7 @@ class FeatureStore:
     ) -> list[tuple[int, float]]:
         """ANN candidates as (catalogue row, dot-product score), best first; the filter is
         applied by the engine during the search."""
-        hits = self.backend.search(
-            col.items_collection(version),
-            vector.tolist(),
-            limit,
-            exclude_ids=[r + 1 for r in exclude_rows],
-            item_filter=item_filter or None,
-        )
+        hits = self._search(version, vector, limit, exclude_rows, item_filter)
         return [(i - 1, score) for i, score in hits]
 
     def search_item_rows(
@@ -395,17 +389,28 @@ class FeatureStore:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``search_items`` as two arrays, the form the re-rank reads: catalogue rows
         (int64) and their scores (float32, the engine's own precision), best first."""
-        hits = self.backend.search(
+        hits = self._search(version, vector, limit, exclude_rows, item_filter)
+        if not hits:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        ids, scores = zip(*hits, strict=True)
+        return np.array(ids, dtype=np.int64) - 1, np.array(scores, dtype=np.float32)
+
+    def _search(
+        self,
+        version: str,
+        vector: np.ndarray,
+        limit: int,
+        exclude_rows: Sequence[int],
+        item_filter: ItemFilter | None,
+    ) -> list[tuple[int, float]]:
+        """The engine's hits: (point id = catalogue row + 1, score)."""
+        return self.backend.search(
             col.items_collection(version),
             vector.tolist(),
             limit,
             exclude_ids=[r + 1 for r in exclude_rows],
             item_filter=item_filter or None,
         )
-        if not hits:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        ids, scores = zip(*hits, strict=True)
-        return np.array(ids, dtype=np.int64) - 1, np.array(scores, dtype=np.float32)
 
     # --- users --------------------------------------------------------------
 
