@@ -69,7 +69,9 @@ from featurestore.store import FeatureStore
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-V = TypeVar("V")
+
+Parsed = Accepted | Erasure
+"""What the stateful steps fold: an event, or a user's erasure marker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,7 @@ def build_flow(
     ttl = settings.dataflow.state_ttl_seconds
     topic = settings.kafka.events_topic
     shard = shard_keys(settings.dataflow.state_shards)
-    by_user: Stream[tuple[str, list[Accepted | Erasure]]] = op.flat_map_batch(
+    by_user: Stream[tuple[str, dict[str, list[Parsed]]]] = op.flat_map_batch(
         "by_user", batches, _Shard(shard, folders.users.key)
     )
     users = ShardState.builder(folders.users, ttl, topic)
@@ -154,7 +156,7 @@ def build_flow(
 
     # events count for their item; users' erasure markers do not
     by_item = cast(
-        Stream[tuple[str, list[Accepted]]],
+        Stream[tuple[str, dict[str, list[Accepted]]]],
         op.flat_map_batch("by_item", batches, _Shard(shard, folders.items.key, Accepted)),
     )
     counts = ShardState.builder(folders.items, ttl, topic, settings.dataflow.trend_emit_seconds)
@@ -190,7 +192,7 @@ def _item_valid(x: ItemMessage | Rejected) -> TypeGuard[ItemMessage]:
 class _Batch:
     """A micro-batch's events and erasure markers, in partition order."""
 
-    values: list[Accepted | Erasure]
+    values: list[Parsed]
 
 
 class _Split:
@@ -198,7 +200,7 @@ class _Split:
     the rest as one ``_Batch``. Bytewax's cost is per item it moves (~1 us per step), so
     the events travel to the folds in one item per batch and shard, not one per event."""
 
-    def __init__(self, parse: Callable[[list[Message]], list[Accepted | Erasure | Rejected]]):
+    def __init__(self, parse: Callable[[list[Message]], list[Parsed | Rejected]]):
         self._parse = parse
 
     def __call__(self, msgs: list[Message]) -> list[_Batch | Rejected]:
@@ -211,8 +213,10 @@ class _Split:
 
 
 class _Shard:
-    """Micro-batches -> (the Bytewax key of a shard, its values in order), one per shard
-    the batches touch; with ``only``, the values of that class only."""
+    """Micro-batches -> (the Bytewax key of a shard, its values by key, each key's in
+    order), one per shard the batches touch; with ``only``, the values of that class
+    only. Each value's key is computed here once: ``ShardState`` takes the groups as
+    they are."""
 
     def __init__(
         self, shard: Callable[[str], str], key: Callable[[Any], str], only: type | None = None
@@ -221,19 +225,22 @@ class _Shard:
         self._key = key
         self._only = only
 
-    def __call__(self, batches: list[_Batch]) -> list[tuple[str, list[V]]]:
-        shard, key, only = self._shard, self._key, self._only
-        chunks: dict[str, list[V]] = {}
+    def __call__(self, batches: list[_Batch]) -> list[tuple[str, dict[str, list[Parsed]]]]:
+        shard, key_of, only = self._shard, self._key, self._only
+        chunks: dict[str, dict[str, list[Parsed]]] = {}
         for b in batches:
             for v in b.values:
                 if only is not None and v.__class__ is not only:
                     continue
-                s = shard(key(v))
-                chunk = chunks.get(s)
-                if chunk is None:
-                    chunks[s] = [v]  # type: ignore[list-item]
+                k = key_of(v)
+                s = shard(k)
+                groups = chunks.get(s)
+                if groups is None:
+                    chunks[s] = {k: [v]}
+                elif (g := groups.get(k)) is None:
+                    groups[k] = [v]
                 else:
-                    chunk.append(v)  # type: ignore[arg-type]
+                    g.append(v)
         return list(chunks.items())
 
 

@@ -110,7 +110,9 @@ def shard_keys(shards: int) -> Callable[[str], str]:
     return shard
 
 
-class ShardState(StatefulBatchLogic[list[V], tuple[str, S | Rejected], bytes], Generic[S, V]):
+class ShardState(
+    StatefulBatchLogic[dict[str, list[V]], tuple[str, S | Rejected], bytes], Generic[S, V]
+):
     """Bytewax logic for one shard: fold each key's part of a micro-batch, emit
     ``(key, new state)``, forget a key after ``ttl`` seconds without events; replace its
     state when the folder returns ``KeyErased``.
@@ -177,19 +179,19 @@ class ShardState(StatefulBatchLogic[list[V], tuple[str, S | Rejected], bytes], G
         """The keys' states in memory (read-only use: tests, diagnostics)."""
         return dict(self._held)
 
-    def on_batch(self, chunks: list[list[V]]) -> tuple[list[tuple[str, S | Rejected]], bool]:
-        """``chunks``: the shard's values, in order, in the lists the flow sent them in
-        (one per micro-batch of the source)."""
-        key_of = self._folder.key
+    def on_batch(
+        self, chunks: list[dict[str, list[V]]]
+    ) -> tuple[list[tuple[str, S | Rejected]], bool]:
+        """``chunks``: the shard's values by key (``Folder.key``), each key's in order, as
+        the flow sent them (one per micro-batch of the source)."""
         groups: dict[str, list[V]] = {}
         for chunk in chunks:
-            for v in chunk:
-                k = key_of(v)
+            for k, vs in chunk.items():
                 g = groups.get(k)
                 if g is None:
-                    groups[k] = [v]
+                    groups[k] = vs
                 else:
-                    g.append(v)
+                    g.extend(vs)
         held = self._held
         now = time.time()
         missing = [k for k in groups if k not in held]

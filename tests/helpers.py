@@ -172,3 +172,21 @@ def publish_slice_model(tmp: Path, settings: Settings) -> None:
         publish_model_dir(store, version_dir)
     finally:
         store.close()
+
+
+def by_user(*values):
+    """Events (or erasure markers) grouped by user, in order: one chunk of a shard's
+    micro-batch as the flow hands it to ``ShardState.on_batch``."""
+    return _grouped(lambda v: v.event.user_id, values)
+
+
+def by_item(*values):
+    """Events grouped by item, as ``by_user`` (the trends' shards)."""
+    return _grouped(lambda v: v.event.item_id, values)
+
+
+def _grouped(key, values):
+    groups: dict = {}
+    for v in values:
+        groups.setdefault(key(v), []).append(v)
+    return groups

@@ -34,7 +34,7 @@ from infra.broker import free_port
 from infra.cli import app as cli
 from infra.process import serve_in_thread
 from infra.serve import build_app
-from tests.helpers import isolated_settings, publish, wait_for
+from tests.helpers import by_user, isolated_settings, publish, wait_for
 from tests.test_flow_logic import CATALOG, SETTINGS, T0, Out, Stored, ev, message
 
 
@@ -120,7 +120,7 @@ def test_the_empty_state_held_after_an_erasure_is_never_written():
     settings = SETTINGS.with_values(model_migrate_seconds=0.01)
     catalogs = CatalogProvider(lambda: "v1", lambda version: CATALOG)
     logic = ShardState.builder(UserFolder(settings, Stored(), catalogs), ttl=60.0, topic="e")(None)
-    out, retain = logic.on_batch([[Erasure(ErasureMarker("ann", T0), 0, 3, T0)]])
+    out, retain = logic.on_batch([by_user(Erasure(ErasureMarker("ann", T0), 0, 3, T0))])
     assert [type(s) for _, s in out] == [UserErased] and retain == StatefulBatchLogic.RETAIN
     time.sleep(0.05)
     assert logic.on_notify() == ([], StatefulBatchLogic.RETAIN)

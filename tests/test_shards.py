@@ -18,7 +18,7 @@ from dataflow.parsing import Accepted
 from dataflow.shards import ShardState, shard_keys
 from dataflow.trends import TrendFolder
 from dataflow.users import UserFolder
-from tests.helpers import make_model
+from tests.helpers import by_item, by_user, make_model
 from tests.test_flow_logic import CATALOG, SETTINGS, T0, Stored
 
 
@@ -60,13 +60,15 @@ def test_a_batch_of_new_users_is_read_from_the_store_in_one_read():
     ann = UserState("ann", model_version="v1", offsets={0: 5}, event_count=3)
     stored = CountingStored(users={"ann": ann})
     logic = ShardState.builder(UserFolder(SETTINGS, stored, v1()), ttl=60.0, topic="e")(None)
-    out, retain = logic.on_batch([[acc("ann", "i1", 4), acc("ann", "i2", 6), acc("bob", "i1", 7)]])
+    out, retain = logic.on_batch(
+        [by_user(acc("ann", "i1", 4), acc("ann", "i2", 6), acc("bob", "i1", 7))]
+    )
     assert retain == StatefulBatchLogic.RETAIN
     assert stored.reads == {"users": 1, "erasures": 1}  # bob is new: one look for an erasure
     states = dict(out)
     assert states["ann"].event_count == 4 and states["ann"].offsets == {0: 6}  # 4 was applied
     assert states["bob"].event_count == 1
-    logic.on_batch([[acc("ann", "i3", 8), acc("bob", "i3", 9)]])
+    logic.on_batch([by_user(acc("ann", "i3", 8), acc("bob", "i3", 9))])
     assert stored.reads == {"users": 1, "erasures": 1}  # held: no read
     assert logic.snapshot() == b""  # every change was emitted: the store has it all
 
@@ -74,14 +76,14 @@ def test_a_batch_of_new_users_is_read_from_the_store_in_one_read():
 def test_idle_keys_leave_memory_and_come_back_from_the_store():
     stored = CountingStored()
     logic = ShardState.builder(UserFolder(SETTINGS, stored, v1()), ttl=0.05, topic="e")(None)
-    (_, ann), *_ = logic.on_batch([[acc("ann", "i1", 1)]])[0]
+    (_, ann), *_ = logic.on_batch([by_user(acc("ann", "i1", 1))])[0]
     stored.users["ann"] = UserState.from_snapshot(ann.to_snapshot())  # the sink's write
     time.sleep(0.08)
     out, retain = logic.on_notify()
     assert out == [] and retain == StatefulBatchLogic.DISCARD and logic.held == {}
     # the shard is rebuilt for its next batch; the user continues from the store
     logic = ShardState.builder(UserFolder(SETTINGS, stored, v1()), ttl=0.05, topic="e")(None)
-    out, _ = logic.on_batch([[acc("ann", "i1", 1), acc("ann", "i2", 2)]])  # 1 is a replay
+    out, _ = logic.on_batch([by_user(acc("ann", "i1", 1), acc("ann", "i2", 2))])  # 1 is a replay
     ((_, again),) = out
     assert again.event_count == 2 and [r.item_id for r in again.recent] == ["i1", "i2"]
 
@@ -92,9 +94,9 @@ def test_a_state_held_back_by_emit_every_is_in_the_snapshot_until_written():
     it writes it."""
     items = TrendFolder(SETTINGS, Stored(), v1())
     logic = ShardState.builder(items, ttl=60.0, topic="e", emit_every=0.2)(None)
-    first, _ = logic.on_batch([[acc("ann", "i1", 1)]])
+    first, _ = logic.on_batch([by_item(acc("ann", "i1", 1))])
     assert [k for k, _ in first] == ["i1"] and logic.snapshot() == b""
-    held_back, _ = logic.on_batch([[acc("bob", "i1", 2)]])
+    held_back, _ = logic.on_batch([by_item(acc("bob", "i1", 2))])
     assert held_back == []
     snapshot = logic.snapshot()
     assert snapshot != b""
@@ -116,7 +118,7 @@ def test_a_model_switch_moves_every_held_user_once():
     settings = SETTINGS.with_values(model_migrate_seconds=0.01)
     folder = UserFolder(settings, Stored(), catalogs)
     logic = ShardState.builder(folder, ttl=60.0, topic="e")(None)
-    logic.on_batch([[acc(f"u{k}", f"i{k}", k) for k in range(5)]])
+    logic.on_batch([by_user(*(acc(f"u{k}", f"i{k}", k) for k in range(5)))])
     time.sleep(0.02)
     assert logic.on_notify()[0] == []  # no switch: nothing to move or write
     version[0] = "v2"
