@@ -130,57 +130,63 @@ def fold_events(
     params: FoldParams,
 ) -> UserState:
     """Apply one user's events (in partition order) to ``state`` at once: the state
-    ``fold_event`` reaches one event at a time, up to float rounding. All or nothing: if
-    it raises, ``state`` is unchanged.
+    ``fold_event`` reaches one event at a time, up to float rounding, whatever the batch
+    boundaries. All or nothing: if it raises, ``state`` is unchanged.
 
     The decayed vector sum does not depend on order (module docstring), so each event
     adds ``w * 2^(-(T - t) / half_life)`` of its item as of ``T``, the batch's latest
     time: one matrix product for the batch instead of two vector updates per event.
-    Categories (pruned below a threshold as they decay), sessions, recent items and seen
-    rows follow the events one by one, as in ``fold_event``."""
+    Categories are decayed when an event touches them and once at ``T`` for the rest
+    (``_CategoryFold``), not all of them at every event. Sessions follow the events one by
+    one; recent items and seen rows are appended at once when the events are in time
+    order."""
     if len(events) == 1:
         return fold_event(
             state, events[0], item_vectors[0], item_categories[0], params, row=rows[0]
         )
     half_life = params.half_life
     weights = params.weights
+    gap = params.session_gap
+    user_id = state.user_id
     start = state.last_ts
     end = max(start, max(e.ts for e in events))
-    session = (state.session_id, state.session_start, state.session_events)
-    recent = list(state.recent)
-    seen: list[int] = []
+    sid, s_start, s_count = state.session_id, state.session_start, state.session_events
     coeffs: list[float] = []
     known: list[np.ndarray] = []
-    cats = dict(state.categories)
+    cats = _CategoryFold(state.categories, start, half_life)
+    in_order = True
     unknown = 0
     last = start
-    for event, vector, categories, row in zip(
-        events, item_vectors, item_categories, rows, strict=True
-    ):
+    for event, vector, categories in zip(events, item_vectors, item_categories, strict=True):
         t = event.ts
-        w = weights[event.event_type]
-        if t >= last:
-            if last > -math.inf and t > last:
-                _decay_categories(cats, decay_factor(t - last, half_life))
-            session = _next_session(session, state.user_id, event, t - last, params.session_gap)
+        esid = event.session_id
+        if t >= last:  # the session rules of _next_session, inline: this runs per event
+            if esid is not None:
+                if esid != sid:
+                    sid, s_start, s_count = esid, t, 1
+                else:
+                    s_count += 1
+            elif sid is None or t - last > gap:
+                sid, s_start, s_count = f"{user_id}@{int(t)}", t, 1
+            else:
+                s_count += 1
             last = t
-            w_now = w
         else:
-            session = _late_in_session(session, event)
-            w_now = w * decay_factor(last - t, half_life)
+            in_order = False
+            sid, s_start, s_count = _late_in_session((sid, s_start, s_count), event)
+        w = weights[event.event_type]
         if vector is None:
             unknown += 1
         else:
             coeffs.append(w * 2.0 ** (-(end - t) / half_life))
             known.append(vector)
-        for category in categories:
-            cats[category] = cats.get(category, 0.0) + w_now
-        _remember(recent, RecentItem(event.item_id, t, event.event_type), params.recent_items)
-        if row is not None and params.seen_cap:
-            seen.append(row)
+        if categories:
+            cats.add(categories, w if t >= last else w * 2.0 ** (-(last - t) / half_life), last)
     add = None
     if known:
         add = np.asarray(coeffs, dtype=np.float32) @ np.asarray(known, dtype=np.float32)
+    categories_at_end = cats.at(end)
+    recent = _recent_after(state.recent, events, params.recent_items, in_order)
 
     # nothing below can fail on the events' account: commit
     if start > -math.inf and end > start:
@@ -195,11 +201,11 @@ def fold_events(
         else:
             state.vector += add
         state.mass += math.fsum(coeffs)
-    state.categories = cats
-    state.session_id, state.session_start, state.session_events = session
+    state.categories = categories_at_end
+    state.session_id, state.session_start, state.session_events = sid, s_start, s_count
     state.recent = recent
-    for row in seen:
-        _remember_row(state, row, params.seen_cap)
+    if params.seen_cap:
+        _remember_rows(state, rows, params.seen_cap)
     state.unknown_items += unknown
     state.event_count += len(events)
     return state
@@ -250,6 +256,87 @@ def _remember(recent: list[RecentItem], item: RecentItem, cap: int) -> None:
         bisect.insort(recent, item, key=lambda r: r.ts)
     if len(recent) > cap:
         del recent[: len(recent) - cap]
+
+
+class _CategoryFold:
+    """A user's category affinities through a batch, as ``fold_event`` leaves them one
+    event at a time: at each event later than the last, every affinity decays to its time
+    and the ones below ``_PRUNE`` are dropped (then the event's categories are added).
+    An affinity only decreases between two events that touch it, so it was dropped
+    somewhere in between iff it is below ``_PRUNE`` when next touched (or at the batch's
+    end), provided the clock moved since: each is decayed then, the untouched ones once
+    at the end."""
+
+    __slots__ = ("_before", "_half_life", "_start", "_touched")
+
+    def __init__(self, before: dict[str, float], start: float, half_life: float) -> None:
+        self._before = before
+        self._start = start
+        self._half_life = half_life
+        self._touched: dict[str, tuple[float, float]] = {}
+        """category -> (affinity as of a time, that time)"""
+
+    def add(self, categories: Sequence[str], weight: float, now: float) -> None:
+        """Add ``weight`` (as of ``now``, the latest event time so far) to each category."""
+        touched = self._touched
+        for c in categories:
+            got = touched.get(c)
+            value, ref = (self._before.get(c, 0.0), self._start) if got is None else got
+            if value and now > ref:
+                value *= 2.0 ** (-(now - ref) / self._half_life)
+                if value < _PRUNE:
+                    value = 0.0
+            touched[c] = (value + weight, now)
+
+    def at(self, end: float) -> dict[str, float]:
+        """The affinities once the batch's latest event, at ``end``, is folded."""
+        decayed = self._start > -math.inf and end > self._start
+        if not decayed and not self._touched:
+            return self._before
+        d = decay_factor(end - self._start, self._half_life) if decayed else 1.0
+        out = {}
+        for c, value in self._before.items():
+            if c not in self._touched and (not decayed or (value := value * d) >= _PRUNE):
+                out[c] = value
+        for c, (value, ref) in self._touched.items():
+            if end > ref:
+                value *= 2.0 ** (-(end - ref) / self._half_life)
+                if value < _PRUNE:
+                    continue
+            out[c] = value
+        return out
+
+
+def _recent_after(
+    recent: list[RecentItem], events: Sequence[ValidEvent], cap: int, in_order: bool
+) -> list[RecentItem]:
+    """The recent items ``_remember`` leaves after ``events``, one at a time. Events in
+    time order (none before the latest folded, so none before the latest kept) are all
+    appended: only the newest ``cap`` of them can stay."""
+    if in_order:
+        kept = [RecentItem(e.item_id, e.ts, e.event_type) for e in events[-cap:]]
+        return (recent + kept)[-cap:]
+    out = list(recent)
+    for e in events:
+        _remember(out, RecentItem(e.item_id, e.ts, e.event_type), cap)
+    return out
+
+
+def _remember_rows(state: UserState, rows: Sequence[int | None], cap: int) -> None:
+    """``_remember_row`` for each row in order (None: not in the catalogue), appended at
+    once while the list stays under the compaction's threshold."""
+    seen = state.seen_rows
+    prev = seen[-1] if seen else None
+    new: list[int] = []
+    for row in rows:
+        if row is not None and row != prev:
+            new.append(row)
+            prev = row
+    if len(seen) + len(new) <= cap + cap // 4:
+        seen.extend(new)
+        return
+    for row in new:
+        _remember_row(state, row, cap)
 
 
 def _remember_row(state: UserState, row: int, cap: int) -> None:

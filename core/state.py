@@ -27,8 +27,11 @@ _json = msgspec.json.Encoder().encode
 _pack = msgspec.msgpack.Encoder().encode
 
 
-@dataclass(slots=True)
-class RecentItem:
+class RecentItem(msgspec.Struct, array_like=True, gc=False):
+    """An item the user interacted with recently. A msgspec Struct: the fold builds one
+    per event, ~2.5x cheaper than a slotted dataclass; stored as the array
+    ``[item_id, ts, event_type]``, encoded and decoded without a tuple per item."""
+
     item_id: str
     ts: float
     event_type: str
@@ -87,7 +90,7 @@ class UserState:
                     has_vector=self.vector is not None,
                     last_ts=last,
                     categories=self.categories,
-                    recent=[(r.item_id, r.ts, r.event_type) for r in self.recent],
+                    recent=self.recent,
                     session=(self.session_id, self.session_start, self.session_events),
                     unknown_items=self.unknown_items,
                     offsets=self.offsets,
@@ -113,7 +116,7 @@ class UserState:
             mass=f.mass,
             last_ts=-math.inf if f.last_ts is None else f.last_ts,
             categories=f.categories,
-            recent=[RecentItem(i, t, e) for i, t, e in f.recent],
+            recent=f.recent,
             session_id=f.session[0],
             session_start=f.session[1],
             session_events=f.session[2],
@@ -135,7 +138,7 @@ class UserState:
                 self.mass,
                 self.last_ts,
                 self.categories,
-                [(r.item_id, r.ts, r.event_type) for r in self.recent],
+                self.recent,
                 self.session_id,
                 self.session_start,
                 self.session_events,
@@ -174,7 +177,7 @@ class UserState:
             mass,
             last,
             cats,
-            [RecentItem(i, t, e) for i, t, e in recent],
+            recent,
             sid,
             sstart,
             sev,
@@ -199,7 +202,7 @@ _UserFields = tuple[
     float,
     float,
     dict[str, float],
-    list[tuple[str, float, str]],
+    list[RecentItem],
     str | None,
     float,
     int,
@@ -218,7 +221,7 @@ class _Features(msgspec.Struct):
     has_vector: bool
     last_ts: float | None
     categories: dict[str, float]
-    recent: list[tuple[str, float, str]]
+    recent: list[RecentItem]
     session: tuple[str | None, float, int]
     unknown_items: int
     offsets: dict[int, int]

@@ -153,6 +153,16 @@ def test_a_user_state_stored_with_the_user_id_beside_its_features_still_reads(st
     assert got is not None and got.user_id == "u-7" and got.event_count == 3
 
 
+def test_recent_items_are_stored_as_arrays_and_states_written_so_before_read():
+    s = UserState("u-8", recent=[RecentItem("i1", 100.0, "view"), RecentItem("i2", 160.5, "click")])
+    features = msgspec.json.decode(s.to_payload()["features"])
+    assert features["recent"] == [["i1", 100.0, "view"], ["i2", 160.5, "click"]]
+    features["recent"] = [["i3", 90, "purchase"]]  # an integer time, as a JSON writer may leave it
+    got = UserState.from_payload({"features": msgspec.json.encode(features).decode()}, None)
+    assert got.recent == [RecentItem("i3", 90.0, "purchase")]
+    assert UserState.from_snapshot(s.to_snapshot()).recent == s.recent
+
+
 def test_point_ids_are_rfc_name_based_uuids():
     namespace = uuid.UUID("6f1c1d1e-8a0b-4c7e-9d55-3f0a2b7e4c10")
     for key in ("u1", "", "é-ü 42", "x" * 300):
