@@ -150,7 +150,7 @@ def fold_events(
     user_id = state.user_id
     start = state.last_ts
     end = max(start, max(e.ts for e in events))
-    sid, s_start, s_count = state.session_id, state.session_start, state.session_events
+    session = (state.session_id, state.session_start, state.session_events)
     coeffs: list[float] = []
     known: list[np.ndarray] = []
     cats = _CategoryFold(state.categories, start, half_life)
@@ -159,29 +159,22 @@ def fold_events(
     last = start
     for event, vector, categories in zip(events, item_vectors, item_categories, strict=True):
         t = event.ts
-        esid = event.session_id
-        if t >= last:  # the session rules of _next_session, inline: this runs per event
-            if esid is not None:
-                if esid != sid:
-                    sid, s_start, s_count = esid, t, 1
-                else:
-                    s_count += 1
-            elif sid is None or t - last > gap:
-                sid, s_start, s_count = f"{user_id}@{int(t)}", t, 1
-            else:
-                s_count += 1
+        w = weights[event.event_type]
+        if t >= last:
+            session = _next_session(session, user_id, event, t - last, gap)
             last = t
+            w_now = w
         else:
             in_order = False
-            sid, s_start, s_count = _late_in_session((sid, s_start, s_count), event)
-        w = weights[event.event_type]
+            session = _late_in_session(session, event)
+            w_now = w * decay_factor(last - t, half_life)
         if vector is None:
             unknown += 1
         else:
             coeffs.append(w * 2.0 ** (-(end - t) / half_life))
             known.append(vector)
         if categories:
-            cats.add(categories, w if t >= last else w * 2.0 ** (-(last - t) / half_life), last)
+            cats.add(categories, w_now, last)
     add = None
     if known:
         add = np.asarray(coeffs, dtype=np.float32) @ np.asarray(known, dtype=np.float32)
@@ -202,7 +195,7 @@ def fold_events(
             state.vector += add
         state.mass += math.fsum(coeffs)
     state.categories = categories_at_end
-    state.session_id, state.session_start, state.session_events = sid, s_start, s_count
+    state.session_id, state.session_start, state.session_events = session
     state.recent = recent
     if params.seen_cap:
         _remember_rows(state, rows, params.seen_cap)
