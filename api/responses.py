@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -123,25 +124,31 @@ class UserFeatures(BaseModel):
 _JSON = msgspec.json.Encoder()
 
 
-def encode_recommendations(result: Result, request_id: str, explain: bool = False) -> bytes:
+def encode_recommendations(
+    result: Result,
+    request_id: str,
+    explain: bool = False,
+    scores: Sequence[float] | None = None,
+) -> bytes:
     """The JSON of ``Recommendations.from_result(...)`` without ``None`` fields, built
     directly: the same keys in the same order and the same values, without a pydantic
-    model per item on the request path (the models stay the documented schema)."""
+    model per item on the request path (the models stay the documented schema).
+    ``scores``: the items' ``shown_score``s, when the caller computed them already."""
     cat = result.catalog
+    if scores is None:
+        scores = [shown_score(r) for r in result.items]
     items = []
-    for r in result.items:
+    for r, score in zip(result.items, scores, strict=True):
         item = cat.items[r.row]
         out = {
             "item_id": item.item_id,
-            "score": 0.0,
+            "score": score,
             "title": item.title,
             "categories": item.categories,
             "reasons": r.reasons,
         }
         if explain:
-            out["score"], out["score_breakdown"] = score_terms(r)
-        else:
-            out["score"] = shown_score(r)
+            out["score_breakdown"] = score_terms(r)[1]
         items.append(out)
     return _JSON.encode(
         {

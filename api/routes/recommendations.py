@@ -117,11 +117,12 @@ def build_router(settings: Settings) -> APIRouter:
         )
         result = await _timed(recommend, settings.embedded)
         request_id = request.state.request_id
+        scores = [shown_score(r) for r in result.items]  # logged and shown
         if resources.impressions is not None:
-            _log_impression(resources.impressions, request_id, result)
+            _log_impression(resources.impressions, request_id, result, scores)
         # Encoded here with msgspec: returning the model would make FastAPI validate it
         # again; ``Recommendations`` stays the documented schema of the same JSON.
-        body = encode_recommendations(result, request_id, explain)
+        body = encode_recommendations(result, request_id, explain, scores)
         return Response(body, media_type="application/json")
 
     return router
@@ -158,13 +159,15 @@ def build_item_filter(
     )
 
 
-def _log_impression(impressions: ImpressionLog, request_id: str, result: Result) -> None:
+def _log_impression(
+    impressions: ImpressionLog, request_id: str, result: Result, scores: list[float]
+) -> None:
     items = result.catalog.items
     impressions.log(
         request_id,
         result.user_id,
         [items[r.row].item_id for r in result.items],
-        [shown_score(r) for r in result.items],  # the scores the response shows
+        scores,  # the scores the response shows
         result.catalog.version,
         result.variant,
         result.strategy,
