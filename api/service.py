@@ -334,6 +334,8 @@ class Recommender:
     def trending(self, catalog: Catalog, now: float) -> dict[int, float]:
         """Catalogue row -> trending score in [0, 1]; refreshed at most once a second of
         request time (``now``), so a replay at event time sees what live serving saw."""
+        if not self.settings.fold.trending_enabled:
+            return {}  # counts kept before it was turned off are stale: not read
         at, version, rows = self._trending
         if version == catalog.version and 0.0 <= now - at < TRENDING_CACHE_SECONDS:
             _TRENDING_HIT.inc()

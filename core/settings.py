@@ -129,6 +129,14 @@ class FoldSettings(_Group):
     trending_half_life_seconds: float = Field(
         86400.0, gt=0, description="Half-life of the per-item event counts behind trending."
     )
+    trending_enabled: bool = Field(
+        True,
+        description='Count "trending now": a decayed event count per item, which cold starts '
+        "and the popularity term read. Off, the dataflow keeps no per-item count and the API "
+        "uses the catalogue's popularity alone. Each count is a store write of its own, at "
+        "most once a second per item: with a large catalogue that is about one write per "
+        "event, the flow's largest cost (docs/benchmarks.md).",
+    )
     trending_min_users: int = Field(
         3,
         ge=1,

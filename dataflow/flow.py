@@ -5,6 +5,7 @@
                         +-- shard by user --> fold (decayed vector, session) --> user_state
                         |   (events and erasure markers)                         (or erasure)
                         +-- shard by item --> decayed counts (trending)       --> item_trends
+                            (with fold.trending_enabled)
 
     items topic  -> parse (core.items) --(rejected)--> dead-letter topic
                         +-- one key --> merge, embed, write (dataflow.catalog) --> catalog_items,
@@ -83,7 +84,8 @@ class Sinks:
     """Each user's latest state, once per micro-batch that changed it, and each user's
     erasure (``UserErased``), in order with them."""
     item_trends: Sink[tuple[str, Trend]]
-    """Each item's decayed count, at most once per ``trend_emit_seconds``."""
+    """Each item's decayed count, at most once per ``trend_emit_seconds`` (none with
+    ``fold.trending_enabled`` off)."""
 
 
 class StoredState(StoredUsers, StoredTrends, Protocol):
@@ -154,23 +156,43 @@ def build_flow(
     user_states = cast(Stream[tuple[str, UserState | UserErased]], states.trues)
     op.output("user_state", user_states, sinks.user_state)
 
-    # events count for their item; users' erasure markers do not
-    by_item = cast(
-        Stream[tuple[str, dict[str, list[Accepted]]]],
-        op.flat_map_batch("by_item", batches, _Shard(shard, folders.items.key, Accepted)),
-    )
-    counts = ShardState.builder(folders.items, ttl, topic, settings.dataflow.trend_emit_seconds)
-    counted = _keyed("items_out", op.stateful_batch("count_items", by_item, counts))
-    trends = op.branch("item_counted", counted, _folded)
-    op.output("item_trends", cast(Stream[tuple[str, Trend]], trends.trues), sinks.item_trends)
-
+    failures = states.falses
+    if settings.fold.trending_enabled:
+        counted = _trend_steps(settings, batches, shard, folders.items, sinks.item_trends)
+        failures = op.merge("failed", failures, counted)
     # Bytewax's branch narrows only its true side: the false sides hold the Rejected.
-    failed = op.map("fold_failed", op.merge("failed", states.falses, trends.falses), _value)
+    failed = op.map("fold_failed", failures, _value)
     rejected = op.merge("rejected", cast(Stream[Rejected], accepted.falses), failed)
     if catalog is not None:
         rejected = op.merge("all_rejected", rejected, _catalog_steps(flow, catalog))
     op.output("dead_letter", op.map("count_rejected", rejected, dead_letter), sinks.dead_letter)
     return flow
+
+
+def _trend_steps(
+    settings: Settings,
+    batches: Stream[_Batch],
+    shard: Callable[[str], str],
+    items: TrendFolder,
+    sink: Sink[tuple[str, Trend]],
+) -> Stream[tuple[str, object]]:
+    """Each item's decayed count into ``sink``; returns the failed folds (their false
+    side: the keyed ``Rejected``)."""
+    # events count for their item; users' erasure markers do not
+    by_item = cast(
+        Stream[tuple[str, dict[str, list[Accepted]]]],
+        op.flat_map_batch("by_item", batches, _Shard(shard, items.key, Accepted)),
+    )
+    counts = ShardState.builder(
+        items,
+        settings.dataflow.state_ttl_seconds,
+        settings.kafka.events_topic,
+        settings.dataflow.trend_emit_seconds,
+    )
+    counted = _keyed("items_out", op.stateful_batch("count_items", by_item, counts))
+    trends = op.branch("item_counted", counted, _folded)
+    op.output("item_trends", cast(Stream[tuple[str, Trend]], trends.trues), sink)
+    return trends.falses
 
 
 def _catalog_steps(flow: Dataflow, catalog: CatalogInput) -> Stream[Rejected]:

@@ -96,12 +96,13 @@ def run(
     stored: Stored | None = None,
     log_id: str | None = None,
     recovery: RecoveryConfig | None = None,
+    settings: Settings = SETTINGS,
 ) -> Out:
     out = Out()
     sinks = Sinks(TestingSink(out.dead), TestingSink(out.users), TestingSink(out.trends))
     catalogs = CatalogProvider(lambda: "v1", lambda version: CATALOG)
-    folders = Folders.create(SETTINGS, stored or Stored(), catalogs, log_id)
-    flow = build_flow(SETTINGS, TestingSource(msgs, batch_size=4), sinks, folders)
+    folders = Folders.create(settings, stored or Stored(), catalogs, log_id)
+    flow = build_flow(settings, TestingSource(msgs, batch_size=4), sinks, folders)
     run_main(flow, epoch_interval=timedelta(seconds=10), recovery_config=recovery)
     return out
 
@@ -197,6 +198,31 @@ def test_trends_count_each_items_events_with_their_weights():
     i2 = out.trend("i2")  # continues from the stored count
     want, _ = decayed_add(2.0, T0, weights["click"], T0 + 30, half_life)
     assert (i2.score, i2.offsets) == (pytest.approx(want), {3: 9, 0: 2})
+
+
+def test_with_trending_off_users_fold_and_no_item_is_counted(tmp_path: Path):
+    """An operator turns trending off (and on again) on a flow with recovery: users fold
+    as before, no item is counted meanwhile, and the counts resume where they were."""
+    init_db_dir(tmp_path, 1)
+    recovery = RecoveryConfig(tmp_path)
+    msgs = [message(ev("ann", "i1", T0 + k), k) for k in range(6)]
+    stored = Stored()
+
+    first = run(msgs[:2], stored, recovery=recovery)
+    assert first.trend("i1").offsets == {0: 1}
+    stored.users = {u: s for u, s in first.users}
+    stored.trends = {i: t for i, t in first.trends}
+
+    off = run(
+        msgs[:4], stored, recovery=recovery, settings=SETTINGS.with_values(trending_enabled=False)
+    )
+    assert off.trends == [] and off.dead == []
+    assert off.user("ann").event_count == 4
+    stored.users = {u: s for u, s in off.users}
+
+    on = run(msgs, stored, recovery=recovery)
+    assert on.user("ann").event_count == 6
+    assert on.trend("i1").offsets == {0: 5}  # events 2 and 3 came while it was off
 
 
 def test_offsets_of_another_topic_incarnation_do_not_skip_events():

@@ -214,6 +214,9 @@ def test_unknown_items_and_lone_users_do_not_trend(tmp_path):
         trending = Recommender(settings, store, catalogs).trending(catalog, now)
         by_item = {catalog.items[r].item_id: v for r, v in trending.items()}
         assert set(by_item) == {"i1", "i2"} and max(by_item.values()) == 1.0
+        # trending turned off: the counts stored before are not read
+        off = settings.with_values(trending_enabled=False)
+        assert Recommender(off, store, catalogs).trending(catalog, now) == {}
     finally:
         store.close()
 
