@@ -276,7 +276,7 @@ class _CategoryFold:
             got = touched.get(c)
             value, ref = (self._before.get(c, 0.0), self._start) if got is None else got
             if value and now > ref:
-                value *= 2.0 ** (-(now - ref) / self._half_life)
+                value *= 2.0 ** (-(now - ref) / self._half_life)  # decay_factor, inlined
                 if value < _PRUNE:
                     value = 0.0
             touched[c] = (value + weight, now)
@@ -293,7 +293,7 @@ class _CategoryFold:
                 out[c] = value
         for c, (value, ref) in self._touched.items():
             if end > ref:
-                value *= 2.0 ** (-(end - ref) / self._half_life)
+                value *= decay_factor(end - ref, self._half_life)
                 if value < _PRUNE:
                     continue
             out[c] = value
